@@ -1,0 +1,55 @@
+"""lrtune: find the learning rate and LR schedule for PyTorch training.
+
+A cheap LR range test narrows the search bounds; Optuna studies then search LR × schedule
+with grid, random and TPE sampling, with and without that prior.
+
+The public names are imported on first use, so ``python -m lrtune --help`` does not pay
+for importing torch and Optuna.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from lrtune.errors import UserError
+
+if TYPE_CHECKING:
+    from lrtune.export import load_config
+    from lrtune.plots import plot_range_test
+    from lrtune.rangetest import RangeTestResult, range_test
+    from lrtune.schedules import build_scheduler, schedule_lr
+    from lrtune.tasks import Task
+
+_LAZY = {
+    "Task": "lrtune.tasks",
+    "load_config": "lrtune.export",
+    "plot_range_test": "lrtune.plots",
+    "range_test": "lrtune.rangetest",
+    "RangeTestResult": "lrtune.rangetest",
+    "schedule_lr": "lrtune.schedules",
+    "build_scheduler": "lrtune.schedules",
+}
+
+__all__ = [
+    "RangeTestResult",
+    "Task",
+    "UserError",
+    "__version__",
+    "build_scheduler",
+    "load_config",
+    "plot_range_test",
+    "range_test",
+    "schedule_lr",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lrtune' has no attribute {name!r}")

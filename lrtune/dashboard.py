@@ -1,0 +1,200 @@
+"""optuna-dashboard on an lrtune storage: artifacts directory, study notes, the server.
+
+Artifacts (the range-test plot, ...) are files, not rows, so they live beside the storage
+in an Optuna :class:`~optuna.artifacts.FileSystemArtifactStore` chosen by
+:func:`artifact_dir_for`; :func:`serve` hands the same store to optuna-dashboard so the
+study page shows them. Notes written with :func:`write_study_note` are optuna-dashboard
+notes (Markdown, on the study's Note page).
+
+``optuna``, ``optuna_dashboard`` and SQLAlchemy are imported inside the functions so that
+importing this module (and ``python -m lrtune --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lrtune.errors import UserError
+from lrtune.storage import engine_kwargs, mask_url, normalize_url, sqlite_path
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.storages import RDBStorage
+
+ARTIFACTS_ENV = "LRTUNE_ARTIFACTS"
+"""Environment variable naming the artifacts directory (wins over the default place)."""
+
+DEFAULT_ARTIFACT_DIR = "lrtune-artifacts"
+"""Artifacts directory (relative to the working directory) for non-SQLite storages."""
+
+ARTIFACT_SUFFIX = ".artifacts"
+"""A SQLite storage ``path/x.db`` keeps its artifacts in ``path/x.db.artifacts/``."""
+
+_POOL_SIZE = 4
+"""Connections per dashboard process (its server answers requests in threads)."""
+
+
+def artifact_dir_for(storage_url: str) -> Path:
+    """Where lrtune keeps the Optuna artifacts (range-test plots, ...) of a storage.
+
+    ``$LRTUNE_ARTIFACTS`` when set (use it for PostgreSQL shared by several machines: point
+    it at a shared directory); else, for ``sqlite:///path/x.db``, ``path/x.db.artifacts``
+    next to the database file; else ``./lrtune-artifacts``. Returns an absolute path; the
+    directory is not created here.
+    """
+    env = os.environ.get(ARTIFACTS_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    db = sqlite_path(storage_url)
+    if db is not None:
+        return db.with_name(db.name + ARTIFACT_SUFFIX).resolve()
+    return Path(DEFAULT_ARTIFACT_DIR).resolve()
+
+
+def artifact_store(storage_url: str, *, create: bool = True) -> FileSystemArtifactStore:
+    """The :class:`optuna.artifacts.FileSystemArtifactStore` over :func:`artifact_dir_for`.
+
+    Creates the directory unless ``create`` is False. Upload with
+    ``optuna.artifacts.upload_artifact(study_or_trial=study, file_path=...,
+    artifact_store=artifact_store(url))``.
+    """
+    from optuna.artifacts import FileSystemArtifactStore
+
+    path = artifact_dir_for(storage_url)
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"cannot create the artifacts directory {path}: {exc.strerror}; "
+                f"set ${ARTIFACTS_ENV} to a writable directory"
+            ) from None
+    return FileSystemArtifactStore(path)
+
+
+def write_study_note(study: optuna.Study, markdown: str) -> None:
+    """Replace the optuna-dashboard note of ``study`` (Markdown, on the study's Note page)."""
+    from optuna_dashboard import save_note
+
+    save_note(study, markdown)
+
+
+def open_dashboard_storage(storage_url: str) -> RDBStorage:
+    """Open an existing RDB storage read-mostly (no table creation) and check it answers.
+
+    Raises :class:`UserError` (password masked) when the URL is malformed, the SQLite file
+    does not exist, the server cannot be reached or the database holds no Optuna tables.
+    """
+    from optuna.storages import RDBStorage
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    storage_url = normalize_url(storage_url)
+    shown = mask_url(storage_url)
+    try:
+        make_url(storage_url)
+    except ArgumentError:
+        raise UserError(
+            f"not a storage URL: {shown!r}; use e.g. sqlite:///lrtune.db or "
+            "postgresql+psycopg://user:password@host/db"
+        ) from None
+    db = sqlite_path(storage_url)
+    if db is not None and not db.is_file():
+        raise UserError(
+            f"no storage at {db}: run `lrtune study` first or pass --storage URL of an "
+            "existing storage"
+        )
+    try:
+        storage = RDBStorage(
+            storage_url,
+            engine_kwargs=engine_kwargs(storage_url, pool_size=_POOL_SIZE),
+            skip_compatibility_check=True,
+            skip_table_creation=True,
+        )
+        storage.get_all_studies()
+    except ImportError as exc:
+        raise UserError(
+            f"no database driver for {shown}: {exc}; install it (PostgreSQL: pip install "
+            "'psycopg[binary]')"
+        ) from None
+    except Exception as exc:  # SQLAlchemy / driver errors: connection refused, no tables...
+        raise UserError(
+            f"cannot open storage {shown}: {_root_cause(exc)}; check the URL and that the "
+            "database is up and holds lrtune studies"
+        ) from None
+    return storage
+
+
+def _root_cause(exc: BaseException) -> str:
+    """First line of the innermost cause of ``exc`` (Optuna wraps SQLAlchemy errors), masked."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    orig = getattr(exc, "orig", None)  # SQLAlchemy DBAPIError: the driver's own exception
+    if isinstance(orig, BaseException):
+        exc = orig
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else type(exc).__name__
+    return mask_url(text)
+
+
+def dashboard_url(host: str, port: int) -> str:
+    """The URL a browser opens for a server listening on ``host:port``."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/dashboard"
+
+
+def serve(
+    storage_url: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    quiet: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve optuna-dashboard on ``storage_url`` until interrupted (blocks).
+
+    The app is optuna-dashboard's own (``optuna_dashboard.wsgi``, the one
+    ``optuna_dashboard.run_server`` runs) with the storage's artifact store wired in, served
+    by a threaded ``wsgiref`` server as the ``optuna-dashboard`` command does; that lets
+    lrtune report a busy port as a :class:`UserError` and silence the request log
+    (``quiet``). ``on_ready(url)`` is called once the port is bound, before serving.
+    KeyboardInterrupt propagates after the socket is closed.
+    """
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    import optuna_dashboard
+
+    storage = open_dashboard_storage(storage_url)
+    store = artifact_store(storage_url, create=False)
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+
+    class _Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class _Handler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            if not quiet:
+                super().log_message(format, *args)
+
+    try:
+        httpd = make_server(host, port, app, server_class=_Server, handler_class=_Handler)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UserError(
+            f"cannot listen on {host}:{port}: {reason}; pick another --port or --host"
+        ) from None
+    try:
+        if on_ready is not None:
+            on_ready(dashboard_url(host, httpd.server_port))
+        httpd.serve_forever()
+    finally:
+        httpd.server_close()

@@ -1,0 +1,97 @@
+"""A dense grid of real training runs over LR × schedule: the ground truth that the range
+test's bounds are checked against, and the oracle of the search-efficiency benchmark."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lrtune.schedules import SCHEDULE_NAMES
+from lrtune.tasks import Task, TaskFactory
+from lrtune.trainer import TrainConfig, train
+
+
+@dataclass
+class GridResult:
+    """Mean metric over seeds for every (schedule, lr) of the grid (``nan``: diverged)."""
+
+    lrs: list[float]
+    values: dict[str, list[float]]
+    direction: str
+
+    def best_lr(self, schedule: str) -> float:
+        """The grid LR with the best mean value for ``schedule``."""
+        vals = np.asarray(self.values[schedule], dtype=float)
+        worst = np.inf if self.direction == "minimize" else -np.inf
+        vals = np.where(np.isfinite(vals), vals, worst)
+        i = int(np.argmin(vals) if self.direction == "minimize" else np.argmax(vals))
+        return self.lrs[i]
+
+    def robust_best_lr(self, schedule: str) -> float:
+        """The grid LR whose worst value over itself and its two neighbours is best.
+
+        Near divergence a single lucky run can score best between two that blew up; such an
+        LR is not one a user can train at, so each LR is judged with its neighbours.
+        """
+        vals = np.asarray(self.values[schedule], dtype=float)
+        worst = np.inf if self.direction == "minimize" else -np.inf
+        vals = np.where(np.isfinite(vals), vals, worst)
+        padded = np.concatenate([[worst], vals, [worst]])
+        windows = np.stack([padded[:-2], padded[1:-1], padded[2:]])
+        if self.direction == "minimize":
+            return self.lrs[int(np.argmin(windows.max(axis=0)))]
+        return self.lrs[int(np.argmax(windows.min(axis=0)))]
+
+    def best(self) -> tuple[str, float, float]:
+        """``(schedule, lr, value)`` of the best cell of the whole grid."""
+        sign = 1.0 if self.direction == "minimize" else -1.0
+        cells = [
+            (sign * v, s, self.lrs[i])
+            for s, vs in self.values.items()
+            for i, v in enumerate(vs)
+            if math.isfinite(v)
+        ]
+        v, s, lr = min(cells)
+        return s, lr, sign * v
+
+
+def log_grid(low: float, high: float, n: int) -> list[float]:
+    """``n`` log-spaced values from ``low`` to ``high`` inclusive."""
+    return [float(x) for x in np.logspace(math.log10(low), math.log10(high), n)]
+
+
+def dense_grid(
+    task: str | TaskFactory | Task,
+    lrs: Sequence[float],
+    *,
+    schedules: Sequence[str] = SCHEDULE_NAMES,
+    seeds: Sequence[int] = (0, 1),
+    optimizer: str = "sgd",
+    epochs: int | None = None,
+    device: str = "cpu",
+) -> GridResult:
+    """Train every (schedule, lr) with every seed and average the final metric."""
+    values: dict[str, list[float]] = {}
+    direction = "minimize"
+    for schedule in schedules:
+        row = []
+        for lr in lrs:
+            runs = []
+            for seed in seeds:
+                cfg = TrainConfig(
+                    lr=lr,
+                    optimizer=optimizer,
+                    schedule=schedule,
+                    epochs=epochs,
+                    seed=seed,
+                    device=device,
+                )
+                res = train(task, cfg)
+                runs.append(res.value)
+                direction = res.direction
+            row.append(float(np.mean(runs)) if all(math.isfinite(r) for r in runs) else math.nan)
+        values[schedule] = row
+    return GridResult(list(lrs), values, direction)

@@ -1,0 +1,438 @@
+"""Figures: the range-test curve (and the report's plots). matplotlib is imported lazily."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lrtune.rangetest import RangeTestResult
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_range_test(result: RangeTestResult, path: str | Path) -> Path:
+    """Draw the range test to a PNG at ``path`` and return the path.
+
+    Log-LR x axis; each seed's raw loss (faint) and smoothed loss; the suggestions as
+    vertical lines; three shaded regions: too low to learn (below ``lr_low``), the search
+    bounds, and divergence (above ``diverged_at``). With a tracked metric, a second panel
+    shows it against the same LR axis.
+    """
+    plt = _pyplot()
+    panels = 2 if any(result.metrics) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 4.8), squeeze=False)
+    ax = axes[0][0]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    finite_losses: list[float] = []  # smoothed values, for the y range
+    for k, (lrs, raw, sm) in enumerate(
+        zip(result.lrs, result.losses, result.smoothed, strict=True)
+    ):
+        c = colors[k % len(colors)]
+        seed = result.seeds[k] if k < len(result.seeds) else k
+        ax.plot(lrs, raw, color=c, alpha=0.25, linewidth=0.8)
+        ax.plot(lrs, sm, color=c, linewidth=1.8, label=f"seed {seed} (smoothed)")
+        finite_losses += [
+            v for v in [*sm, *raw] if v is not None and v == v and abs(v) != float("inf")
+        ]
+    lo_x = min(min(lrs) for lrs in result.lrs if lrs)
+    hi_x = max(result.end_lr, *(max(lrs) for lrs in result.lrs if lrs))
+    _regions(ax, result, lo_x, hi_x)
+    for name, value, style in (
+        ("steep", result.steep, ":"),
+        ("valley", result.valley, "--"),
+        ("min/10", result.min10, "-."),
+    ):
+        ax.axvline(
+            value, color="black", linestyle=style, linewidth=1.1, label=f"{name} = {value:.3g}"
+        )
+    if finite_losses:
+        # Clip the y axis to the starting loss level so the blow-up at the end does not
+        # flatten the interesting part of the curve.
+        starts = [sm[0] for sm in result.smoothed if sm and sm[0] is not None]
+        top = max(starts) if starts else max(finite_losses)
+        low = min(finite_losses)
+        span = max(top - low, 1e-12)
+        ax.set_ylim(low - 0.1 * span, top + 0.35 * span)
+    ax.set_xscale("log")
+    ax.set_xlim(lo_x, hi_x)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"LR range test ({result.optimizer}, {result.mode}): {result.diagnosis}")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    if panels == 2:
+        mx = axes[0][1]
+        for k, (steps, values) in enumerate(zip(result.metric_steps, result.metrics, strict=True)):
+            lrs = result.lrs[k]
+            xs = [lrs[s] for s in steps if s < len(lrs)]
+            mx.plot(
+                xs,
+                values[: len(xs)],
+                marker="o",
+                markersize=3,
+                color=colors[k % len(colors)],
+                label=f"seed {result.seeds[k]}",
+            )
+        _regions(mx, result, lo_x, hi_x)
+        mx.set_xscale("log")
+        mx.set_xlim(lo_x, hi_x)
+        mx.set_xlabel("learning rate (log scale)")
+        mx.set_ylabel(result.metric_name or "metric")
+        mx.set_title(f"held-out {result.metric_name} during the sweep")
+        mx.grid(True, which="major", alpha=0.3)
+        mx.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _regions(ax: Any, result: RangeTestResult, lo_x: float, hi_x: float) -> None:
+    ax.axvspan(lo_x, result.lr_low, color="0.6", alpha=0.15, label="too low: little progress")
+    ax.axvspan(
+        result.lr_low,
+        result.lr_high,
+        color="tab:green",
+        alpha=0.15,
+        label=f"search bounds [{result.lr_low:.3g}, {result.lr_high:.3g}]",
+    )
+    if result.diverged_at is not None:
+        ax.axvspan(result.diverged_at, hi_x, color="tab:red", alpha=0.15, label="diverges")
+
+
+# --- report figures (lrtune report) ---------------------------------------------------------
+# Each takes plain data (lists, dicts) gathered by lrtune.report and writes one PNG.
+
+_SAMPLER_COLORS = {
+    "grid": "tab:blue",
+    "random": "tab:orange",
+    "tpe": "tab:green",
+    "qmc": "tab:purple",
+    "gp": "tab:brown",
+}
+_PRIOR_STYLES = {"rangetest": "-", "none": "--"}
+_PRIOR_COLORS = {"rangetest": "tab:green", "none": "tab:blue"}
+_SAMPLER_MARKERS = {"grid": "s", "random": "o", "tpe": "^", "qmc": "D", "gp": "v"}
+_DPI = 110
+
+
+def _spans_decades(values: Sequence[float], decades: float = 1.0) -> bool:
+    """All finite values positive and ``max / min`` above ``10 ** decades``."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite or min(finite) <= 0:
+        return False
+    return max(finite) / min(finite) > 10**decades
+
+
+def _save(fig: Any, plt: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=_DPI)
+    plt.close(fig)
+    return out
+
+
+def plot_best_so_far(
+    runs: Mapping[tuple[str, str], Sequence[Sequence[float]]],
+    path: str | Path,
+    *,
+    metric: str,
+    direction: str,
+    target: float | None = None,
+    title: str = "best so far",
+) -> Path:
+    """Best value so far against finished trials, one line per (sampler, prior).
+
+    ``runs[(sampler, prior)]`` holds one best-so-far curve per repeat (``nan`` before the
+    first complete trial). With several repeats the line is their median and the band the
+    interquartile range; with one it is that run. Colour: sampler; line style: prior. The
+    y axis is logarithmic when the values span more than a decade.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    every: list[float] = []
+    repeats = 1
+    for k, ((sampler, prior), curves) in enumerate(runs.items()):
+        curves = [list(c) for c in curves if len(c)]
+        if not curves:
+            continue
+        repeats = max(repeats, len(curves))
+        length = max(len(c) for c in curves)
+        grid = np.full((len(curves), length), np.nan)
+        for i, c in enumerate(curves):
+            grid[i, : len(c)] = c
+            # A finished run keeps its best value for the rest of the axis.
+            if len(c) < length:
+                grid[i, len(c) :] = c[-1]
+        xs = np.arange(1, length + 1)
+        color = _SAMPLER_COLORS.get(sampler)
+        style = _PRIOR_STYLES.get(prior, ":")
+        label = f"{sampler}, prior {prior}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns
+            mid = np.nanmedian(grid, axis=0)
+            if len(curves) > 1:
+                lo, hi = np.nanpercentile(grid, [25, 75], axis=0)
+                ax.fill_between(xs, lo, hi, step="post", color=color, alpha=0.15, linewidth=0)
+                label += f" (median, IQR of {len(curves)})"
+        # Arms that found the same trials (same sampler seed, e.g. TPE's random startup)
+        # overlap: later lines are thinner and carry markers so both stay visible.
+        ax.plot(
+            xs,
+            mid,
+            drawstyle="steps-post",
+            color=color,
+            linestyle=style,
+            linewidth=max(1.2, 3.2 - 0.6 * k),
+            marker=_SAMPLER_MARKERS.get(sampler, "o"),
+            markersize=5,
+            label=label,
+        )
+        every += [float(v) for v in grid.ravel() if np.isfinite(v)]
+    if target is not None and math.isfinite(target):
+        ax.axhline(target, color="0.3", linestyle=":", linewidth=1.2, label=f"target {target:.4g}")
+        every.append(target)
+    if _spans_decades(every):
+        ax.set_yscale("log")
+        ax.set_ylabel(f"best {metric} so far (log scale)")
+    else:
+        ax.set_ylabel(f"best {metric} so far")
+    better = "lower" if direction == "minimize" else "higher"
+    ax.set_xlabel("finished trials (complete or pruned), in order")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{title} ({better} is better)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _save(fig, plt, path)
+
+
+def plot_schedule(
+    lrs: Sequence[float],
+    path: str | Path,
+    *,
+    title: str,
+    steps_per_epoch: int | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> Path:
+    """The LR at every optimizer step of a run (log y), with the peak LR marked.
+
+    ``steps_per_epoch`` adds an epoch axis on top; ``bounds`` shades the LR search bounds
+    the trial was drawn from.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = list(range(len(lrs)))
+    peak = max(lrs)
+    positive = [v for v in lrs if v > 0]
+    ax.plot(steps, lrs, color="tab:blue", linewidth=2, label="learning rate")
+    ax.axhline(peak, color="tab:red", linestyle="--", linewidth=1, label=f"peak lr = {peak:.3g}")
+    ax.set_yscale("log", nonpositive="mask")
+    low = max(min(positive) / 1.5, peak * 1e-5) if positive else peak * 1e-5
+    high = peak * 2.0
+    if bounds is not None:
+        ax.axhspan(
+            bounds[0],
+            bounds[1],
+            color="tab:green",
+            alpha=0.12,
+            label=f"search bounds [{bounds[0]:.3g}, {bounds[1]:.3g}]",
+        )
+        low, high = min(low, bounds[0] / 1.5), max(high, bounds[1] * 1.5)
+    ax.set_ylim(low, high)
+    ax.set_xlim(0, max(len(lrs) - 1, 1))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate (log scale)")
+    if steps_per_epoch:
+        spe = float(steps_per_epoch)
+        top = ax.secondary_xaxis("top", functions=(lambda s: s / spe, lambda e: e * spe))
+        top.set_xlabel("epoch")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
+    return _save(fig, plt, path)
+
+
+def plot_importances(importances: Mapping[str, float], path: str | Path, *, title: str) -> Path:
+    """Horizontal bars of parameter importances (largest on top), values printed."""
+    plt = _pyplot()
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 1.6 + 0.5 * len(items)))
+    names = [k for k, _ in items]
+    values = [float(v) for _, v in items]
+    bars = ax.barh(names, values, color="tab:blue")
+    for bar, value in zip(bars, values, strict=True):
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" {value:.2f}",
+            va="center",
+            fontsize=9,
+        )
+    ax.set_xlim(0, max([*values, 1e-12]) * 1.2)
+    ax.set_xlabel("importance (normalized: sums to 1)")
+    ax.set_ylabel("parameter")
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, plt, path)
+
+
+def _outlier_cap(values: Sequence[float], direction: str) -> float:
+    """Top of the value axis: 5x the median when minimizing and some value lies far above it
+    (a trial at a huge LR can end with a loss of 1e12 and flatten everything else)."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if direction != "minimize" or not finite:
+        return math.inf
+    median = finite[len(finite) // 2]
+    if median <= 0:
+        return math.inf
+    cap = 5.0 * median
+    return cap if finite[-1] > cap else math.inf
+
+
+def plot_lr_scatter(
+    points: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    metric: str,
+    direction: str,
+    bounds: Mapping[str, tuple[float, float]],
+    best: tuple[float, float] | None = None,
+    title: str = "LRs tried",
+) -> Path:
+    """Each trial's LR against its value (log x), coloured by prior, marked by sampler.
+
+    ``points``: dicts with ``prior``, ``sampler``, ``lr``, ``value`` and ``pruned`` (a pruned
+    trial is drawn hollow at its last reported value). ``bounds[prior]`` is shaded for the
+    ``rangetest`` prior (the narrowed range); ``best`` = ``(lr, value)`` is starred.
+    """
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    priors = list(dict.fromkeys(str(p["prior"]) for p in points))
+    samplers = list(dict.fromkeys(str(p["sampler"]) for p in points))
+    values = [float(p["value"]) for p in points]
+    cap = _outlier_cap(values, direction)
+    clipped = [v for v in values if v > cap]
+    for p in points:
+        color = _PRIOR_COLORS.get(str(p["prior"]), "0.4")
+        marker = _SAMPLER_MARKERS.get(str(p["sampler"]), "o")
+        value = float(p["value"])
+        if value > cap:  # drawn on the top edge, see the legend
+            ax.scatter(p["lr"], cap, marker=r"$\uparrow$", s=90, color=color, clip_on=False)
+        elif p.get("pruned"):
+            ax.scatter(p["lr"], value, marker=marker, s=36, facecolors="none", edgecolors=color)
+        else:
+            ax.scatter(
+                p["lr"], value, marker=marker, s=36, color=color, alpha=0.8, edgecolors="none"
+            )
+    if "rangetest" in bounds:
+        lo, hi = bounds["rangetest"]
+        ax.axvspan(lo, hi, color=_PRIOR_COLORS["rangetest"], alpha=0.1)
+    if best is not None:
+        ax.scatter(*best, marker="*", s=260, color="gold", edgecolors="black", zorder=5)
+    shown = [v for v in values if v <= cap]
+    ax.set_xscale("log")
+    if "none" in bounds:
+        ax.set_xlim(bounds["none"][0] / 2, bounds["none"][1] * 2)
+    if _spans_decades([*shown, cap] if clipped else shown):
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{metric} (log scale)")
+    else:
+        ax.set_ylabel(metric)
+    if clipped:
+        low = min(shown) if shown else cap / 2
+        ax.set_ylim(top=cap, bottom=low / 1.2 if low > 0 else low - 0.05 * (cap - low))
+    ax.set_xlabel("learning rate (peak, log scale)")
+    better = "lower" if direction == "minimize" else "higher"
+    ax.set_title(f"{title} ({better} is better)", pad=16 if clipped else 6)
+    ax.grid(True, which="major", alpha=0.3)
+    handles: list[Any] = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            color=_PRIOR_COLORS.get(pr, "0.4"),
+            label=f"prior {pr}",
+        )
+        for pr in priors
+    ]
+    handles += [
+        Line2D(
+            [],
+            [],
+            marker=_SAMPLER_MARKERS.get(s, "o"),
+            linestyle="",
+            color="0.3",
+            label=f"sampler {s}",
+        )
+        for s in samplers
+    ]
+    if any(p.get("pruned") for p in points):
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="",
+                markerfacecolor="none",
+                markeredgecolor="0.3",
+                label="pruned (last reported value)",
+            )
+        )
+    if "rangetest" in bounds:
+        from matplotlib.patches import Patch
+
+        lo, hi = bounds["rangetest"]
+        handles.append(
+            Patch(
+                color=_PRIOR_COLORS["rangetest"],
+                alpha=0.2,
+                label=f"range-test bounds [{lo:.3g}, {hi:.3g}]",
+            )
+        )
+    if clipped:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker=r"$\uparrow$",
+                linestyle="",
+                markersize=10,
+                color="0.3",
+                label=f"{len(clipped)} off the scale (up to {max(clipped):.3g})",
+            )
+        )
+    if best is not None:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="*",
+                linestyle="",
+                markersize=12,
+                markerfacecolor="gold",
+                markeredgecolor="black",
+                label=f"best trial (lr {best[0]:.3g})",
+            )
+        )
+    ax.legend(
+        handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
+    )
+    return _save(fig, plt, path)

@@ -1,0 +1,63 @@
+"""A live progress display of a group's studies: trials done, best so far, ETA.
+
+On a terminal it redraws one line per study in place; when output is not a terminal (CI,
+a log file) it prints nothing until the final table.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import optuna
+
+from lrtune.objective import FINISHED
+
+
+class Progress:
+    """Redraws ``names``' progress on ``stream`` when it is a terminal."""
+
+    def __init__(self, names: list[str], budgets: dict[str, int], stream: TextIO | None = None):
+        self.names = names
+        self.budgets = budgets
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self.start = time.monotonic()
+        self._drawn = 0
+        self._done0: int | None = None
+
+    def update(self, storage: optuna.storages.BaseStorage) -> None:
+        """Read the studies' state from ``storage`` and redraw."""
+        if not self.live:
+            return
+        lines = []
+        total_done = total_budget = 0
+        for name in self.names:
+            study = optuna.load_study(study_name=name, storage=storage)
+            trials = study.get_trials(deepcopy=False)
+            done = sum(t.state in FINISHED for t in trials)
+            running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+            budget = self.budgets[name]
+            total_done += min(done, budget)
+            total_budget += budget
+            try:
+                best = f"{study.best_value:.4g}"
+            except ValueError:
+                best = "-"
+            bar = "#" * int(20 * min(done, budget) / max(budget, 1))
+            lines.append(
+                f"  {name:<32} [{bar:<20}] {done:>3}/{budget:<3} running {running}  best {best}"
+            )
+        if self._done0 is None:
+            self._done0 = total_done
+        elapsed = time.monotonic() - self.start
+        finished_here = total_done - self._done0
+        eta = "-"
+        if finished_here > 0:
+            eta = f"{elapsed / finished_here * (total_budget - total_done):.0f} s"
+        lines.append(f"  {total_done}/{total_budget} trials, {elapsed:.0f} s, ETA {eta}")
+        out = "".join("\x1b[1A\x1b[2K" for _ in range(self._drawn)) + "\n".join(lines) + "\n"
+        self.stream.write(out)
+        self.stream.flush()
+        self._drawn = len(lines)

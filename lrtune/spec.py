@@ -1,0 +1,269 @@
+"""Study specs: ``studies/*.toml`` and command-line flags, resolved into one frozen config.
+
+Every field of :class:`StudySpec` is a top-level key of the spec file and a flag of
+``lrtune study`` (``lr_low`` is ``--lr-low``); a flag given on the command line overrides
+the file. Schedules' own parameter ranges go in ``[params.<schedule>]`` tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lrtune.errors import UserError
+from lrtune.optimizers import OPTIMIZERS
+from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, resolve_params
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SAMPLERS: tuple[str, ...] = ("grid", "random", "tpe", "qmc", "gp")
+PRIORS: tuple[str, ...] = ("rangetest", "none")
+PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything a group of studies needs; stored on each study as ``spec``.
+
+    Attributes:
+        task: built-in name, ``module:function`` or ``path.py:function``.
+        group: the studies' name prefix (default: the task's name).
+        optimizer: one of ``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``.
+        schedules: the schedules searched (categorical ``schedule``).
+        params: per schedule, the ranges of its own parameters to search
+            (``{"onecycle": {"pct_start": [0.1, 0.5]}}``); unlisted ones keep defaults.
+        lr_low, lr_high: the wide LR bounds of the no-prior arm.
+        epochs: training epochs per trial (``None``: the task's own).
+        trials: finished trials each study must have.
+        samplers: Optuna samplers compared.
+        prior: ``rangetest`` and/or ``none``.
+        pruner: ``median``, ``hyperband`` or ``none``.
+        seed: base seed (sampler seeds, training seed).
+        repeats: studies per sampler × prior, each with its own sampler seed.
+        tolerance: trials-to-target counts trials until within this fraction of the best.
+        grid_points: log-spaced LR points of the grid sampler.
+        rangetest_seeds, rangetest_steps: the prior's range test.
+        widen: let a prior's bounds grow when the best trials sit at an edge
+            (:mod:`lrtune.widen`).
+    """
+
+    task: str = "digits"
+    group: str | None = None
+    optimizer: str = "sgd"
+    schedules: tuple[str, ...] = SCHEDULE_NAMES
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    lr_low: float = 1e-6
+    lr_high: float = 10.0
+    epochs: int | None = None
+    trials: int = 30
+    samplers: tuple[str, ...] = ("grid", "random", "tpe")
+    prior: tuple[str, ...] = ("rangetest",)
+    pruner: str = "median"
+    seed: int = 0
+    repeats: int = 1
+    tolerance: float = 0.02
+    grid_points: int = 6
+    rangetest_seeds: int = 3
+    rangetest_steps: int = 100
+    widen: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudySpec:
+        """Rebuild a spec stored with :meth:`to_dict` (as workers do)."""
+        return resolve_spec(
+            {k: v for k, v in data.items() if v is not None}, source="the stored spec"
+        )
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(StudySpec)}
+_LISTS = {"schedules": SCHEDULE_NAMES, "samplers": SAMPLERS, "prior": PRIORS}
+
+
+def load_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read a spec file into a dict of fields (not yet checked)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"spec file {p} does not exist")
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"spec file {p}: not valid TOML: {exc}") from None
+
+
+def resolve_spec(
+    values: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    source: str = "the spec",
+) -> StudySpec:
+    """Check ``values`` (from a file) updated by ``overrides`` (flags that were given) and
+    build the :class:`StudySpec`. Raises :class:`UserError` naming ``source`` and the key."""
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise UserError(
+            f"{source}: unknown key {unknown[0]!r}: allowed keys are {', '.join(_FIELDS)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        kwargs[key] = _check_field(key, value, f"{source}: {key}")
+    for key, value in flags.items():  # a flag wins over the file; its errors name the flag
+        kwargs[key] = _check_field(key, value, "--" + key.replace("_", "-"))
+    spec = StudySpec(**kwargs)
+    if spec.lr_low >= spec.lr_high:
+        raise UserError(
+            f"{source}: lr_low ({spec.lr_low:g}) must be below lr_high ({spec.lr_high:g})"
+        )
+    for name in spec.params:
+        if name not in spec.schedules:
+            raise UserError(
+                f"{source}: params.{name}: schedule {name!r} is not in schedules "
+                f"({', '.join(spec.schedules)})"
+            )
+    return spec
+
+
+def _check_field(key: str, value: Any, where: str) -> Any:
+    if key in _LISTS:
+        allowed = _LISTS[key]
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise UserError(f"{where}: expected a non-empty list of {', '.join(allowed)}")
+        items = [str(i).strip() for i in items]
+        for item in items:
+            if item not in allowed:
+                raise UserError(
+                    f"{where}: unknown value {item!r}: allowed are {', '.join(allowed)}"
+                )
+        if len(set(items)) != len(items):
+            raise UserError(f"{where}: {', '.join(items)} lists a value twice")
+        return tuple(items)
+    if key in ("task", "group"):
+        if not isinstance(value, str) or not value.strip():
+            raise UserError(f"{where}: expected a non-empty string, got {value!r}")
+        if key == "group" and any(c in value for c in " ./\\:"):
+            raise UserError(f"{where}: {value!r} may not contain spaces, dots, slashes or colons")
+        return value
+    if key == "optimizer":
+        if value not in OPTIMIZERS:
+            raise UserError(
+                f"{where}: unknown optimizer {value!r}: allowed are {', '.join(OPTIMIZERS)}"
+            )
+        return value
+    if key == "pruner":
+        if value not in PRUNERS:
+            raise UserError(f"{where}: unknown pruner {value!r}: allowed are {', '.join(PRUNERS)}")
+        return value
+    if key in ("lr_low", "lr_high", "tolerance"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value) or value <= 0 or (key == "tolerance" and value >= 1):
+            rule = "between 0 and 1" if key == "tolerance" else "a positive finite number"
+            raise UserError(f"{where}: must be {rule}, got {value!r}")
+        return value
+    if key in (
+        "epochs",
+        "trials",
+        "repeats",
+        "grid_points",
+        "rangetest_seeds",
+        "rangetest_steps",
+        "seed",
+    ):
+        if value is None and key == "epochs":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        minimum = {"seed": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
+        if value < minimum:
+            raise UserError(f"{where}: must be at least {minimum}, got {value}")
+        return value
+    if key == "widen":
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if key == "params":
+        return _check_params(value, where)
+    raise AssertionError(key)  # pragma: no cover - every field is handled above
+
+
+def _check_params(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise UserError(f"{where}: expected a table of [params.<schedule>] tables")
+    out: dict[str, dict[str, Any]] = {}
+    for sched, table in value.items():
+        if sched not in SCHEDULES:
+            raise UserError(
+                f"{where}.{sched}: unknown schedule: allowed are {', '.join(SCHEDULE_NAMES)}"
+            )
+        if not isinstance(table, Mapping):
+            raise UserError(f"{where}.{sched}: expected a table of parameter ranges")
+        space = SCHEDULES[sched].space
+        out[sched] = {}
+        for pname, rng in table.items():
+            if pname not in SCHEDULES[sched].defaults:
+                raise UserError(
+                    f"{where}.{sched}.{pname}: unknown parameter: allowed are "
+                    f"{', '.join(SCHEDULES[sched].defaults) or 'none'}"
+                )
+            checked = _check_range(rng, space.get(pname), f"{where}.{sched}.{pname}")
+            ends = checked[1] if checked[0] == "categorical" else checked[1:3]
+            for v in ends:  # each end of the range must itself be a valid value
+                try:
+                    resolve_params(sched, 1000, **{pname: v})
+                except ValueError as exc:
+                    raise UserError(f"{where}.{sched}.{pname}: {exc}") from None
+            out[sched][pname] = checked
+    return out
+
+
+def _check_resolved(rng: list[Any], where: str) -> list[Any]:
+    kind = rng[0]
+    if kind == "categorical" and len(rng) == 2 and isinstance(rng[1], list) and rng[1]:
+        return [kind, list(rng[1])]
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng[1:3])
+    if kind == "int" and len(rng) == 3 and numbers and rng[1] < rng[2]:
+        return [kind, int(rng[1]), int(rng[2])]
+    if kind == "float" and len(rng) == 4 and numbers and rng[1] < rng[2]:
+        return [kind, float(rng[1]), float(rng[2]), bool(rng[3])]
+    raise UserError(f"{where}: malformed range {rng}")
+
+
+def _check_range(rng: Any, default: tuple[Any, ...] | None, where: str) -> list[Any]:
+    # `true` asks for lrtune's default range of that parameter.
+    if rng is True:
+        if default is None:
+            raise UserError(f"{where}: has no default range; give [low, high] or choices")
+        return ["categorical", list(default[1])] if default[0] == "categorical" else list(default)
+    if not isinstance(rng, list) or not rng:
+        raise UserError(f"{where}: expected [low, high], a list of choices, or true")
+    if rng[0] in ("float", "int", "categorical"):
+        return _check_resolved(rng, where)  # the form stored on studies, read back
+    if all(isinstance(v, str) for v in rng):
+        return ["categorical", list(rng)]
+    if len(rng) != 2 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng
+    ):
+        raise UserError(f"{where}: expected [low, high] numbers or a list of strings, got {rng}")
+    low, high = rng
+    if not low < high:
+        raise UserError(f"{where}: low ({low}) must be below high ({high})")
+    if isinstance(low, int) and isinstance(high, int):
+        return ["int", low, high]
+    log = default is not None and len(default) > 3 and bool(default[3])
+    return ["float", float(low), float(high), log]

@@ -1,0 +1,331 @@
+"""The studies of a group: create them (with the range-test prior), run their trials until
+each has its budget, and read them back.
+
+A group is one ``StudySpec`` run as one Optuna study per sampler × prior (× repeat), named
+``{group}.{sampler}.{prior}`` (``.r{K}`` for repeat K ≥ 2). Everything a worker needs to
+run a study's trials is stored on the study itself (user attrs), so a worker on another
+machine needs only the storage URL and the group name.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from lrtune import __version__
+from lrtune.errors import UserError
+from lrtune.objective import FINISHED
+from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
+from lrtune.space import decades, grid_size
+from lrtune.spec import StudySpec
+from lrtune.storage import mask_url, open_storage
+from lrtune.tasks import Task, resolve_task
+
+log = logging.getLogger(__name__)
+
+#: Seconds between heartbeats of a running trial, and before a silent trial is failed.
+HEARTBEAT_INTERVAL = 5
+GRACE_PERIOD = 20
+#: Seeds of two workers on the same study differ by this prime.
+WORKER_SEED_STRIDE = 7919
+#: A worker gives up after this many failed trials in a row (a broken task, not bad luck).
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """One study of a group."""
+
+    name: str
+    sampler: str
+    prior: str
+    repeat: int
+    seed: int
+
+
+def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
+    """The studies of ``group``: prior × sampler × repeat, with their sampler seeds.
+
+    The same sampler gets the same seed with and without the prior (a paired comparison);
+    repeats get different seeds.
+    """
+    refs = []
+    for repeat in range(1, spec.repeats + 1):
+        for prior in spec.prior:
+            for sampler in spec.samplers:
+                suffix = "" if repeat == 1 else f".r{repeat}"
+                refs.append(
+                    StudyRef(
+                        f"{group}.{sampler}.{prior}{suffix}",
+                        sampler,
+                        prior,
+                        repeat,
+                        spec.seed + 100 * (repeat - 1),
+                    )
+                )
+    return refs
+
+
+def default_group(spec: StudySpec, task: Task) -> str:
+    """``spec.group``, else the name of ``task`` (the task built from ``spec``)."""
+    return spec.group or task.name.replace(" ", "-").replace(".", "-")
+
+
+@dataclass
+class Group:
+    """A prepared group: its studies and the bounds each prior searches."""
+
+    name: str
+    spec: StudySpec
+    refs: list[StudyRef]
+    bounds: dict[str, tuple[float, float]]
+    rangetest: RangeTestResult | None
+    created: list[str]
+
+    def budget(self, ref: StudyRef) -> int:
+        """Finished trials ``ref`` must have; a grid study stops at its grid's size."""
+        if ref.sampler == "grid":
+            return min(self.spec.trials, grid_size(self.spec))
+        return self.spec.trials
+
+
+def prepare_group(
+    spec: StudySpec,
+    storage_url: str,
+    *,
+    device: str = "auto",
+    on_rangetest: Callable[[RangeTestResult], None] | None = None,
+) -> Group:
+    """Create (or find, to resume) the studies of ``spec``; run the range test if needed.
+
+    Checks everything before writing: the task builds, the storage opens, studies that
+    already exist were made with the same spec (only ``trials`` may change). The range test
+    runs at most once per group; its result is reused when the command is run again.
+    """
+    task = resolve_task(spec.task)(spec.seed)  # building it once also checks the task
+    group = default_group(spec, task)
+    storage = open_storage(storage_url)
+    refs = study_refs(spec, group)
+    existing = _existing(storage, refs)
+    stored_rt: dict[str, Any] | None = None
+    for name, attrs in existing.items():
+        _check_same_spec(name, attrs.get("spec", {}), spec)
+        stored_rt = stored_rt or attrs.get("rangetest")
+    bounds = {"none": (spec.lr_low, spec.lr_high)}
+    result: RangeTestResult | None = None
+    if "rangetest" in spec.prior:
+        if stored_rt is not None:
+            result = RangeTestResult.from_dict(stored_rt)
+        else:
+            result = range_test(
+                spec.task,
+                optimizer=spec.optimizer,
+                steps=spec.rangetest_steps,
+                seeds=spec.rangetest_seeds,
+                device=device,
+                seed=spec.seed,
+            )
+            if on_rangetest is not None:
+                on_rangetest(result)
+        if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED):
+            raise UserError(
+                f"range test on {spec.task}: {result.diagnosis}; fix the task or "
+                "run with --prior none"
+            )
+        bounds["rangetest"] = (result.lr_low, result.lr_high)
+    prepared = Group(group, spec, refs, bounds, result, [])
+    plot_dir = tempfile.TemporaryDirectory(prefix="lrtune-")
+    plot_path = None
+    for ref in refs:
+        if ref.name in existing:
+            study = optuna.load_study(study_name=ref.name, storage=storage)
+            study.set_user_attr("budget", prepared.budget(ref))  # --trials may have changed
+            continue
+        study = optuna.create_study(
+            storage=storage, study_name=ref.name, direction=task.direction, load_if_exists=True
+        )
+        attrs = {
+            "lrtune_version": __version__,
+            "group": group,
+            "task": spec.task,
+            "spec": spec.to_dict(),
+            "sampler": ref.sampler,
+            "prior": ref.prior,
+            "repeat": ref.repeat,
+            "seed": ref.seed,
+            "bounds": list(bounds[ref.prior]),
+            "budget": prepared.budget(ref),
+            "epochs": spec.epochs or task.epochs,
+            "metric": task.metric_name,
+            "storage": mask_url(storage_url),
+        }
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        if ref.prior == "rangetest" and result is not None:
+            plot_path = plot_path or _plot(result, Path(plot_dir.name))
+            record_range_test(study, result, storage_url, plot_path=plot_path)
+        _write_note(study, prepared, ref)
+        prepared.created.append(ref.name)
+    plot_dir.cleanup()
+    return prepared
+
+
+def _existing(storage: optuna.storages.BaseStorage, refs: list[StudyRef]) -> dict[str, dict]:
+    names = {ref.name for ref in refs}
+    return {
+        s.study_name: dict(s.user_attrs)
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+        if s.study_name in names
+    }
+
+
+def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None:
+    current = spec.to_dict()
+    # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
+    free = {"trials", "repeats", "prior", "samplers", "group"}
+    differs = [k for k in current if k not in free and stored.get(k) != current[k]]
+    if differs:
+        raise UserError(
+            f"study {name} exists with a different {differs[0]} ({stored.get(differs[0])!r} "
+            f"there, {current[differs[0]]!r} now): re-run with the same settings to resume, "
+            "or pass --group NAME to start a new set"
+        )
+
+
+def _plot(result: RangeTestResult, directory: Path) -> Path:
+    from lrtune.plots import plot_range_test
+
+    return plot_range_test(result, directory / "rangetest.png")
+
+
+def record_range_test(
+    study: optuna.Study,
+    result: RangeTestResult,
+    storage_url: str,
+    *,
+    plot_path: Path | None = None,
+) -> None:
+    """Store ``result`` on ``study`` (user attr ``rangetest``) and its plot as an artifact."""
+    from lrtune.dashboard import artifact_store
+
+    study.set_user_attr("rangetest", result.to_dict())
+    with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        path = plot_path or _plot(result, Path(tmp))
+        artifact_id = optuna.artifacts.upload_artifact(
+            study_or_trial=study, file_path=str(path), artifact_store=artifact_store(storage_url)
+        )
+    study.set_user_attr("rangetest_plot_artifact", artifact_id)
+
+
+def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "") -> None:
+    from lrtune.dashboard import write_study_note
+
+    low, high = group.bounds[ref.prior]
+    lines = [
+        f"## {ref.name}",
+        f"- task: `{group.spec.task}`, optimizer `{group.spec.optimizer}`",
+        f"- sampler: **{ref.sampler}** (seed {ref.seed}), prior: **{ref.prior}**",
+        f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
+        f"- budget: {group.budget(ref)} finished trials",
+        f"- schedules: {', '.join(group.spec.schedules)}",
+    ]
+    if ref.prior == "rangetest" and group.rangetest is not None:
+        rt = group.rangetest
+        lines.append(
+            f"- range test: steep {rt.steep:.3g}, valley {rt.valley:.3g}, "
+            f"min/10 {rt.min10:.3g}, diagnosis {rt.diagnosis}, {rt.seconds:.1f} s "
+            "(plot in the artifacts)"
+        )
+    if table:
+        lines += ["", "### Comparison of the group", "", table]
+    write_study_note(study, "\n".join(lines))
+
+
+def load_existing_study(storage_url: str, name: str) -> optuna.Study:
+    """Load study ``name`` or raise a one-line :class:`UserError` (nothing is created)."""
+    storage = open_storage(storage_url)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        hint = f"; studies there: {', '.join(sorted(names)[:6])}" if names else ""
+        raise UserError(f"no study {name!r} in {mask_url(storage_url)}{hint}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def group_study_names(storage: optuna.storages.BaseStorage, group: str) -> list[str]:
+    """Names of the studies of ``group`` in ``storage``, in creation order."""
+    return [
+        s.study_name
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+        if s.user_attrs.get("group") == group
+    ]
+
+
+def counts(study: optuna.Study) -> tuple[int, int]:
+    """``(finished, running)`` trials; finished = complete or pruned."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in FINISHED for t in trials)
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    return done, running
+
+
+def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
+    """Store the comparison on every study of its group (user attr and dashboard note)."""
+    from lrtune.compare import format_table
+    from lrtune.dashboard import write_study_note
+
+    data = cmp.to_dict()
+    table, _, notes = format_table(cmp, markdown=True).partition("\n\n")
+    table += "\n\n" + "\n".join(f"- {line}" for line in notes.splitlines())
+    for row in cmp.rows:
+        study = optuna.load_study(study_name=row.study, storage=storage)
+        study.set_user_attr("comparison", data)
+        attrs = study.user_attrs
+        low, high = attrs.get("bounds", [math.nan, math.nan])
+        write_study_note(
+            study,
+            "\n".join(
+                [
+                    f"## {row.study}",
+                    f"- task: `{attrs.get('task')}`, sampler **{attrs.get('sampler')}**, "
+                    f"prior **{attrs.get('prior')}**, LR bounds {low:.3g} … {high:.3g}",
+                    f"- budget: {attrs.get('budget')} finished trials",
+                    "",
+                    "### Comparison of the group",
+                    "",
+                    table,
+                ]
+            ),
+        )
+
+
+def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, Any]]:
+    """One dict per study: name, sampler, prior, done, budget, best value."""
+    storage = open_storage(storage_url)
+    rows = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        attrs = s.user_attrs
+        if group is not None and attrs.get("group") != group:
+            continue
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        done, _running = counts(study)
+        best = s.best_trial.value if s.best_trial is not None else None
+        rows.append(
+            {
+                "study": s.study_name,
+                "sampler": attrs.get("sampler", "-"),
+                "prior": attrs.get("prior", "-"),
+                "done": done,
+                "budget": attrs.get("budget", "-"),
+                "best": "-" if best is None else f"{best:.4g}",
+            }
+        )
+    return rows

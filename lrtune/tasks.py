@@ -1,0 +1,286 @@
+"""What a trial trains: :class:`Task`, the built-in tasks and loading a user's task.
+
+A task factory is ``def make(seed: int) -> Task``. The seed sets the model's initial
+weights; the data split is fixed so that every trial is scored on the same validation set.
+Built-in tasks use data shipped inside scikit-learn (no download) or synthetic data.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrtune.errors import UserError
+
+Metric = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+@dataclass
+class Task:
+    """A model with its data, loss and validation metric.
+
+    Attributes:
+        model: a freshly initialised ``torch.nn.Module``.
+        train: training data, a torch ``Dataset`` or an ``(X, y)`` pair of tensors.
+        val: validation data, same forms.
+        loss_fn: ``loss_fn(model(X), y)`` returns a scalar tensor.
+        metric: ``metric(predictions, targets) -> float`` on the whole validation set;
+            ``None`` means the validation loss.
+        metric_name: how the metric is called in tables and exports.
+        direction: ``"minimize"`` or ``"maximize"`` the metric.
+        batch_size: mini-batch size for training and the range test.
+        epochs: default number of training epochs for a trial.
+        name: a short name used as the default study group.
+    """
+
+    model: nn.Module
+    train: Any
+    val: Any
+    loss_fn: Callable[..., torch.Tensor]
+    metric: Metric | None = None
+    metric_name: str = "val_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    batch_size: int = 64
+    epochs: int = 10
+    name: str = "task"
+
+
+TaskFactory = Callable[[int], Task]
+
+
+def accuracy(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """Fraction of rows whose arg-max class equals the target."""
+    return float((predictions.argmax(dim=1) == targets).float().mean())
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray, *, classify: bool, val_fraction: float = 0.25
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    # Fixed split and standardisation from the training part only, so every trial of every
+    # seed sees the same data and nothing leaks from validation.
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_va, y_tr, y_va = train_test_split(
+        x, y, test_size=val_fraction, random_state=0, stratify=y if classify else None
+    )
+    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0)  # constant pixels (digits' borders) stay as they are
+    x_tr, x_va = (x_tr - mean) / std, (x_va - mean) / std
+    ydtype = torch.long if classify else torch.float32
+    return (
+        (torch.tensor(x_tr, dtype=torch.float32), torch.tensor(y_tr, dtype=ydtype)),
+        (torch.tensor(x_va, dtype=torch.float32), torch.tensor(y_va, dtype=ydtype)),
+    )
+
+
+def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
+
+
+@functools.lru_cache(maxsize=8)
+def _bundled(
+    name: str,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    # Loading and splitting costs ~0.5 s; every trial of a study uses the same split, so a
+    # worker does it once. Training only reads these tensors (index_select), never writes.
+    import sklearn.datasets
+
+    loader = getattr(sklearn.datasets, f"load_{name}")
+    x, y = loader(return_X_y=True)
+    return _split(np.asarray(x, dtype=np.float64), np.asarray(y), classify=True)
+
+
+def _classification(name: str, dataset: str, hidden: int, seed: int) -> Task:
+    train, val = _bundled(dataset)
+    torch.manual_seed(seed)
+    model = _mlp(train[0].shape[1], hidden, int(train[1].max()) + 1)
+    return Task(model=model, train=train, val=val, loss_fn=nn.CrossEntropyLoss(), name=name)
+
+
+def digits(seed: int) -> Task:
+    """8×8 handwritten digits (1,797 images, 10 classes), MLP 64-64-10."""
+    return _classification("digits", "digits", 64, seed)
+
+
+class _SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.view(-1, 1, 8, 8)).flatten(1))
+
+
+def digits_cnn(seed: int) -> Task:
+    """8×8 digits with a small CNN with BatchNorm (tests BN-buffer restore)."""
+    task = digits(seed)
+    torch.manual_seed(seed)
+    task.model = _SmallCNN()
+    task.name = "digits-cnn"
+    task.epochs = 6
+    return task
+
+
+def breast_cancer(seed: int) -> Task:
+    """Wisconsin breast cancer (569 rows, 30 features, 2 classes), MLP 30-32-2."""
+    return _classification("breast-cancer", "breast_cancer", 32, seed)
+
+
+def wine(seed: int) -> Task:
+    """Wine (178 rows, 13 features, 3 classes), MLP 13-32-3; small batches."""
+    task = _classification("wine", "wine", 32, seed)
+    task.batch_size = 16
+    return task
+
+
+def synthetic(seed: int) -> Task:
+    """Regression on fixed synthetic data: y = sin(x·w) + x·v + noise, MLP 16-64-1."""
+    rng = np.random.default_rng(12345)
+    x = rng.normal(size=(2000, 16))
+    w, v = rng.normal(size=16) / 4, rng.normal(size=16) / 4
+    y = np.sin(x @ w) + x @ v + 0.1 * rng.normal(size=2000)
+    train, val = _split(x, y[:, None], classify=False)
+    torch.manual_seed(seed)
+    model = _mlp(16, 64, 1)
+    return Task(model=model, train=train, val=val, loss_fn=nn.MSELoss(), name="synthetic")
+
+
+BUILTIN_TASKS: dict[str, TaskFactory] = {
+    "digits": digits,
+    "digits-cnn": digits_cnn,
+    "breast-cancer": breast_cancer,
+    "wine": wine,
+    "synthetic": synthetic,
+}
+
+_EXPECTED = (
+    f"a built-in task ({', '.join(BUILTIN_TASKS)}), module:function, or path/to/file.py:function"
+)
+
+
+def resolve_task(spec: str | TaskFactory | Task) -> TaskFactory:
+    """Turn a built-in name, ``module:function``, ``file.py:function``, factory or Task into a
+    factory. Raises :class:`UserError` with one line when it cannot."""
+    if isinstance(spec, Task):
+        task = spec
+        return lambda seed: task
+    if callable(spec):
+        return _checked(spec, getattr(spec, "__name__", "factory"))
+    if spec in BUILTIN_TASKS:
+        return BUILTIN_TASKS[spec]
+    module_part, sep, func_name = spec.rpartition(":")
+    if not sep or not module_part or not func_name:
+        raise UserError(f"unknown task {spec!r}: expected {_EXPECTED}")
+    module = _load_module(spec, module_part)
+    factory = getattr(module, func_name, None)
+    if factory is None or not callable(factory):
+        raise UserError(f"task {spec!r}: {module_part} has no function {func_name!r}")
+    return _checked(factory, spec)
+
+
+def _load_module(spec: str, module_part: str) -> Any:
+    try:
+        if module_part.endswith(".py"):
+            path = Path(module_part)
+            if not path.is_file():
+                raise UserError(f"task {spec!r}: file {module_part} does not exist")
+            name = f"lrtune_user_task_{abs(hash(str(path.resolve())))}"
+            if name in sys.modules:
+                return sys.modules[name]
+            mod_spec = importlib.util.spec_from_file_location(name, path)
+            assert mod_spec is not None and mod_spec.loader is not None
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[name] = module
+            try:
+                mod_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
+            return module
+        return importlib.import_module(module_part)
+    except UserError:
+        raise
+    except Exception as exc:  # any error in the user's module is theirs to fix: one line
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(
+            f"task {spec!r}: importing {module_part} failed: {type(exc).__name__}: {first}"
+        ) from exc
+
+
+def _checked(factory: Callable[..., Any], label: str) -> TaskFactory:
+    def make(seed: int) -> Task:
+        try:
+            task = factory(seed)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(
+                f"task {label}: the factory raised {type(exc).__name__}: {exc}".splitlines()[0]
+            ) from exc
+        check_task(task, label)
+        return task
+
+    return make
+
+
+def check_task(task: Any, label: str = "task") -> None:
+    """Raise :class:`UserError` naming the first field of ``task`` that is wrong."""
+    expected = "expected lrtune.Task(model=nn.Module, train=..., val=..., loss_fn=callable)"
+    if not isinstance(task, Task):
+        raise UserError(f"task {label}: the factory returned {type(task).__name__}, {expected}")
+    if not isinstance(task.model, nn.Module):
+        raise UserError(f"task {label}: model is {type(task.model).__name__}, {expected}")
+    if not callable(task.loss_fn):
+        raise UserError(f"task {label}: loss_fn is not callable, {expected}")
+    for split in ("train", "val"):
+        data = getattr(task, split)
+        ok_pair = (
+            isinstance(data, (tuple, list))
+            and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)
+        )
+        if not ok_pair and not isinstance(data, torch.utils.data.Dataset):
+            raise UserError(
+                f"task {label}: {split} is {type(data).__name__}, "
+                "expected a torch Dataset or an (X, y) pair of tensors"
+            )
+        if ok_pair and len(data[0]) != len(data[1]):
+            raise UserError(f"task {label}: {split} X has {len(data[0])} rows, y {len(data[1])}")
+    if task.direction not in ("minimize", "maximize"):
+        raise UserError(
+            f"task {label}: direction is {task.direction!r}, expected 'minimize' or 'maximize'"
+        )
+    if not isinstance(task.batch_size, int) or task.batch_size < 1:
+        raise UserError(f"task {label}: batch_size must be a positive int, got {task.batch_size!r}")
+    if not isinstance(task.epochs, int) or task.epochs < 1:
+        raise UserError(f"task {label}: epochs must be a positive int, got {task.epochs!r}")
+    if task.metric is not None and not callable(task.metric):
+        raise UserError(f"task {label}: metric is not callable")
+
+
+def task_label(spec: str | TaskFactory | Task) -> str:
+    """The string stored on studies for ``spec`` (a name or import path)."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Task):
+        return spec.name
+    return f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__name__', '?')}"

@@ -1,0 +1,341 @@
+"""Workers: processes that run the trials of a group's studies until each has its budget.
+
+Optuna's RDB storage is the only coordination: any number of workers, on one machine or
+many, load the same studies and each picks the study furthest from its budget. Heartbeats
+let a live worker fail (and re-queue) the trial of a worker that died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import optuna
+
+from lrtune.errors import UserError
+from lrtune.objective import Surplus, TrialFailed, make_objective
+from lrtune.samplers import make_pruner, make_sampler
+from lrtune.space import grid_space
+from lrtune.spec import StudySpec
+from lrtune.storage import first_line, is_connection_error, mask_url, open_storage
+from lrtune.study import (
+    GRACE_PERIOD,
+    HEARTBEAT_INTERVAL,
+    MAX_CONSECUTIVE_FAILURES,
+    WORKER_SEED_STRIDE,
+    counts,
+    group_study_names,
+)
+from lrtune.widen import maybe_widen
+
+log = logging.getLogger(__name__)
+
+#: How long a worker keeps retrying when the storage stops answering mid-run
+#: (``$LRTUNE_STORAGE_RETRY_SECONDS`` overrides it).
+STORAGE_RETRY_SECONDS = 120.0
+STORAGE_RETRY_ENV = "LRTUNE_STORAGE_RETRY_SECONDS"
+
+
+@dataclass
+class WorkerReport:
+    """What one worker did."""
+
+    trials: dict[str, int] = field(default_factory=dict)
+    failed: int = 0
+    seconds: float = 0.0
+
+
+def limit_cpu_threads(workers: int) -> None:
+    """Give each of ``workers`` CPU processes an equal share of the cores.
+
+    torch uses every core by default; N workers each doing so oversubscribe the machine and
+    small models then train many times slower (measured: 0.8 ms vs 50+ ms a step on 2 busy
+    cores). ``$OMP_NUM_THREADS``, when set, wins.
+    """
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return  # the user (or a test harness) chose the thread count explicitly
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // max(1, workers)))
+
+
+def _load(
+    storage: optuna.storages.BaseStorage, name: str, worker: int, device: str
+) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
+    # The sampler is built from what the study stores, so read its attrs before loading it.
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    spec = StudySpec.from_dict(attrs["spec"])
+    bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
+    budget = int(attrs["budget"])
+    sampler = make_sampler(
+        attrs["sampler"],
+        seed=int(attrs["seed"]) + WORKER_SEED_STRIDE * worker,
+        budget=budget,
+        grid=grid_space(spec, bounds),
+    )
+    pruner = make_pruner(spec.pruner, epochs=int(attrs["epochs"]))
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    objective = make_objective(
+        spec,
+        bounds,
+        budget=budget,
+        device=device,
+        worker=worker_id(),
+        follow_bounds=attrs["prior"] == "rangetest" and spec.widen and attrs["sampler"] != "grid",
+    )
+    return study, objective, budget
+
+
+def run_worker(
+    storage_url: str,
+    *,
+    group: str | None = None,
+    studies: Sequence[str] | None = None,
+    worker: int = 0,
+    device: str = "auto",
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    grace_period: int = GRACE_PERIOD,
+    poll: float = 1.0,
+    on_trial: Callable[[str, optuna.trial.FrozenTrial], None] | None = None,
+) -> WorkerReport:
+    """Run trials of ``group`` (or the named ``studies``) until every study has its budget.
+
+    Each round picks the study with the smallest share of its budget finished or running.
+    When every remaining slot is taken by a running trial, the worker waits, and fails
+    trials whose heartbeat stopped so that their retry runs here.
+    """
+    storage = open_storage(
+        storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+    )
+    names = list(studies or [])
+    if group is not None:
+        names += [n for n in group_study_names(storage, group) if n not in names]
+    if not names:
+        what = f"group {group!r}" if group else "those studies"
+        raise UserError(
+            f"no studies for {what} in {mask_url(storage_url)}: create them with "
+            "`lrtune study ... --create-only` (see `lrtune ls`)"
+        )
+    known = set(optuna.get_all_study_names(storage))
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"no study {missing[0]!r} in {mask_url(storage_url)} (see `lrtune ls`)")
+    loaded = {n: _load(storage, n, worker, device) for n in names}
+    report = WorkerReport(trials=dict.fromkeys(names, 0))
+    start = time.perf_counter()
+    failures = 0
+    retry = _StorageRetry(storage_url, storage_retry_seconds())
+    while True:
+        try:
+            state = {n: counts(loaded[n][0]) for n in names}
+            open_slots = [n for n in names if sum(state[n]) < loaded[n][2]]
+            if not open_slots:
+                if all(state[n][0] >= loaded[n][2] for n in names):
+                    break
+                with warnings.catch_warnings():  # fail_stale_trials is "experimental"
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    for n in names:  # another worker's trial runs: fail it if that worker died
+                        optuna.storages.fail_stale_trials(loaded[n][0])
+                retry.ok()
+                time.sleep(poll)
+                continue
+            name = min(open_slots, key=lambda n: (sum(state[n]) / loaded[n][2], names.index(n)))
+            study, objective, _ = loaded[name]
+            ran: list[optuna.trial.FrozenTrial] = []
+            study.optimize(
+                objective,
+                n_trials=1,
+                catch=(TrialFailed, Surplus),
+                gc_after_trial=False,
+                callbacks=[_collect(ran)],
+            )
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not str(exc).startswith("Cannot tell a"):
+                raise
+            # This process was starved past the grace period and another worker failed (and
+            # re-queued) its trial meanwhile; that retry counts, this result is dropped.
+            log.warning(
+                "a trial of %s was failed by another worker while it ran (heartbeat "
+                "late: raise --grace-period on a busy machine): %s",
+                name,
+                exc,
+            )
+            continue
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            # The trial that was running (if any) stays RUNNING in the storage; its
+            # heartbeat stops, so a worker fails and retries it after the grace period.
+            retry.wait(exc)
+            continue
+        retry.ok()
+        if not ran:
+            continue
+        mine = ran[0]
+        reason = str(mine.user_attrs.get("fail_reason", ""))
+        if mine.state == optuna.trial.TrialState.FAIL and not reason.startswith("surplus"):
+            failures += 1
+            report.failed += 1
+            log.warning("trial %d of %s failed: %s", mine.number, name, reason)
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                raise UserError(
+                    f"{failures} trials in a row failed (last: {reason or 'error'}); "
+                    "fix the task and run the same command again"
+                )
+        elif mine.state != optuna.trial.TrialState.FAIL:
+            failures = 0
+            report.trials[name] += 1
+            if mine.state == optuna.trial.TrialState.COMPLETE:
+                maybe_widen(study)
+        if on_trial is not None:
+            on_trial(name, mine)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def storage_retry_seconds() -> float:
+    """How long a worker retries a lost storage: ``$LRTUNE_STORAGE_RETRY_SECONDS`` or
+    :data:`STORAGE_RETRY_SECONDS`."""
+    text = os.environ.get(STORAGE_RETRY_ENV)
+    if not text:
+        return STORAGE_RETRY_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UserError(f"${STORAGE_RETRY_ENV}={text!r}: expected a number of seconds >= 0")
+    return value
+
+
+class StorageLost(UserError):
+    """The storage stopped answering for longer than the retry time."""
+
+
+class _StorageRetry:
+    """Backoff (1, 2, 4 ... 15 s) while the storage is unreachable, for at most
+    ``seconds`` from the first failure of a streak; then :class:`StorageLost`."""
+
+    def __init__(self, url: str, seconds: float) -> None:
+        self.url = url
+        self.seconds = seconds
+        self.since: float | None = None
+        self.delay = 1.0
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.warning("storage %s is back; going on", mask_url(self.url))
+        self.since = None
+        self.delay = 1.0
+
+    def wait(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            log.warning(
+                "storage %s unreachable (%s); retrying for up to %.0f s",
+                mask_url(self.url),
+                first_line(exc),
+                self.seconds,
+            )
+        elapsed = now - self.since
+        if elapsed >= self.seconds:
+            raise StorageLost(
+                f"storage {mask_url(self.url)} unreachable for {elapsed:.0f} s "
+                f"({first_line(exc)}); gave up. Nothing is lost: a trial left running is "
+                "failed by heartbeat and retried when a worker runs again; run the same "
+                "command when the database is back"
+            ) from None
+        pause = min(self.delay, self.seconds - elapsed)
+        log.debug("storage retry in %.1f s", pause)
+        time.sleep(pause)
+        self.delay = min(self.delay * 2, 15.0)
+
+
+def _collect(
+    into: list[optuna.trial.FrozenTrial],
+) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    # optimize() does not return the trial it ran; its callback receives it.
+    def callback(_study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        into.append(trial)
+
+    return callback
+
+
+def spawn_workers(
+    storage_url: str,
+    group: str,
+    n: int,
+    *,
+    device: str = "auto",
+    gpus: Sequence[int] | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[subprocess.Popen[bytes]]:
+    """Start ``n`` ``lrtune worker`` processes (one per GPU when ``gpus`` is given).
+
+    The URL travels in the environment (``LRTUNE_STORAGE``), not on the command line, so a
+    password never shows in ``ps``.
+    """
+    procs = []
+    slots: list[int | None] = list(gpus) if gpus else [None] * n
+    for index, gpu in enumerate(slots):
+        env = dict(os.environ, LRTUNE_STORAGE=storage_url, LRTUNE_WORKER_INDEX=str(index + 1))
+        env["LRTUNE_WORKERS_ON_HOST"] = str(len(slots))
+        dev = device
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            dev = "cuda"
+        cmd = [
+            sys.executable,
+            "-m",
+            "lrtune",
+            "worker",
+            "--group",
+            group,
+            "--device",
+            dev,
+            *extra_args,
+        ]
+        procs.append(subprocess.Popen(cmd, env=env))
+    return procs
+
+
+def wait_workers(procs: list[subprocess.Popen[bytes]]) -> int:
+    """Wait for all; on Ctrl-C pass SIGINT on to them and wait again. Worst exit code."""
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    return max(codes, default=0)
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, recorded on each trial it runs."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_index() -> int:
+    """This worker's index: ``$LRTUNE_WORKER_INDEX`` (set for local workers), else one drawn
+    from the host name and process id, so workers on different machines seed differently."""
+    env = os.environ.get("LRTUNE_WORKER_INDEX")
+    if env and env.isdigit():
+        return int(env)
+    import socket
+    import zlib
+
+    return 1 + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000

@@ -1,0 +1,69 @@
+"""Shared fixtures: small CPU settings, temporary SQLite and PostgreSQL storages."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests train tiny models; one thread per process avoids oversubscribing CI's 2 cores when
+# a test starts worker subprocesses beside the pytest process.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+#: The range-test JSON fields SPEC fixes (`rangetest --json`, `RangeTestResult.to_dict`).
+SPEC_FIELDS = (
+    "lr_low",
+    "lr_high",
+    "steep",
+    "valley",
+    "min10",
+    "diverged_at",
+    "diagnosis",
+    "spread_decades",
+    "seconds",
+    "lrs",
+    "losses",
+    "smoothed",
+)
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN = os.environ.get("LRTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite storage URL in the test's temp dir."""
+    return f"sqlite:///{tmp_path / 'lrtune.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database created for this test and dropped after it."""
+    import sqlalchemy
+
+    name = f"lrtune_test_{uuid.uuid4().hex[:10]}"
+    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.skip(
+            f"PostgreSQL at {PG_ADMIN} is not reachable ({exc.orig}); start it with "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        )
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(
+                sqlalchemy.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+                ),
+                {"n": name},
+            )
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        engine.dispose()

@@ -1,0 +1,203 @@
+"""Tests of the command line, in-process: ``lrtune rangetest`` output and files, one clear
+line and exit 2 for bad input to every rangetest flag, and ``--help`` on every command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lrtune.cli import build_parser, main
+from tests.conftest import SPEC_FIELDS
+
+
+def _run(argv: list[str]) -> int:
+    """``main(argv)``'s exit code, also when argparse exits."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_rangetest_prints_the_table_and_writes_json_and_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["rangetest", "--task", "digits", "--json", "r.json", "--plot", "r.png", "--seeds", "1"]
+    assert _run(argv) == 0
+    out = capsys.readouterr().out
+    for row in ("steep", "valley", "min/10", "diverged at", "bounds", "spread", "diagnosis"):
+        assert row in out
+    assert "wrote r.json" in out and "wrote r.png" in out
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert set(SPEC_FIELDS) <= set(data)
+    assert data["diagnosis"] == "ok"
+    assert 0 < data["lr_low"] < data["lr_high"]
+    assert len(data["lrs"]) == 1 and len(data["lrs"][0]) == len(data["losses"][0])
+    assert f"[{data['lr_low']:.3g}, {data['lr_high']:.3g}]" in out
+    png = (tmp_path / "r.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert sorted(os.listdir(tmp_path)) == ["r.json", "r.png"]  # no temp files, no database
+
+
+def test_rangetest_flags_reach_the_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "rangetest",
+        "--task",
+        "wine",
+        "--optimizer",
+        "adam",
+        "--start-lr",
+        "1e-5",
+        "--end-lr",
+        "1",
+        "--steps",
+        "30",
+        "--mode",
+        "linear",
+        "--seeds",
+        "2",
+        "--seed",
+        "4",
+        "--device",
+        "cpu",
+        "--json",
+        "r.json",
+    ]
+    assert _run(argv) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["optimizer"] == "adam" and data["mode"] == "linear"
+    assert data["start_lr"] == 1e-5 and data["end_lr"] == 1.0 and data["steps"] == 30
+    assert data["seeds"] == [4, 5]
+    assert data["lrs"][0][0] == pytest.approx(1e-5)
+    assert "adam, linear sweep" in capsys.readouterr().out
+
+
+@pytest.fixture
+def storage_with_a_study(tmp_path: Path) -> str:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'existing.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    return url
+
+
+BAD_FLAGS = {
+    "seeds 0": (["--seeds", "0"], "--seeds"),
+    "seeds x": (["--seeds", "x"], "--seeds"),
+    "start-lr -1": (["--start-lr", "-1"], "--start-lr"),
+    "end-lr 0": (["--end-lr", "0"], "--end-lr"),
+    "end-lr below start": (["--start-lr", "0.1", "--end-lr", "0.01"], "end_lr"),
+    "steps 3": (["--steps", "3"], "steps"),
+    "mode foo": (["--mode", "foo"], "--mode"),
+    "optimizer bogus": (["--optimizer", "bogus"], "bogus"),
+    "task nope": (["--task", "nope"], "nope"),
+    "task missing file": (["--task", "missing.py:make"], "does not exist"),
+    "device tpu": (["--device", "tpu"], "tpu"),
+    "json missing dir": (["--json", "no/such/dir/r.json"], "does not exist"),
+    "plot not png": (["--plot", "r.jpg"], ".png"),
+    "study missing": (["--study", "nope"], "nope"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FLAGS))
+def test_bad_rangetest_flag_is_one_line_and_exit_2(
+    case: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    flags, mention = BAD_FLAGS[case]
+    argv = ["rangetest", "--steps", "30", "--seeds", "1", *flags]
+    if "--json" not in flags:
+        argv += ["--json", "out.json"]
+    if "--plot" not in flags:
+        argv += ["--plot", "out.png"]
+    assert _run(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
+    assert lines[0].startswith("lrtune rangetest: error: ")
+    assert mention in lines[0]
+    assert os.listdir(tmp_path) == []  # no JSON, no PNG, no lrtune.db
+
+
+def test_study_missing_on_an_existing_storage_writes_nothing(
+    storage_with_a_study: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "existing.db"
+    size = db.stat().st_size
+    argv = ["rangetest", "--storage", storage_with_a_study, "--study", "nope", "--json", "r.json"]
+    assert _run(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no study 'nope'" in err and "other" in err
+    assert sorted(os.listdir(tmp_path)) == ["existing.db"]
+    assert db.stat().st_size == size
+    assert optuna.get_all_study_names(storage_with_a_study) == ["other"]
+
+
+def test_debug_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lrtune.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="unknown task"):
+        main(["rangetest", "--task", "nope", "--debug"])
+
+
+def _commands() -> list[str]:
+    parser = build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(actions) == 1
+    return list(actions[0].choices)
+
+
+def test_the_commands_built_so_far_are_registered() -> None:
+    # `report` joins this set when it is written (SPEC lists it).
+    assert {"rangetest", "study", "worker", "dashboard", "export", "ls"} <= set(_commands())
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and f"lrtune {command}" in out
+    assert len(out.splitlines()) > 3
+
+
+def test_python_m_lrtune_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrtune", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: lrtune")
+    for command in _commands():
+        assert command in proc.stdout
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run([]) == 2
+    assert "usage: lrtune" in capsys.readouterr().out

@@ -1,0 +1,114 @@
+"""Study specs and `lrtune study` flags: every mistake is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lrtune.cli import main
+from lrtune.errors import UserError
+from lrtune.spec import StudySpec, load_spec_file, resolve_spec
+from tests.conftest import REPO
+
+BAD_SPECS = {
+    "unknown key": ("trails = 5\n", "unknown key 'trails'"),
+    "wrong type": ('trials = "ten"\n', "trials: expected an integer"),
+    "unknown schedule": ('schedules = ["cosine", "triangle"]\n', "unknown value 'triangle'"),
+    "inverted bounds": ("lr_low = 1.0\nlr_high = 0.1\n", "lr_low (1) must be below lr_high"),
+    "unknown sampler": ('samplers = ["tpe", "bayes"]\n', "unknown value 'bayes'"),
+    "bad toml": ("trials = \n", "not valid TOML"),
+    "unknown optimizer": ('optimizer = "lamb"\n', "unknown optimizer 'lamb'"),
+    "negative lr": ("lr_low = -1\n", "lr_low: must be a positive"),
+    "param of other schedule": (
+        'schedules = ["cosine"]\n[params.onecycle]\npct_start = [0.1, 0.5]\n',
+        "schedule 'onecycle' is not in schedules",
+    ),
+    "unknown param": ("[params.onecycle]\npct_strat = [0.1, 0.5]\n", "unknown parameter"),
+    "param out of range": ("[params.onecycle]\npct_start = [0.1, 1.5]\n", "pct_start"),
+    "empty list": ("samplers = []\n", "expected a non-empty list"),
+    "duplicate": ('prior = ["none", "none"]\n', "lists a value twice"),
+    "bad group": ('group = "my.group"\n', "may not contain"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_file(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text, expected = BAD_SPECS[case]
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "bad.toml"
+    spec.write_text(text)
+    code = main(["study", "--spec", str(spec), "--storage", "sqlite:///s.db"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1, err
+    assert str(spec) in err[0] and expected in err[0], err[0]
+    assert "Traceback" not in err[0]
+    assert not (tmp_path / "s.db").exists()  # nothing written to the storage
+
+
+BAD_FLAGS = {
+    "prior": (["--prior", "bayes"], "--prior: unknown value 'bayes'"),
+    "samplers": (["--samplers", "tpe,,random"], "unknown value ''"),
+    "pruner": (["--pruner", "sometimes"], "--pruner: unknown pruner"),
+    "trials": (["--trials", "0"], "expected a positive integer"),
+    "trials text": (["--trials", "many"], "expected a positive integer"),
+    "lr bounds": (["--lr-low", "1", "--lr-high", "0.5"], "lr_low (1) must be below lr_high"),
+    "lr nan": (["--lr-low", "nan"], "expected a positive finite number"),
+    "tolerance": (["--tolerance", "2"], "--tolerance: must be between 0 and 1"),
+    "schedules": (["--schedules", "cosine,zigzag"], "unknown value 'zigzag'"),
+    "task": (["--task", "no-such-task"], "unknown task 'no-such-task'"),
+    "task file": (["--task", "missing.py:make"], "does not exist"),
+    "group": (["--group", "a b"], "may not contain"),
+    "device": (["--device", "tpu"], "unknown device 'tpu'"),
+    "spec missing": (["--spec", "nope.toml"], "spec file nope.toml does not exist"),
+    "storage": (["--storage", "not-a-url"], "is not a URL"),
+    "storage dir": (["--storage", "sqlite:////no/such/dir/x.db"], "cannot open storage"),
+    "unknown flag": (["--trails", "3"], "unrecognized arguments"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FLAGS))
+def test_bad_flags(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags, expected = BAD_FLAGS[case]
+    monkeypatch.chdir(tmp_path)
+    argv = ["study", *flags]
+    if "--storage" not in flags:
+        argv += ["--storage", "sqlite:///s.db"]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1, err
+    assert expected in err[0], err[0]
+    assert "Traceback" not in err[0]
+    assert list(tmp_path.iterdir()) == []  # no database, no artifacts
+
+
+def test_flags_override_the_file() -> None:
+    values = load_spec_file(REPO / "studies" / "digits.toml")
+    spec = resolve_spec(values, {"trials": 4, "prior": "none", "samplers": None})
+    assert spec.trials == 4 and spec.prior == ("none",)
+    assert spec.samplers == ("grid", "random", "tpe")  # from the file, flag not given
+
+
+def test_shipped_specs_are_valid() -> None:
+    for path in sorted((REPO / "studies").glob("*.toml")):
+        spec = resolve_spec(load_spec_file(path), source=str(path))
+        assert isinstance(spec, StudySpec)
+    bc = resolve_spec(load_spec_file(REPO / "studies" / "breast-cancer.toml"))
+    assert bc.params["onecycle"]["pct_start"] == ["float", 0.1, 0.5, False]
+    assert bc.params["wsd"]["decay_frac"][0] == "float"  # `true`: the default range
+
+
+def test_stored_spec_round_trips() -> None:
+    spec = resolve_spec(load_spec_file(REPO / "studies" / "breast-cancer.toml"))
+    assert StudySpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(UserError):
+        StudySpec.from_dict({**spec.to_dict(), "trials": -1})

@@ -1,0 +1,203 @@
+"""`lrtune study`: studies per sampler × prior, budgets, resume, Ctrl-C, bad specs."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lrtune.cli import main
+from tests.conftest import REPO
+
+FAST = ["--epochs", "2", "--seed", "0"]
+
+
+def _study(url: str, *args: str) -> int:
+    return main(["study", "--storage", url, *FAST, *args])
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def _finished(url: str, name: str) -> int:
+    return sum(
+        t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in _trials(url, name)
+    )
+
+
+def _lr_decades(url: str, names: list[str]) -> float:
+    lrs = [t.params["lr"] for n in names for t in _trials(url, n) if "lr" in t.params]
+    return math.log10(max(lrs) / min(lrs))
+
+
+SIX = [f"digits.{s}.{p}" for p in ("rangetest", "none") for s in ("grid", "random", "tpe")]
+
+
+def test_six_studies_compare_and_resume(sqlite_url: str, capsys: pytest.CaptureFixture[str]):
+    args = ["--prior", "rangetest,none", "--samplers", "grid,random,tpe", "--trials", "6"]
+    assert _study(sqlite_url, *args) == 0
+    out = capsys.readouterr().out
+    names = optuna.get_all_study_names(sqlite_url)
+    assert sorted(names) == sorted(SIX)
+    for name in SIX:
+        assert name in out  # the comparison table lists every study
+        assert _finished(sqlite_url, name) == 6
+    assert "winner (*)" in out and "lrtune export --study digits." in out
+    # The prior narrows the LRs tried: 1.5 decades of bounds against 7.
+    prior = _lr_decades(sqlite_url, [n for n in SIX if n.endswith(".rangetest")])
+    wide = _lr_decades(sqlite_url, [n for n in SIX if n.endswith(".none")])
+    assert prior <= 1.6 < wide
+    study = optuna.load_study(study_name="digits.tpe.rangetest", storage=sqlite_url)
+    low, high = study.user_attrs["bounds"]
+    assert all(low <= t.params["lr"] <= high for t in study.trials if "lr" in t.params)
+    assert study.user_attrs["rangetest"]["diagnosis"] == "ok"
+    assert study.user_attrs["comparison"]["group"] == "digits"
+
+    # Running the same command again resumes: every study stays at exactly 6.
+    assert _study(sqlite_url, *args) == 0
+    assert all(_finished(sqlite_url, n) == 6 for n in SIX)
+    # ... and asking for 8 continues each study to 8, not 6 + 8.
+    assert _study(sqlite_url, *args[:-1], "8") == 0
+    assert all(_finished(sqlite_url, n) == 8 for n in SIX)
+
+
+def test_changed_spec_is_refused(sqlite_url: str, capsys: pytest.CaptureFixture[str]):
+    assert _study(sqlite_url, "--prior", "none", "--samplers", "random", "--trials", "1") == 0
+    capsys.readouterr()
+    code = _study(
+        sqlite_url, "--prior", "none", "--samplers", "random", "--trials", "1", "--lr-high", "1"
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "different lr_high" in err[0] and "--group" in err[0]
+
+
+def test_user_task_by_path_end_to_end(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(REPO)
+    code = main(
+        [
+            "study",
+            "--storage",
+            sqlite_url,
+            "--task",
+            "studies/my_task.py:make",
+            "--prior",
+            "rangetest",
+            "--samplers",
+            "random",
+            "--trials",
+            "2",
+            "--epochs",
+            "1",
+            "--schedules",
+            "cosine,onecycle",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "my-task.random.rangetest" in out and "best accuracy" in out
+    assert _finished(sqlite_url, "my-task.random.rangetest") == 2
+    best = optuna.load_study(study_name="my-task.random.rangetest", storage=sqlite_url)
+    assert best.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert 0.0 <= best.best_value <= 1.0
+
+
+def test_diverging_lr_is_a_pruned_trial_with_reason(sqlite_url: str):
+    code = _study(
+        sqlite_url,
+        "--prior",
+        "none",
+        "--samplers",
+        "random",
+        "--trials",
+        "3",
+        "--lr-low",
+        "20",
+        "--lr-high",
+        "100",
+        "--schedules",
+        "constant",
+        "--pruner",
+        "none",
+    )
+    assert code == 0
+    trials = _trials(sqlite_url, "digits.random.none")
+    assert len(trials) == 3
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.PRUNED
+        assert t.user_attrs["diverged"] is True
+        reason = t.user_attrs["prune_reason"]
+        assert reason.startswith("diverged: ")
+        assert "non-finite" in reason or "exploded" in reason
+
+
+def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'int.db'}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "lrtune",
+        "study",
+        "--storage",
+        url,
+        "--prior",
+        "none",
+        "--samplers",
+        "random",
+        "--trials",
+        "3",
+        "--epochs",
+        "60",
+        "--pruner",
+        "none",
+        "--schedules",
+        "cosine",
+        "--lr-low",
+        "0.01",
+        "--lr-high",
+        "0.1",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        running = False
+        while time.monotonic() < deadline and not running:
+            time.sleep(0.2)
+            try:
+                running = any(
+                    t.state == optuna.trial.TrialState.RUNNING
+                    for t in _trials(url, "digits.random.none")
+                )
+            except KeyError:  # study not created yet
+                continue
+        assert running, "no trial started"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "run the same command again" in err
+    states = [t.state for t in _trials(url, "digits.random.none")]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert optuna.trial.TrialState.FAIL in states  # the interrupted trial, marked
+
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    trials = _trials(url, "digits.random.none")
+    assert _finished(url, "digits.random.none") == 3
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)

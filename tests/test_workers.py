@@ -1,0 +1,620 @@
+"""Workers sharing one storage: budget, SIGKILL mid-trial, lost database, secrets, GPU path.
+
+The multi-process tests start real ``python -m lrtune`` processes against the PostgreSQL
+server on this machine (each test creates and drops its own database, see ``pg_url``) or a
+temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import optuna
+import pytest
+import sqlalchemy
+import torch
+
+from lrtune import workers
+from lrtune.cli import main
+from lrtune.objective import FINISHED
+from lrtune.storage import mask_url, open_storage
+from lrtune.study import MAX_CONSECUTIVE_FAILURES
+
+REPO = Path(__file__).resolve().parents[1]
+States = optuna.trial.TrialState
+UNREACHABLE = "postgresql+psycopg://u:pw@127.0.0.1:1/x"
+PG_ADMIN = os.environ.get("LRTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # In-process `lrtune study/worker` calls limit_cpu_threads; give the next test its one
+    # thread back (see conftest).
+    yield
+    torch.set_num_threads(1)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _lrtune(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "lrtune", *args],
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def _popen(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrtune", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    finally:
+        storage.engine.dispose()
+
+
+def _by_state(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def _wait_for(
+    what: str, check: Callable[[], Any], timeout: float, procs: list[subprocess.Popen[str]]
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        for p in procs:
+            if p.poll() is not None:
+                out, err = p.communicate()
+                pytest.fail(f"a worker exited ({p.returncode}) before {what}:\n{out}\n{err}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _one_line_error(stderr: str, command: str) -> str:
+    """The one error line (warnings logged before it, e.g. failed trials, are allowed)."""
+    lines = [
+        line for line in stderr.splitlines() if line.strip() and not line.startswith("WARNING ")
+    ]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"lrtune {command}: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+# --- 1. SIGKILL mid-trial on PostgreSQL -----------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_worker_killed_mid_trial_is_retried_and_budget_exact(pg_url: str) -> None:
+    env = _env(LRTUNE_STORAGE=pg_url)
+    # Narrow LR bounds and no pruner: no trial diverges or stops early, so each trial trains
+    # all its epochs (~0.5 s) and the kill lands inside one. (Created in this process: one
+    # interpreter start-up less.)
+    created = main(
+        [
+            *("study", "--task", "digits", "--samplers", "tpe", "--prior", "none"),
+            *("--trials", "8", "--epochs", "40", "--pruner", "none", "--storage", pg_url),
+            *("--lr-low", "0.001", "--lr-high", "0.1", "--create-only", "--device", "cpu"),
+        ]
+    )
+    assert created == 0
+    name = "digits.tpe.none"
+    assert _trials(pg_url, name) == []
+
+    args = ("worker", "--group", "digits", "--heartbeat-interval", "1", "--grace-period", "6")
+    victim = _popen(*args, env=env)
+    survivor = _popen(*args, "--storage", pg_url, env=_env())
+    procs = [victim, survivor]
+    try:
+
+        def victim_running() -> optuna.trial.FrozenTrial | None:
+            now = dt.datetime.now()
+            for t in _trials(pg_url, name):
+                started = t.datetime_start
+                if (
+                    t.state == States.RUNNING
+                    and "lr" in t.params  # sampled: it is training, not still starting
+                    and str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")
+                    and started is not None
+                    and (now - started).total_seconds() < 0.3
+                ):
+                    return t
+            return None
+
+        killed = _wait_for("the victim runs a trial", victim_running, 90, procs)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        out, err = survivor.communicate(timeout=120)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert survivor.returncode == 0, out + err
+    assert "worker done:" in out
+
+    trials = _trials(pg_url, name)
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == 8, _by_state(trials)
+    assert not [t for t in trials if t.state in (States.RUNNING, States.WAITING)]
+    dead = next(t for t in trials if t.number == killed.number)
+    assert dead.state == States.FAIL
+    assert "fail_reason" not in dead.user_attrs  # failed by heartbeat, not by the objective
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state in FINISHED, _by_state(trials)
+    assert retries[0].params == dead.params
+    assert retries[0].user_attrs["worker"].endswith(f":{survivor.pid}")
+
+
+# --- 2. several local processes on SQLite ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_study_two_workers_on_sqlite_exact_budget_no_lock(sqlite_url: str, tmp_path: Path) -> None:
+    result = _lrtune(
+        *("study", "--task", "digits", "--samplers", "random", "--prior", "none"),
+        *("--trials", "24", "--epochs", "2", "--workers", "2", "--storage", sqlite_url),
+        *("--heartbeat-interval", "1", "--grace-period", "5"),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "database is locked" not in output
+    assert "Traceback" not in output
+    trials = _trials(sqlite_url, "digits.random.none")
+    assert sum(t.state in FINISHED for t in trials) == 24, _by_state(trials)
+    assert not [t for t in trials if t.state in (States.RUNNING, States.WAITING)]
+    # both workers ran trials
+    assert len({t.user_attrs["worker"] for t in trials if t.state in FINISHED}) == 2
+    surplus = [t for t in trials if t.state == States.FAIL]
+    assert all(t.user_attrs["fail_reason"].startswith("surplus") for t in surplus)
+
+
+# --- 3. a password in the storage URL --------------------------------------------------------
+
+
+def _pw_url(pg_url: str) -> str:
+    db = pg_url.rsplit("/", 1)[1]
+    engine = sqlalchemy.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.execute(
+            sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname = 'lrtune_pw'")
+        ).scalar()
+        if not exists:
+            conn.execute(sqlalchemy.text("CREATE ROLE lrtune_pw LOGIN PASSWORD 's3cretpw'"))
+        conn.execute(sqlalchemy.text(f'GRANT ALL ON DATABASE "{db}" TO lrtune_pw'))
+        conn.execute(sqlalchemy.text("GRANT ALL ON SCHEMA public TO lrtune_pw"))
+    engine.dispose()
+    return f"postgresql+psycopg://lrtune_pw:s3cretpw@127.0.0.1:5432/{db}"
+
+
+@pytest.mark.postgres
+def test_password_never_shown_or_stored(
+    pg_url: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "s3cretpw"
+    url = _pw_url(pg_url)
+    monkeypatch.setenv("LRTUNE_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    small = ["--task", "digits", "--samplers", "random", "--prior", "rangetest,none"]
+    small += ["--trials", "2", "--epochs", "1", "--device", "cpu"]
+    out_file = tmp_path / "best.yaml"
+    commands: list[list[str]] = [
+        ["study", *small, "--storage", url, "--create-only", "--debug"],
+        ["worker", "--group", "digits", "--storage", url, "--debug"],
+        ["ls", "--storage", url, "--debug"],
+        ["study", *small, "--storage", url],  # resumes: the table and the hints it prints
+        ["export", "--study", "digits.random.rangetest", "--storage", url, "--debug"],
+        ["export", "--study", "digits.random.none", "--out", str(out_file)],
+        ["ls"],  # from $LRTUNE_STORAGE
+        ["worker", "--study", "nope", "--storage", url],  # an error message
+    ]
+    monkeypatch.setenv("LRTUNE_STORAGE", url)
+    codes = [main(cmd) for cmd in commands]
+    assert codes == [0, 0, 0, 0, 0, 0, 0, 2]
+    captured = capfd.readouterr()
+    shown = captured.out + captured.err + caplog.text
+    assert "digits.random.rangetest" in captured.out  # the commands did print
+    assert "lrtune_pw:***@" in shown  # the URL was shown, masked
+    assert secret not in shown
+    assert secret not in out_file.read_text()
+
+    storage = open_storage(url)
+    try:
+        studies = optuna.get_all_study_summaries(storage, include_best_trial=False)
+        assert len(studies) == 2
+        for summary in studies:
+            system = storage.get_study_system_attrs(summary._study_id)
+            assert secret not in repr(summary.user_attrs) + repr(system)
+            assert summary.user_attrs["storage"] == mask_url(url)
+            for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials:
+                assert secret not in repr(t.user_attrs) + repr(t.system_attrs) + repr(t.params)
+    finally:
+        storage.engine.dispose()
+    artifacts = list((tmp_path / "artifacts").rglob("*"))
+    assert any(p.is_file() for p in artifacts)  # the range-test plot
+    for p in artifacts:
+        if p.is_file():
+            assert secret.encode() not in p.read_bytes()
+
+
+# --- 4. unreachable and lost PostgreSQL ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["study", "--task", "digits", "--trials", "1", "--prior", "none", "--device", "cpu"],
+        ["worker", "--group", "digits"],
+        ["ls"],
+    ],
+    ids=["study", "worker", "ls"],
+)
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_unreachable_postgres_one_line_exit_2(
+    argv: list[str], via: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if via == "flag":
+        argv = [*argv, "--storage", UNREACHABLE]
+    else:
+        monkeypatch.setenv("LRTUNE_STORAGE", UNREACHABLE)
+    start = time.perf_counter()
+    assert main(argv) == 2
+    assert time.perf_counter() - start < 10
+    captured = capfd.readouterr()
+    line = _one_line_error(captured.err, argv[0])
+    assert "cannot open storage postgresql+psycopg://u:***@127.0.0.1:1/x" in line
+    assert ":pw@" not in captured.out + captured.err
+
+
+def _set_connections(pg_url: str, allow: bool) -> None:
+    """Let the test database accept connections or not; cut the ones it has."""
+    db = pg_url.rsplit("/", 1)[1]
+    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS {allow}'))
+        if not allow:
+            conn.execute(
+                sqlalchemy.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+                ),
+                {"n": db},
+            )
+    engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_storage_lost_mid_run_retries_then_gives_up(pg_url: str) -> None:
+    name = "digits.random.none"
+    created = main(
+        [
+            *("study", "--task", "digits", "--samplers", "random", "--prior", "none"),
+            *("--trials", "6", "--epochs", "40", "--pruner", "none", "--storage", pg_url),
+            *("--lr-low", "0.001", "--lr-high", "0.1", "--create-only", "--device", "cpu"),
+        ]
+    )
+    assert created == 0
+    env = _env(LRTUNE_STORAGE=pg_url, LRTUNE_STORAGE_RETRY_SECONDS="6")
+    proc = _popen("worker", "--group", "digits", "--heartbeat-interval", "1", env=env)
+    try:
+
+        def running() -> bool:
+            return any(t.state == States.RUNNING for t in _trials(pg_url, name))
+
+        # A short outage (2 s < 6 s of retries): the worker goes on.
+        _wait_for("a running trial", running, 90, [proc])
+        _set_connections(pg_url, False)
+        time.sleep(2)
+        _set_connections(pg_url, True)
+        done_before = sum(t.state in FINISHED for t in _trials(pg_url, name))
+        _wait_for(
+            "a trial finished after the outage",
+            lambda: sum(t.state in FINISHED for t in _trials(pg_url, name)) > done_before,
+            60,
+            [proc],
+        )
+        # A long one: the worker retries for 6 s, then exits with one line.
+        _wait_for("a running trial", running, 60, [proc])
+        _set_connections(pg_url, False)
+        lost = time.monotonic()
+        _out, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - lost
+    finally:
+        _set_connections(pg_url, True)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, err
+    assert 5 <= waited < 30, waited
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert lines[-1].startswith("lrtune worker: error: storage "), err
+    assert "unreachable" in lines[-1] and "gave up" in lines[-1]
+    # Every line before the last is a retry warning, at most two per outage.
+    assert all(line.startswith("WARNING lrtune.workers: storage ") for line in lines[:-1]), err
+    assert len(lines) <= 5, err
+
+    # Nothing is corrupted: the trial left RUNNING is failed by heartbeat and retried, and a
+    # new worker finishes exactly the budget.
+    report = workers.run_worker(
+        pg_url, group="digits", device="cpu", heartbeat_interval=1, grace_period=2, poll=0.2
+    )
+    assert sum(report.trials.values()) >= 1
+    trials = _trials(pg_url, name)
+    assert sum(t.state in FINISHED for t in trials) == 6, _by_state(trials)
+    assert not [t for t in trials if t.state in (States.RUNNING, States.WAITING)]
+    stale = [t for t in trials if t.state == States.FAIL and "fail_reason" not in t.user_attrs]
+    assert stale, _by_state(trials)
+    for t in stale:
+        retried = [r for r in trials if r.system_attrs.get("failed_trial") == t.number]
+        assert retried, f"trial {t.number} was not retried"
+
+
+def test_storage_retry_seconds_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(workers.STORAGE_RETRY_ENV, raising=False)
+    assert workers.storage_retry_seconds() == workers.STORAGE_RETRY_SECONDS == 120
+    monkeypatch.setenv(workers.STORAGE_RETRY_ENV, "7.5")
+    assert workers.storage_retry_seconds() == 7.5
+    monkeypatch.setenv(workers.STORAGE_RETRY_ENV, "soon")
+    with pytest.raises(workers.UserError, match="LRTUNE_STORAGE_RETRY_SECONDS"):
+        workers.storage_retry_seconds()
+
+
+# --- 5. GPU path, on CPU ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--gpus", "0,a"], "--gpus '0,a': expected a comma list of GPU indices"),
+        (["--gpus", "0,0"], "expected distinct non-negative indices"),
+        (["--gpus", "-1"], "expected distinct non-negative indices"),
+        (["--device", "gpu"], "unknown device 'gpu'"),
+        (["--device", "cuda:1"], "torch sees no CUDA device"),
+    ],
+)
+def test_worker_bad_gpu_and_device_flags(
+    argv: list[str], message: str, capfd: pytest.CaptureFixture[str], sqlite_url: str
+) -> None:
+    if torch.cuda.is_available() and "CUDA" in message:
+        pytest.skip("this machine has a GPU")
+    assert main(["worker", "--group", "g", "--storage", sqlite_url, *argv]) == 2
+    line = _one_line_error(capfd.readouterr().err, "worker")
+    assert message in line
+
+
+class _FakePopen:
+    started: ClassVar[list[tuple[list[str], dict[str, str]]]] = []
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.started.append((cmd, env))
+
+
+def test_spawn_workers_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers.subprocess, "Popen", _FakePopen)
+    _FakePopen.started = []
+    url = "postgresql+psycopg://u:secret@db/lrtune"
+    workers.spawn_workers(url, "digits", 2, gpus=[0, 3], extra_args=["--grace-period=9"])
+    assert len(_FakePopen.started) == 2
+    for index, (gpu, (cmd, env)) in enumerate(zip((0, 3), _FakePopen.started, strict=True)):
+        assert cmd[1:] == [
+            *("-m", "lrtune", "worker", "--group", "digits", "--device", "cuda"),
+            "--grace-period=9",
+        ]
+        assert env["CUDA_VISIBLE_DEVICES"] == str(gpu)
+        assert env["LRTUNE_WORKER_INDEX"] == str(index + 1)
+        assert env["LRTUNE_WORKERS_ON_HOST"] == "2"
+        assert env["LRTUNE_STORAGE"] == url
+        assert "secret" not in " ".join(cmd)  # the URL is not on the command line (ps)
+
+    _FakePopen.started = []
+    workers.spawn_workers(url, "digits", 3, device="cpu")
+    assert [env["LRTUNE_WORKER_INDEX"] for _, env in _FakePopen.started] == ["1", "2", "3"]
+    for cmd, env in _FakePopen.started:
+        assert cmd[cmd.index("--device") + 1] == "cpu"
+        assert "CUDA_VISIBLE_DEVICES" not in env or env["CUDA_VISIBLE_DEVICES"] == os.environ.get(
+            "CUDA_VISIBLE_DEVICES"
+        )
+
+
+@pytest.mark.slow
+def test_worker_gpus_on_a_machine_without_gpu_fails_cleanly(sqlite_url: str) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = _lrtune("worker", "--group", "g", "--gpus", "0", "--storage", sqlite_url)
+    # The child process (CUDA_VISIBLE_DEVICES=0, --device cuda) says why and the parent
+    # passes its exit code on.
+    assert result.returncode == 2, result.stderr
+    line = _one_line_error(result.stderr, "worker")
+    assert "torch sees no CUDA device" in line
+
+
+OOM_TASK = """
+import torch
+from torch import nn
+
+from lrtune import Task
+
+calls = {"n": 0}
+
+
+class Greedy(nn.Module):
+    def __init__(self, always: bool) -> None:
+        super().__init__()
+        self.always = always
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if self.always or calls["n"] == 0:
+            calls["n"] += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.lin(x)
+
+
+def _task(seed: int, always: bool) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(seed)
+    return Task(Greedy(always), (x, y), (x, y), nn.CrossEntropyLoss(), batch_size=16,
+                epochs=1, name="greedy")
+
+
+def first_trial(seed: int) -> Task:
+    return _task(seed, False)
+
+
+def every_trial(seed: int) -> Task:
+    return _task(seed, True)
+"""
+
+
+def test_cuda_oom_fails_the_trial_and_the_worker_goes_on(
+    tmp_path: Path, sqlite_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "oom_task.py"
+    path.write_text(OOM_TASK)
+    common = ["--samplers", "random", "--prior", "none", "--trials", "3", "--pruner", "none"]
+    common += ["--device", "cpu", "--storage", sqlite_url]
+    assert main(["study", "--task", f"{path}:first_trial", "--group", "once", *common]) == 0
+    trials = _trials(sqlite_url, "once.random.none")
+    assert [t.state for t in trials] == [States.FAIL] + [States.COMPLETE] * 3
+    reason = trials[0].user_attrs["fail_reason"]
+    assert reason.startswith("CUDA out of memory: CUDA out of memory. Tried to allocate")
+
+    # Out of memory every time: the worker stops after MAX_CONSECUTIVE_FAILURES, one line.
+    capfd.readouterr()
+    assert main(["study", "--task", f"{path}:every_trial", "--group", "always", *common]) == 2
+    line = _one_line_error(capfd.readouterr().err, "study")
+    assert f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed (last: CUDA out of memory" in line
+    trials = _trials(sqlite_url, "always.random.none")
+    assert [t.state for t in trials] == [States.FAIL] * MAX_CONSECUTIVE_FAILURES
+
+
+def test_limit_cpu_threads_shares_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    workers.limit_cpu_threads(1)
+    assert torch.get_num_threads() == 1  # the user's own limit wins
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cores = os.cpu_count() or 1
+    workers.limit_cpu_threads(1)
+    assert torch.get_num_threads() == cores
+    workers.limit_cpu_threads(2)
+    assert torch.get_num_threads() == max(1, cores // 2)
+    workers.limit_cpu_threads(4 * cores)
+    assert torch.get_num_threads() == 1
+
+
+# --- 6. seeds ------------------------------------------------------------------------------
+
+
+def test_each_worker_samples_with_its_own_seed(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for sampler in ("random", "tpe"):
+        assert main(["study", "--samplers", sampler, "--prior", "none", "--trials", "4",
+                     "--storage", sqlite_url, "--create-only", "--device", "cpu"]) == 0  # fmt: skip
+    storage = open_storage(sqlite_url)
+    for name in ("digits.random.none", "digits.tpe.none"):
+        firsts = []
+        for index in range(4):
+            study, _objective, _budget = workers._load(storage, name, index, "cpu")
+            trial = study.ask()
+            firsts.append(trial.suggest_float("lr", 1e-6, 10, log=True))
+            study.tell(trial, state=States.FAIL)
+        assert len(set(firsts)) == 4, firsts  # no two workers propose the same point
+
+    monkeypatch.setenv("LRTUNE_WORKER_INDEX", "3")
+    assert workers.worker_index() == 3
+    monkeypatch.delenv("LRTUNE_WORKER_INDEX")
+    monkeypatch.setattr(workers.os, "getpid", lambda: 4242)
+    a = workers.worker_index()
+    monkeypatch.setattr(workers.os, "getpid", lambda: 4243)
+    b = workers.worker_index()
+    assert a != b and a >= 1 and b >= 1
+
+
+def test_trial_failed_by_another_worker_while_running_is_skipped(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another worker may fail this process's trial as stale (e.g. this machine was starved
+    # past the grace period). The task below does that to its own first trial, mid-run.
+    task = tmp_path / "starved.py"
+    task.write_text(
+        "import optuna, os\n"
+        "from lrtune.tasks import digits\n"
+        "done = []\n"
+        "def make(seed):\n"
+        "    t = digits(seed)\n"
+        "    inner = t.loss_fn\n"
+        "    def loss_fn(p, y):\n"
+        "        if not done:\n"
+        "            done.append(1)\n"
+        "            s = optuna.storages.RDBStorage(os.environ['LRTUNE_STORAGE'])\n"
+        "            for st in s.get_all_studies():\n"
+        "                for tr in s.get_all_trials(st._study_id):\n"
+        "                    if tr.state == optuna.trial.TrialState.RUNNING:\n"
+        "                        s.set_trial_state_values(tr._trial_id, "
+        "optuna.trial.TrialState.FAIL)\n"
+        "        return inner(p, y)\n"
+        "    t.loss_fn = loss_fn\n"
+        "    return t\n"
+    )
+    monkeypatch.setenv("LRTUNE_STORAGE", sqlite_url)
+    code = main(
+        [
+            "study",
+            "--task",
+            f"{task}:make",
+            "--samplers",
+            "random",
+            "--prior",
+            "none",
+            "--trials",
+            "3",
+            "--epochs",
+            "1",
+        ]
+    )
+    assert code == 0
+    trials = _trials(sqlite_url, "digits.random.none")
+    assert sum(t.state in FINISHED for t in trials) == 3
+    assert trials[0].state == States.FAIL
