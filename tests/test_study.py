@@ -142,6 +142,10 @@ def test_diverging_lr_is_a_pruned_trial_with_reason(sqlite_url: str):
         assert "non-finite" in reason or "exploded" in reason
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'int.db'}"
     cmd = [
@@ -170,7 +174,16 @@ def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A non-interactive shell starts background jobs with SIGINT ignored, and a child
+        # inherits that (CI may run us so): give lrtune the default disposition a terminal
+        # gives it, as Ctrl-C in a user's shell would find it.
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 120
