@@ -254,19 +254,9 @@ def _run_rangetest(args: argparse.Namespace) -> int:
     _check_out_path(args.plot, ".png", "--plot")
     study = None
     if args.study:
-        from lrtune.storage import sqlite_path
         from lrtune.study import load_existing_study
 
-        url = storage_url(args)
-        db_file = sqlite_path(url)
-        if db_file is not None and not db_file.is_file():
-            # Opening an RDB storage creates the file and its tables: a typo in --storage
-            # must not leave an empty database behind.
-            raise UserError(
-                f"no study {args.study!r}: storage file {db_file} does not exist "
-                "(check --storage, or create the study with `lrtune study`)"
-            )
-        study = load_existing_study(url, args.study)
+        study = load_existing_study(storage_url(args), args.study)
     result = range_test(
         args.task or "digits",
         optimizer=args.optimizer,

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError
-from lrtune.storage import engine_kwargs, mask_url, normalize_url, sqlite_path
+from lrtune.storage import (
+    engine_kwargs,
+    mask_url,
+    normalize_url,
+    require_existing,
+    sqlite_path,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -103,12 +109,7 @@ def open_dashboard_storage(storage_url: str) -> RDBStorage:
             f"not a storage URL: {shown!r}; use e.g. sqlite:///lrtune.db or "
             "postgresql+psycopg://user:password@host/db"
         ) from None
-    db = sqlite_path(storage_url)
-    if db is not None and not db.is_file():
-        raise UserError(
-            f"no storage at {db}: run `lrtune study` first or pass --storage URL of an "
-            "existing storage"
-        )
+    require_existing(storage_url)
     try:
         storage = RDBStorage(
             storage_url,

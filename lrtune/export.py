@@ -32,7 +32,7 @@ import torch
 
 from lrtune.errors import UserError
 from lrtune.optimizers import make_optimizer
-from lrtune.storage import mask_url, sqlite_path
+from lrtune.storage import mask_url, require_existing
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def _load_study(storage: str, study_name: str) -> Any:
     import optuna
 
     shown = mask_url(storage)
-    _check_sqlite_file(storage)
+    require_existing(storage)
     try:
         rdb = optuna.storages.RDBStorage(storage, skip_table_creation=True)
     except Exception as exc:  # sqlalchemy/optuna raise many types for a bad URL
@@ -227,16 +227,6 @@ def _load_study(storage: str, study_name: str) -> Any:
     raise UserError(
         f"no study {study_name!r} in {shown}: {hint}`lrtune ls --storage URL` shows the studies"
     )
-
-
-def _check_sqlite_file(storage: str) -> None:
-    """A SQLite URL must name an existing file: opening a missing one would create it."""
-    database = sqlite_path(storage)
-    if database is not None and not database.is_file():
-        raise UserError(
-            f"no storage file {database} (from {mask_url(storage)}): run `lrtune study` "
-            "first or pass --storage"
-        )
 
 
 def _best_trial(study: Any) -> Any:

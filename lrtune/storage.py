@@ -43,6 +43,21 @@ def sqlite_path(storage_url: str) -> Path | None:
     return Path(database).expanduser()
 
 
+def require_existing(storage_url: str) -> None:
+    """Raise a one-line :class:`UserError` when ``storage_url`` names a missing SQLite file.
+
+    For commands that read a storage (ls, worker, export, dashboard, report, rangetest
+    --study): opening it would create an empty database, and a typo in --storage would leave
+    that file behind and report "no studies" instead of the typo.
+    """
+    db = sqlite_path(storage_url)
+    if db is not None and not db.is_file():
+        raise UserError(
+            f"no storage at {db}: run `lrtune study` first or pass --storage URL of an "
+            "existing storage"
+        )
+
+
 def normalize_url(url: str) -> str:
     """Accept ``postgresql://`` and ``postgres://`` as psycopg 3 URLs (SQLAlchemy would
     otherwise look for psycopg2, which lrtune does not install)."""

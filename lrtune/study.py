@@ -26,7 +26,7 @@ from lrtune.objective import FINISHED
 from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
 from lrtune.space import decades, grid_size
 from lrtune.spec import StudySpec
-from lrtune.storage import mask_url, open_storage
+from lrtune.storage import mask_url, open_storage, require_existing
 from lrtune.tasks import Task, resolve_task
 
 log = logging.getLogger(__name__)
@@ -252,6 +252,7 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:
     """Load study ``name`` or raise a one-line :class:`UserError` (nothing is created)."""
+    require_existing(storage_url)
     storage = open_storage(storage_url)
     names = optuna.get_all_study_names(storage)
     if name not in names:
@@ -309,6 +310,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
 
 def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, Any]]:
     """One dict per study: name, sampler, prior, done, budget, best value."""
+    require_existing(storage_url)
     storage = open_storage(storage_url)
     rows = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=True):

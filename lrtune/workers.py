@@ -24,7 +24,13 @@ from lrtune.objective import Surplus, TrialFailed, make_objective
 from lrtune.samplers import make_pruner, make_sampler
 from lrtune.space import grid_space
 from lrtune.spec import StudySpec
-from lrtune.storage import first_line, is_connection_error, mask_url, open_storage
+from lrtune.storage import (
+    first_line,
+    is_connection_error,
+    mask_url,
+    open_storage,
+    require_existing,
+)
 from lrtune.study import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
@@ -112,6 +118,7 @@ def run_worker(
     When every remaining slot is taken by a running trial, the worker waits, and fails
     trials whose heartbeat stopped so that their retry runs here.
     """
+    require_existing(storage_url)
     storage = open_storage(
         storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
     )

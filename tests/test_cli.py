@@ -104,7 +104,7 @@ BAD_FLAGS = {
     "device tpu": (["--device", "tpu"], "tpu"),
     "json missing dir": (["--json", "no/such/dir/r.json"], "does not exist"),
     "plot not png": (["--plot", "r.jpg"], ".png"),
-    "study missing": (["--study", "nope"], "nope"),
+    "study, no storage": (["--study", "nope"], "no storage at lrtune.db"),
 }
 
 
@@ -150,6 +150,32 @@ def test_study_missing_on_an_existing_storage_writes_nothing(
     assert sorted(os.listdir(tmp_path)) == ["existing.db"]
     assert db.stat().st_size == size
     assert optuna.get_all_study_names(storage_with_a_study) == ["other"]
+
+
+READ_ONLY_COMMANDS = {
+    "ls": ["ls"],
+    "worker": ["worker", "--group", "digits"],
+    "export": ["export", "--study", "digits.tpe.rangetest"],
+    "report": ["report", "--group", "digits", "--out", "out"],
+    "rangetest --study": ["rangetest", "--study", "digits.tpe.rangetest"],
+}
+
+
+@pytest.mark.parametrize("argv", READ_ONLY_COMMANDS.values(), ids=READ_ONLY_COMMANDS.keys())
+def test_a_mistyped_sqlite_storage_is_one_line_and_creates_no_file(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Opening an RDB storage would create the missing file with empty tables: a typo in
+    # --storage must say so, not leave an empty lrtune.db behind and report "no studies".
+    monkeypatch.chdir(tmp_path)
+    assert _run([*argv, "--storage", "sqlite:///lrtnue.db"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "no storage at lrtnue.db" in err, err
+    assert os.listdir(tmp_path) == []
 
 
 def test_debug_shows_the_traceback(
