@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,11 +16,21 @@ from lrtune.trainer import TrainConfig, train
 
 @dataclass
 class GridResult:
-    """Mean metric over seeds for every (schedule, lr) of the grid (``nan``: diverged)."""
+    """Mean metric over seeds for every (schedule, lr) of the grid (``nan``: diverged).
+
+    ``runs[schedule][i]`` holds each seed's value at ``lrs[i]`` (in the order of the seeds
+    given to :func:`dense_grid`), so a single seed's grid can be taken with :meth:`seed`.
+    """
 
     lrs: list[float]
     values: dict[str, list[float]]
     direction: str
+    runs: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    def seed(self, k: int) -> GridResult:
+        """The grid of the ``k``-th seed alone (what a trial trained with that seed sees)."""
+        values = {s: [float(r[k]) for r in rows] for s, rows in self.runs.items()}
+        return GridResult(self.lrs, values, self.direction, {s: [] for s in values})
 
     def best_lr(self, schedule: str) -> float:
         """The grid LR with the best mean value for ``schedule``."""
@@ -75,9 +85,11 @@ def dense_grid(
 ) -> GridResult:
     """Train every (schedule, lr) with every seed and average the final metric."""
     values: dict[str, list[float]] = {}
+    runs_of: dict[str, list[list[float]]] = {}
     direction = "minimize"
     for schedule in schedules:
         row = []
+        row_runs = []
         for lr in lrs:
             runs = []
             for seed in seeds:
@@ -93,5 +105,7 @@ def dense_grid(
                 runs.append(res.value)
                 direction = res.direction
             row.append(float(np.mean(runs)) if all(math.isfinite(r) for r in runs) else math.nan)
+            row_runs.append([float(r) for r in runs])
         values[schedule] = row
-    return GridResult(list(lrs), values, direction)
+        runs_of[schedule] = row_runs
+    return GridResult(list(lrs), values, direction, runs_of)
