@@ -11,10 +11,16 @@ For each built-in task:
 - trials-to-target (first trial within 2% of the oracle's best; a study that never gets
   there counts as budget + 1, and "reached" says how many did), best-so-far after 5/10/20
   trials, median [IQR] over repeats; the range test's cost in trial-equivalents is added to
-  the prior arms;
+  the prior arms. The oracle's best is the best cell of the seed-averaged grid: the best a
+  configuration does in expectation. (Trials train with seed 0; the best cell of the seed-0
+  grid alone is the luckiest of 400 draws, printed for reference with the seed-to-seed
+  noise of the best cells, which is what a 2% tolerance has to be read against.);
 - a paired bootstrap interval for the median difference in trials-to-target between TPE
   with and without the prior (paired by repeat: same sampler seed), and the share of
-  repeats whose bounds contain the oracle's best LR for every schedule.
+  repeats whose bounds contain the oracle's best LR for every schedule (robust best of the
+  seed-averaged grid).
+
+Tasks run in parallel processes (``--jobs``), one torch thread each.
 
 Run by hand:  python benchmarks/search_efficiency.py   (writes docs/benchmarks.md's section
 "Search efficiency"; last line: a JSON summary).
@@ -23,6 +29,7 @@ Run by hand:  python benchmarks/search_efficiency.py   (writes docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import math
@@ -43,7 +50,7 @@ from lrtune.oracle import GridResult, dense_grid, log_grid
 from lrtune.rangetest import range_test
 from lrtune.samplers import make_pruner, make_sampler
 from lrtune.schedules import SCHEDULE_NAMES
-from lrtune.space import grid_space
+from lrtune.space import grid_size, grid_space
 from lrtune.spec import StudySpec
 from lrtune.widen import maybe_widen
 
@@ -51,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / ".cache"
 TASKS = ("digits", "breast-cancer", "wine", "synthetic")
 TOL = 0.02
+END_MARK = "<!-- end of the section written by benchmarks/search_efficiency.py -->"
 
 
 def oracle(task: str, n_lrs: int, seeds: int) -> GridResult:
@@ -58,12 +66,11 @@ def oracle(task: str, n_lrs: int, seeds: int) -> GridResult:
     path = CACHE / f"oracle-{task}-{n_lrs}-{seeds}.json"
     if path.exists():
         data = json.loads(path.read_text())
-        return GridResult(data["lrs"], data["values"], data["direction"])
+        return GridResult(data["lrs"], data["values"], data["direction"], data["runs"])
     grid = dense_grid(task, log_grid(1e-6, 10.0, n_lrs), seeds=tuple(range(seeds)))
     CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({"lrs": grid.lrs, "values": grid.values, "direction": grid.direction})
-    )
+    data = {"lrs": grid.lrs, "values": grid.values, "direction": grid.direction}
+    path.write_text(json.dumps(data | {"runs": grid.runs}))
     return grid
 
 
@@ -86,8 +93,11 @@ def run_strategy(
         "spec": spec.to_dict(),
         "sampler": sampler,
         "bounds": list(bounds),
+        "budget": budget,
     }.items():
         study.set_user_attr(key, value)
+    if sampler == "grid":  # as `lrtune study` does: the grid caps the budget
+        budget = min(budget, grid_size(spec))
     follow = prior == "rangetest" and sampler != "grid"
     objective = make_objective(spec, bounds, budget=budget, device="cpu", follow_bounds=follow)
     while sum(t.state in FINISHED for t in study.trials) < budget:
@@ -95,6 +105,19 @@ def run_strategy(
         if follow:
             maybe_widen(study)
     return [t for t in study.trials if t.state in FINISHED]
+
+
+def seed_noise(grid: GridResult, top: int = 10) -> float:
+    """Median |seed 0 − seed 1| / mean over the ``top`` best cells of the averaged grid."""
+    sign = 1.0 if grid.direction == "minimize" else -1.0
+    cells = sorted(
+        (sign * v, s, i)
+        for s, vs in grid.values.items()
+        for i, v in enumerate(vs)
+        if math.isfinite(v) and len(grid.runs[s][i]) >= 2
+    )[:top]
+    rel = [abs(grid.runs[s][i][0] - grid.runs[s][i][1]) / max(abs(v), 1e-12) for v, s, i in cells]
+    return statistics.median(rel) if rel else math.nan
 
 
 def trials_to_target(trials: list[optuna.trial.FrozenTrial], target: float, budget: int) -> int:
@@ -139,9 +162,18 @@ def bootstrap_median_diff(a: list[float], b: list[float], n: int = 5000) -> tupl
 
 def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore")
     grid = oracle(task, args.oracle_lrs, args.oracle_seeds)
+    # The target: 2% from the best expected value (seed-averaged), not from the luckiest
+    # single-seed cell; both and the noise between seeds are printed.
     _, best_lr, best = grid.best()
+    _, seed0_best_lr, seed0_best = grid.seed(0).best()
     target = best + TOL * abs(best)
+    # Warm up (imports, allocator, data loading) so repeat 1's range test is not charged
+    # for it: its seconds are turned into trial-equivalents.
+    range_test(task, seeds=1, device="cpu", seed=999)
     robust = {s: grid.robust_best_lr(s) for s in SCHEDULE_NAMES}
     arms: dict[str, dict[str, list[float]]] = {}
     cover: list[float] = []
@@ -189,6 +221,9 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         "task": task,
         "oracle_best": best,
         "oracle_best_lr": best_lr,
+        "oracle_seed0_best": seed0_best,
+        "oracle_seed0_best_lr": seed0_best_lr,
+        "seed_noise": seed_noise(grid),
         "target": target,
         "rt_trial_equivalents": rt_eq,
         "coverage": cover,
@@ -207,9 +242,12 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, cmd: str) 
         f"{len(SCHEDULE_NAMES)} schedules × {args.oracle_seeds} seeds over 1e-6…10.",
         "",
         "Trials to target: first finished trial within 2% of the oracle's best "
+        "(seed-averaged) "
         f"(never reached = {args.budget + 1}); cost = that + the range test in "
         "trial-equivalents (prior arms). Median [IQR] over repeats. `tpe shifted`: "
-        "prior bounds moved two decades too low, recovered by lrtune's widening.",
+        "prior bounds moved two decades too low, recovered by lrtune's widening. "
+        "A ratio marked ≥ has a censored numerator (median arm never reached the target), "
+        "so it is a lower bound.",
         "",
     ]
     for res in results:
@@ -217,6 +255,10 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, cmd: str) 
             f"### {res['task']} (oracle best {res['oracle_best']:.4g} at lr "
             f"{res['oracle_best_lr']:.3g}; target ≤ {res['target']:.4g}; range test = "
             f"{res['rt_trial_equivalents']:.2f} trial-equivalents)",
+            "",
+            f"Seed 0 alone: best {res['oracle_seed0_best']:.4g} at lr "
+            f"{res['oracle_seed0_best_lr']:.3g}. Seed-to-seed noise at the 10 best cells: "
+            f"median {res['seed_noise']:.1%} of the value (the tolerance is 2%).",
             "",
             "| strategy / prior | reached | trials to target | cost | best after 5 | "
             "after 10 | after 20 |",
@@ -235,9 +277,10 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, cmd: str) 
             f"- bounds contain the oracle's best LR of every schedule in "
             f"{s['full_coverage']:.0%} of repeats (mean share of schedules "
             f"{s['mean_coverage']:.0%})",
-            f"- cost ratio, median: TPE none / TPE prior = {s['tpe_ratio']:.2f}×, "
-            f"random none / TPE prior = {s['random_ratio']:.2f}×, "
-            f"TPE shifted prior / TPE none = {s['shifted_ratio']:.2f}×",
+            f"- cost ratio, median: TPE none / TPE prior = {ge(s, 'tpe')}"
+            f"{s['tpe_ratio']:.2f}×, random none / TPE prior = {ge(s, 'random')}"
+            f"{s['random_ratio']:.2f}×, TPE shifted prior / TPE none = "
+            f"{s['shifted_ratio']:.2f}×",
             f"- paired bootstrap 95% interval of the median difference in cost "
             f"(TPE prior − TPE none): [{s['boot'][0]:.2f}, {s['boot'][1]:.2f}] trials",
             "",
@@ -245,7 +288,12 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, cmd: str) 
     return "\n".join(lines)
 
 
-def summarize(res: dict[str, Any]) -> dict[str, Any]:
+def ge(summary: dict[str, Any], arm: str) -> str:
+    """ "≥ " where the no-prior arm's median is censored, so the ratio is a lower bound."""
+    return "≥ " if summary[f"{arm}_censored"] else ""
+
+
+def summarize(res: dict[str, Any], budget: int) -> dict[str, Any]:
     arms = res["arms"]
     tp, tn = arms["tpe / rangetest"]["cost"], arms["tpe / none"]["cost"]
     rn, ts = arms["random / none"]["cost"], arms["tpe shifted / rangetest"]["cost"]
@@ -257,6 +305,8 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "boot": bootstrap_median_diff(tp, tn),
         "full_coverage": sum(c == 1.0 for c in res["coverage"]) / len(res["coverage"]),
         "mean_coverage": statistics.mean(res["coverage"]),
+        "tpe_censored": med(arms["tpe / none"]["ttt"]) > budget,
+        "random_censored": med(arms["random / none"]["ttt"]) > budget,
     }
 
 
@@ -264,19 +314,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--budget", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=50)
     parser.add_argument("--oracle-lrs", type=int, default=40)
     parser.add_argument("--oracle-seeds", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="tasks run in parallel")
     parser.add_argument("--no-write", action="store_true", help="do not update docs")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.simplefilter("ignore")
-    results = []
-    for task in args.tasks.split(","):
-        res = bench_task(task, args)
-        res["summary"] = summarize(res)
-        results.append(res)
+    tasks = args.tasks.split(",")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(bench_task, tasks, [args] * len(tasks)))
+    for res in results:
+        res["summary"] = summarize(res, args.budget)
     cmd = "python benchmarks/search_efficiency.py " + " ".join(sys.argv[1:])
     text = markdown(results, args, cmd.strip())
     print(text)
@@ -284,7 +332,9 @@ def main() -> None:
         doc = ROOT / "docs" / "benchmarks.md"
         old = doc.read_text() if doc.exists() else "# Benchmarks\n"
         head = old.split("## Search efficiency")[0].rstrip()
-        doc.write_text(head + "\n\n" + text + "\n")
+        # What follows the marker (the hand-written reading of the figures) is kept.
+        tail = old.split(END_MARK, 1)[1] if END_MARK in old else "\n"
+        doc.write_text(head + "\n\n" + text + "\n" + END_MARK + tail)
     print(json.dumps({r["task"]: {k: v for k, v in r["summary"].items()} for r in results}))
 
 
