@@ -69,8 +69,17 @@ class GridResult:
 
 
 def log_grid(low: float, high: float, n: int) -> list[float]:
-    """``n`` log-spaced values from ``low`` to ``high`` inclusive."""
-    return [float(x) for x in np.logspace(math.log10(low), math.log10(high), n)]
+    """``n`` log-spaced values from ``low`` to ``high`` inclusive.
+
+    The ends are exactly ``low`` and ``high``: 10**log10(x) can miss x by an ulp, and
+    Optuna's GridSampler warns when a grid point falls outside the trial's distribution.
+    """
+    points = [float(x) for x in np.logspace(math.log10(low), math.log10(high), n)]
+    if n >= 1:
+        points[0] = float(low)
+    if n >= 2:
+        points[-1] = float(high)
+    return points
 
 
 def dense_grid(

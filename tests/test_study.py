@@ -214,3 +214,23 @@ def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
     trials = _trials(url, "digits.random.none")
     assert _finished(url, "digits.random.none") == 3
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+
+
+def test_grid_points_end_exactly_on_the_bounds() -> None:
+    import warnings
+
+    from lrtune.samplers import make_sampler
+    from lrtune.space import grid_space, suggest
+    from lrtune.spec import StudySpec
+
+    # Bounds from a real range test whose 10**log10(low) came out an ulp above low, so
+    # Optuna warned "out of range of the parameter `lr`" on the first grid point.
+    bounds = (0.02958832174660958, 0.9862773915536527)
+    spec = StudySpec(schedules=("cosine",), samplers=("grid",), trials=6)
+    grid = grid_space(spec, bounds)
+    assert grid["lr"][0] == bounds[0] and grid["lr"][-1] == bounds[1]
+    study = optuna.create_study(sampler=make_sampler("grid", seed=0, budget=6, grid=grid))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        study.optimize(lambda t: suggest(t, spec, bounds)[0], n_trials=len(grid["lr"]))
+    assert sorted(t.params["lr"] for t in study.trials) == sorted(grid["lr"])
