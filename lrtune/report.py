@@ -23,12 +23,16 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError
+
+if TYPE_CHECKING:
+    import optuna
 
 MIN_IMPORTANCE_TRIALS = 4
 """Complete trials a study needs before its parameter importances are computed."""
@@ -406,11 +410,7 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
                     "pruned": pruned,
                 }
             )
-    bounds_by_prior = {
-        str(s.user_attrs.get("prior")): tuple(s.user_attrs["bounds"])
-        for s in studies.values()
-        if s.user_attrs.get("bounds")
-    }
+    bounds_by_prior = start_bounds(studies.values())
     if points:
         plots.plot_lr_scatter(
             points,
@@ -451,3 +451,18 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
         if sec.image:
             body += ["", f"![{sec.alt}]({sec.image})"]
     return "\n".join(body) + "\n"
+
+
+def start_bounds(studies: Iterable[optuna.Study]) -> dict[str, tuple[float, float]]:
+    """The LR bounds each prior started from, by prior name.
+
+    Widening moves a study's ``bounds`` (each study its own way); the first entry of its
+    ``bounds_history`` is what the range test gave, the same for every study of the prior.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for s in studies:
+        attrs = s.user_attrs
+        if attrs.get("bounds"):
+            first = attrs.get("bounds_history", [attrs["bounds"]])[0]
+            out[str(attrs.get("prior"))] = (float(first[0]), float(first[1]))
+    return out

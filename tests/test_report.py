@@ -231,3 +231,18 @@ def test_best_so_far_counts_pruned_and_direction() -> None:
 
 def test_help_lists_report() -> None:
     assert "report" in cli.build_parser().format_help()
+
+
+def test_scatter_shades_the_bounds_the_range_test_gave_not_widened_ones() -> None:
+    import optuna
+
+    from lrtune.report import start_bounds
+
+    widened = optuna.create_study()
+    widened.set_user_attr("prior", "rangetest")
+    widened.set_user_attr("bounds", [0.003, 1.0])
+    widened.set_user_attr("bounds_history", [[0.03, 1.0], [0.003, 1.0]])
+    plain = optuna.create_study()
+    plain.set_user_attr("prior", "none")
+    plain.set_user_attr("bounds", [1e-6, 10.0])
+    assert start_bounds([widened, plain]) == {"rangetest": (0.03, 1.0), "none": (1e-6, 10.0)}
