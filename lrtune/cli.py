@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, NoReturn, TypedDict
 
 from lrtune.errors import UserError
@@ -111,8 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Optuna logs every trial at INFO and a failed trial's traceback at WARNING; lrtune
         # shows its own progress and records each failure's reason on the trial.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
+    from lrtune.interrupt import deferred_sigint
+
     try:
-        return int(args._run(args))
+        # Commands that run trials stop at the next training step on Ctrl-C (see
+        # lrtune.interrupt); the others (dashboard) stop where it lands.
+        with deferred_sigint() if args.command in ("study", "worker") else nullcontext():
+            return int(args._run(args))
     except UserError as exc:
         if debug:
             raise
@@ -466,7 +472,6 @@ def _say_bounds(group: Group) -> None:
 
 
 def _run_trials(args: argparse.Namespace, url: str, group: Group) -> None:
-    import time
 
     from lrtune.progress import Progress
     from lrtune.storage import open_storage
@@ -494,10 +499,7 @@ def _run_trials(args: argparse.Namespace, url: str, group: Group) -> None:
         device=args.device,
         extra_args=extra,
     )
-    while any(p.poll() is None for p in procs):
-        progress.update(storage)
-        time.sleep(1.0)
-    if wait_workers(procs) != 0:
+    if wait_workers(procs, on_tick=lambda: progress.update(storage)) != 0:
         raise UserError(
             "a worker failed (see its message above); run the same command "
             "again to finish the budget"

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from lrtune import interrupt
 from lrtune.data import Batches
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
@@ -332,6 +333,7 @@ def _sweep(
     stop_reason = None
     done = 0
     for i in range(steps):
+        interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
         lr = lr_at(i, steps, start_lr, end_lr, mode)
         for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio

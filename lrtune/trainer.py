@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from lrtune import interrupt
 from lrtune.data import Batches
 from lrtune.device import resolve_device
 from lrtune.optimizers import check_optimizer, make_optimizer, optimizer_defaults
@@ -116,6 +117,7 @@ def train(
     first_loss: float | None = None
     for epoch in range(epochs):
         for xb, yb in train_batches.epoch(generator):
+            interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
             lr = config.lr * lr_factor(config.schedule, step, total, **sched)
             for group in optimizer.param_groups:
                 group["lr"] = lr

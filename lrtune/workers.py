@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
+from lrtune import interrupt
 from lrtune.errors import UserError
 from lrtune.objective import Surplus, TrialFailed, make_objective
 from lrtune.samplers import make_pruner, make_sampler
@@ -141,6 +142,7 @@ def run_worker(
     failures = 0
     retry = _StorageRetry(storage_url, storage_retry_seconds())
     while True:
+        interrupt.check()
         try:
             state = {n: counts(loaded[n][0]) for n in names}
             open_slots = [n for n in names if sum(state[n]) < loaded[n][2]]
@@ -315,9 +317,19 @@ def spawn_workers(
     return procs
 
 
-def wait_workers(procs: list[subprocess.Popen[bytes]]) -> int:
-    """Wait for all; on Ctrl-C pass SIGINT on to them and wait again. Worst exit code."""
+def wait_workers(
+    procs: list[subprocess.Popen[bytes]],
+    on_tick: Callable[[], None] | None = None,
+    poll: float = 1.0,
+) -> int:
+    """Wait for all, calling ``on_tick`` every ``poll`` seconds; on Ctrl-C pass SIGINT on to
+    them and wait again. Worst exit code."""
     try:
+        while any(p.poll() is None for p in procs):
+            interrupt.check()
+            if on_tick is not None:
+                on_tick()
+            time.sleep(poll)
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         for p in procs:

@@ -203,7 +203,7 @@ def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, (_out[-1500:], err[-1500:])
     assert "Traceback" not in err and "run the same command again" in err
     states = [t.state for t in _trials(url, "digits.random.none")]
     assert optuna.trial.TrialState.RUNNING not in states
