@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +34,46 @@ SPEC_FIELDS = (
     "smoothed",
 )
 REPO = Path(__file__).resolve().parents[1]
+
+#: A study slow enough (60 epochs a trial) to be interrupted mid-trial: append
+#: ``--storage URL --trials N`` and any other flags.
+SLOW_STUDY = [
+    "study",
+    "--prior",
+    "none",
+    "--samplers",
+    "random",
+    "--epochs",
+    "60",
+    "--pruner",
+    "none",
+    "--schedules",
+    "cosine",
+]
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def spawn_lrtune(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """``python -m lrtune ARGS`` in a subprocess (1 torch thread), output captured.
+
+    A non-interactive shell starts background jobs with SIGINT ignored and a child inherits
+    that (CI may run the suite so): the child gets the default disposition a terminal gives
+    it, as Ctrl-C in a user's shell would find it.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrtune", *args],
+        cwd=cwd,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+
+
 PG_ADMIN = os.environ.get("LRTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from lrtune import interrupt
 from lrtune.trainer import TrainConfig, train
+from tests.conftest import SLOW_STUDY, spawn_lrtune
 
 
 def _sigint_self() -> None:
@@ -61,42 +60,10 @@ def test_training_stops_at_the_next_step() -> None:
     assert steps == [0, 1]  # epoch 3's first step raised
 
 
-def _default_sigint_in_child() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_to_the_parent_of_local_workers_reaches_them(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "lrtune",
-        "study",
-        "--storage",
-        url,
-        "--prior",
-        "none",
-        "--samplers",
-        "random",
-        "--trials",
-        "6",
-        "--epochs",
-        "60",
-        "--pruner",
-        "none",
-        "--schedules",
-        "cosine",
-        "--workers",
-        "2",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint_in_child,  # as a terminal would give it (see test_study)
+    proc = spawn_lrtune(
+        [*SLOW_STUDY, "--storage", url, "--trials", "6", "--workers", "2"], tmp_path
     )
     try:
         deadline = time.monotonic() + 120

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from lrtune.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, SLOW_STUDY, spawn_lrtune
 
 FAST = ["--epochs", "2", "--seed", "0"]
 
@@ -142,49 +142,10 @@ def test_diverging_lr_is_a_pruned_trial_with_reason(sqlite_url: str):
         assert "non-finite" in reason or "exploded" in reason
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'int.db'}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "lrtune",
-        "study",
-        "--storage",
-        url,
-        "--prior",
-        "none",
-        "--samplers",
-        "random",
-        "--trials",
-        "3",
-        "--epochs",
-        "60",
-        "--pruner",
-        "none",
-        "--schedules",
-        "cosine",
-        "--lr-low",
-        "0.01",
-        "--lr-high",
-        "0.1",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A non-interactive shell starts background jobs with SIGINT ignored, and a child
-        # inherits that (CI may run us so): give lrtune the default disposition a terminal
-        # gives it, as Ctrl-C in a user's shell would find it.
-        preexec_fn=_default_sigint,
-    )
+    args = [*SLOW_STUDY, "--storage", url, "--trials", "3", "--lr-low", "0.01", "--lr-high", "0.1"]
+    proc = spawn_lrtune(args, tmp_path)
     try:
         deadline = time.monotonic() + 120
         running = False
@@ -209,7 +170,14 @@ def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
     assert optuna.trial.TrialState.RUNNING not in states
     assert optuna.trial.TrialState.FAIL in states  # the interrupted trial, marked
 
-    rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "lrtune", *args],
+        cwd=tmp_path,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rerun.returncode == 0, rerun.stderr
     trials = _trials(url, "digits.random.none")
     assert _finished(url, "digits.random.none") == 3
