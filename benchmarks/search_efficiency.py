@@ -33,6 +33,7 @@ import concurrent.futures
 import datetime
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -236,8 +237,9 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, cmd: str) 
     lines = [
         "## Search efficiency",
         "",
-        f"Command: `{cmd}` — {platform.machine()}, {torch.get_num_threads()} torch "
-        f"thread(s), CPU, {datetime.date.today()}; budget {args.budget} finished trials, "
+        f"Command: `{cmd}` — {platform.machine()}, {os.cpu_count()} cores, CPU, "
+        f"{args.jobs} task process(es) of 1 torch thread, {datetime.date.today()}; "
+        f"budget {args.budget} finished trials, "
         f"{args.repeats} repeats (sampler seeds 1000…), oracle {args.oracle_lrs} LRs × "
         f"{len(SCHEDULE_NAMES)} schedules × {args.oracle_seeds} seeds over 1e-6…10.",
         "",
