@@ -472,7 +472,6 @@ def _say_bounds(group: Group) -> None:
 
 
 def _run_trials(args: argparse.Namespace, url: str, group: Group) -> None:
-
     from lrtune.progress import Progress
     from lrtune.storage import open_storage
     from lrtune.workers import run_worker, spawn_workers, wait_workers

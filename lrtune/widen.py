@@ -23,6 +23,8 @@ import math
 
 import optuna
 
+from lrtune.objective import FINISHED
+
 log = logging.getLogger(__name__)
 
 #: The best trial counts as "at an edge" in the outer fraction of the log-range.
@@ -114,12 +116,7 @@ def _enqueue_probe(
     low, high = (new[0], old[0]) if new[0] < old[0] else (old[1], new[1])
     budget = study.user_attrs.get("budget")
     if budget is not None:
-        states = (
-            optuna.trial.TrialState.COMPLETE,
-            optuna.trial.TrialState.PRUNED,
-            optuna.trial.TrialState.RUNNING,
-            optuna.trial.TrialState.WAITING,
-        )
+        states = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
         if len(study.get_trials(deepcopy=False, states=states)) >= int(budget):
             return
     params: dict[str, object] = {"lr": math.sqrt(low * high)}
