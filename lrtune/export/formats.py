@@ -1,0 +1,145 @@
+"""The export's file formats: YAML, JSON and TOML text, ``PATH[:key]`` targets, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lrtune.errors import UserError
+from lrtune.storage import mask_url
+
+FORMATS: tuple[str, ...] = ("yaml", "json", "toml")
+"""The formats :func:`dump_config` writes."""
+
+_SUFFIX_FORMATS: dict[str, str] = {
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".json": "json",
+    ".toml": "toml",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, passwords masked."""
+    text = str(exc).strip() or type(exc).__name__
+    return mask_url(text.splitlines()[0].strip())
+
+
+# --- formats -------------------------------------------------------------------------------
+
+
+def format_for_path(path: str | os.PathLike[str], default: str | None = None) -> str | None:
+    """The format a file suffix stands for (``.yaml``/``.yml``, ``.json``, ``.toml``)."""
+    return _SUFFIX_FORMATS.get(Path(path).suffix.lower(), default)
+
+
+def dump_config(config: Mapping[str, Any], fmt: str) -> str:
+    """``config`` as ``yaml``, ``json`` or ``toml`` text, keys in their order.
+
+    TOML has no null: keys whose value is ``None`` are left out there; and TOML puts the
+    plain top-level values (``batch_size``, ``recommendation``) before the tables.
+    """
+    if fmt == "yaml":
+        import yaml
+
+        return str(
+            yaml.safe_dump(
+                _plain(config),
+                sort_keys=False,
+                default_flow_style=False,
+                allow_unicode=True,
+                width=4096,
+            )
+        )
+    if fmt == "json":
+        return json.dumps(_plain(config), indent=2, ensure_ascii=False) + "\n"
+    if fmt == "toml":
+        import tomlkit
+
+        return tomlkit.dumps(_drop_none(_plain(config)))
+    raise UserError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def write_config(text: str, path: str | os.PathLike[str]) -> None:
+    """Write ``text`` to ``path`` atomically: a temp file in the same folder, then replace.
+
+    An existing file keeps its permission bits; a new one gets ``0o644``.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"cannot write {target}: folder {folder} does not exist")
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts, lists, strings and numbers (no tuples, numpy scalars or tomlkit items)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item):
+        return _plain(item())
+    return str(value)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value if v is not None]
+    return value
+
+
+def split_target(target: str | os.PathLike[str], key: str | None = None) -> tuple[Path, str | None]:
+    """``PATH[:dotted.key]`` as ``(path, key)``; an existing file name wins over a split."""
+    text = os.fspath(target)
+    if key is not None or Path(text).exists() or ":" not in text:
+        return Path(text), key or None
+    head, tail = text.rsplit(":", 1)
+    if not head or "/" in tail or "\\" in tail:
+        return Path(text), None
+    return Path(head), tail or None
+
+
+def _key_parts(key: str | None) -> list[str]:
+    if not key:
+        return []
+    parts = key.split(".")
+    if any(not p.strip() for p in parts):
+        raise UserError(f"bad key {key!r}: expected dotted names like train.optim")
+    return [p.strip() for p in parts]

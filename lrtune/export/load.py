@@ -1,0 +1,196 @@
+"""Load an exported config back for the user's own training loop (``lrtune.load_config``).
+
+:func:`load_config` reads it as a :class:`ProductionConfig` whose
+:meth:`~ProductionConfig.build_scheduler` follows the very closed-form schedule that the
+trial trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lrtune.errors import UserError
+from lrtune.export.formats import _key_parts, _one_line, format_for_path, split_target
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductionConfig:
+    """An exported config, ready for the user's own training loop.
+
+    ``optimizer`` is ``{"name", "lr", <kwargs>}``, ``schedule`` ``{"name", <params>}`` with
+    durations as fractions of the run, ``batch_size`` the batch size the LR belongs to, and
+    ``source`` where it came from.
+    """
+
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    batch_size: int | None = None
+    source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def lr(self) -> float:
+        """The peak LR."""
+        return float(self.optimizer["lr"])
+
+    def build_optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
+        """The exported optimizer over ``params`` at the exported LR.
+
+        ``params`` are tensors (e.g. ``model.parameters()``) or param-group dicts. A group
+        may set its own ``lr``, or ``lr_mult``: its LR is then the exported LR times
+        ``lr_mult``. The scheduler scales every group by the same factor.
+        """
+        items = list(params)
+        groups: list[Any] = []
+        for item in items:
+            if isinstance(item, Mapping):
+                group = dict(item)
+                mult = group.pop("lr_mult", None)
+                if mult is not None and "lr" not in group:
+                    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or mult < 0:
+                        raise UserError(f"lr_mult must be a number >= 0, got {mult!r}")
+                    group["lr"] = self.lr * float(mult)
+                groups.append(group)
+            else:
+                groups.append(item)
+        from lrtune.optimizers import make_optimizer
+
+        kwargs = {k: v for k, v in self.optimizer.items() if k not in ("name", "lr")}
+        try:
+            return make_optimizer(str(self.optimizer["name"]), groups, self.lr, **kwargs)
+        except ValueError as exc:
+            raise UserError(f"bad optimizer in the config: {_one_line(exc)}") from None
+
+    def build_scheduler(
+        self, optimizer: torch.optim.Optimizer, total_steps: int
+    ) -> torch.optim.lr_scheduler.LambdaLR:
+        """A ``LambdaLR`` over the exported closed-form schedule for a run of ``total_steps``.
+
+        Call ``scheduler.step()`` after every optimizer step; the LR at step ``s`` is then
+        ``schedule_lr(name, s, total_steps, lr, **params)``, as in the trial.
+        """
+        params = {k: v for k, v in self.schedule.items() if k != "name"}
+        from lrtune import schedules
+
+        try:
+            return schedules.build_scheduler(
+                optimizer, str(self.schedule["name"]), total_steps, **params
+            )
+        except ValueError as exc:
+            raise UserError(f"bad schedule in the config: {_one_line(exc)}") from None
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """The LR at ``step`` of a run of ``total_steps`` (the closed form)."""
+        from lrtune import schedules
+
+        params = {k: v for k, v in self.schedule.items() if k != "name"}
+        return schedules.schedule_lr(
+            str(self.schedule["name"]), step, total_steps, self.lr, **params
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict in export order."""
+        out: dict[str, Any] = {"optimizer": dict(self.optimizer), "schedule": dict(self.schedule)}
+        if self.batch_size is not None:
+            out["batch_size"] = self.batch_size
+        out["source"] = dict(self.source)
+        return out
+
+
+def load_config(path: str | os.PathLike[str], key: str | None = None) -> ProductionConfig:
+    """Read an exported config from a YAML, JSON or TOML file (``"path:dotted.key"`` too).
+
+    ``key`` names the table that :func:`merge_into` merged the export under. Raises
+    :class:`UserError` for a missing or unreadable file, a missing key, or missing or bad
+    ``optimizer``/``schedule`` fields.
+    """
+    file, key = split_target(path, key)
+    fmt = format_for_path(file)
+    if fmt is None:
+        raise UserError(f"cannot load {file}: expected a .yaml, .yml, .json or .toml file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"cannot load {file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot load {file}: {_one_line(exc)}") from None
+    data = _parse(text, fmt, file)
+    where = str(file)
+    for part in _key_parts(key):
+        if not isinstance(data, Mapping) or part not in data:
+            raise UserError(f"cannot load {file}: no key {key!r} in it")
+        data = data[part]
+        where = f"{file}:{key}"
+    if not isinstance(data, Mapping):
+        raise UserError(f"cannot load {where}: expected a table with optimizer and schedule")
+    return _config_from_mapping(data, where)
+
+
+def _parse(text: str, fmt: str, file: Path) -> Any:
+    try:
+        if fmt == "yaml":
+            import yaml
+
+            return yaml.safe_load(text)
+        if fmt == "json":
+            return json.loads(text)
+        import tomlkit
+
+        return tomlkit.parse(text).unwrap()
+    except Exception as exc:  # yaml, json and tomlkit each raise their own error types
+        raise UserError(f"cannot parse {file} as {fmt.upper()}: {_one_line(exc)}") from None
+
+
+def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfig:
+    from lrtune import schedules
+    from lrtune.optimizers import optimizer_defaults
+
+    optimizer = data.get("optimizer")
+    schedule = data.get("schedule")
+    if not isinstance(optimizer, Mapping) or "name" not in optimizer or "lr" not in optimizer:
+        raise UserError(f"bad config {where}: needs optimizer with name and lr (see lrtune export)")
+    lr = optimizer["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise UserError(f"bad config {where}: optimizer lr must be a positive number, got {lr!r}")
+    try:
+        allowed = optimizer_defaults(str(optimizer["name"]))
+    except ValueError as exc:
+        raise UserError(f"bad config {where}: {_one_line(exc)}") from None
+    unknown = sorted(set(optimizer) - set(allowed) - {"name", "lr"})
+    if unknown:
+        raise UserError(
+            f"bad config {where}: optimizer {optimizer['name']!r} takes "
+            f"{', '.join(sorted(allowed))}, not {', '.join(unknown)}"
+        )
+    if schedule is None:
+        schedule = {"name": "constant"}
+    if not isinstance(schedule, Mapping) or "name" not in schedule:
+        raise UserError(f"bad config {where}: needs schedule with a name (see lrtune export)")
+    params = {k: v for k, v in schedule.items() if k != "name"}
+    try:
+        # total_steps only matters for validation being possible; durations are fractions.
+        resolved = schedules.resolve_params(str(schedule["name"]), 1000, **params)
+    except ValueError as exc:
+        raise UserError(f"bad config {where}: {_one_line(exc)}") from None
+    batch_size = data.get("batch_size")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise UserError(f"bad config {where}: batch_size must be a positive integer")
+    source = data.get("source") or {}
+    if not isinstance(source, Mapping):
+        raise UserError(f"bad config {where}: source must be a table")
+    return ProductionConfig(
+        optimizer={**optimizer, "lr": float(lr)},
+        schedule={"name": str(schedule["name"]), **resolved},
+        batch_size=batch_size,
+        source=dict(source),
+    )
