@@ -542,3 +542,237 @@ def test_load_config_missing_file_and_key(tmp_path: Path) -> None:
     cfg = load_config(f"{path}:a")
     assert cfg.schedule["name"] == "constant"
     assert isinstance(cfg.build_optimizer([torch.zeros(1, requires_grad=True)]), torch.optim.Adam)
+
+
+# --- --into on real-world configs (issue 11) ---------------------------------------------------
+
+# A Lightning-CLI style config: lists indented under their key and at the key's column,
+# flow lists, comments after several spaces, aligned comments, a Hydra defaults list.
+LIGHTNING_YAML = """\
+# Lightning CLI config
+seed_everything: 42   # reproducible
+trainer:
+  max_epochs: 30
+  devices: [0]
+  callbacks:
+    - class_path: ModelCheckpoint
+      init_args:
+        monitor: val_loss    # the metric
+    - class_path: LearningRateMonitor
+  logger:
+  - tensorboard   # the default
+  - csv
+model:
+  layers:
+  - 64
+  - 32
+train:
+  optimizer:
+    name: adam      # tried sgd first
+    lr: 0.001
+    betas: [0.9, 0.999]
+  batch_size: 64        # fits one GPU
+  epochs: 90
+defaults:
+- _self_
+- model: resnet   # hydra group
+"""
+
+
+def _changed(diff: str) -> tuple[list[str], list[str]]:
+    """The removed and the added lines of a unified diff (without the file headers)."""
+    body = [line for line in diff.splitlines() if not line.startswith(("---", "+++"))]
+    return (
+        [line[1:] for line in body if line.startswith("-")],
+        [line[1:] for line in body if line.startswith("+")],
+    )
+
+
+def test_into_yaml_untouched_lines_stay_byte_identical(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "config.yaml"
+    target.write_text(LIGHTNING_YAML)
+    code, out, err = _export(capsys, url, "--into", f"{target}:train")
+    assert code == 0, err
+    removed, added = _changed(out)
+    # only the optimizer's stale/changed lines go; every other line is kept as it was
+    assert removed == [
+        "    name: adam      # tried sgd first",
+        "    lr: 0.001",
+        "    betas: [0.9, 0.999]",
+    ]
+    assert added[:3] == [
+        "    name: sgd       # tried sgd first",
+        "    lr: 0.0830001234567",
+        "    momentum: 0.9",
+    ]
+    text = target.read_text()
+    old_lines = LIGHTNING_YAML.splitlines()
+    kept = [line for line in old_lines if line not in removed]
+    new_lines = text.splitlines()
+    assert [line for line in new_lines if line in kept] == kept  # same bytes, same order
+    assert "  - tensorboard   # the default" in new_lines
+    assert "    - class_path: ModelCheckpoint" in new_lines
+    assert "- model: resnet   # hydra group" in new_lines
+    data = yaml.safe_load(text)
+    assert data["train"]["optimizer"] == BEST["optimizer"]
+    assert data["train"]["schedule"] == BEST["schedule"]
+    assert list(data["train"]) == ["optimizer", "batch_size", "epochs", "schedule", "source"]
+    assert data["trainer"] == yaml.safe_load(LIGHTNING_YAML)["trainer"]
+    assert load_config(f"{target}:train").lr == BEST["optimizer"]["lr"]
+
+
+def test_into_yaml_new_key_in_col0_list_file(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "config.yaml"
+    target.write_text(LIGHTNING_YAML)
+    code, out, _ = _export(capsys, url, "--into", f"{target}:model.lrtune")
+    assert code == 0
+    removed, added = _changed(out)
+    assert removed == []
+    assert added[:3] == ["  lrtune:", "    optimizer:", "      name: sgd"]
+    assert target.read_text().startswith(LIGHTNING_YAML.split("train:")[0] + "  lrtune:\n")
+    assert load_config(target, "model.lrtune").schedule == BEST["schedule"]
+
+
+@pytest.mark.parametrize("suffix", ["yaml", "json", "toml"])
+def test_into_optimizer_block_replaces_owned_keys(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path, suffix: str
+) -> None:
+    """`--into file:train.optim` where train.optim IS an optimizer: no stale name/lr beside
+    the exported optimizer: block; other keys stay."""
+    data = {"train": {"optim": {"name": "adam", "lr": 0.001, "eps": 1e-8, "clip": 1.0}}}
+    target = tmp_path / f"config.{suffix}"
+    if suffix == "yaml":
+        target.write_text(
+            "train:\n  optim:\n    name: adam\n    lr: 0.001   # hand-tuned\n"
+            "    eps: 1.0e-08\n    clip: 1.0  # grad clip\n"
+        )
+    elif suffix == "json":
+        target.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        target.write_text(tomlkit.dumps(data))
+    code, out, err = _export(capsys, url, "--into", f"{target}:train.optim")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("# lrtune export: warning: ")
+    assert "held an optimizer (adam, lr 0.001)" in out.splitlines()[0]
+    text = target.read_text()
+    merged = {
+        "yaml": yaml.safe_load,
+        "json": json.loads,
+        "toml": lambda t: tomlkit.parse(t).unwrap(),
+    }[suffix](text)["train"]["optim"]
+    assert "name" not in merged and "lr" not in merged and "eps" not in merged
+    assert merged["clip"] == 1.0
+    assert merged["optimizer"] == BEST["optimizer"]
+    if suffix == "yaml":
+        assert "    clip: 1.0  # grad clip\n" in text
+    cfg = load_config(target, "train.optim")
+    assert cfg.optimizer == BEST["optimizer"]
+
+
+def test_into_batch_size_change_warns_and_rescale_keeps_it(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "config.yaml"
+    target.write_text(LIGHTNING_YAML.replace("batch_size: 64 ", "batch_size: 256"))
+    code, out, _ = _export(capsys, url, "--into", f"{target}:train", "--dry-run")
+    assert code == 0
+    warning = out.splitlines()[0]
+    assert warning.startswith("# lrtune export: warning: batch_size at ")
+    assert "from 256 to 64" in warning
+    assert "'# fits one GPU'" in warning
+    assert "--batch-size 256" in warning
+    assert "+  batch_size: 64        # fits one GPU" in out  # comment kept at its column
+    # the offered way out: keep the user's batch size, rescale the LR
+    code, out, _ = _export(capsys, url, "--into", f"{target}:train", "--batch-size", "256")
+    assert code == 0
+    assert "warning" not in out
+    removed, _ = _changed(out)
+    assert not any("batch_size" in line for line in removed)
+    data = yaml.safe_load(target.read_text())
+    assert data["train"]["batch_size"] == 256
+    assert data["train"]["optimizer"]["lr"] == BEST["optimizer"]["lr"] * 256 / 64
+    assert "  batch_size: 256       # fits one GPU\n" in target.read_text()
+
+
+def test_into_toml_batch_size_change_warns(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "config.toml"
+    target.write_text("[train]\nbatch_size = 32  # per GPU\n")
+    code, out, _ = _export(capsys, url, "--into", f"{target}:train")
+    assert code == 0
+    assert "from 32 to 64" in out.splitlines()[0]
+    assert "'# per GPU'" in out.splitlines()[0]
+
+
+def test_write_config_through_symlink_writes_target(tmp_path: Path) -> None:
+    real = tmp_path / "configs" / "prod.yaml"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "prod.yaml"
+    link.symlink_to(real)
+    export.write_config("new\n", link)
+    assert link.is_symlink()
+    assert real.read_text() == "new\n"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["prod.yaml"]  # no temp left
+
+
+def test_into_through_symlink_keeps_link(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    real = tmp_path / "shared" / "config.yaml"
+    real.parent.mkdir()
+    real.write_text(YAML_DOC)
+    link = tmp_path / "config.yaml"
+    link.symlink_to(real)
+    code, _, _ = _export(capsys, url, "--into", f"{link}:train")
+    assert code == 0
+    assert link.is_symlink()
+    assert yaml.safe_load(real.read_text())["train"]["optimizer"] == BEST["optimizer"]
+
+
+def test_into_yaml_crlf_stays_crlf(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "config.yaml"
+    target.write_bytes(b"seed: 1   # s\r\ntrain:\r\n  epochs: 5\r\n")
+    code, _, _ = _export(capsys, url, "--into", f"{target}:train")
+    assert code == 0
+    raw = target.read_bytes()
+    assert raw.startswith(b"seed: 1   # s\r\ntrain:\r\n  epochs: 5\r\n  optimizer:\r\n")
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert load_config(target, "train").optimizer == BEST["optimizer"]
+
+
+def test_into_yaml_null_placeholder_is_filled(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "config.yaml"
+    target.write_text("train:   # filled by lrtune\nseed: 1\n")
+    code, _, err = _export(capsys, url, "--into", f"{target}:train")
+    assert code == 0, err
+    assert target.read_text().endswith("\nseed: 1\n")
+    assert load_config(target, "train").schedule == BEST["schedule"]
+
+
+def test_into_yaml_falls_back_to_round_trip_and_says_so(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    """An anchor on a replaced value: a line edit would leave its alias dangling."""
+    target = tmp_path / "config.yaml"
+    target.write_text("train:\n  batch_size: &bs 64\ndata:\n  batch_size: *bs\n")
+    code, out, _ = _export(capsys, url, "--into", f"{target}:train.run")
+    assert code == 0
+    data = yaml.safe_load(target.read_text())
+    assert data["data"]["batch_size"] == 64
+    assert data["train"]["run"]["optimizer"] == BEST["optimizer"]
+    target.write_text("train:\n  batch_size: &bs 32\ndata:\n  batch_size: *bs\n")
+    code, out, _ = _export(capsys, url, "--into", f"{target}:train")
+    assert code == 0
+    assert "# lrtune export: warning: could not keep the layout" in out
+    data = yaml.safe_load(target.read_text())
+    assert (data["train"]["batch_size"], data["data"]["batch_size"]) == (64, 32)

@@ -68,12 +68,17 @@ def dump_config(config: Mapping[str, Any], fmt: str) -> str:
 def write_config(text: str, path: str | os.PathLike[str]) -> None:
     """Write ``text`` to ``path`` atomically: a temp file in the same folder, then replace.
 
-    An existing file keeps its permission bits; a new one gets ``0o644``.
+    An existing file keeps its permission bits; a new one gets ``0o644``. A symlink stays a
+    symlink: the file it points to is written (the temp file goes into that file's folder,
+    so the rename stays on one file system).
     """
-    target = Path(path)
+    shown = Path(path)
+    # os.replace over the link itself would swap the link for a regular file and leave
+    # the file it points to (often a shared config in a dotfiles or configs repo) stale.
+    target = Path(os.path.realpath(shown)) if shown.is_symlink() else shown
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        raise UserError(f"cannot write {target}: folder {folder} does not exist")
+        raise UserError(f"cannot write {shown}: folder {folder} does not exist")
     try:
         mode = target.stat().st_mode & 0o7777
     except FileNotFoundError:
@@ -81,7 +86,7 @@ def write_config(text: str, path: str | os.PathLike[str]) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {shown}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
@@ -93,7 +98,7 @@ def write_config(text: str, path: str | os.PathLike[str]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise UserError(f"cannot write {shown}: {exc.strerror or exc}") from None
         raise
 
 

@@ -29,11 +29,15 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
     """Merge ``config`` into the YAML, JSON or TOML file ``target`` (``PATH[:dotted.key]``).
 
     The exported fields go under the dotted key (intermediate tables are created); every
-    other key, the key order and (YAML, TOML) the comments are kept. An existing mapping
-    under an exported field is updated in place: its keys that the export still has keep
-    their position and comments, new ones are appended, stale ones removed. A stale
-    ``recommendation`` from an earlier merge is removed. Returns the unified diff of the
-    file; writes it atomically unless ``dry_run``.
+    other key, the key order and (YAML, TOML) the comments are kept, and in YAML every line
+    that does not change stays byte for byte. An existing mapping under an exported field
+    is updated in place: its keys that the export still has keep their position and
+    comments, new ones are appended, stale ones removed. lrtune owns the exported fields:
+    a stale ``recommendation`` from an earlier merge is removed, and when the key holds an
+    optimizer itself (``name`` and ``lr``), its optimizer keys give way to ``optimizer:``.
+    Returns the unified diff of the file, preceded by ``# lrtune export: warning: ...``
+    lines for changes the user should look at (a ``batch_size`` that changes, optimizer
+    keys removed); writes the file atomically (through a symlink) unless ``dry_run``.
     """
     path, key = split_target(target)
     fmt = format_for_path(path)
@@ -42,17 +46,23 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
     if not path.is_file():
         raise UserError(f"cannot merge into {path}: no such file (create it, or use --out)")
     try:
-        old = path.read_text(encoding="utf-8")
+        # newline="": a CRLF file must stay CRLF, line for line
+        with open(path, encoding="utf-8", newline="") as fh:
+            old = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
     parts = _key_parts(key)
     fields = _plain(config)
+    notes: list[str] = []
+    where = f"{path}:{key}" if key else str(path)
     if fmt == "yaml":
-        new = _merge_yaml(old, path, parts, fields)
+        new = _merge_yaml(old, path, parts, fields, notes, where)
     elif fmt == "json":
-        new = _merge_json(old, path, parts, fields)
+        new = _merge_json(old, path, parts, fields, notes, where)
     else:
-        new = _merge_toml(old, path, parts, _drop_none(fields))
+        new = _merge_toml(old, path, parts, _drop_none(fields), notes, where)
+    if "\r\n" in old:  # the JSON and TOML writers and YAML's new lines use "\n"
+        new = new.replace("\r\n", "\n").replace("\n", "\r\n")
     diff = "".join(
         difflib.unified_diff(
             old.splitlines(keepends=True),
@@ -61,6 +71,8 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
             tofile=f"{path} (after)",
         )
     )
+    if diff and notes:
+        diff = "".join(f"# lrtune export: warning: {note}\n" for note in notes) + diff
     if not dry_run and new != old:
         write_config(new, path)
         log.info("merged the export into %s%s", path, f":{key}" if key else "")
@@ -70,10 +82,10 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
 def _descend(
     root: MutableMapping[str, Any], parts: list[str], path: Path, make: Any
 ) -> MutableMapping[str, Any]:
-    """The mapping at ``parts`` below ``root``, creating missing ones with ``make()``."""
+    """The mapping at ``parts`` below ``root``, creating missing or empty ones with ``make()``."""
     node = root
     for i, part in enumerate(parts):
-        if part not in node:
+        if node.get(part) is None:  # a placeholder like `train:` (null) is filled in
             node[part] = make()
         child = node[part]
         if not isinstance(child, MutableMapping):
@@ -122,30 +134,89 @@ def _merge_fields(
     fields: Mapping[str, Any],
     make: Callable[[], Any],
     *,
+    notes: list[str],
+    where: str,
     toml: bool = False,
 ) -> None:
-    """:func:`_sync` plus dropping a stale ``recommendation`` of an earlier merge."""
+    """:func:`_sync` of the keys lrtune owns, with ``notes`` on what the user should check.
+
+    lrtune owns the exported fields at the target key: a stale ``recommendation`` of an
+    earlier merge goes, and an optimizer written at the key itself (``name`` and ``lr``
+    beside each other, as in ``train.optim: {name: adam, lr: 0.001}``) gives way to the
+    exported ``optimizer:`` block, which would otherwise sit beside a contradicting ``lr``.
+    """
     if "recommendation" not in fields and "recommendation" in node:
         del node["recommendation"]
+    if "name" in node and "lr" in node and "optimizer" in fields:
+        owned = {"name", "lr", *_OPTIMIZER_KWARGS, *fields["optimizer"]}
+        gone = [str(k) for k in node if k in owned and k not in fields]
+        notes.append(
+            f"{where} held an optimizer ({node['name']}, lr {node['lr']}): its keys "
+            f"{', '.join(gone)} are replaced by the exported optimizer: block"
+        )
+        for name in gone:
+            del node[name]
+    old_bs, new_bs = node.get("batch_size"), fields.get("batch_size")
+    if isinstance(old_bs, int) and not isinstance(old_bs, bool) and old_bs != new_bs:
+        comment = _comment(node, "batch_size")
+        notes.append(
+            f"batch_size at {where} changes from {old_bs} to {new_bs}, the batch size the LR "
+            f"was tuned with"
+            + (f" (check its comment {comment!r})" if comment else "")
+            + f"; to keep {old_bs}, export with --batch-size {old_bs} (the LR is then rescaled "
+            "by the linear scaling rule)"
+        )
     _sync(node, fields, make, toml=toml)
 
 
-def _merge_yaml(old: str, path: Path, parts: list[str], fields: dict[str, Any]) -> str:
+# Keyword arguments of torch's optimizers that sit beside ``name``/``lr`` in a hand-written
+# optimizer block (the exported optimizer's own keys are added to these).
+_OPTIMIZER_KWARGS = (
+    "momentum",
+    "dampening",
+    "nesterov",
+    "weight_decay",
+    "betas",
+    "eps",
+    "amsgrad",
+    "alpha",
+    "centered",
+    "foreach",
+    "fused",
+)
+
+
+def _comment(node: Any, key: str) -> str | None:
+    """The end-of-line comment of ``node[key]`` in a ruamel or tomlkit document, if any."""
+    items = getattr(getattr(node, "ca", None), "items", None)
+    if isinstance(items, dict):
+        tokens = items.get(key)
+        if tokens and len(tokens) > 2 and tokens[2] is not None:
+            return str(tokens[2].value).strip().splitlines()[0] or None
+        return None
+    item = getattr(node, "item", None)
+    if callable(item):
+        try:
+            text = item(key).trivia.comment
+        except Exception:  # a tomlkit container without that item, or a plain value
+            return None
+        return str(text).strip() or None
+    return None
+
+
+def _merge_yaml(
+    old: str, path: Path, parts: list[str], fields: dict[str, Any], notes: list[str], where: str
+) -> str:
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.util import load_yaml_guess_indent
 
+    from lrtune.export.merge_yaml import render, same, splice_yaml
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
     try:
-        _, indent, block_seq_indent = load_yaml_guess_indent(old) if old.strip() else (None, 2, 0)
-        yaml = YAML(typ="rt")
-        yaml.preserve_quotes = True
-        yaml.width = 4096
-        mapping_indent = indent or 2
-        yaml.indent(
-            mapping=mapping_indent,
-            sequence=mapping_indent + (block_seq_indent or 0),
-            offset=block_seq_indent or 0,
-        )
+        doc_old = yaml.load(old) if old.strip() else None
         doc = yaml.load(old) if old.strip() else None
     except Exception as exc:
         raise UserError(f"cannot parse {path} as YAML: {_one_line(exc)}") from None
@@ -154,13 +225,54 @@ def _merge_yaml(old: str, path: Path, parts: list[str], fields: dict[str, Any]) 
     if not isinstance(doc, MutableMapping):
         raise UserError(f"cannot merge into {path}: its top level is not a mapping")
     node = _descend(doc, parts, path, CommentedMap)
-    _merge_fields(node, fields, CommentedMap)
+    _merge_fields(node, fields, CommentedMap, notes=notes, where=where)
+    want = _plain(doc)
+    indent = _mapping_indent(doc_old)
+    yaml.indent(mapping=indent, sequence=indent + 2, offset=2)
+    eol = "\r\n" if "\r\n" in old else "\n"
+    if not isinstance(doc_old, CommentedMap) or not doc_old or doc_old.fa.flow_style():
+        head = old if doc_old is None else ""  # keep a comment-only file's comments
+        if head and not head.endswith("\n"):
+            head += eol
+        return head + "".join(render(yaml, want, 0, indent, eol))
+    text = splice_yaml(old, doc_old, want, yaml, indent)
+    try:
+        spliced = yaml.load(text)
+    except Exception:  # an alias whose anchor sat on a replaced value, say
+        spliced = None
+    if same(spliced, want):
+        return text
+    # The line-level edit could not express this merge: write the round trip, which is
+    # right but re-indents the file; the diff shows it and the note says why.
+    notes.append(f"could not keep the layout of {path}: the whole file was re-indented")
     buf = io.StringIO()
     yaml.dump(doc, buf)
     return buf.getvalue()
 
 
-def _merge_json(old: str, path: Path, parts: list[str], fields: dict[str, Any]) -> str:
+def _mapping_indent(doc: Any) -> int:
+    """The file's mapping indent: the column step from the first block mapping to its
+    first nested block mapping (2 when there is none)."""
+    from ruamel.yaml.comments import CommentedMap
+
+    stack = [doc]
+    while stack:
+        node = stack.pop(0)
+        if not isinstance(node, CommentedMap) or not node or node.fa.flow_style():
+            continue
+        col = node.lc.key(next(iter(node)))[1]
+        for value in node.values():
+            if isinstance(value, CommentedMap) and value and not value.fa.flow_style():
+                step = value.lc.key(next(iter(value)))[1] - col
+                if step > 0:
+                    return int(step)
+        stack.extend(node.values())
+    return 2
+
+
+def _merge_json(
+    old: str, path: Path, parts: list[str], fields: dict[str, Any], notes: list[str], where: str
+) -> str:
     try:
         doc = json.loads(old) if old.strip() else {}
     except json.JSONDecodeError as exc:
@@ -168,14 +280,16 @@ def _merge_json(old: str, path: Path, parts: list[str], fields: dict[str, Any]) 
     if not isinstance(doc, dict):
         raise UserError(f"cannot merge into {path}: its top level is not an object")
     node = _descend(doc, parts, path, dict)
-    _merge_fields(node, fields, dict)
+    _merge_fields(node, fields, dict, notes=notes, where=where)
     match = re.search(r"^([ \t]+)\S", old, flags=re.MULTILINE)
     indent: str | int = match.group(1) if match else 2
     text = json.dumps(doc, indent=indent, ensure_ascii=False)
     return text + "\n" if old.endswith("\n") or not old.strip() else text
 
 
-def _merge_toml(old: str, path: Path, parts: list[str], fields: dict[str, Any]) -> str:
+def _merge_toml(
+    old: str, path: Path, parts: list[str], fields: dict[str, Any], notes: list[str], where: str
+) -> str:
     import tomlkit
     from tomlkit.exceptions import TOMLKitError
 
@@ -184,6 +298,6 @@ def _merge_toml(old: str, path: Path, parts: list[str], fields: dict[str, Any]) 
     except TOMLKitError as exc:
         raise UserError(f"cannot parse {path} as TOML: {_one_line(exc)}") from None
     node = _descend(doc, parts, path, tomlkit.table)
-    _merge_fields(node, fields, tomlkit.table, toml=True)
+    _merge_fields(node, fields, tomlkit.table, notes=notes, where=where, toml=True)
     text = tomlkit.dumps(doc)
     return text.rstrip("\n") + "\n" if text.strip() else text
