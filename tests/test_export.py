@@ -776,3 +776,18 @@ def test_into_yaml_falls_back_to_round_trip_and_says_so(
     assert "# lrtune export: warning: could not keep the layout" in out
     data = yaml.safe_load(target.read_text())
     assert (data["train"]["batch_size"], data["data"]["batch_size"]) == (64, 32)
+
+
+def test_export_package_imports_no_torch() -> None:
+    """The export package (export, --into, load_config) pays for torch only when a config
+    builds an optimizer, so `lrtune export` and its error paths stay quick."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lrtune.export as e; "
+        "from lrtune.export import export_config, merge_into, load_config, ProductionConfig; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
