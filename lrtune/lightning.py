@@ -247,6 +247,8 @@ def lightning_task(
             f"lightning_task: trainer_kwargs may not set {', '.join(owned)}: "
             "each trial trains for its epochs (epochs=, or the spec's epochs)"
         )
+    callbacks = extra.pop("callbacks", None) or []
+    user_callbacks = [callbacks] if isinstance(callbacks, pl.Callback) else list(callbacks)
     loaders: list[tuple[Any, Any]] = []  # filled on first use: a datamodule sets up once
 
     def data() -> tuple[Any, Any]:
@@ -273,7 +275,7 @@ def lightning_task(
                 "enable_model_summary": False,
                 **extra,
                 "max_epochs": hp.epochs,
-                "callbacks": [*extra.get("callbacks", []), _Reporter(monitor, report)],
+                "callbacks": [*user_callbacks, _Reporter(monitor, report)],
             }
             trainer = pl.Trainer(**kwargs)
             _run(trainer, module, train, val)

@@ -138,8 +138,8 @@ def test_lr_at_every_step_is_the_closed_form(accumulate: int) -> None:
 
 
 def test_a_pruned_trial_stops_fit_and_propagates() -> None:
-    recorder = LrRecorder()
-    make = lightning_task(Digits, TRAIN, VAL, trainer_kwargs={"callbacks": [recorder]})
+    recorder = LrRecorder()  # a single callback, not in a list, as Trainer also takes it
+    make = lightning_task(Digits, TRAIN, VAL, trainer_kwargs={"callbacks": recorder})
     # val_loss is never below 1e-9: the pruner prunes at the first step it may, epoch 1.
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=1e-9, n_warmup_steps=1))
 
@@ -190,6 +190,18 @@ def test_a_missing_monitor_names_the_logged_metrics() -> None:
     task = lightning_task(Digits, TRAIN, VAL, monitor="val_acc")(0)
     logged = r"'val_acc' was not logged \(logged: train_loss, val_loss\)"
     with pytest.raises(UserError, match=logged):
+        task.fit(make_hp({"name": "constant"}, epochs=1), lambda v, s: None)
+
+
+class _Broken(Digits):
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        raise ValueError("labels out of range\nsecond line")
+
+
+def test_an_error_in_the_users_module_leaves_fit_unchanged() -> None:
+    # The trial runner records the exception's first line as the FAIL reason.
+    task = lightning_task(_Broken, TRAIN, VAL)(0)
+    with pytest.raises(ValueError, match="labels out of range"):
         task.fit(make_hp({"name": "constant"}, epochs=1), lambda v, s: None)
 
 
