@@ -99,8 +99,9 @@ class _Reporter(pl.Callback):
 
     The value is read at the end of the training epoch, after that epoch's validation (if
     any): ``callback_metrics`` then holds both the validation metrics and the epoch
-    aggregates of the training metrics. An epoch without validation (``check_val_every_n_
-    epoch``) reports nothing when the task validates at all.
+    aggregates of the training metrics (not yet what the module logs in its own
+    ``on_train_epoch_end``, which Lightning calls after callbacks). When the task validates,
+    an epoch without validation (``check_val_every_n_epoch``) reports nothing.
     """
 
     def __init__(self, monitor: str, report: Report) -> None:
@@ -206,8 +207,8 @@ def lightning_task(
         train: the training ``DataLoader``, or a ``LightningDataModule`` (then ``val`` is
             its ``val_dataloader``).
         val: the validation ``DataLoader``; ``None``: the module's own, if any.
-        monitor: the logged metric (``self.log(monitor, ...)``) reported each epoch and
-            returned by ``fit``.
+        monitor: the metric logged with ``self.log(monitor, ...)`` in a step or in the
+            validation hooks, reported each epoch and returned by ``fit``.
         direction: ``"minimize"`` or ``"maximize"`` ``monitor``.
         epochs: the task's default epochs per trial (a spec's ``epochs`` overrides it).
         batch_size: the batch size recorded with the results; ``None``: the train loader's.
