@@ -41,6 +41,10 @@ class Task:
         batch_size: mini-batch size for training and the range test.
         epochs: default number of training epochs for a trial.
         name: a short name used as the default study group.
+        step_loss: ``step_loss(model, batch) -> Tensor``, the loss of one batch, for a task
+            whose batches are not ``(x, y)`` pairs; ``None``: ``loss_fn(model(x), y)``.
+        fit: ``fit(hp, report) -> float``, the user's own training loop run in place of
+            lrtune's in each trial (SPEC "Your own training code"); ``None``: lrtune's loop.
     """
 
     model: nn.Module
@@ -53,6 +57,8 @@ class Task:
     batch_size: int = 64
     epochs: int = 10
     name: str = "task"
+    step_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None
+    fit: Callable[[Any, Callable[[float, int], None]], float] | None = None
 
 
 TaskFactory = Callable[[int], Task]
