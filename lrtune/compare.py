@@ -341,19 +341,23 @@ def judge(cmp: Comparison) -> Winner | None:
             return _sign(cmp) * arm.confirmed.mean
         return _sign(cmp) * arm.best.median.value if arm.best else math.inf
 
-    eligible = [a for a in cmp.arms if a.cost is not None and not a.cost.median.at_least]
+    eligible = [
+        (a.cost.median.value, quality(a), i, a.to_target.median.value)
+        for i, a in enumerate(cmp.arms)
+        if a.cost is not None and a.to_target is not None and not a.cost.median.at_least
+    ]
     if not eligible:
         return None
-    arm = min(eligible, key=lambda a: (a.cost.median.value if a.cost else math.inf, quality(a)))
-    assert arm.cost is not None and arm.to_target is not None
+    cost, _, index, to_target = min(eligible)
+    arm = cmp.arms[index]
     return Winner(
         study=arm.studies[0],
         sampler=arm.sampler,
         prior=arm.prior,
         repeats=len(arm.studies),
         reached=arm.reached,
-        to_target=_whole(arm.to_target.median.value),
-        cost=arm.cost.median.value,
+        to_target=_whole(to_target),
+        cost=cost,
         confirmed=arm.confirmed,
     )
 
