@@ -72,11 +72,12 @@ def _mark(on: bool) -> str:
 def _notes(cmp: Comparison) -> list[str]:
     winner = cmp.winner
     repeats = cmp.repeats
+    never = "" if repeats > 1 else " ('-': never)"  # with repeats, never shows as censored
     notes = [
         f"target: {cmp.metric} within {cmp.tolerance:.0%} of the group's best "
         f"({fmt(cmp.best)}), i.e. {'<=' if cmp.direction == 'minimize' else '>='} "
         f"{fmt(cmp.target)}",
-        "to target: finished trials until the first within target ('-': never); "
+        f"to target: finished trials until the first within target{never}; "
         f"cost: to target + the range test ({cmp.rangetest_seconds:.1f} s = "
         f"{cmp.rangetest_trials:.2f} trial-equivalents) for the rangetest prior",
     ]
@@ -114,7 +115,7 @@ def _notes(cmp: Comparison) -> list[str]:
     if best is not None:
         notes.append(
             f"best trial: {best.study} #{best.best_trial}, {cmp.metric} "
-            f"{fmt(best.best)} (lr {fmt(best.lr, '.3g')}, {best.schedule})"
+            f"{fmt(best.best)} (lr {fmt(best.lr, '.3g')}, {best.schedule or '-'})"
         )
     return notes
 

@@ -125,6 +125,7 @@ def test_trials_to_target_cost_and_winner() -> None:
     assert lines[3].split()[-3:] == ["-", "-", "8.0"]
     assert "i.e. <= 0.102" in text and "(3.0 s = 1.50 trial-equivalents)" in text
     assert "winner (*): g.tpe.none, reached the target at cost 2 trial-equivalents" in text
+    assert "('-': never)" in text
     assert "median [IQR]" not in text and "censored" not in text
 
 
