@@ -46,13 +46,14 @@ import numpy as np
 import optuna
 import torch
 
-from lrtune.objective import FINISHED, make_objective
+from lrtune.objective import make_objective
 from lrtune.oracle import GridResult, dense_grid, log_grid
 from lrtune.rangetest import range_test
 from lrtune.samplers import make_pruner, make_sampler
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.space import grid_size, grid_space
 from lrtune.spec import StudySpec
+from lrtune.states import FINISHED
 from lrtune.widen import maybe_widen
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -506,9 +506,10 @@ def _run_trials(args: argparse.Namespace, url: str, group: Group) -> None:
 
 
 def _finish_group(url: str, group: str, tolerance: float | None) -> int:
-    from lrtune.compare import compare_group, format_table
+    from lrtune.compare import compare_group
     from lrtune.storage import open_storage
     from lrtune.study import save_comparison
+    from lrtune.table import format_table
 
     storage = open_storage(url)
     cmp = compare_group(storage, group, tolerance=tolerance)

@@ -1,4 +1,14 @@
-"""The comparison of a group's studies: which sampler × prior reached a good result first."""
+"""The comparison of a group's studies: which sampler × prior reached a good result first.
+
+:func:`compare_group` reads a group from a storage and returns a typed table
+(:class:`Comparison`); :func:`lrtune.table.format_table` lays it out as text or Markdown.
+With ``--repeats`` a sampler × prior (an :class:`Arm`) is summarised by the median and IQR over
+its repeats, where a repeat that never reached the target is *censored*: it counts as its
+budget + 1 finished trials, a lower bound, and a statistic that rests on such a repeat is
+shown with ``≥``. The winner is judged on those medians, never on the luckiest repeat.
+
+It imports neither torch nor :mod:`lrtune.study`, so read-only commands stay light.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +19,31 @@ from typing import Any
 
 import optuna
 
-from lrtune.objective import FINISHED
-from lrtune.study import group_study_names
+from lrtune.states import finished, group_study_names
+
+_COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A configuration re-trained on fresh seeds (trial user attr ``confirm``, SPEC "Seed
+    noise"): the mean and standard deviation of its values over ``seeds`` seeds."""
+
+    mean: float
+    sd: float
+    seeds: int
+
+    @classmethod
+    def from_attr(cls, data: Any) -> Confirmed | None:
+        """Read the ``confirm`` user attr; ``None`` when absent or without a finite mean."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            mean, sd = float(data["mean"]), float(data.get("sd", math.nan))
+            seeds = int(data.get("seeds", len(data.get("values", []))))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cls(mean, sd, seeds) if math.isfinite(mean) else None
 
 
 @dataclass
@@ -18,8 +51,8 @@ class Row:
     """One study's line of the table.
 
     ``to_target`` counts finished trials (complete or pruned, in order) up to and including
-    the first within the tolerance of the group's best value; ``cost`` adds the range
-    test's cost in trial-equivalents for the prior arm.
+    the first complete one within the target; ``None`` when none was. ``cost`` adds the
+    range test's cost in trial-equivalents for the prior arm.
     """
 
     study: str
@@ -35,6 +68,98 @@ class Row:
     to_target: int | None
     cost: float | None
     seconds: float
+    confirmed: Confirmed | None = None
+
+    @property
+    def censored_at(self) -> int:
+        """What a study that never reached the target counts as: its finished trials + 1
+        (= budget + 1 once it has its budget), a lower bound of its trials-to-target."""
+        return self.done + 1
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A statistic over repeats; ``at_least`` when it rests on a censored repeat, so the
+    true value is at least ``value``."""
+
+    value: float
+    at_least: bool = False
+
+    def text(self, spec: str = ".4g") -> str:
+        """``value`` formatted, with ``≥`` in front of a lower bound."""
+        return ("≥" if self.at_least else "") + format(self.value, spec)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Median and quartiles (inclusive method) of ``n`` values, ``censored`` of them
+    counted at their lower bound."""
+
+    median: Bound
+    q1: Bound
+    q3: Bound
+    n: int
+    censored: int = 0
+
+    def text(self, spec: str = ".4g") -> str:
+        """``median [q1-q3]``, or the one value when ``n`` is 1."""
+        if self.n == 1:
+            return self.median.text(spec)
+        return f"{self.median.text(spec)} [{self.q1.text('.3g')}-{self.q3.text('.3g')}]"
+
+
+def summarize(values: list[tuple[float, bool]]) -> Stat | None:
+    """Median and IQR of ``(value, censored)`` pairs; ``None`` for no values.
+
+    A censored value is a lower bound. Raising any value never lowers an order statistic,
+    so every quantile here is a lower bound of the true one; it is exact when no censored
+    value sorts at or before the order statistics it interpolates, else marked ``≥``.
+    """
+    if not values:
+        return None
+    data = sorted(values, key=lambda v: (v[0], v[1]))  # ties: the exact value first
+
+    def quantile(p: float) -> Bound:
+        h = (len(data) - 1) * p
+        lo, hi = math.floor(h), math.ceil(h)
+        value = data[lo][0] + (h - lo) * (data[hi][0] - data[lo][0])
+        return Bound(value, any(c for _, c in data[: hi + 1]))
+
+    return Stat(quantile(0.5), quantile(0.25), quantile(0.75), len(data), sum(c for _, c in data))
+
+
+@dataclass
+class Arm:
+    """One sampler × prior over its repeats (one study each)."""
+
+    sampler: str
+    prior: str
+    studies: list[str]
+    reached: int
+    best: Stat | None
+    to_target: Stat | None
+    cost: Stat | None
+    seconds: Stat | None
+    confirmed: Confirmed | None = None
+
+
+@dataclass(frozen=True)
+class Winner:
+    """The sampler × prior that reached the target at the lowest median cost.
+
+    ``study`` is the study for a single repeat; with repeats, the arm's first study (its
+    name is ``{group}.{sampler}.{prior}``). ``to_target`` and ``cost`` are medians over the
+    ``repeats``, none of them censored.
+    """
+
+    study: str
+    sampler: str
+    prior: str
+    repeats: int
+    reached: int
+    to_target: float
+    cost: float
+    confirmed: Confirmed | None = None
 
 
 @dataclass
@@ -50,13 +175,13 @@ class Comparison:
     rangetest_seconds: float
     rangetest_trials: float
     rows: list[Row] = field(default_factory=list)
+    arms: list[Arm] = field(default_factory=list)
+    winner: Winner | None = None
 
     @property
-    def winner(self) -> Row | None:
-        """The study that reached the target at the lowest cost (ties: better value)."""
-        reached = [r for r in self.rows if r.cost is not None]
-        sign = 1 if self.direction == "minimize" else -1
-        return min(reached, key=lambda r: (r.cost, sign * (r.best or 0.0)), default=None)
+    def repeats(self) -> int:
+        """The most studies any sampler × prior has."""
+        return max((len(a.studies) for a in self.arms), default=1)
 
     @property
     def best_row(self) -> Row | None:
@@ -66,9 +191,11 @@ class Comparison:
         return min(rows, key=lambda r: sign * (r.best or 0.0), default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, stored on the studies as ``comparison``."""
+        """JSON-ready form, stored on the studies as ``comparison``; ``winner`` is the
+        winner's study name, ``winner_arm`` its full record."""
         data = asdict(self)
         data["winner"] = self.winner.study if self.winner else None
+        data["winner_arm"] = asdict(self.winner) if self.winner else None
         return data
 
 
@@ -78,10 +205,18 @@ def within(value: float, best: float, tolerance: float, direction: str) -> bool:
     return value <= best + slack if direction == "minimize" else value >= best - slack
 
 
+def _finite(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state == _COMPLETE and trial.value is not None and math.isfinite(trial.value)
+
+
 def compare_group(
     storage: optuna.storages.BaseStorage, group: str, *, tolerance: float | None = None
 ) -> Comparison:
-    """Build the comparison of ``group`` from what is in ``storage``."""
+    """Build the comparison of ``group`` from what is in ``storage``.
+
+    The target is within ``tolerance`` (default: the spec's) of the group's best finite
+    value. The range test's cost in trials is its seconds ÷ the median trial's seconds.
+    """
     studies = [
         optuna.load_study(study_name=n, storage=storage) for n in group_study_names(storage, group)
     ]
@@ -95,20 +230,8 @@ def compare_group(
         "minimize" if studies[0].direction == optuna.study.StudyDirection.MINIMIZE else "maximize"
     )
     sign = 1 if direction == "minimize" else -1
-    trials = {
-        s.study_name: sorted(
-            (t for t in s.get_trials(deepcopy=False) if t.state in FINISHED), key=lambda t: t.number
-        )
-        for s in studies
-    }
-    values = [
-        t.value
-        for ts in trials.values()
-        for t in ts
-        if t.state == optuna.trial.TrialState.COMPLETE
-        and t.value is not None
-        and math.isfinite(t.value)
-    ]
+    trials = {s.study_name: finished(s.get_trials(deepcopy=False)) for s in studies}
+    values = [float(t.value or 0.0) for ts in trials.values() for t in ts if _finite(t)]
     best = min(values, key=lambda v: sign * v) if values else None
     durations = [
         float(t.user_attrs["seconds"])
@@ -133,21 +256,18 @@ def compare_group(
     for s in studies:
         attrs = s.user_attrs
         ts = trials[s.study_name]
-        complete = [t for t in ts if t.state == optuna.trial.TrialState.COMPLETE]
-        top = min(complete, key=lambda t: sign * (t.value or 0.0)) if complete else None
+        complete = [t for t in ts if _finite(t)]
+        top = min(complete, key=lambda t: sign * float(t.value or 0.0)) if complete else None
         to_target = None
         if best is not None:
             to_target = next(
                 (
                     i + 1
                     for i, t in enumerate(ts)
-                    if t.state == optuna.trial.TrialState.COMPLETE
-                    and t.value is not None
-                    and within(t.value, best, tol, direction)
+                    if _finite(t) and within(float(t.value or 0.0), best, tol, direction)
                 ),
                 None,
             )
-        extra = rt_trials if attrs.get("prior") == "rangetest" else 0.0
         cmp.rows.append(
             Row(
                 study=s.study_name,
@@ -161,117 +281,87 @@ def compare_group(
                 schedule=top.params.get("schedule") if top else None,
                 best_trial=top.number if top else None,
                 to_target=to_target,
-                cost=None if to_target is None else to_target + extra,
+                cost=None if to_target is None else to_target + _extra(cmp, attrs.get("prior")),
                 seconds=sum(float(t.user_attrs.get("seconds", 0.0)) for t in ts),
+                confirmed=Confirmed.from_attr(top.user_attrs.get("confirm")) if top else None,
             )
         )
+    cmp.arms = arms_of(cmp)
+    cmp.winner = judge(cmp)
     return cmp
 
 
-def _fmt(value: float | None, spec: str = ".4g") -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
+def _extra(cmp: Comparison, prior: object) -> float:
+    """The range test's cost in trial-equivalents, paid by the ``rangetest`` prior only."""
+    return cmp.rangetest_trials if prior == "rangetest" else 0.0
+
+
+def arms_of(cmp: Comparison) -> list[Arm]:
+    """Group ``cmp.rows`` by sampler × prior (in row order) and summarise the repeats; a
+    repeat that never reached the target counts as censored at :attr:`Row.censored_at`."""
+    arms = []
+    for key in dict.fromkeys((r.sampler, r.prior) for r in cmp.rows):
+        rows = sorted((r for r in cmp.rows if (r.sampler, r.prior) == key), key=lambda r: r.repeat)
+        extra = _extra(cmp, key[1])
+        to_target = cost = None
+        if cmp.target is not None:
+            reach = [(float(r.to_target or r.censored_at), r.to_target is None) for r in rows]
+            to_target = summarize(reach)
+            cost = summarize([(v + extra, c) for v, c in reach])
+        confirmed = [r.confirmed for r in rows if r.confirmed is not None]
+        arms.append(
+            Arm(
+                sampler=key[0],
+                prior=key[1],
+                studies=[r.study for r in rows],
+                reached=sum(r.to_target is not None for r in rows),
+                best=summarize([(r.best, False) for r in rows if r.best is not None]),
+                to_target=to_target,
+                cost=cost,
+                seconds=summarize([(r.seconds, False) for r in rows]),
+                # Hook for confirmed winners: the arm's best confirmed configuration.
+                confirmed=min(confirmed, key=lambda c: _sign(cmp) * c.mean, default=None),
+            )
+        )
+    return arms
+
+
+def _sign(cmp: Comparison) -> int:
+    return 1 if cmp.direction == "minimize" else -1
+
+
+def judge(cmp: Comparison) -> Winner | None:
+    """The arm with the lowest median cost whose median is exact (reached in enough
+    repeats, not a ``≥`` bound); ties go to the better confirmed mean where there is one,
+    else to the better median best value. ``None`` when no arm qualifies."""
+
+    def quality(arm: Arm) -> float:
+        # Confirmed values, once they exist, judge ties ahead of single-seed values.
+        if arm.confirmed is not None:
+            return _sign(cmp) * arm.confirmed.mean
+        return _sign(cmp) * arm.best.median.value if arm.best else math.inf
+
+    eligible = [
+        (a.cost.median.value, quality(a), i, a.to_target.median.value)
+        for i, a in enumerate(cmp.arms)
+        if a.cost is not None and a.to_target is not None and not a.cost.median.at_least
+    ]
+    if not eligible:
+        return None
+    cost, _, index, to_target = min(eligible)
+    arm = cmp.arms[index]
+    return Winner(
+        study=arm.studies[0],
+        sampler=arm.sampler,
+        prior=arm.prior,
+        repeats=len(arm.studies),
+        reached=arm.reached,
+        to_target=_whole(to_target),
+        cost=cost,
+        confirmed=arm.confirmed,
     )
 
 
-def _median_iqr(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return f"{statistics.median(values):.4g} [{q[0]:.3g}-{q[2]:.3g}]"
-
-
-def format_table(cmp: Comparison, *, markdown: bool = False) -> str:
-    """The comparison as a text (or Markdown) table with the winner marked."""
-    repeats = max((r.repeat for r in cmp.rows), default=1)
-    winner = cmp.winner
-    if repeats > 1:
-        header = [
-            "sampler",
-            "prior",
-            "studies",
-            f"best {cmp.metric}",
-            "to target",
-            "cost",
-            "seconds",
-        ]
-        rows = []
-        for key in dict.fromkeys((r.sampler, r.prior) for r in cmp.rows):
-            grp = [r for r in cmp.rows if (r.sampler, r.prior) == key]
-            reached = [r.to_target for r in grp if r.to_target is not None]
-            costs = [r.cost for r in grp if r.cost is not None]
-            rows.append(
-                [
-                    key[0],
-                    key[1],
-                    f"{len(grp)} ({len(reached)} reached)",
-                    _median_iqr([r.best for r in grp if r.best is not None]),
-                    _median_iqr([float(v) for v in reached]),
-                    _median_iqr(costs),
-                    _median_iqr([r.seconds for r in grp]),
-                ]
-            )
-        title = f"median [IQR] over {repeats} repeats"
-    else:
-        header = [
-            "study",
-            "trials",
-            f"best {cmp.metric}",
-            "lr",
-            "schedule",
-            "to target",
-            "cost",
-            "seconds",
-        ]
-        rows = [
-            [
-                ("* " if r is winner else "  ") + r.study,
-                f"{r.done}/{r.budget}",
-                _fmt(r.best),
-                _fmt(r.lr, ".3g"),
-                r.schedule or "-",
-                _fmt(r.to_target, "d"),
-                _fmt(r.cost, ".3g"),
-                _fmt(r.seconds, ".1f"),
-            ]
-            for r in cmp.rows
-        ]
-        title = ""
-    lines = _layout(header, rows, markdown)
-    notes = [
-        f"target: {cmp.metric} within {cmp.tolerance:.0%} of the group's best "
-        f"({_fmt(cmp.best)}), i.e. {'<=' if cmp.direction == 'minimize' else '>='} "
-        f"{_fmt(cmp.target)}",
-        "to target: finished trials until the first within target ('-': never); "
-        f"cost: to target + the range test ({cmp.rangetest_seconds:.1f} s = "
-        f"{cmp.rangetest_trials:.2f} trial-equivalents) for the rangetest prior",
-    ]
-    if title:
-        notes.insert(0, title)
-    if winner is not None:
-        notes.append(
-            f"winner (*): {winner.study}, reached the target at cost "
-            f"{winner.cost:.3g} trial-equivalents"
-        )
-    best = cmp.best_row
-    if best is not None:
-        notes.append(
-            f"best trial: {best.study} #{best.best_trial}, {cmp.metric} "
-            f"{_fmt(best.best)} (lr {_fmt(best.lr, '.3g')}, {best.schedule})"
-        )
-    return "\n".join([*lines, "", *notes])
-
-
-def _layout(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
-    if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return out + ["| " + " | ".join(c.strip() for c in row) + " |" for row in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*header).rstrip()] + [fmt.format(*row).rstrip() for row in rows]
+def _whole(value: float) -> float:
+    """An integral median as an int (``6``, not ``6.0``, in text)."""
+    return int(value) if value == int(value) else value

@@ -12,11 +12,10 @@ import torch
 
 from lrtune.space import suggest
 from lrtune.spec import StudySpec
+from lrtune.states import FINISHED
 from lrtune.trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)
-
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 class TrialFailed(Exception):

@@ -12,7 +12,7 @@ from typing import TextIO
 
 import optuna
 
-from lrtune.objective import FINISHED
+from lrtune.states import FINISHED
 
 
 class Progress:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError
+from lrtune.table import fmt as _fmt
 
 if TYPE_CHECKING:
     import optuna
@@ -76,8 +77,8 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
 
     from lrtune.compare import compare_group
     from lrtune.dashboard import open_dashboard_storage
+    from lrtune.states import group_study_names
     from lrtune.storage import mask_url
-    from lrtune.study import group_study_names
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -137,7 +138,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 
 def _finished(study: Any) -> list[Any]:
-    from lrtune.objective import FINISHED
+    from lrtune.states import FINISHED
 
     return sorted(
         (t for t in study.get_trials(deepcopy=False) if t.state in FINISHED),
@@ -219,14 +220,6 @@ def _importances(
 # --- rendering ------------------------------------------------------------------------------
 
 
-def _fmt(value: float | None, spec: str = ".4g") -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, spec)
-    )
-
-
 def _table_and_notes(table: str) -> tuple[str, list[str]]:
     head, _, tail = table.partition("\n\n")
     return head, [line for line in tail.splitlines() if line.strip()]
@@ -236,9 +229,9 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     import optuna
 
     from lrtune import __version__, plots
-    from lrtune.compare import format_table
     from lrtune.rangetest import RangeTestResult
     from lrtune.schedules import schedule_curve
+    from lrtune.table import format_table
 
     first = next(iter(studies.values())).user_attrs
     metric, direction = cmp.metric, cmp.direction

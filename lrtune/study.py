@@ -22,10 +22,10 @@ import optuna
 
 from lrtune import __version__
 from lrtune.errors import UserError
-from lrtune.objective import FINISHED
 from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
 from lrtune.space import decades, grid_size
 from lrtune.spec import StudySpec
+from lrtune.states import FINISHED
 from lrtune.storage import mask_url, open_storage, require_existing
 from lrtune.tasks import Task, resolve_task
 
@@ -261,15 +261,6 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def group_study_names(storage: optuna.storages.BaseStorage, group: str) -> list[str]:
-    """Names of the studies of ``group`` in ``storage``, in creation order."""
-    return [
-        s.study_name
-        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-        if s.user_attrs.get("group") == group
-    ]
-
-
 def counts(study: optuna.Study) -> tuple[int, int]:
     """``(finished, running)`` trials; finished = complete or pruned."""
     trials = study.get_trials(deepcopy=False)
@@ -280,8 +271,8 @@ def counts(study: optuna.Study) -> tuple[int, int]:
 
 def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     """Store the comparison on every study of its group (user attr and dashboard note)."""
-    from lrtune.compare import format_table
     from lrtune.dashboard import write_study_note
+    from lrtune.table import format_table
 
     data = cmp.to_dict()
     table, _, notes = format_table(cmp, markdown=True).partition("\n\n")

@@ -23,7 +23,7 @@ import math
 
 import optuna
 
-from lrtune.objective import FINISHED
+from lrtune.states import FINISHED
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import torch
 
 from lrtune import workers
 from lrtune.cli import main
-from lrtune.objective import FINISHED
+from lrtune.states import FINISHED
 from lrtune.storage import mask_url, open_storage
 from lrtune.study import MAX_CONSECUTIVE_FAILURES
 

@@ -1,0 +1,131 @@
+"""The comparison table as text: number formatting and the layout of a
+:class:`~lrtune.compare.Comparison` (no optuna or torch import, so the report and the CLI
+can format without them)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lrtune.compare import Comparison
+
+
+def fmt(value: float | None, spec: str = ".4g") -> str:
+    """``value`` formatted with ``spec``; ``-`` for a missing or NaN value."""
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def format_table(cmp: Comparison, *, markdown: bool = False) -> str:
+    """The comparison as a text (or Markdown) table with the winner marked, then notes."""
+    winner = cmp.winner
+    repeats = cmp.repeats
+    if repeats > 1:
+        header = [
+            "sampler",
+            "prior",
+            "studies",
+            f"best {cmp.metric}",
+            "to target",
+            "cost",
+            "seconds",
+        ]
+        rows = [
+            [
+                _mark(winner is not None and a.studies[0] == winner.study) + a.sampler,
+                a.prior,
+                f"{len(a.studies)} ({a.reached} reached)",
+                a.best.text() if a.best else "-",
+                a.to_target.text() if a.to_target else "-",
+                a.cost.text(".3g") if a.cost else "-",
+                a.seconds.text() if a.seconds else "-",
+            ]
+            for a in cmp.arms
+        ]
+    else:
+        header = ["study", "trials", f"best {cmp.metric}", "lr", "schedule", "to target", "cost"]
+        header.append("seconds")
+        rows = [
+            [
+                _mark(winner is not None and r.study == winner.study) + r.study,
+                f"{r.done}/{r.budget}",
+                fmt(r.best),
+                fmt(r.lr, ".3g"),
+                r.schedule or "-",
+                fmt(r.to_target, "d"),
+                fmt(r.cost, ".3g"),
+                fmt(r.seconds, ".1f"),
+            ]
+            for r in cmp.rows
+        ]
+    return "\n".join([*_layout(header, rows, markdown), "", *_notes(cmp)])
+
+
+def _mark(on: bool) -> str:
+    return "* " if on else "  "
+
+
+def _notes(cmp: Comparison) -> list[str]:
+    winner = cmp.winner
+    repeats = cmp.repeats
+    never = "" if repeats > 1 else " ('-': never)"  # with repeats, never shows as censored
+    notes = [
+        f"target: {cmp.metric} within {cmp.tolerance:.0%} of the group's best "
+        f"({fmt(cmp.best)}), i.e. {'<=' if cmp.direction == 'minimize' else '>='} "
+        f"{fmt(cmp.target)}",
+        f"to target: finished trials until the first within target{never}; "
+        f"cost: to target + the range test ({cmp.rangetest_seconds:.1f} s = "
+        f"{cmp.rangetest_trials:.2f} trial-equivalents) for the rangetest prior",
+    ]
+    if repeats > 1:
+        censored = sum(a.to_target.censored for a in cmp.arms if a.to_target)
+        total = sum(len(a.studies) for a in cmp.arms)
+        notes.insert(0, f"median [IQR] over {repeats} repeats")
+        notes.append(
+            f"censored: {censored} of {total} studies never reached the target; each counts "
+            "as its budget + 1 trials in to target and cost, and a median or quartile that "
+            "rests on one is a lower bound, shown with ≥"
+        )
+    if winner is not None:
+        confirmed = ""
+        if winner.confirmed is not None:
+            c = winner.confirmed
+            confirmed = f"; confirmed {cmp.metric} {c.mean:.4g} ± {c.sd:.2g} over {c.seeds} seeds"
+        if repeats > 1:
+            notes.append(
+                f"winner (*): {winner.sampler} × {winner.prior}, median cost "
+                f"{winner.cost:.3g} trial-equivalents over {winner.repeats} repeats "
+                f"({winner.reached} reached the target){confirmed}"
+            )
+        else:
+            notes.append(
+                f"winner (*): {winner.study}, reached the target at cost "
+                f"{winner.cost:.3g} trial-equivalents{confirmed}"
+            )
+    elif cmp.target is not None:
+        notes.append(
+            "no winner: no sampler × prior reached the target in enough repeats for an "
+            "exact median cost"
+        )
+    best = cmp.best_row
+    if best is not None:
+        notes.append(
+            f"best trial: {best.study} #{best.best_trial}, {cmp.metric} "
+            f"{fmt(best.best)} (lr {fmt(best.lr, '.3g')}, {best.schedule or '-'})"
+        )
+    return notes
+
+
+def _layout(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return out + ["| " + " | ".join(c.strip() for c in row) + " |" for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    fmt_row = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt_row.format(*header).rstrip()] + [fmt_row.format(*row).rstrip() for row in rows]
