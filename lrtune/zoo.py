@@ -40,9 +40,12 @@ def _char_windows(
     from pydoc_data.topics import topics
 
     text = "\n\n".join(topics[k] for k in sorted(topics))
-    index = {ch: i for i, ch in enumerate(VOCAB)}
-    unknown = index["?"]
-    ids = np.array([index.get(ch, unknown) for ch in text], dtype=np.int64)
+    # A byte lookup table instead of a dict per character: 465k characters in ms, not 1 s.
+    lut = np.full(256, VOCAB.index("?"), dtype=np.int64)
+    for i, ch in enumerate(VOCAB):
+        lut[ord(ch)] = i
+    raw = np.frombuffer(text.encode("ascii", errors="replace"), dtype=np.uint8)
+    ids = lut[raw]
     n_windows = len(ids) // (CONTEXT + 1)
     chosen = np.random.default_rng(0).permutation(n_windows)[: n_train + n_val]
     windows = np.stack([ids[i * (CONTEXT + 1) : (i + 1) * (CONTEXT + 1)] for i in chosen])
