@@ -122,3 +122,19 @@ def test_a_task_with_an_unknown_optimizer_is_one_clear_error() -> None:
 
     with pytest.raises(UserError, match="unknown optimizer 'lamb'"):
         resolve_task(make)(0)
+
+
+def test_study_cli_trains_with_the_task_optimizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    argv = ["study", "--task", "finetune", "--trials", "2", "--samplers", "random"]
+    code = main([*argv, "--prior", "none", "--epochs", "2", "--storage", url])
+    assert code == 0, capsys.readouterr().err
+    study = optuna.load_study(study_name="finetune.random.none", storage=url)
+    assert study.user_attrs["spec"]["optimizer"] == "adam"
+    trial = study.best_trial
+    assert trial.user_attrs["config"]["optimizer"]["name"] == "adam"
