@@ -237,7 +237,10 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 def _add_rangetest(p: argparse.ArgumentParser) -> None:
     _add_common(p)
-    p.add_argument("--optimizer", default="sgd", help="sgd, adam, adamw, rmsprop, adagrad")
+    p.add_argument(
+        "--optimizer",
+        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+    )
     p.add_argument("--seeds", type=_positive_int, default=3, help="sweeps to run (default 3)")
     p.add_argument("--start-lr", type=_positive_float, default=1e-7, help="default 1e-7")
     p.add_argument("--end-lr", type=_positive_float, default=10.0, help="default 10")
@@ -263,9 +266,12 @@ def _run_rangetest(args: argparse.Namespace) -> int:
         from lrtune.study import load_existing_study
 
         study = load_existing_study(storage_url(args), args.study)
+    from lrtune.spec import task_optimizer
+
+    task = args.task or "digits"
     result = range_test(
-        args.task or "digits",
-        optimizer=args.optimizer,
+        task,
+        optimizer=args.optimizer or task_optimizer(task),
         start_lr=args.start_lr,
         end_lr=args.end_lr,
         steps=args.steps,
@@ -326,7 +332,10 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--pruner", help="median (default), hyperband or none")
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the task's)")
-    p.add_argument("--optimizer", help="sgd (default), adam, adamw, rmsprop, adagrad")
+    p.add_argument(
+        "--optimizer",
+        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+    )
     p.add_argument("--schedules", help="comma list of schedules to search (default: all)")
     p.add_argument("--lr-low", type=_positive_float, help="no-prior lower LR bound (1e-6)")
     p.add_argument("--lr-high", type=_positive_float, help="no-prior upper LR bound (10)")

@@ -36,7 +36,9 @@ class StudySpec:
     Attributes:
         task: built-in name, ``module:function`` or ``path.py:function``.
         group: the studies' name prefix (default: the task's name).
-        optimizer: one of ``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``.
+        optimizer: one of ``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``; when a
+            file or flag names none, :func:`resolve_spec` takes the task's own
+            (``Task.optimizer``, e.g. ``adamw`` for ``charlm``), else ``sgd``.
         schedules: the schedules searched (categorical ``schedule``).
         params: per schedule, the ranges of its own parameters to search
             (``{"onecycle": {"pct_start": [0.1, 0.5]}}``); unlisted ones keep defaults.
@@ -123,6 +125,8 @@ def resolve_spec(
         kwargs[key] = _check_field(key, value, f"{source}: {key}")
     for key, value in flags.items():  # a flag wins over the file; its errors name the flag
         kwargs[key] = _check_field(key, value, "--" + key.replace("_", "-"))
+    if "optimizer" not in kwargs:  # neither file nor flag names one: the task's own
+        kwargs["optimizer"] = task_optimizer(kwargs.get("task", StudySpec.task))
     spec = StudySpec(**kwargs)
     if spec.lr_low >= spec.lr_high:
         raise UserError(
@@ -135,6 +139,20 @@ def resolve_spec(
                 f"({', '.join(spec.schedules)})"
             )
     return spec
+
+
+def task_optimizer(task: str) -> str:
+    """The optimizer used for ``task`` when none is named: ``Task.optimizer``, else ``sgd``.
+
+    Builds the task once (seed 0) to read it, leaving torch's RNG as it was; raises
+    :class:`UserError` for a task that cannot be resolved or built.
+    """
+    import torch
+
+    from lrtune.tasks import resolve_task
+
+    with torch.random.fork_rng(devices=[]):
+        return resolve_task(task)(0).optimizer or "sgd"
 
 
 def _check_field(key: str, value: Any, where: str) -> Any:

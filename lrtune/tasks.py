@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lrtune.errors import UserError
+from lrtune.optimizers import OPTIMIZERS
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -41,6 +42,8 @@ class Task:
         batch_size: mini-batch size for training and the range test.
         epochs: default number of training epochs for a trial.
         name: a short name used as the default study group.
+        optimizer: the optimizer a study or range test uses when none is named (``None``:
+            ``sgd``).
         step_loss: ``step_loss(model, batch) -> Tensor``, the loss of one batch, for a task
             whose batches are not ``(x, y)`` pairs; ``None``: ``loss_fn(model(x), y)``.
         fit: ``fit(hp, report) -> float``, the user's own training loop run in place of
@@ -57,6 +60,7 @@ class Task:
     batch_size: int = 64
     epochs: int = 10
     name: str = "task"
+    optimizer: str | None = None
     step_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None
     fit: Callable[[Any, Callable[[float, int], None]], float] | None = None
 
@@ -178,6 +182,21 @@ BUILTIN_TASKS: dict[str, TaskFactory] = {
     "synthetic": synthetic,
 }
 
+
+def _zoo(name: str) -> TaskFactory:
+    # lrtune.zoo imports this module, so its factories are looked up on first use.
+    def make(seed: int) -> Task:
+        from lrtune import zoo
+
+        factory: TaskFactory = getattr(zoo, name)
+        return factory(seed)
+
+    make.__name__ = name
+    return make
+
+
+BUILTIN_TASKS.update({"charlm": _zoo("charlm"), "finetune": _zoo("finetune")})
+
 _EXPECTED = (
     f"a built-in task ({', '.join(BUILTIN_TASKS)}), module:function, or path/to/file.py:function"
 )
@@ -281,6 +300,11 @@ def check_task(task: Any, label: str = "task") -> None:
         raise UserError(f"task {label}: epochs must be a positive int, got {task.epochs!r}")
     if task.metric is not None and not callable(task.metric):
         raise UserError(f"task {label}: metric is not callable")
+    if task.optimizer is not None and task.optimizer not in OPTIMIZERS:
+        raise UserError(
+            f"task {label}: unknown optimizer {task.optimizer!r}: "
+            f"allowed are {', '.join(OPTIMIZERS)}"
+        )
 
 
 def task_label(spec: str | TaskFactory | Task) -> str:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from lrtune import interrupt, schedule_lr, tasks  # noqa: E402
 from lrtune.errors import UserError  # noqa: E402
-from lrtune.export import ProductionConfig, _config_from_mapping  # noqa: E402
+from lrtune.export.load import ProductionConfig, _config_from_mapping  # noqa: E402
 from lrtune.lightning import lightning_step_loss, lightning_task  # noqa: E402
 
 BATCH = 128  # 1,347 training rows: 11 batches, the last one partial

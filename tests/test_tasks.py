@@ -37,7 +37,7 @@ def test_builtin_task_builds_offline_and_trains_one_epoch(name: str) -> None:
     check_task(task, name)
     assert task.name == name
     x, y = task.train
-    assert x.device.type == "cpu" and len(x) == len(y) > 100
+    assert x.device.type == "cpu" and len(x) == len(y) >= 50
     result = train(name, TrainConfig(lr=0.01, epochs=1, device="cpu"))
     assert not result.diverged and math.isfinite(result.value)
     assert len(result.history) == 1
