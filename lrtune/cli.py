@@ -443,6 +443,14 @@ def _run_study(args: argparse.Namespace) -> int:
         print()
 
     group = prepare_group(spec, url, device=device, on_rangetest=show_rangetest)
+    rt = group.rangetest
+    if rt is not None and rt.diagnosis != "ok":
+        # The bounds are still used (a failed test stops prepare_group), but may be off.
+        print(
+            f"lrtune study: warning: range test diagnosis is '{rt.diagnosis}': the rangetest "
+            f"prior's bounds [{rt.lr_low:.3g}, {rt.lr_high:.3g}] may be off; going on",
+            file=sys.stderr,
+        )
     _say_bounds(group)
     if args.create_only:
         made = ", ".join(group.created) or "none (all existed)"

@@ -92,7 +92,12 @@ def dense_grid(
     epochs: int | None = None,
     device: str = "cpu",
 ) -> GridResult:
-    """Train every (schedule, lr) with every seed and average the final metric."""
+    """Train every (schedule, lr) with every seed and average the final metric.
+
+    Every run starts from fresh weights: a name or factory builds the model with each
+    seed; a :class:`Task` instance is copied by :func:`lrtune.trainer.train` each time, so
+    its seeds differ only in batch order (and dropout).
+    """
     values: dict[str, list[float]] = {}
     runs_of: dict[str, list[list[float]]] = {}
     direction = "minimize"

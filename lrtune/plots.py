@@ -1,4 +1,9 @@
-"""Figures: the range-test curve (and the report's plots). matplotlib is imported lazily."""
+"""Figures: the range-test curve (and the report's plots). matplotlib is imported lazily.
+
+Figures are made with matplotlib's object API (``Figure`` on an Agg canvas), never with
+pyplot or ``matplotlib.use``: a library must not switch its caller's backend or leave
+figures in pyplot's registry.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,20 @@ from typing import Any
 from lrtune.rangetest import RangeTestResult
 
 
-def _pyplot() -> Any:
+def _figure(**kwargs: Any) -> Any:
+    """A new ``Figure`` drawn by the Agg canvas (files only: never needs a display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colors() -> list[str]:
     import matplotlib
 
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
+    return list(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
 
 
 def plot_range_test(result: RangeTestResult, path: str | Path) -> Path:
@@ -28,11 +40,11 @@ def plot_range_test(result: RangeTestResult, path: str | Path) -> Path:
     bounds, and divergence (above ``diverged_at``). With a tracked metric, a second panel
     shows it against the same LR axis.
     """
-    plt = _pyplot()
     panels = 2 if any(result.metrics) else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 4.8), squeeze=False)
+    fig = _figure(figsize=(7.5 * panels, 4.8))
+    axes = fig.subplots(1, panels, squeeze=False)
     ax = axes[0][0]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _colors()
     finite_losses: list[float] = []  # smoothed values, for the y range
     for k, (lrs, raw, sm) in enumerate(
         zip(result.lrs, result.losses, result.smoothed, strict=True)
@@ -91,11 +103,7 @@ def plot_range_test(result: RangeTestResult, path: str | Path) -> Path:
         mx.set_title(f"held-out {result.metric_name} during the sweep")
         mx.grid(True, which="major", alpha=0.3)
         mx.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def _regions(ax: Any, result: RangeTestResult, lo_x: float, hi_x: float) -> None:
@@ -135,11 +143,10 @@ def _spans_decades(values: Sequence[float], decades: float = 1.0) -> bool:
     return max(finite) / min(finite) > 10**decades
 
 
-def _save(fig: Any, plt: Any, path: str | Path) -> Path:
+def _save(fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=_DPI)
-    plt.close(fig)
     return out
 
 
@@ -160,11 +167,10 @@ def plot_best_so_far(
     y axis is logarithmic when the values span more than a decade.
     """
     import numpy as np
-
-    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig = _figure(figsize=(10, 5))
+    ax = fig.subplots()
     every: list[float] = []
     repeats = 1
     for k, ((sampler, prior), curves) in enumerate(runs.items()):
@@ -218,7 +224,7 @@ def plot_best_so_far(
     ax.set_title(f"{title} ({better} is better)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_schedule(
@@ -234,8 +240,8 @@ def plot_schedule(
     ``steps_per_epoch`` adds an epoch axis on top; ``bounds`` shades the LR search bounds
     the trial was drawn from.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = _figure(figsize=(8, 4.5))
+    ax = fig.subplots()
     steps = list(range(len(lrs)))
     peak = max(lrs)
     positive = [v for v in lrs if v > 0]
@@ -264,14 +270,14 @@ def plot_schedule(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def plot_importances(importances: Mapping[str, float], path: str | Path, *, title: str) -> Path:
     """Horizontal bars of parameter importances (largest on top), values printed."""
-    plt = _pyplot()
     items = sorted(importances.items(), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(7, 1.6 + 0.5 * len(items)))
+    fig = _figure(figsize=(7, 1.6 + 0.5 * len(items)))
+    ax = fig.subplots()
     names = [k for k, _ in items]
     values = [float(v) for _, v in items]
     bars = ax.barh(names, values, color="tab:blue")
@@ -288,7 +294,7 @@ def plot_importances(importances: Mapping[str, float], path: str | Path, *, titl
     ax.set_ylabel("parameter")
     ax.set_title(title)
     ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, plt, path)
+    return _save(fig, path)
 
 
 def _outlier_cap(values: Sequence[float], direction: str) -> float:
@@ -320,10 +326,10 @@ def plot_lr_scatter(
     trial is drawn hollow at its last reported value). ``bounds[prior]`` is shaded for the
     ``rangetest`` prior (the narrowed range); ``best`` = ``(lr, value)`` is starred.
     """
-    plt = _pyplot()
     from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig = _figure(figsize=(10, 5))
+    ax = fig.subplots()
     priors = list(dict.fromkeys(str(p["prior"]) for p in points))
     samplers = list(dict.fromkeys(str(p["sampler"]) for p in points))
     values = [float(p["value"]) for p in points]
@@ -435,4 +441,4 @@ def plot_lr_scatter(
     ax.legend(
         handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
     )
-    return _save(fig, plt, path)
+    return _save(fig, path)

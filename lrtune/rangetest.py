@@ -4,8 +4,9 @@ The LR grows exponentially (or linearly) from ``start_lr`` to ``end_lr`` over ``
 mini-batches; the loss is smoothed by a bias-corrected exponential moving average
 (β = 0.98) and the sweep stops once the smoothed loss rises 3× the minimum's magnitude
 above the minimum (fastai's "4× the minimum" for positive losses, and still meaningful for
-negative ones) or the loss is not finite. Model, optimizer, BatchNorm buffers and torch RNG
-state are restored in ``finally``, whatever happens.
+negative ones) or the loss is not finite. :func:`diagnose` reads the curve's shape (descent,
+divergence) from a lag-free moving average. Model, optimizer, BatchNorm buffers, gradients
+and torch RNG state are restored in ``finally``, whatever happens.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -43,6 +44,14 @@ BOUNDS_HIGH_MUL = 80.0
 DIAG_OK = "ok"
 DIAG_NO_DESCENT = "no descent: check model and data"
 DIAG_NEVER_DIVERGED = "never diverged: raise end_lr"
+DIAG_DIVERGED_AT_ONCE = "diverged at once: lower start_lr"
+#: :func:`diagnose`'s thresholds: a descent must exceed DESCENT_MIN × the start level; a
+#: divergence is a rise above the minimum of RISE_OF_MIN × its magnitude and
+#: RISE_OF_DESCENT × the descent; both must exceed NOISE_SIGMAS standard errors.
+DESCENT_MIN = 0.02
+RISE_OF_MIN = 1.0
+RISE_OF_DESCENT = 0.2
+NOISE_SIGMAS = 4.0
 
 
 @dataclass
@@ -54,9 +63,11 @@ class RangeTestResult:
         steep: LR of steepest descent of the loss against log LR.
         valley: fastai's "valley" suggestion.
         min10: LR at the minimum smoothed loss, divided by 10.
-        diverged_at: LR at which the sweep stopped (``None`` if it never diverged).
-        diagnosis: ``ok``, ``no descent: ...``, ``non-finite loss at lr=...`` or
-            ``never diverged: raise end_lr``.
+        diverged_at: LR at which the loss blew up: where the sweep stopped, or where the
+            smoothed loss rose well above its minimum (``None`` if it never diverged; see
+            :func:`diagnose`).
+        diagnosis: ``ok``, ``no descent: ...``, ``non-finite loss at lr=...``,
+            ``diverged at once: lower start_lr`` or ``never diverged: raise end_lr``.
         spread_decades: how far apart the seeds' ``lr_high`` are, in decades.
         seconds: wall time of the whole test.
         lrs, losses, smoothed: the curves, one list per seed.
@@ -101,7 +112,7 @@ class RangeTestResult:
             ("steep", f"{self.steep:.3g}", "steepest descent of loss vs log LR"),
             ("valley", f"{self.valley:.3g}", "fastai's valley"),
             ("min/10", f"{self.min10:.3g}", "LR at the minimum smoothed loss / 10"),
-            ("diverged at", div, "where the smoothed loss passed 4x its minimum"),
+            ("diverged at", div, "where the loss rose well above its minimum"),
             (
                 "bounds",
                 f"[{self.lr_low:.3g}, {self.lr_high:.3g}]",
@@ -141,16 +152,6 @@ def lr_at(i: int, steps: int, start_lr: float, end_lr: float, mode: str) -> floa
     if mode == "exp":
         return start_lr * (end_lr / start_lr) ** frac
     return start_lr + (end_lr - start_lr) * frac
-
-
-def ema_smooth(losses: np.ndarray, beta: float = BETA) -> np.ndarray:
-    """Bias-corrected exponential moving average (fastai's smoothed loss)."""
-    out = np.empty_like(losses, dtype=float)
-    avg = 0.0
-    for i, loss in enumerate(losses):
-        avg = beta * avg + (1 - beta) * float(loss)
-        out[i] = avg / (1 - beta ** (i + 1))
-    return out
 
 
 def should_stop(smoothed: float, best: float, factor: float = 4.0) -> bool:
@@ -219,14 +220,87 @@ class _Curve:
     stop_reason: str | None
     metric_steps: list[int]
     metrics: list[float]
+    metric_name: str | None = None
+
+
+def diagnose(
+    lrs: Sequence[float], losses: Sequence[float], *, stopped: bool = False
+) -> tuple[str, float | None]:
+    """Read the shape of one sweep's loss curve: ``(diagnosis, diverged_at)``.
+
+    ``stopped`` says the sweep ended early (the loss rose 4× its minimum or was not
+    finite). The curve is smoothed by a centred moving average of the raw losses: the
+    EMA of the stop rule lags ~1/(1-β) = 50 steps, half a default sweep, so its last value
+    can sit near the minimum while the loss has already blown up. On that curve:
+
+    - *descent*: the minimum after the first ``SKIP_START`` points lies below the level
+      of the first points by more than 2% of it and more than the batch-to-batch noise
+      (4 standard errors of the difference). Without it the diagnosis is
+      ``non-finite loss at lr=...`` when a loss was not finite, ``diverged at once`` when
+      the sweep stopped within its first ``SKIP_START + SKIP_END`` points, else
+      ``no descent``.
+    - *diverged*: the sweep stopped, or the curve ends above its minimum by more than
+      the largest of: the minimum's magnitude (2× for positive losses) but at most the
+      descent, a fifth of the descent, and the noise. ``diverged_at`` is where the stop
+      happened, or where the curve last rose past that level. A non-finite loss after a
+      descent is a divergence.
+    - otherwise ``never diverged: raise end_lr``.
+    """
+    lr = np.asarray(lrs, dtype=float)
+    raw = np.asarray(losses, dtype=float)
+    finite = np.isfinite(raw)
+    first_bad = len(raw) if finite.all() else int(np.argmin(finite))
+    non_finite_at = float(lr[first_bad]) if first_bad < len(raw) else None
+    stop_at = non_finite_at if non_finite_at is not None else float(lr[-1]) if stopped else None
+
+    def failed() -> tuple[str, float | None]:
+        if non_finite_at is not None:
+            return f"non-finite loss at lr={non_finite_at:.3g}", non_finite_at
+        if stopped and len(raw) <= SKIP_START + SKIP_END:
+            return DIAG_DIVERGED_AT_ONCE, stop_at
+        return DIAG_NO_DESCENT, stop_at
+
+    r = raw[:first_bad]
+    w = max(3, (len(r) // 15) | 1)  # the window of _lagfree
+    if len(r) < w + 2:
+        return failed()
+    smooth = np.convolve(r, np.ones(w) / w, mode="valid")  # smooth[j] is centred on j + off
+    off = w // 2
+    lo = max(0, SKIP_START - off)
+    if len(smooth) - lo < 5:
+        lo = 0
+    # The start level is the first window's mean: with a high start_lr the loss may fall
+    # within a few steps, so later points are no reference.
+    start = float(smooth[0])
+    i_min = lo + int(np.argmin(smooth[lo:]))
+    low = float(smooth[i_min])
+    # Batch-to-batch noise, robustly (MAD), from the residuals up to the minimum: past it a
+    # blow-up would count as noise.
+    resid = (r[off : off + len(smooth)] - smooth)[: max(i_min + 1, 5)]
+    sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    # The standard error of a difference of two windows' means.
+    noise = NOISE_SIGMAS * sigma * math.sqrt(2 / w)
+    depth = start - low
+    if not depth > max(DESCENT_MIN * max(abs(start), 1e-12), noise):
+        return failed()
+    if stop_at is not None:
+        return DIAG_OK, stop_at
+    # 2x the minimum for positive losses; capped at the descent because a negative loss's
+    # magnitude says nothing about its scale (-101 after -100 is a long way down).
+    level = low + max(RISE_OF_MIN * min(abs(low), depth), RISE_OF_DESCENT * depth, noise)
+    if smooth[-1] > level:
+        below = np.nonzero(smooth[i_min:] <= level)[0]
+        return DIAG_OK, float(lr[i_min + int(below[-1]) + 1 + off])
+    return DIAG_NEVER_DIVERGED, None
 
 
 def _suggest(curve: _Curve) -> dict[str, Any]:
     lrs = np.asarray(curve.lrs)
     losses = np.asarray(curve.losses, dtype=float)
     smoothed = np.asarray(curve.smoothed, dtype=float)
-    finite = np.isfinite(losses)
-    non_finite_at = None if finite.all() else float(lrs[int(np.argmin(finite))])
+    diagnosis, diverged_at = diagnose(
+        curve.lrs, curve.losses, stopped=curve.stop_reason is not None
+    )
     lo, hi = SKIP_START, len(lrs) - SKIP_END
     if hi - lo < 5:
         # The sweep stopped within its first points: nothing to read off.
@@ -236,38 +310,24 @@ def _suggest(curve: _Curve) -> dict[str, Any]:
     ok = np.isfinite(raw_w) & np.isfinite(sm_w)
     if ok.sum() < 3:
         lr = float(lrs[0])
-        diag = f"non-finite loss at lr={non_finite_at:.3g}" if non_finite_at else DIAG_NO_DESCENT
         low, high = bounds_from(lr, lr)
         return {
             "steep": lr,
             "valley": lr,
             "min10": lr / 10,
             "min_lr": lr,
-            "diagnosis": diag,
+            "diagnosis": diagnosis,
             "lr_low": low,
             "lr_high": high,
-            "diverged_at": non_finite_at or lr,
+            "diverged_at": diverged_at,
         }
     lr_w, raw_w, sm_w = lr_w[ok], raw_w[ok], sm_w[ok]
     lagfree = _lagfree(raw_w)
     grads = np.gradient(lagfree, np.log10(lr_w))
     steep = float(lr_w[int(np.argmin(grads))])
     valley = float(lr_w[_valley(sm_w)])
-    i_min = int(np.argmin(sm_w))
-    min_lr = float(lr_w[i_min])
+    min_lr = float(lr_w[int(np.argmin(sm_w))])
     low, high = bounds_from(valley, min_lr)
-    start_level = float(smoothed[min(SKIP_START, len(smoothed) - 1)])
-    descent = start_level - float(sm_w[i_min])
-    if curve.stop_reason is None:
-        diagnosis = DIAG_NEVER_DIVERGED
-        diverged_at = None
-    else:
-        diverged_at = float(lrs[-1])
-        diagnosis = DIAG_OK
-    if not descent > 0.02 * max(abs(start_level), 1e-12):
-        diagnosis = (
-            f"non-finite loss at lr={non_finite_at:.3g}" if non_finite_at else DIAG_NO_DESCENT
-        )
     return {
         "steep": steep,
         "valley": valley,
@@ -280,7 +340,11 @@ def _suggest(curve: _Curve) -> dict[str, Any]:
     }
 
 
-def _tracked_metric(task: Task) -> tuple[str, Callable[[torch.Tensor, torch.Tensor], float]]:
+def _tracked_metric(
+    task: Task, target: torch.Tensor
+) -> tuple[str, Callable[[torch.Tensor, torch.Tensor], float]]:
+    # ``target`` is the held-out targets (not ``task.val[1]``: ``val`` may be a Dataset,
+    # whose item 1 is a sample, not the targets).
     if task.metric is not None:
         return task.metric_name, task.metric
 
@@ -289,7 +353,14 @@ def _tracked_metric(task: Task) -> tuple[str, Callable[[torch.Tensor, torch.Tens
             return float((pred.argmax(1) == target).float().mean())
         return float(task.loss_fn(pred, target))
 
-    return "accuracy" if not task.val[1].is_floating_point() else "val_loss", metric
+    return "accuracy" if not target.is_floating_point() else "val_loss", metric
+
+
+def _held_out(task: Task, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to 512 validation rows, on ``device``, from a tensor pair or a ``Dataset``."""
+    batches = Batches(task.val, 512, device)
+    vx, vy = next(iter(batches.epoch(None, shuffle=False)))
+    return vx[:512], vy[:512]
 
 
 def _sweep(
@@ -309,16 +380,11 @@ def _sweep(
     stream = batches.endless(torch.Generator().manual_seed(seed))
     model, loss_fn = task.model, task.loss_fn
     model.train()
-    held_out = metric_fn = None
+    held_out = metric_fn = metric_name = None
     metric_every = max(1, steps // 25)
     if track_metric:
-        vx, vy = (
-            task.val
-            if isinstance(task.val, (tuple, list))
-            else next(iter(Batches(task.val, 512, device).epoch(None, shuffle=False)))
-        )
-        held_out = (vx[:512].to(device), vy[:512].to(device))
-        _, metric_fn = _tracked_metric(task)
+        held_out = _held_out(task, device)
+        metric_name, metric_fn = _tracked_metric(task, held_out[1])
     # Losses stay on the device and are checked every few steps on CUDA, so the GPU is not
     # stalled by a host sync each step; on CPU a check per step costs nothing. (A list of
     # loss tensors, not an indexed write into one buffer: that costs ~10% of a small step.)
@@ -373,13 +439,16 @@ def _sweep(
         if stop_reason:
             break
     n = len(raw)
-    return _Curve(lrs[:n], raw, smoothed, stop_reason, metric_steps, metrics)
+    return _Curve(lrs[:n], raw, smoothed, stop_reason, metric_steps, metrics, metric_name)
 
 
 def _snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     return {
         "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "training": {name: m.training for name, m in model.named_modules()},
+        # The sweep's backward passes leave .grad on every parameter; a user who had none
+        # (or had accumulated some) gets back exactly what they had.
+        "grads": [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()],
         "optimizer": copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None,
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -391,6 +460,8 @@ def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, sn
         model.load_state_dict(snap["model"])
     for name, module in model.named_modules():
         module.training = snap["training"].get(name, module.training)
+    for param, grad in zip(model.parameters(), snap["grads"], strict=True):
+        param.grad = None if grad is None else grad.to(param.device)
     if optimizer is not None:
         optimizer.load_state_dict(snap["optimizer"])
     torch.set_rng_state(snap["rng"])
@@ -459,8 +530,6 @@ def range_test(
         for s in seed_list:
             torch.manual_seed(s)
             t = factory(s)
-            if track_metric:
-                metric_name = _tracked_metric(t)[0]
             original_device = next(t.model.parameters()).device
             snap = _snapshot(t.model, given_opt)
             try:
@@ -468,20 +537,20 @@ def range_test(
                 opt = given_opt or make_optimizer(str(optimizer), t.model.parameters(), start_lr)
                 base = opt.param_groups[0]["lr"]
                 ratios = [g["lr"] / base for g in opt.param_groups]
-                curves.append(
-                    _sweep(
-                        t,
-                        opt,
-                        ratios,
-                        seed=s,
-                        start_lr=start_lr,
-                        end_lr=end_lr,
-                        steps=steps,
-                        mode=mode,
-                        device=dev,
-                        track_metric=track_metric,
-                    )
+                curve = _sweep(
+                    t,
+                    opt,
+                    ratios,
+                    seed=s,
+                    start_lr=start_lr,
+                    end_lr=end_lr,
+                    steps=steps,
+                    mode=mode,
+                    device=dev,
+                    track_metric=track_metric,
                 )
+                curves.append(curve)
+                metric_name = curve.metric_name
             finally:
                 t.model.to(original_device)
                 _restore(t.model, given_opt, snap)

@@ -496,6 +496,12 @@ def _check_name(name: object) -> ScheduleInfo:
     return SCHEDULES[name]
 
 
+def param_kind(name: str, param: str) -> str:
+    """The type of schedule ``name``'s parameter ``param``: ``float``, ``int``, ``bool`` or
+    ``choice`` (``KeyError`` for an unknown schedule or parameter)."""
+    return _CHECKS[name][param].kind
+
+
 def resolve_params(name: str, total_steps: int, **params: Any) -> dict[str, ParamValue]:
     """Validate ``name``, ``total_steps`` and ``params``; return every parameter, defaults filled.
 

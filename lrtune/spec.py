@@ -17,7 +17,7 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.optimizers import OPTIMIZERS
-from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, resolve_params
+from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -239,7 +239,9 @@ def _check_params(value: Any, where: str) -> dict[str, dict[str, Any]]:
                     f"{where}.{sched}.{pname}: unknown parameter: allowed are "
                     f"{', '.join(SCHEDULES[sched].defaults) or 'none'}"
                 )
-            checked = _check_range(rng, space.get(pname), f"{where}.{sched}.{pname}")
+            checked = _check_range(
+                rng, space.get(pname), param_kind(sched, pname), f"{where}.{sched}.{pname}"
+            )
             ends = checked[1] if checked[0] == "categorical" else checked[1:3]
             for v in ends:  # each end of the range must itself be a valid value
                 try:
@@ -262,7 +264,7 @@ def _check_resolved(rng: list[Any], where: str) -> list[Any]:
     raise UserError(f"{where}: malformed range {rng}")
 
 
-def _check_range(rng: Any, default: tuple[Any, ...] | None, where: str) -> list[Any]:
+def _check_range(rng: Any, default: tuple[Any, ...] | None, kind: str, where: str) -> list[Any]:
     # `true` asks for lrtune's default range of that parameter.
     if rng is True:
         if default is None:
@@ -281,7 +283,9 @@ def _check_range(rng: Any, default: tuple[Any, ...] | None, where: str) -> list[
     low, high = rng
     if not low < high:
         raise UserError(f"{where}: low ({low}) must be below high ({high})")
-    if isinstance(low, int) and isinstance(high, int):
+    # The parameter's type decides, not how the ends are written: `[5, 100]` for a float
+    # parameter (div_factor) is a float range, not 96 integers.
+    if kind != "float" and isinstance(low, int) and isinstance(high, int):
         return ["int", low, high]
     log = default is not None and len(default) > 3 and bool(default[3])
     return ["float", float(low), float(high), log]

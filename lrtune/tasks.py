@@ -97,6 +97,14 @@ def _mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
 
 
+def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with torch's global RNG seeded with ``seed`` (initial weights), and the
+    caller's RNG state put back afterwards: building a task must not reseed its caller."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
 @functools.lru_cache(maxsize=8)
 def _bundled(
     name: str,
@@ -112,8 +120,7 @@ def _bundled(
 
 def _classification(name: str, dataset: str, hidden: int, seed: int) -> Task:
     train, val = _bundled(dataset)
-    torch.manual_seed(seed)
-    model = _mlp(train[0].shape[1], hidden, int(train[1].max()) + 1)
+    model = _seeded(seed, lambda: _mlp(train[0].shape[1], hidden, int(train[1].max()) + 1))
     return Task(model=model, train=train, val=val, loss_fn=nn.CrossEntropyLoss(), name=name)
 
 
@@ -143,8 +150,7 @@ class _SmallCNN(nn.Module):
 def digits_cnn(seed: int) -> Task:
     """8×8 digits with a small CNN with BatchNorm (tests BN-buffer restore)."""
     task = digits(seed)
-    torch.manual_seed(seed)
-    task.model = _SmallCNN()
+    task.model = _seeded(seed, _SmallCNN)
     task.name = "digits-cnn"
     task.epochs = 6
     return task
@@ -169,8 +175,7 @@ def synthetic(seed: int) -> Task:
     w, v = rng.normal(size=16) / 4, rng.normal(size=16) / 4
     y = np.sin(x @ w) + x @ v + 0.1 * rng.normal(size=2000)
     train, val = _split(x, y[:, None], classify=False)
-    torch.manual_seed(seed)
-    model = _mlp(16, 64, 1)
+    model = _seeded(seed, lambda: _mlp(16, 64, 1))
     return Task(model=model, train=train, val=val, loss_fn=nn.MSELoss(), name="synthetic")
 
 
@@ -305,12 +310,3 @@ def check_task(task: Any, label: str = "task") -> None:
             f"task {label}: unknown optimizer {task.optimizer!r}: "
             f"allowed are {', '.join(OPTIMIZERS)}"
         )
-
-
-def task_label(spec: str | TaskFactory | Task) -> str:
-    """The string stored on studies for ``spec`` (a name or import path)."""
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, Task):
-        return spec.name
-    return f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__name__', '?')}"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -45,7 +46,8 @@ class TrainResult:
 
     ``value`` is the task's metric after the last epoch (``nan`` when diverged);
     ``history`` the metric after each epoch; ``config`` the resolved training config in the
-    form ``lrtune export`` writes.
+    form ``lrtune export`` writes; ``model`` the trained model (for a :class:`Task`
+    instance a copy: the task's own model is not trained).
     """
 
     value: float
@@ -58,6 +60,7 @@ class TrainResult:
     config: dict[str, Any]
     metric_name: str = "val_loss"
     direction: str = "minimize"
+    model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 def evaluate(task: Task, model: torch.nn.Module, val: Batches) -> float:
@@ -84,13 +87,36 @@ def train(
 ) -> TrainResult:
     """Train ``task`` from a fresh model built with ``config.seed``.
 
+    A name or factory builds a new model with ``config.seed``. A :class:`Task` instance is
+    trained on a deep copy of its model, so every call starts from the weights the task
+    had when it was passed in and ``task.model`` is left untouched (not moved, not
+    trained); ``config.seed`` then only sets the batch order and dropout.
+
     After each epoch ``on_epoch(epoch, value)`` is called (a trial reports to Optuna and
     may raise ``optuna.TrialPruned`` from there). A non-finite training loss or metric ends
     the run with ``diverged=True`` instead of an exception. Same seed, same result on CPU.
+    torch's global RNG state is the same afterwards as before.
     """
     check_optimizer(config.optimizer)
-    torch.manual_seed(config.seed)
-    t = resolve_task(task)(config.seed)
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    # Seeding is needed (model init, dropout) but must not leak: the caller's RNG streams
+    # continue afterwards as if train() had not run.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        return _train(task, config, on_epoch)
+
+
+def _train(
+    task: str | TaskFactory | Task,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None,
+) -> TrainResult:
+    if isinstance(task, Task):
+        # Training the caller's module in place would make a second call start from the
+        # first one's trained weights (and oracle.dense_grid average such runs).
+        t = replace(task, model=copy.deepcopy(task.model))
+    else:
+        t = resolve_task(task)(config.seed)
     device = resolve_device(config.device)
     batch_size = config.batch_size or t.batch_size
     epochs = config.epochs or t.epochs
@@ -164,4 +190,5 @@ def train(
         config=resolved,
         metric_name=t.metric_name,
         direction=t.direction,
+        model=model,
     )

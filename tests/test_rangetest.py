@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,18 +16,23 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from lrtune.optimizers import OPTIMIZERS
 from lrtune.plots import plot_range_test
 from lrtune.rangetest import (
+    BETA,
+    DIAG_DIVERGED_AT_ONCE,
     DIAG_NEVER_DIVERGED,
     DIAG_NO_DESCENT,
+    DIAG_OK,
     RangeTestResult,
-    ema_smooth,
+    diagnose,
+    lr_at,
     range_test,
     should_stop,
 )
-from lrtune.tasks import Task, digits, digits_cnn
+from lrtune.tasks import Task, digits, digits_cnn, synthetic
 from tests.conftest import SPEC_FIELDS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -100,13 +107,16 @@ def _state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     return {
         "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "training": {n: m.training for n, m in model.named_modules()},
+        "grads": {n: p.grad for n, p in model.named_parameters()},
         "optimizer": copy.deepcopy(opt.state_dict()),
         "rng": torch.get_rng_state(),
     }
 
 
 def _assert_same(a: Any, b: Any, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
+    if a is None:
+        assert b is None, where
+    elif isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor), where
         assert a.dtype == b.dtype and torch.equal(a, b), where
     elif isinstance(a, dict):
@@ -173,6 +183,24 @@ def test_state_is_restored_exactly_when_the_step_raises() -> None:
     _assert_same(before, _state(task.model, opt))
 
 
+def test_gradients_come_back_exactly_also_none() -> None:
+    task = digits(0)
+    first, second = task.model[0], task.model[2]
+    # A user's accumulated gradient on one tensor, none on the others.
+    first.weight.grad = torch.full_like(first.weight, 0.25)
+    before = {
+        n: None if p.grad is None else p.grad.clone() for n, p in task.model.named_parameters()
+    }
+    assert before["0.bias"] is None and before["2.weight"] is None
+    range_test(task, seeds=2, steps=30)
+    for name, param in task.model.named_parameters():
+        if before[name] is None:
+            assert param.grad is None, name
+        else:
+            assert param.grad is not None and torch.equal(param.grad, before[name]), name
+    assert second.weight.grad is None
+
+
 def test_param_groups_keep_their_lr_ratios() -> None:
     seen: list[list[float]] = []
 
@@ -236,11 +264,14 @@ def test_should_stop_is_robust_to_negative_losses() -> None:
     assert should_stop(math.nan, -2.0)
 
 
-def test_ema_smooth_is_bias_corrected() -> None:
-    np.testing.assert_allclose(ema_smooth(np.full(60, 3.0)), np.full(60, 3.0), rtol=1e-12)
-    out = ema_smooth(np.array([1.0, 2.0]))
-    assert out[0] == pytest.approx(1.0)
-    assert out[1] == pytest.approx((0.98 * 0.02 * 1.0 + 0.02 * 2.0) / (1 - 0.98**2))
+def test_the_smoothed_curve_is_the_bias_corrected_ema_of_the_losses() -> None:
+    result = range_test("digits", seeds=1, steps=40)
+    avg, expected = 0.0, []
+    for i, loss in enumerate(result.losses[0]):
+        avg = BETA * avg + (1 - BETA) * loss
+        expected.append(avg / (1 - BETA ** (i + 1)))
+    np.testing.assert_allclose(result.smoothed[0], expected, rtol=1e-12)
+    assert result.smoothed[0][0] == pytest.approx(result.losses[0][0])  # no bias towards 0
 
 
 # --- diagnoses -----------------------------------------------------------------------------
@@ -283,11 +314,118 @@ def test_diagnosis_non_finite_from_the_start() -> None:
     assert len(result.losses[0]) == 1  # stopped at the first non-finite loss
 
 
+def _exp_lrs(n: int, start: float = 1e-5, end: float = 1.0) -> list[float]:
+    return [lr_at(i, n, start, end, "exp") for i in range(n)]
+
+
+def _noisy(curve: np.ndarray, scale: float, seed: int = 0) -> list[float]:
+    """Mini-batch-like noise: multiplicative, so it shrinks with the loss."""
+    rng = np.random.default_rng(seed)
+    return list(curve * np.exp(scale * rng.standard_normal(len(curve))))
+
+
+def _u_curve(n: int = 100, low: float = 0.2, end: float = 3.0, at: float = 0.7) -> np.ndarray:
+    """2.3 falling to ``low`` at fraction ``at`` of the sweep, then rising to ``end``."""
+    x = np.linspace(0, 1, n)
+    fall = low + (2.3 - low) / (1 + np.exp((x - at / 2) * 25))
+    rise = np.where(x > at, (end - low) * ((x - at) / (1 - at)) ** 2, 0.0)
+    return fall + rise
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_diagnose_a_u_shaped_curve_that_was_not_stopped_is_ok(seed: int) -> None:
+    # What the EMA stop rule misses on a short sweep: the loss rose from 0.2 to 3 by the
+    # end, but the lagging EMA never reached 4x its minimum.
+    lrs = _exp_lrs(100)
+    diagnosis, diverged_at = diagnose(lrs, _noisy(_u_curve(), 0.15, seed))
+    assert diagnosis == DIAG_OK
+    assert diverged_at is not None and lrs[70] < diverged_at < lrs[-1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_diagnose_a_curve_still_falling_never_diverged(seed: int) -> None:
+    falling = 0.3 + 2.0 * np.exp(-np.linspace(0, 4, 100))
+    assert diagnose(_exp_lrs(100), _noisy(falling, 0.15, seed)) == (DIAG_NEVER_DIVERGED, None)
+    # A plateau at the minimum, and a rise within the noise, are not a divergence either.
+    plateau = _u_curve(low=0.2, end=0.2)
+    assert diagnose(_exp_lrs(100), _noisy(plateau, 0.15, seed))[0] == DIAG_NEVER_DIVERGED
+    small_rise = _u_curve(low=0.2, end=0.25)
+    assert diagnose(_exp_lrs(100), _noisy(small_rise, 0.15, seed))[0] == DIAG_NEVER_DIVERGED
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_diagnose_a_flat_noisy_curve_has_no_descent(seed: int) -> None:
+    flat = np.full(100, 2.3)
+    assert diagnose(_exp_lrs(100), _noisy(flat, 0.15, seed)) == (DIAG_NO_DESCENT, None)
+    assert diagnose(_exp_lrs(100), list(flat)) == (DIAG_NO_DESCENT, None)
+    # Flat, then blown up at a high LR (the stop rule ended it): nothing was learnt.
+    blown = np.concatenate([np.full(60, 2.3), [9.0, 30.0]])
+    lrs = _exp_lrs(62)
+    assert diagnose(lrs, _noisy(blown, 0.1, seed), stopped=True) == (DIAG_NO_DESCENT, lrs[-1])
+
+
+def test_diagnose_a_sweep_that_starts_above_the_divergence() -> None:
+    lrs = _exp_lrs(3, 0.1, 0.2)
+    assert diagnose(lrs, [2.3, 5.0, 60.0], stopped=True) == (DIAG_DIVERGED_AT_ONCE, lrs[-1])
+    assert diagnose(lrs[:2], [2.3, 60.0], stopped=True) == (DIAG_DIVERGED_AT_ONCE, lrs[1])
+
+
+def test_diagnose_non_finite_losses() -> None:
+    lrs = _exp_lrs(100)
+    # From the start: the task is broken.
+    diagnosis, at = diagnose(lrs[:1], [math.nan], stopped=True)
+    assert diagnosis == f"non-finite loss at lr={lrs[0]:.3g}" and at == lrs[0]
+    # After a descent: the sweep just ran into the divergence.
+    curve = [*_noisy(_u_curve(n=100, end=0.5)[:80], 0.1), math.inf]
+    assert diagnose(lrs[:81], curve, stopped=True) == (DIAG_OK, lrs[80])
+
+
+def test_diagnose_a_stopped_curve_after_a_descent_is_ok_at_the_stop() -> None:
+    lrs = _exp_lrs(100)
+    curve = _noisy(_u_curve(end=1.0)[:90], 0.1)
+    assert diagnose(lrs[:90], curve, stopped=True) == (DIAG_OK, lrs[89])
+
+
+def test_diagnose_negative_losses() -> None:
+    lrs = _exp_lrs(100)
+    x = np.linspace(0, 1, 100)
+    down = -1 - 2 / (1 + np.exp(-(x - 0.3) * 25))
+    assert diagnose(lrs, _noisy(down, 0.02)) == (DIAG_NEVER_DIVERGED, None)
+    back_up = down + np.where(x > 0.7, 2.5 * ((x - 0.7) / 0.3) ** 2, 0.0)
+    assert diagnose(lrs, _noisy(back_up, 0.02))[0] == DIAG_OK
+    # From -99 to -101 and back: a rise of the minimum's magnitude is not needed.
+    offset = down - 98.0
+    assert diagnose(lrs, list(offset))[0] == DIAG_NEVER_DIVERGED
+    assert diagnose(lrs, list(back_up - 98.0))[0] == DIAG_OK
+
+
 def test_ok_sweep_on_digits() -> None:
     result = range_test("digits", seeds=1, steps=100)
     assert result.diagnosis == "ok"
     assert result.diverged_at is not None
     assert result.lr_low < result.lr_high < result.diverged_at
+
+
+def test_a_short_healthy_sgd_sweep_on_digits_is_ok() -> None:
+    # 25 steps over 8 decades: the loss falls, then blows up to ~20x its minimum in the
+    # last points, before the lagging EMA reaches 4x (it said "never diverged").
+    result = range_test("digits", optimizer="sgd", seeds=2, steps=25)
+    assert result.diagnosis == DIAG_OK, result.per_seed
+    assert result.diverged_at is not None
+
+
+def test_an_adam_cnn_that_blows_up_does_not_say_never_diverged() -> None:
+    # Adam on the small CNN, swept to 1: the loss falls from 2.4 to ~0.15 near lr=0.05 and
+    # is back above 0.5 by lr=1 (the review's "never diverged: raise end_lr" case).
+    result = range_test(
+        "digits-cnn", optimizer="adam", start_lr=1e-5, end_lr=1.0, steps=100, seeds=1
+    )
+    assert result.diagnosis == DIAG_OK, result.per_seed
+    assert result.diverged_at is not None and 0.01 < result.diverged_at < 1.0
+    for lrs, losses in zip(result.lrs, result.losses, strict=True):
+        assert len(lrs) == 100  # the stop rule did not end it: only the shape says so
+        tail = np.mean(losses[-7:])
+        assert tail > 2 * min(np.convolve(losses, np.ones(7) / 7, mode="valid"))
 
 
 def test_linear_mode_sweeps_linearly() -> None:
@@ -319,6 +457,55 @@ def test_json_writes_non_finite_losses_as_null() -> None:
 
     data = json.loads(range_test(_task_with_loss(nan_loss), seeds=1, steps=30).to_json())
     assert data["losses"] == [[None]]
+
+
+@pytest.mark.parametrize("task_fn", [digits, synthetic])
+def test_track_metric_with_a_dataset_as_val(task_fn: Callable[[int], Task]) -> None:
+    with_pair = range_test(task_fn(0), seeds=1, steps=30, track_metric=True)
+    task = task_fn(0)
+    task.val = TensorDataset(*task.val)
+    with_dataset = range_test(task, seeds=1, steps=30, track_metric=True)
+    classify = task_fn is digits
+    assert with_dataset.metric_name == ("accuracy" if classify else "val_loss")
+    # The same 512 held-out rows either way, so the same values.
+    assert with_dataset.metrics == with_pair.metrics and with_dataset.metrics[0]
+
+
+def test_plotting_leaves_matplotlib_global_state_alone(tmp_path: Path) -> None:
+    # A user's backend stays (no matplotlib.use("Agg")) and pyplot is never imported.
+    code = f"""
+import sys, matplotlib
+matplotlib.use("svg")
+from lrtune.plots import plot_range_test, plot_schedule
+from lrtune.rangetest import RangeTestResult
+rt = RangeTestResult.from_dict({{**{json.loads(_tiny_result_json())!r}}})
+plot_range_test(rt, {str(tmp_path / "rt.png")!r})
+plot_schedule([0.1, 0.05, 0.01], {str(tmp_path / "s.png")!r}, title="t")
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "rt.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def _tiny_result_json() -> str:
+    lrs = [1e-3, 1e-2, 1e-1, 1.0]
+    return RangeTestResult(
+        lr_low=0.01,
+        lr_high=0.1,
+        steep=0.01,
+        valley=0.01,
+        min10=0.01,
+        diverged_at=1.0,
+        diagnosis="ok",
+        spread_decades=0.0,
+        seconds=0.1,
+        lrs=[lrs],
+        losses=[[2.0, 1.0, 0.5, 4.0]],
+        smoothed=[[2.0, 1.5, 1.0, 2.0]],
+        seeds=[0],
+    ).to_json()
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -112,3 +112,29 @@ def test_stored_spec_round_trips() -> None:
     assert StudySpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(UserError):
         StudySpec.from_dict({**spec.to_dict(), "trials": -1})
+
+
+def test_an_integer_range_for_a_float_parameter_stays_float() -> None:
+    spec = resolve_spec(
+        {"schedules": ["onecycle", "sgdr"], "params": {"onecycle": {"div_factor": [5, 100]}}}
+    )
+    # div_factor is a float (log scale by default), not the 96 integers 5..100.
+    assert spec.params["onecycle"]["div_factor"] == ["float", 5.0, 100.0, True]
+    # An int parameter written with ints is still an int range.
+    spec = resolve_spec({"schedules": ["sgdr"], "params": {"sgdr": {"t_mult": [1, 3]}}})
+    assert spec.params["sgdr"]["t_mult"] == ["int", 1, 3]
+    # And the float range reaches Optuna as a float distribution.
+    import optuna
+
+    from lrtune.space import suggest
+
+    spec = resolve_spec(
+        {"schedules": ["onecycle"], "params": {"onecycle": {"div_factor": [5, 100]}}}
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    _, _, params = suggest(trial, spec, (0.01, 0.1))
+    assert isinstance(params["div_factor"], float)
+    assert isinstance(
+        trial.distributions["onecycle.div_factor"], optuna.distributions.FloatDistribution
+    )

@@ -202,3 +202,53 @@ def test_grid_points_end_exactly_on_the_bounds() -> None:
         warnings.simplefilter("error")
         study.optimize(lambda t: suggest(t, spec, bounds)[0], n_trials=len(grid["lr"]))
     assert sorted(t.params["lr"] for t in study.trials) == sorted(grid["lr"])
+
+
+SLOW_TASK = """
+import torch
+from torch import nn
+
+from lrtune import Task
+
+
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return 0.03 * self.lin(x)  # the effective LR is 1e-3 x lr: no divergence by lr=10
+
+
+def make(seed):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [1.5]])
+    torch.manual_seed(seed)
+    return Task(model=Scaled(), train=(x, y), val=(x, y), loss_fn=nn.MSELoss(),
+                batch_size=64, epochs=1, name="slow")
+"""
+
+
+def test_study_warns_in_one_line_when_the_range_test_is_not_ok(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = tmp_path / "slow.py"
+    task.write_text(SLOW_TASK)
+    spec = tmp_path / "spec.toml"
+    spec.write_text("rangetest_seeds = 1\nrangetest_steps = 40\n")
+    args = ["--spec", str(spec), "--task", f"{task}:make", "--samplers", "random"]
+    args += ["--trials", "1", "--pruner", "none"]
+    assert _study(sqlite_url, *args) == 0  # it goes on
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1
+    assert err[0].startswith("lrtune study: warning: range test diagnosis is 'never diverged")
+    study = optuna.load_study(study_name="slow.random.rangetest", storage=sqlite_url)
+    assert len(study.trials) == 1
+
+
+def test_study_does_not_warn_when_the_range_test_is_ok(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _study(sqlite_url, "--samplers", "random", "--trials", "1") == 0
+    assert "warning" not in capsys.readouterr().err

@@ -92,7 +92,9 @@ def test_schedule_is_applied_at_every_step(schedule: str) -> None:
     for step in range(result.total_steps):
         v = 0.9 * v + 1.0
         w -= schedule_lr(schedule, step, result.total_steps, 0.1, **params) * v
-    assert task.model.w.detach().item() == pytest.approx(w, rel=1e-9)
+    assert isinstance(result.model, _Linear)
+    assert result.model.w.detach().item() == pytest.approx(w, rel=1e-9)
+    assert task.model.w.detach().item() == 0.0  # the task's own model is not trained
 
 
 def test_config_holds_the_resolved_training_config() -> None:
@@ -146,3 +148,45 @@ def test_exploding_but_finite_loss_counts_as_diverged() -> None:
     assert result.diverged
     assert result.reason is not None and "exploded" in result.reason
     assert math.isnan(result.value)
+
+
+def test_a_task_instance_is_trained_from_its_initial_weights_every_time() -> None:
+    task = digits(0)
+    initial = {k: v.clone() for k, v in task.model.state_dict().items()}
+    config = TrainConfig(lr=0.05, epochs=2, seed=1, device="cpu")
+    first = train(task, config)
+    second = train(task, config)
+    # The second run does not continue from the first one's trained weights ...
+    assert second.history == first.history
+    # ... and the caller's model is left as it was.
+    for k, v in task.model.state_dict().items():
+        assert torch.equal(v, initial[k]), k
+    assert all(p.grad is None for p in task.model.parameters())
+
+
+def test_dense_grid_on_a_task_instance_trains_each_cell_from_scratch() -> None:
+    from lrtune.oracle import dense_grid
+
+    task = digits(0)
+    grid = dense_grid(task, [0.05, 0.05], schedules=["constant"], seeds=[1], epochs=1)
+    assert grid.values["constant"][0] == grid.values["constant"][1]
+
+
+def test_train_leaves_the_global_rng_as_it_was() -> None:
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    train("wine", TrainConfig(lr=0.01, epochs=1, seed=7, device="cpu"))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_building_a_builtin_task_leaves_the_global_rng_as_it_was() -> None:
+    torch.manual_seed(99)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    first = digits(5)
+    assert torch.equal(torch.rand(3), expected)
+    # ... while the seed still fixes the initial weights.
+    second = digits(5)
+    for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
+        assert torch.equal(a, b)
