@@ -95,13 +95,19 @@ _LISTS = {"schedules": SCHEDULE_NAMES, "samplers": SAMPLERS, "prior": PRIORS}
 def load_spec_file(path: str | Path) -> dict[str, Any]:
     """Read a spec file into a dict of fields (not yet checked)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"spec file {p} does not exist")
+    if not p.is_file():  # a directory, a FIFO or a device would block or fail to read
+        raise UserError(f"spec file {p}: not a regular file")
     try:
         with p.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"spec file {p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"spec file {p}: not a text file (TOML must be UTF-8)") from None
+    except OSError as exc:
+        raise UserError(f"spec file {p}: cannot read it: {exc.strerror or exc}") from None
 
 
 def resolve_spec(
