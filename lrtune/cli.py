@@ -544,7 +544,8 @@ def _run_trials(args: argparse.Namespace, url: str, group: Group) -> None:
             **_heartbeat(args),
         )
         return
-    extra = _heartbeat_flags(args)
+    # The local workers run the task this command checked, whatever the storage says later.
+    extra = [*_heartbeat_flags(args), f"--task={group.spec.task}"]
     procs = spawn_workers(
         url,
         group.name,
