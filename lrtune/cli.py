@@ -57,6 +57,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    from lrtune.spec import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..{MAX_SEED}, got {text!r}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
     p.add_argument(
         "--storage",
@@ -71,7 +83,7 @@ def _add_common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
             "(default: digits)",
         )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=None, help="random seed (default: 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 

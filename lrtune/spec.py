@@ -25,6 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SAMPLERS: tuple[str, ...] = ("grid", "random", "tpe", "qmc", "gp")
+MAX_SEED = 2**31 - 1
+"""The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
 PRIORS: tuple[str, ...] = ("rangetest", "none")
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 
@@ -198,6 +200,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         minimum = {"seed": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
         if value < minimum:
             raise UserError(f"{where}: must be at least {minimum}, got {value}")
+        if key == "seed" and value > MAX_SEED:
+            raise UserError(f"{where}: must be at most {MAX_SEED}, got {value}")
         return value
     if key == "widen":
         if not isinstance(value, bool):

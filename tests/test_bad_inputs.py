@@ -41,6 +41,7 @@ FILES: dict[str, bytes] = {
     "params-range-mixed.toml": b'[params.onecycle]\npct_start = [0.1, "x"]\n',
     "widen-string.toml": b'widen = "yes"\n',
     "seed-negative.toml": b"seed = -1\n",
+    "seed-huge.toml": b"seed = 1099511627776\n",
     "import_error.py": b'raise ImportError("no module named torchvision_nightly")\n',
     "syntax_error.py": b"def make(seed):\n    return (\n",
     "no_factory.py": b"x = 1\n",
@@ -90,6 +91,8 @@ CASES: dict[str, dict[str, Any]] = {
         "mode foo": _c("rangetest --mode foo", "--mode"),
         "optimizer bogus": _c("rangetest --optimizer bogus", "bogus"),
         "seed x": _c("rangetest --seed x", "--seed"),
+        "seed -1": _c("rangetest --seed -1", "--seed"),
+        "seed 2**70": _c(f"rangetest --seed {2**70}", "--seed"),
         "unknown flag": _c("rangetest --frob", "--frob"),
         "stray argument": _c("rangetest digits", "digits"),
         "task nope": _c("rangetest --task nope", "nope"),
@@ -131,6 +134,8 @@ CASES: dict[str, dict[str, Any]] = {
         "spec params mixed": _c("study --spec {dir}/params-range-mixed.toml", "pct_start"),
         "spec widen string": _c("study --spec {dir}/widen-string.toml", "widen"),
         "spec seed negative": _c("study --spec {dir}/seed-negative.toml", "seed"),
+        "spec seed 2**40": _c("study --spec {dir}/seed-huge.toml", "seed"),
+        "seed 2**40": _c(f"study --seed {2**40}", "--seed"),
         "trials 1.5": _c("study --trials 1.5", "--trials"),
         "repeats x": _c("study --repeats x", "--repeats"),
         "samplers twice": _c("study --samplers tpe,tpe", "twice"),
@@ -216,6 +221,7 @@ CASES: dict[str, dict[str, Any]] = {
         "port 0": _c("dashboard --port 0", "--port"),
         "port x": _c("dashboard --port x", "--port"),
         "port 70000": _c("dashboard --port 70000", "--port"),
+        "host not local": _c("dashboard --host 192.0.2.1 --port 18123", "cannot listen"),
         "unknown flag": _c("dashboard --frob", "--frob"),
         "storage missing": _c(
             "dashboard --storage sqlite:///lrtnue.db", "no storage at", storage=False
