@@ -26,12 +26,15 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line and exit 2 (no usage dump)."""
+    """argparse that reports a bad flag as one line and exit 2 (no usage dump).
+
+    ``prog`` is ``lrtune`` for the top level and ``lrtune <command>`` for a command's parser,
+    so the line starts as every other error of that command does.
+    """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(
-            EXIT_USAGE, f"lrtune {self.prog.split(' ', 1)[-1]}: error: {message} (see --help)\n"
-        )
+        message = message.replace("argument COMMAND: invalid choice", "unknown command")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -54,6 +57,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    from lrtune.spec import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..{MAX_SEED}, got {text!r}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
     p.add_argument(
         "--storage",
@@ -68,7 +83,7 @@ def _add_common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
             "(default: digits)",
         )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=None, help="random seed (default: 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
@@ -90,14 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text, add, run in _COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add(p)
-        p.set_defaults(_run=run)
+        p.set_defaults(_run=run, _parser=p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse hands a command's unknown arguments back to the top-level parser, whose
+    # message would not name the command: report them from the command's own parser.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE
@@ -124,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lrtune {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # `lrtune ls | head`: the reader left; stop quietly (and keep Python's flush at exit
+        # from failing on the closed pipe too).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print(
             f"lrtune {args.command}: interrupted; the running trial is marked failed, "
@@ -307,13 +331,25 @@ def _check_out_path(path: str | None, suffix: str, flag: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"{flag} {path!r}: directory {parent} does not exist")
+    import tempfile
+
+    try:  # /proc, /sys, a read-only mount: find out now, not after the range test
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path!r}: cannot write in {parent}: {exc.strerror}") from None
 
 
 def _write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _add_study(p: argparse.ArgumentParser) -> None:
@@ -438,11 +474,13 @@ def _run_study(args: argparse.Namespace) -> int:
         limit_cpu_threads(1 if args.create_only else args.workers)
     from lrtune.study import prepare_group
 
-    def show_rangetest(result: RangeTestResult) -> None:
+    # The table is printed once the group is ready: when the range test is unusable (a NaN
+    # loss), the error alone comes out, not a table of meaningless LRs above it.
+    tested: list[RangeTestResult] = []
+    group = prepare_group(spec, url, device=device, on_rangetest=tested.append)
+    for result in tested:
         print(result.table())
         print()
-
-    group = prepare_group(spec, url, device=device, on_rangetest=show_rangetest)
     rt = group.rangetest
     if rt is not None and rt.diagnosis != "ok":
         # The bounds are still used (a failed test stops prepare_group), but may be off.
@@ -452,6 +490,7 @@ def _run_study(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     _say_bounds(group)
+    _say_over_budget(url, group)
     if args.create_only:
         made = ", ".join(group.created) or "none (all existed)"
         print(f"created studies: {made}")
@@ -488,6 +527,33 @@ def _say_bounds(group: Group) -> None:
             )
 
 
+def _say_over_budget(url: str, group: Group) -> None:
+    """One line when a resumed group's studies already hold more trials than the budget
+    (``study`` re-run with a smaller ``--trials``): nothing runs for them."""
+    import optuna
+
+    from lrtune.storage import open_storage
+    from lrtune.study import counts
+
+    storage = open_storage(url)
+    over: dict[str, int] = {}
+    full = True
+    for ref in group.refs:
+        done, _ = counts(optuna.load_study(study_name=ref.name, storage=storage))
+        full = full and done >= group.budget(ref)
+        if done > group.budget(ref):
+            over[ref.name] = done
+    if not over:
+        return
+    one = len(over) == 1
+    have = " or ".join(str(d) for d in sorted(set(over.values())))
+    rest = "nothing to run" if full else f"nothing to run for {'it' if one else 'them'}"
+    print(
+        f"note: {', '.join(over)} already {'has' if one else 'have'} {have} finished trials, "
+        f"more than --trials {group.spec.trials}; {rest} (all their trials are compared)"
+    )
+
+
 def _run_trials(args: argparse.Namespace, url: str, group: Group) -> None:
     from lrtune.progress import Progress
     from lrtune.storage import open_storage
@@ -507,7 +573,8 @@ def _run_trials(args: argparse.Namespace, url: str, group: Group) -> None:
             **_heartbeat(args),
         )
         return
-    extra = _heartbeat_flags(args)
+    # The local workers run the task this command checked, whatever the storage says later.
+    extra = [*_heartbeat_flags(args), f"--task={group.spec.task}"]
     procs = spawn_workers(
         url,
         group.name,
@@ -549,6 +616,12 @@ def _storage_flag(url: str) -> str:
 
 def _add_worker(p: argparse.ArgumentParser) -> None:
     _add_common(p, task=False)
+    p.add_argument(
+        "--task",
+        metavar="NAME",
+        help="run only studies of this task (exactly as the study names it): a worker "
+        "imports the study's task, so pin it on storages others can write to",
+    )
     p.add_argument("--group", help="run the studies of this group")
     p.add_argument("--study", action="append", help="run this study (repeatable)")
     p.add_argument("--workers", type=_positive_int, default=1, help="processes on this host")
@@ -578,7 +651,12 @@ def _run_worker(args: argparse.Namespace) -> int:
 
         if not args.group:
             raise UserError("--workers/--gpus need --group")
+        # Check here what every child would check, so that a mistake is said once, not
+        # once per process.
+        _check_group(url, args.group, args.task)
         extra = _heartbeat_flags(args)
+        if args.task is not None:
+            extra.append(f"--task={args.task}")
         procs = spawn_workers(
             url,
             args.group,
@@ -600,6 +678,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         studies=args.study,
         worker=worker_index(),
         device=device,
+        task=args.task,
         **_heartbeat(args),
     )
     done = sum(report.trials.values())
@@ -609,6 +688,26 @@ def _run_worker(args: argparse.Namespace) -> int:
         else f"worker done: {done} trials in {report.seconds:.1f} s"
     )
     return 0
+
+
+def _check_group(url: str, group: str, task: str | None) -> None:
+    """The checks ``run_worker`` makes before its first trial: the group has studies and
+    each runs the pinned task."""
+    from lrtune.states import group_study_names
+    from lrtune.storage import mask_url, open_storage, require_existing
+    from lrtune.workers import check_task_pin
+
+    require_existing(url)
+    storage = open_storage(url)
+    names = group_study_names(storage, group)
+    if not names:
+        raise UserError(
+            f"no studies for group {group!r} in {mask_url(url)}: create them with "
+            "`lrtune study ... --create-only` (see `lrtune ls`)"
+        )
+    for name in names:
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+        check_task_pin(name, str(attrs.get("spec", {}).get("task")), task)
 
 
 def _add_ls(p: argparse.ArgumentParser) -> None:

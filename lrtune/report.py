@@ -81,8 +81,7 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
     from lrtune.storage import mask_url
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory")
+    _check_out_dir(out)
     storage = open_dashboard_storage(storage_url)
     names = group_study_names(storage, group)
     if not names:
@@ -103,8 +102,11 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
         )
     studies = {n: optuna.load_study(study_name=n, storage=storage) for n in names}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:  # /proc, /sys, a read-only mount, no permission...
+        raise UserError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the report is an ordinary directory
@@ -112,9 +114,22 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
         text = _render(tmp, cmp, studies, group)
         (tmp / REPORT_FILE).write_text(text, encoding="utf-8")
         _move_into_place(tmp, out)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / REPORT_FILE
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse an ``out`` that is a file or lies under one, before anything is read."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {out}: {parent} is a file, not a directory")
+            return
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

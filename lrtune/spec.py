@@ -25,6 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SAMPLERS: tuple[str, ...] = ("grid", "random", "tpe", "qmc", "gp")
+MAX_SEED = 2**31 - 1
+"""The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
 PRIORS: tuple[str, ...] = ("rangetest", "none")
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 
@@ -97,13 +99,19 @@ _LISTS = {"schedules": SCHEDULE_NAMES, "samplers": SAMPLERS, "prior": PRIORS}
 def load_spec_file(path: str | Path) -> dict[str, Any]:
     """Read a spec file into a dict of fields (not yet checked)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"spec file {p} does not exist")
+    if not p.is_file():  # a directory, a FIFO or a device would block or fail to read
+        raise UserError(f"spec file {p}: not a regular file")
     try:
         with p.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"spec file {p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"spec file {p}: not a text file (TOML must be UTF-8)") from None
+    except OSError as exc:
+        raise UserError(f"spec file {p}: cannot read it: {exc.strerror or exc}") from None
 
 
 def resolve_spec(
@@ -210,6 +218,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         minimum = {"seed": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
         if value < minimum:
             raise UserError(f"{where}: must be at least {minimum}, got {value}")
+        if key == "seed" and value > MAX_SEED:
+            raise UserError(f"{where}: must be at most {MAX_SEED}, got {value}")
         return value
     if key == "widen":
         if not isinstance(value, bool):

@@ -75,11 +75,16 @@ def limit_cpu_threads(workers: int) -> None:
 
 
 def _load(
-    storage: optuna.storages.BaseStorage, name: str, worker: int, device: str
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    worker: int,
+    device: str,
+    task: str | None = None,
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     # The sampler is built from what the study stores, so read its attrs before loading it.
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
     spec = StudySpec.from_dict(attrs["spec"])
+    check_task_pin(name, spec.task, task)
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
     budget = int(attrs["budget"])
     sampler = make_sampler(
@@ -101,6 +106,19 @@ def _load(
     return study, objective, budget
 
 
+def check_task_pin(study: str, task: str, pinned: str | None) -> None:
+    """Refuse a study whose task is not ``pinned`` (``worker --task``), before importing it.
+
+    A worker imports the task a study names, so whoever can write to the storage chooses
+    the code workers run; a pinned worker runs only the task its operator named.
+    """
+    if pinned is not None and task != pinned:
+        raise UserError(
+            f"study {study} runs task {task!r}, not the pinned --task {pinned!r}; "
+            "nothing was imported"
+        )
+
+
 def run_worker(
     storage_url: str,
     *,
@@ -108,6 +126,7 @@ def run_worker(
     studies: Sequence[str] | None = None,
     worker: int = 0,
     device: str = "auto",
+    task: str | None = None,
     heartbeat_interval: int = HEARTBEAT_INTERVAL,
     grace_period: int = GRACE_PERIOD,
     poll: float = 1.0,
@@ -117,7 +136,9 @@ def run_worker(
 
     Each round picks the study with the smallest share of its budget finished or running.
     When every remaining slot is taken by a running trial, the worker waits, and fails
-    trials whose heartbeat stopped so that their retry runs here.
+    trials whose heartbeat stopped so that their retry runs here. With ``task``, every study
+    must run that task (checked for all of them before any trial; see
+    :func:`check_task_pin`).
     """
     require_existing(storage_url)
     storage = open_storage(
@@ -136,7 +157,7 @@ def run_worker(
     missing = [n for n in names if n not in known]
     if missing:
         raise UserError(f"no study {missing[0]!r} in {mask_url(storage_url)} (see `lrtune ls`)")
-    loaded = {n: _load(storage, n, worker, device) for n in names}
+    loaded = {n: _load(storage, n, worker, device, task) for n in names}
     report = WorkerReport(trials=dict.fromkeys(names, 0))
     start = time.perf_counter()
     failures = 0

@@ -1,5 +1,5 @@
-"""Tests of the command line, in-process: ``lrtune rangetest`` output and files, one clear
-line and exit 2 for bad input to every rangetest flag, and ``--help`` on every command."""
+"""Tests of the command line, in-process: ``lrtune rangetest`` output and files and
+``--help`` on every command. Bad input to every command: tests/test_bad_inputs.py."""
 
 from __future__ import annotations
 
@@ -90,48 +90,6 @@ def storage_with_a_study(tmp_path: Path) -> str:
     return url
 
 
-BAD_FLAGS = {
-    "seeds 0": (["--seeds", "0"], "--seeds"),
-    "seeds x": (["--seeds", "x"], "--seeds"),
-    "start-lr -1": (["--start-lr", "-1"], "--start-lr"),
-    "end-lr 0": (["--end-lr", "0"], "--end-lr"),
-    "end-lr below start": (["--start-lr", "0.1", "--end-lr", "0.01"], "end_lr"),
-    "steps 3": (["--steps", "3"], "steps"),
-    "mode foo": (["--mode", "foo"], "--mode"),
-    "optimizer bogus": (["--optimizer", "bogus"], "bogus"),
-    "task nope": (["--task", "nope"], "nope"),
-    "task missing file": (["--task", "missing.py:make"], "does not exist"),
-    "device tpu": (["--device", "tpu"], "tpu"),
-    "json missing dir": (["--json", "no/such/dir/r.json"], "does not exist"),
-    "plot not png": (["--plot", "r.jpg"], ".png"),
-    "study, no storage": (["--study", "nope"], "no storage at lrtune.db"),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_FLAGS))
-def test_bad_rangetest_flag_is_one_line_and_exit_2(
-    case: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    flags, mention = BAD_FLAGS[case]
-    argv = ["rangetest", "--steps", "30", "--seeds", "1", *flags]
-    if "--json" not in flags:
-        argv += ["--json", "out.json"]
-    if "--plot" not in flags:
-        argv += ["--plot", "out.png"]
-    assert _run(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert "Traceback" not in captured.err
-    assert lines[0].startswith("lrtune rangetest: error: ")
-    assert mention in lines[0]
-    assert os.listdir(tmp_path) == []  # no JSON, no PNG, no lrtune.db
-
-
 def test_study_missing_on_an_existing_storage_writes_nothing(
     storage_with_a_study: str,
     tmp_path: Path,
@@ -150,32 +108,6 @@ def test_study_missing_on_an_existing_storage_writes_nothing(
     assert sorted(os.listdir(tmp_path)) == ["existing.db"]
     assert db.stat().st_size == size
     assert optuna.get_all_study_names(storage_with_a_study) == ["other"]
-
-
-READ_ONLY_COMMANDS = {
-    "ls": ["ls"],
-    "worker": ["worker", "--group", "digits"],
-    "export": ["export", "--study", "digits.tpe.rangetest"],
-    "report": ["report", "--group", "digits", "--out", "out"],
-    "rangetest --study": ["rangetest", "--study", "digits.tpe.rangetest"],
-}
-
-
-@pytest.mark.parametrize("argv", READ_ONLY_COMMANDS.values(), ids=READ_ONLY_COMMANDS.keys())
-def test_a_mistyped_sqlite_storage_is_one_line_and_creates_no_file(
-    argv: list[str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # Opening an RDB storage would create the missing file with empty tables: a typo in
-    # --storage must say so, not leave an empty lrtune.db behind and report "no studies".
-    monkeypatch.chdir(tmp_path)
-    assert _run([*argv, "--storage", "sqlite:///lrtnue.db"]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "no storage at lrtnue.db" in err, err
-    assert os.listdir(tmp_path) == []
 
 
 def test_debug_shows_the_traceback(

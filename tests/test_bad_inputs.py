@@ -1,0 +1,508 @@
+"""The bad-input sweep: every command given bad flags, spec files, tasks and storages.
+
+Each case runs the CLI in-process and checks the contract of SPEC for a mistake the user
+can fix: exit code 2, exactly one line on stderr starting ``lrtune <command>: error:``
+(``lrtune: error:`` before a command is known), no traceback, no file left in the working
+directory and the storage given (a real SQLite group made by ``lrtune study``) byte for
+byte unchanged, and no password shown. ``study``'s bad spec files and flags that
+tests/test_spec.py already tries are not repeated here. Cases whose fix lives on another
+branch are ``xfail(strict=True)`` with the branch named, so that the merge flips them.
+``python tests/test_bad_inputs.py`` runs the sweep alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lrtune.cli import main
+
+GROUP = "bad"
+FOREIGN = "--storage sqlite:///{dir}/foreign.db"
+STUDY = f"{GROUP}.random.none"
+
+# {dir} in a case's argv is a folder holding the files below (specs, tasks, a regular file
+# `afile`) and `foreign.db`, an SQLite database that is not an Optuna storage. A case with
+# storage=True gets `--storage URL` of the group made by the `world` fixture.
+FILES: dict[str, bytes] = {
+    "binary.toml": bytes(range(256)) * 4,
+    "schedules-int.toml": b"schedules = 3\n",
+    "lr-nan.toml": b"lr_low = nan\n",
+    "params-unknown.toml": b'schedules = ["cosine"]\n[params.cosine]\nwobble = [1, 2]\n',
+    "params-range-mixed.toml": b'[params.onecycle]\npct_start = [0.1, "x"]\n',
+    "widen-string.toml": b'widen = "yes"\n',
+    "seed-negative.toml": b"seed = -1\n",
+    "seed-huge.toml": b"seed = 1099511627776\n",
+    "import_error.py": b'raise ImportError("no module named torchvision_nightly")\n',
+    "syntax_error.py": b"def make(seed):\n    return (\n",
+    "no_factory.py": b"x = 1\n",
+    "factory_raises.py": b'def make(seed):\n    raise RuntimeError("dataset not found")\n',
+    "factory_wrong_type.py": b"def make(seed):\n    return 42\n",
+    "exits.py": b"import sys\nsys.exit(3)\n",
+    "loss_raises.py": b"import torch\nfrom torch import nn\nfrom lrtune.tasks import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 3), (x, y), (x, y), nn.functional.mse_loss, batch_size=16)\n",
+    "afile": b"not a directory\n",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A bad invocation and a word its error line must contain."""
+
+    argv: tuple[str, ...]
+    mention: str
+    storage: bool = True  # append --storage {db} (and check it is left unchanged)
+
+
+def _c(argv: str, mention: str, *, storage: bool = True) -> Case:
+    return Case(tuple(argv.split()), mention, storage)
+
+
+def _xfail(case: Case, by: str, cid: str) -> Any:
+    return pytest.param(case, id=cid, marks=pytest.mark.xfail(strict=True, reason=f"fixed by {by}"))
+
+
+# command -> {case id: Case or pytest.param(Case, marks=xfail)}
+CASES: dict[str, dict[str, Any]] = {
+    "lrtune": {
+        "unknown command": _c("bogus", "unknown command", storage=False),
+        "unknown top flag": _c("--frob", "--frob", storage=False),
+    },
+    "rangetest": {
+        "seeds 0": _c("rangetest --seeds 0", "--seeds"),
+        "seeds x": _c("rangetest --seeds x", "--seeds"),
+        "start-lr -1": _c("rangetest --start-lr -1", "--start-lr"),
+        "start-lr nan": _c("rangetest --start-lr nan", "--start-lr"),
+        "end-lr 0": _c("rangetest --end-lr 0", "--end-lr"),
+        "end-lr inf": _c("rangetest --end-lr inf", "--end-lr"),
+        "end-lr below start": _c("rangetest --start-lr 0.1 --end-lr 0.01", "end_lr"),
+        "steps 3": _c("rangetest --steps 3", "steps"),
+        "mode foo": _c("rangetest --mode foo", "--mode"),
+        "optimizer bogus": _c("rangetest --optimizer bogus", "bogus"),
+        "seed x": _c("rangetest --seed x", "--seed"),
+        "seed -1": _c("rangetest --seed -1", "--seed"),
+        "seed 2**70": _c(f"rangetest --seed {2**70}", "--seed"),
+        "unknown flag": _c("rangetest --frob", "--frob"),
+        "stray argument": _c("rangetest digits", "digits"),
+        "task nope": _c("rangetest --task nope", "nope"),
+        "task missing file": _c("rangetest --task missing.py:make", "does not exist"),
+        "task import error": _c("rangetest --task {dir}/import_error.py:make", "ImportError"),
+        "task syntax error": _c("rangetest --task {dir}/syntax_error.py:make", "SyntaxError"),
+        "task no factory": _c("rangetest --task {dir}/no_factory.py:make", "no function"),
+        "task module missing": _c("rangetest --task no_such_module_xyz:make", "no_such"),
+        "task factory raises": _c("rangetest --task {dir}/factory_raises.py:make", "dataset"),
+        "task factory wrong type": _c("rangetest --task {dir}/factory_wrong_type.py:make", "Task"),
+        "task exits": _xfail(
+            _c("rangetest --task {dir}/exits.py:make", "exit"), "h1", "task exits"
+        ),
+        "device tpu": _c("rangetest --device tpu", "tpu"),
+        "json missing dir": _c("rangetest --json no/such/dir/r.json", "does not exist"),
+        "json under a file": _c("rangetest --json {dir}/afile/r.json", "afile"),
+        "json under /proc": _c("rangetest --json /proc/r.json", "/proc"),
+        "plot not png": _c("rangetest --plot r.jpg", ".png"),
+        "plot under /proc": _c("rangetest --plot /proc/r.png", "/proc"),
+        "study, no storage": _c("rangetest --study nope", "no storage at lrtune.db", storage=False),
+        "study nope": _c(f"rangetest --study nope{STUDY}", "no study"),
+        "study, storage scheme": _c("rangetest --study x --storage foo://x", "foo", storage=False),
+        "study, storage port": _xfail(
+            _c("rangetest --study x --storage postgresql://u@h:abc/db", "port", storage=False),
+            "h2",
+            "study, storage port",
+        ),
+        "task loss raises": _xfail(
+            _c("rangetest --seeds 1 --steps 20 --task {dir}/loss_raises.py:make", "size"),
+            "h1",
+            "task loss raises",
+        ),
+    },
+    "study": {
+        "spec binary": _c("study --spec {dir}/binary.toml", "not a text file"),
+        "spec directory": _c("study --spec {dir}", "not a regular file"),
+        "spec schedules int": _c("study --spec {dir}/schedules-int.toml", "schedules"),
+        "spec lr nan": _c("study --spec {dir}/lr-nan.toml", "lr_low"),
+        "spec params mixed": _c("study --spec {dir}/params-range-mixed.toml", "pct_start"),
+        "spec widen string": _c("study --spec {dir}/widen-string.toml", "widen"),
+        "spec seed negative": _c("study --spec {dir}/seed-negative.toml", "seed"),
+        "spec seed 2**40": _c("study --spec {dir}/seed-huge.toml", "seed"),
+        "seed 2**40": _c(f"study --seed {2**40}", "--seed"),
+        "trials 1.5": _c("study --trials 1.5", "--trials"),
+        "repeats x": _c("study --repeats x", "--repeats"),
+        "samplers twice": _c("study --samplers tpe,tpe", "twice"),
+        "optimizer foo": _c("study --optimizer foo", "foo"),
+        "lr-low 0": _c("study --lr-low 0", "--lr-low"),
+        "group slash": _c("study --group a/b", "--group"),
+        "grid-points 1": _c("study --grid-points 1", "--grid-points"),
+        "epochs 0": _c("study --epochs 0", "--epochs"),
+        "workers 0": _c("study --workers 0", "--workers"),
+        "heartbeat 0": _c("study --heartbeat-interval 0", "--heartbeat-interval"),
+        "no-widen value": _c("study --widen=yes", "--widen"),
+        "task import error": _c("study --task {dir}/import_error.py:make", "ImportError"),
+        "task syntax error": _c("study --task {dir}/syntax_error.py:make", "SyntaxError"),
+        "task factory raises": _c("study --task {dir}/factory_raises.py:make", "dataset"),
+        "changed spec": _c(
+            f"study --group {GROUP} --prior none --samplers random --schedules cosine",
+            "different",
+        ),
+        "storage scheme": _c("study --storage foo://x", "foo", storage=False),
+        "storage port": _xfail(
+            _c("study --storage postgresql://u:pw@h:abc/db", "port", storage=False),
+            "h2",
+            "storage port",
+        ),
+        "storage empty": _xfail(
+            _c(
+                "study --prior none --samplers random --trials 1 --epochs 1 --schedules constant"
+                " --storage=",
+                "--storage",
+                storage=False,
+            ),
+            "h2",
+            "storage empty",
+        ),
+        "storage foreign sqlite": _xfail(
+            _c(
+                "study --prior none --samplers random --trials 1 --epochs 1 --schedules constant"
+                " --storage sqlite:///{dir}/foreign.db",
+                "foreign.db",
+                storage=False,
+            ),
+            "h2",
+            "storage foreign sqlite",
+        ),
+    },
+    "worker": {
+        "no group or study": _c("worker", "--group"),
+        "group nosuch": _c("worker --group nosuch", "nosuch"),
+        "group nosuch, 2 workers": _c("worker --group nosuch --workers 2", "nosuch"),
+        "study nosuch": _c("worker --study nosuch", "nosuch"),
+        "workers 0": _c("worker --group x --workers 0", "--workers"),
+        "workers without group": _c(f"worker --study {STUDY} --workers 2", "--group"),
+        "gpus x": _c(f"worker --group {GROUP} --gpus x", "--gpus"),
+        "gpus twice": _c(f"worker --group {GROUP} --gpus 0,0", "distinct"),
+        "gpus negative": _c(f"worker --group {GROUP} --gpus -1", "--gpus"),
+        "device tpu": _c(f"worker --group {GROUP} --device tpu", "tpu"),
+        "task pinned": _c(f"worker --group {GROUP} --task wine", "pinned"),
+        "task pinned, 2 workers": _c(f"worker --group {GROUP} --task wine --workers 2", "pinned"),
+        "task pinned, study": _c(f"worker --study {STUDY} --task mylab:make", "pinned"),
+        "grace-period x": _c(f"worker --group {GROUP} --grace-period x", "--grace-period"),
+        "unknown flag": _c(f"worker --group {GROUP} --frob", "--frob"),
+        "storage missing": _c(
+            "worker --group x --storage sqlite:///lrtnue.db", "no storage at", storage=False
+        ),
+        "storage scheme": _c("worker --group x --storage foo://x", "foo", storage=False),
+        "storage port": _xfail(
+            _c("worker --group x --storage postgresql://u@h:abc/db", "port", storage=False),
+            "h2",
+            "storage port",
+        ),
+        "storage foreign sqlite": _xfail(
+            _c("worker --group x " + FOREIGN, "foreign.db", storage=False),
+            "h2",
+            "storage foreign sqlite",
+        ),
+        "storage no scheme, password": _xfail(
+            _c("worker --group x --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False),
+            "h2",
+            "storage no scheme, password",
+        ),
+    },
+    "dashboard": {
+        "port 0": _c("dashboard --port 0", "--port"),
+        "port x": _c("dashboard --port x", "--port"),
+        "port 70000": _c("dashboard --port 70000", "--port"),
+        "host not local": _c("dashboard --host 192.0.2.1 --port 18123", "cannot listen"),
+        "unknown flag": _c("dashboard --frob", "--frob"),
+        "storage missing": _c(
+            "dashboard --storage sqlite:///lrtnue.db", "no storage at", storage=False
+        ),
+        "storage scheme": _c("dashboard --storage foo://x", "foo", storage=False),
+        "storage port": _xfail(
+            _c("dashboard --storage postgresql://u@h:abc/db", "port", storage=False),
+            "h2",
+            "storage port",
+        ),
+        "storage no scheme, password": _xfail(
+            _c("dashboard --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False),
+            "h2",
+            "storage no scheme, password",
+        ),
+    },
+    "export": {
+        "no study": _c("export", "--study"),
+        "study nosuch": _c("export --study nosuch", "nosuch"),
+        "format xml": _c(f"export --study {STUDY} --format xml", "--format"),
+        "out and into": _c(f"export --study {STUDY} --out a.yaml --into b.yaml", "--into"),
+        "dry-run alone": _c(f"export --study {STUDY} --dry-run", "--dry-run"),
+        "batch-size 0": _c(f"export --study {STUDY} --batch-size 0", "--batch-size"),
+        "into missing": _c(f"export --study {STUDY} --into nosuch.yaml", "nosuch.yaml"),
+        "into binary": _c(f"export --study {STUDY} --into {{dir}}/binary.toml", "binary.toml"),
+        "out missing dir": _c(f"export --study {STUDY} --out no/such/c.yaml", "no/such"),
+        "out under /proc": _c(f"export --study {STUDY} --out /proc/c.yaml", "/proc"),
+        "storage missing": _c(
+            "export --study x --storage sqlite:///lrtnue.db", "no storage at", storage=False
+        ),
+        "storage scheme": _c("export --study x --storage foo://x", "foo", storage=False),
+        "storage port": _xfail(
+            _c("export --study x --storage postgresql://u@h:abc/db", "port", storage=False),
+            "h2",
+            "storage port",
+        ),
+        "storage foreign sqlite": _c("export --study x " + FOREIGN, "foreign.db", storage=False),
+    },
+    "report": {
+        "no group": _c("report --out r", "--group"),
+        "no out": _c(f"report --group {GROUP}", "--out"),
+        "group nosuch": _c("report --group nosuch --out r", "nosuch"),
+        "out a file": _c(f"report --group {GROUP} --out {{dir}}/afile", "not a directory"),
+        "out under a file": _c(f"report --group {GROUP} --out {{dir}}/afile/r", "afile"),
+        "out under /proc": _c(f"report --group {GROUP} --out /proc/lrtune-report", "/proc"),
+        "out under /sys": _c(f"report --group {GROUP} --out /sys/lrtune-report", "/sys"),
+        "storage missing": _c(
+            "report --group x --out r --storage sqlite:///lrtnue.db", "no storage", storage=False
+        ),
+        "storage scheme": _c("report --group x --out r --storage foo://x", "foo", storage=False),
+        "storage port": _xfail(
+            _c("report --group x --out r --storage postgresql://u@h:abc/db", "port", storage=False),
+            "h2",
+            "storage port",
+        ),
+        "storage foreign sqlite": _c(
+            "report --group x --out r " + FOREIGN, "foreign.db", storage=False
+        ),
+    },
+    "ls": {
+        "stray argument": _c("ls extra", "extra"),
+        "unknown flag": _c("ls --frob", "--frob"),
+        "storage missing": _c("ls --storage sqlite:///lrtnue.db", "no storage at", storage=False),
+        "storage scheme": _c("ls --storage foo://x", "foo", storage=False),
+        "storage foreign sqlite": _xfail(
+            _c("ls --storage sqlite:///{dir}/foreign.db", "foreign.db", storage=False),
+            "h2",
+            "storage foreign sqlite",
+        ),
+        "storage no scheme, password": _xfail(
+            _c("ls --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False),
+            "h2",
+            "storage no scheme, password",
+        ),
+        "storage raw @ in password": _xfail(
+            _c("ls --storage postgresql+psycopg://u:pa@SECRET@127.0.0.1:1/db", "u:", storage=False),
+            "h2",
+            "storage raw @ in password",
+        ),
+        "storage port": _xfail(
+            _c("ls --storage postgresql://u@h:abc/db", "port", storage=False),
+            "h2",
+            "storage port",
+        ),
+    },
+}
+
+
+def _params() -> list[Any]:
+    out = []
+    for command, cases in CASES.items():
+        for cid, case in cases.items():
+            if isinstance(case, Case):
+                out.append(pytest.param(command, case, id=f"{command}: {cid}"))
+            else:  # pytest.param(case, id, marks)
+                (inner,) = case.values
+                out.append(pytest.param(command, inner, id=f"{command}: {cid}", marks=case.marks))
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real group (one random/none study, two finished trials), the bad files and a
+    foreign SQLite database (one table of its own)."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    files = root / "files"
+    files.mkdir()
+    db = root / "group.db"
+    url = f"sqlite:///{db}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("LRTUNE_STORAGE", raising=False)
+        assert main([*GROUP_STUDY, "--trials", "2", "--storage", url]) == 0
+    return {"db": db, "url": url, "dir": files}
+
+
+GROUP_STUDY = (
+    f"study --group {GROUP} --prior none --samplers random --epochs 1 --schedules constant "
+    "--pruner none --device cpu"
+).split()
+
+
+def _write_files(files: Path) -> None:
+    """(Re)write the input files, so that a case that altered one cannot hide the next's."""
+    for path in files.iterdir():
+        path.unlink()
+    for name, data in FILES.items():
+        (files / name).write_bytes(data)
+    conn = sqlite3.connect(files / "foreign.db")
+    with conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        conn.execute("INSERT INTO notes (text) VALUES ('mine')")
+    conn.close()
+
+
+def _digests(world: dict[str, Any]) -> dict[str, str]:
+    paths = [world["db"], *sorted(world["dir"].iterdir())]
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def _run(argv: list[str]) -> int:
+    """``main(argv)``'s exit code, also when argparse exits."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+@pytest.mark.parametrize(("command", "case"), _params())
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    command: str,
+    case: Case,
+    world: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LRTUNE_STORAGE", raising=False)
+    _write_files(world["dir"])
+    before = _digests(world)
+    argv = [a.format(dir=world["dir"]) for a in case.argv]
+    if case.storage:
+        argv += ["--storage", world["url"]]
+    code = _run(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err
+    assert "SECRET" not in err, err  # a password in a URL is never shown
+    assert code == 2, (code, err)
+    assert len(lines) == 1, err
+    prefix = "lrtune: error: " if command == "lrtune" else f"lrtune {command}: error: "
+    assert lines[0].startswith(prefix), lines[0]
+    assert case.mention in lines[0], lines[0]
+    assert _digests(world) == before  # the storage and every input file byte for byte
+    assert sorted(os.listdir(tmp_path)) == []  # no lrtune.db, no output file, no temp file
+
+
+def test_a_range_test_with_a_nan_loss_gives_the_error_alone(
+    world: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A loss that is NaN from the first step: the range test's table of LRs means nothing,
+    # only the error line is shown.
+    (tmp_path / "nan_task.py").write_text(NAN_TASK, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'nan.db'}"
+    argv = ["study", "--task", "nan_task.py:make", "--storage", url, "--device", "cpu"]
+    assert _run([*argv, "--samplers", "random", "--trials", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "", captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lrtune study: error: range test on ")
+    assert "non-finite loss" in lines[0]
+
+
+NAN_TASK = """import torch
+from torch import nn
+
+from lrtune.tasks import Task
+
+
+def make(seed: int) -> Task:
+    torch.manual_seed(seed)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    return Task(
+        model=nn.Linear(4, 2),
+        train=(x, y),
+        val=(x, y),
+        loss_fn=lambda out, t: nn.functional.cross_entropy(out, t) * float("nan"),
+        batch_size=16,
+        epochs=1,
+        name="nan",
+    )
+"""
+
+
+def test_resume_with_fewer_trials_says_there_is_nothing_to_run(
+    world: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = tmp_path / "copy.db"
+    shutil.copy(world["db"], db)
+    monkeypatch.chdir(tmp_path)
+    assert _run([*GROUP_STUDY, "--trials", "1", "--storage", f"sqlite:///{db}"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"note: {STUDY} already has 2 finished trials, more than --trials 1; nothing to run" in out
+    ), out
+    assert _run([*GROUP_STUDY, "--trials", "2", "--storage", f"sqlite:///{db}"]) == 0
+    assert "note:" not in capsys.readouterr().out  # the budget met exactly: nothing to say
+
+
+def test_a_pinned_worker_imports_no_other_task(
+    world: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Someone with write access to the storage points the study at their own module; a
+    # worker pinned to the task it expects refuses it before importing anything.
+    import optuna
+
+    marker = tmp_path / "imported"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\n", encoding="utf-8")
+    db = tmp_path / "copy.db"
+    shutil.copy(world["db"], db)
+    url = f"sqlite:///{db}"
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    spec = dict(study.user_attrs["spec"], task=f"{evil}:make", trials=3)
+    study.set_user_attr("spec", spec)
+    study.set_user_attr("budget", 3)
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--workers", "2"]):
+        assert _run(["worker", "--group", GROUP, "--task", "digits", "--storage", url, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "pinned --task 'digits'" in err, err
+        assert not marker.exists()
+    # Unpinned, the worker does import it: what the pin is for.
+    assert _run(["worker", "--group", GROUP, "--storage", url]) == 2
+    assert marker.exists()
+    capsys.readouterr()
+
+
+def test_a_worker_pinned_to_the_study_task_runs(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["worker", "--group", GROUP, "--task", "digits", "--storage", world["url"]]
+    assert _run(argv) == 0  # the budget is met: it exits at once
+
+
+def count_by_command() -> Counter[str]:
+    """Cases per command: the "tried" of the clean/tried count."""
+    return Counter(p.values[0] for p in _params())
+
+
+if __name__ == "__main__":  # pragma: no cover - prints clean/tried per command
+    sys.exit(pytest.main([__file__, "-q", "-rxXf", "-k", "bad_input"]))
