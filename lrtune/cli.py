@@ -263,7 +263,12 @@ def _run_rangetest(args: argparse.Namespace) -> int:
         from lrtune.study import load_existing_study
 
         study = load_existing_study(storage_url(args), args.study)
-    result = range_test(
+    from lrtune.faults import call_task
+
+    # Any error from the task's code is one line (call_task), not a traceback.
+    result = call_task(
+        f"range test on {args.task or 'digits'}",
+        range_test,
         args.task or "digits",
         optimizer=args.optimizer,
         start_lr=args.start_lr,
