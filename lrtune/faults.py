@@ -29,6 +29,9 @@ from lrtune.storage import mask_url
 
 log = logging.getLogger(__name__)
 
+#: The longest first line kept of an error message.
+MAX_REASON = 300
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -41,8 +44,14 @@ def describe(exc: BaseException) -> str:
     """
     if isinstance(exc, SystemExit):
         return f"SystemExit: the task called sys.exit({exc.code!r})"
-    lines = [line.strip() for line in mask_url(str(exc)).splitlines() if line.strip()]
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not hide the error itself
+        text = ""
+    lines = [line.strip() for line in mask_url(text).splitlines() if line.strip()]
     first = lines[0] if lines else ""
+    if len(first) > MAX_REASON:  # one line, not a page of tensor values
+        first = first[: MAX_REASON - 1] + "…"
     if isinstance(exc, UserError):
         return first or "error in the task"
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -116,7 +116,7 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
 
     Any exception from the task (``sys.exit`` included) sets the trial's ``fail_reason`` to
     its first line and becomes :class:`TrialFailed`, so Optuna records FAIL and the worker
-    goes on. Ctrl-C sets ``fail_reason = "interrupted"`` and passes through, as do pruning,
+    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` and passes through, as do pruning,
     Optuna's own errors (the trial was failed by another worker) and a lost database
     connection (the worker retries it; see :mod:`lrtune.workers`).
     """
@@ -131,7 +131,8 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     except (optuna.exceptions.OptunaError, TrialFailed, Surplus):
         raise
     except torch.cuda.OutOfMemoryError as exc:
-        reason = f"CUDA out of memory: {str(exc).splitlines()[0]}"
+        detail = describe(exc).partition(": ")[2]
+        reason = f"CUDA out of memory: {detail}" if detail else "CUDA out of memory"
     except (Exception, SystemExit) as exc:
         if is_connection_error(exc):
             raise

@@ -317,3 +317,21 @@ def test_dead_trials_are_retried_on_sqlite(tasks: Path, sqlite_url: str) -> None
 @pytest.mark.postgres
 def test_dead_trials_are_retried_on_postgres(tasks: Path, pg_url: str) -> None:
     _orphans_then_worker(pg_url, tasks)
+
+
+def test_describe_is_one_short_line() -> None:
+    from lrtune.errors import UserError
+    from lrtune.faults import MAX_REASON, describe
+
+    class BadStr(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert describe(ValueError("bad\nsecond line")) == "ValueError: bad"
+    assert describe(KeyError()) == "KeyError"
+    assert describe(BadStr()) == "BadStr"
+    assert describe(SystemExit(3)) == "SystemExit: the task called sys.exit(3)"
+    assert describe(UserError("task t: oops")) == "task t: oops"
+    long = describe(RuntimeError("x" * 5000))
+    assert len(long) <= len("RuntimeError: ") + MAX_REASON and "\n" not in long
+    assert describe(RuntimeError("postgresql://u:secret@h/db down")).count("secret") == 0
