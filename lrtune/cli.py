@@ -290,12 +290,17 @@ def _run_rangetest(args: argparse.Namespace) -> int:
         from lrtune.study import load_existing_study
 
         study = load_existing_study(storage_url(args), args.study)
+    from lrtune.faults import call_task
     from lrtune.spec import task_optimizer
 
     task = args.task or "digits"
-    result = range_test(
+    # Any error from the task's code is one line (call_task), not a traceback.
+    optimizer = args.optimizer or call_task(f"task {task}", task_optimizer, task)
+    result = call_task(
+        f"range test on {task}",
+        range_test,
         task,
-        optimizer=args.optimizer or task_optimizer(task),
+        optimizer=optimizer,
         start_lr=args.start_lr,
         end_lr=args.end_lr,
         steps=args.steps,

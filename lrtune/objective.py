@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
 import torch
 
+from lrtune.faults import describe
 from lrtune.space import suggest
 from lrtune.spec import StudySpec
 from lrtune.states import FINISHED
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class TrialFailed(Exception):
-    """A trial that cannot give a value (CUDA out of memory, an error in the task); it is
+    """A trial that cannot give a value (CUDA out of memory, any error in the task); it is
     recorded as FAIL with its reason in the ``fail_reason`` user attr, and the worker goes
     on. Failed trials do not count toward the budget."""
 
@@ -66,6 +68,10 @@ def make_objective(
         if is_surplus(trial.study, trial, budget):
             trial.set_user_attr("fail_reason", "surplus: the budget was met by other workers")
             raise Surplus
+        with trial_errors(trial):
+            return _run(trial)
+
+    def _run(trial: optuna.Trial) -> float:
         current = bounds
         if follow_bounds:
             stored = trial.study.user_attrs.get("bounds", bounds)
@@ -89,9 +95,6 @@ def make_objective(
         )
         try:
             result = train(spec.task, config, on_epoch=on_epoch)
-        except torch.cuda.OutOfMemoryError as exc:
-            trial.set_user_attr("fail_reason", f"CUDA out of memory: {str(exc).splitlines()[0]}")
-            raise TrialFailed("CUDA out of memory") from None
         finally:
             _release_memory()
         trial.set_user_attr("config", result.config)
@@ -103,6 +106,45 @@ def make_objective(
         return result.value
 
     return objective
+
+
+@contextmanager
+def trial_errors(trial: optuna.Trial) -> Iterator[None]:
+    """Around everything a trial runs of the task: the one place where its errors are
+    handled, whatever code trains.
+
+    Any exception from the task (``sys.exit`` included) sets the trial's ``fail_reason`` to
+    its first line and becomes :class:`TrialFailed`, so Optuna records FAIL and the worker
+    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` and passes through, as do pruning,
+    Optuna's own errors (the trial was failed by another worker) and a lost database
+    connection (the worker retries it; see :mod:`lrtune.workers`).
+    """
+    from lrtune.storage import is_connection_error
+
+    try:
+        yield
+        return
+    except KeyboardInterrupt:
+        _set_reason(trial, "interrupted (Ctrl-C)")
+        raise
+    except (optuna.exceptions.OptunaError, TrialFailed, Surplus):
+        raise
+    except torch.cuda.OutOfMemoryError as exc:
+        detail = describe(exc).partition(": ")[2]
+        reason = f"CUDA out of memory: {detail}" if detail else "CUDA out of memory"
+    except (Exception, SystemExit) as exc:
+        if is_connection_error(exc):
+            raise
+        reason = describe(exc)
+    _set_reason(trial, reason)
+    raise TrialFailed(reason) from None
+
+
+def _set_reason(trial: optuna.Trial, reason: str) -> None:
+    try:
+        trial.set_user_attr("fail_reason", reason)
+    except Exception as exc:  # the storage is gone or the trial already failed elsewhere
+        log.warning("could not record why trial %d failed (%s): %s", trial.number, reason, exc)
 
 
 def _release_memory() -> None:

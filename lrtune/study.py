@@ -22,6 +22,7 @@ import optuna
 
 from lrtune import __version__
 from lrtune.errors import UserError
+from lrtune.faults import task_errors
 from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
 from lrtune.space import decades, grid_size
 from lrtune.spec import StudySpec
@@ -110,7 +111,8 @@ def prepare_group(
     already exist were made with the same spec (only ``trials`` may change). The range test
     runs at most once per group; its result is reused when the command is run again.
     """
-    task = resolve_task(spec.task)(spec.seed)  # building it once also checks the task
+    with task_errors(f"task {spec.task}"):  # building it once also checks the task
+        task = resolve_task(spec.task)(spec.seed)
     group = default_group(spec, task)
     storage = open_storage(storage_url)
     refs = study_refs(spec, group)
@@ -125,14 +127,15 @@ def prepare_group(
         if stored_rt is not None:
             result = RangeTestResult.from_dict(stored_rt)
         else:
-            result = range_test(
-                spec.task,
-                optimizer=spec.optimizer,
-                steps=spec.rangetest_steps,
-                seeds=spec.rangetest_seeds,
-                device=device,
-                seed=spec.seed,
-            )
+            with task_errors(f"range test on {spec.task}"):
+                result = range_test(
+                    spec.task,
+                    optimizer=spec.optimizer,
+                    steps=spec.rangetest_steps,
+                    seeds=spec.rangetest_seeds,
+                    device=device,
+                    seed=spec.seed,
+                )
             if on_rangetest is not None:
                 on_rangetest(result)
         if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED):

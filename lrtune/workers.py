@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ import optuna
 
 from lrtune import interrupt
 from lrtune.errors import UserError
+from lrtune.faults import StaleWatch
 from lrtune.objective import Surplus, TrialFailed, make_objective
 from lrtune.samplers import make_pruner, make_sampler
 from lrtune.space import grid_space
@@ -136,8 +136,8 @@ def run_worker(
 
     Each round picks the study with the smallest share of its budget finished or running.
     When every remaining slot is taken by a running trial, the worker waits, and fails
-    trials whose heartbeat stopped so that their retry runs here. With ``task``, every study
-    must run that task (checked for all of them before any trial; see
+    trials whose heartbeat stopped (or never started) so that their retry runs here. With
+    ``task``, every study must run that task (checked for all of them before any trial; see
     :func:`check_task_pin`).
     """
     require_existing(storage_url)
@@ -162,18 +162,20 @@ def run_worker(
     start = time.perf_counter()
     failures = 0
     retry = _StorageRetry(storage_url, storage_retry_seconds())
+    stale = StaleWatch(heartbeat_interval, grace_period)
     while True:
         interrupt.check()
         try:
+            # Before counting: a trial whose worker died holds a slot until it is failed.
+            # (Optuna's own check at the start of a trial misses trials that never wrote a
+            # heartbeat and records no reason; see lrtune.faults.)
+            for n in names:
+                stale.fail_stale(loaded[n][0])
             state = {n: counts(loaded[n][0]) for n in names}
             open_slots = [n for n in names if sum(state[n]) < loaded[n][2]]
             if not open_slots:
                 if all(state[n][0] >= loaded[n][2] for n in names):
                     break
-                with warnings.catch_warnings():  # fail_stale_trials is "experimental"
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    for n in names:  # another worker's trial runs: fail it if that worker died
-                        optuna.storages.fail_stale_trials(loaded[n][0])
                 retry.ok()
                 time.sleep(poll)
                 continue
@@ -217,8 +219,8 @@ def run_worker(
             log.warning("trial %d of %s failed: %s", mine.number, name, reason)
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise UserError(
-                    f"{failures} trials in a row failed (last: {reason or 'error'}); "
-                    "fix the task and run the same command again"
+                    f"{failures} trials failed in a row: {reason or 'error'} (fix the task, "
+                    "then run the same command again)"
                 )
         elif mine.state != optuna.trial.TrialState.FAIL:
             failures = 0

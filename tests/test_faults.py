@@ -1,0 +1,337 @@
+"""Faults in task code and dead workers: one line, a fail_reason on every FAIL, no hang.
+
+Each test runs the real CLI on a tiny task written to ``tmp_path`` whose model, labels or
+metric are broken in one way (or which calls ``sys.exit(3)``): in this process where that
+is enough (an interpreter start costs seconds on a busy machine), in a subprocess where a
+signal or a hang is the point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import SLOW_STUDY, spawn_lrtune
+
+from lrtune.cli import main
+
+States = optuna.trial.TrialState
+FINISHED = (States.COMPLETE, States.PRUNED)
+
+TASKS = """
+import sys
+
+import torch
+from torch import nn
+
+from lrtune import Task
+
+calls = {"n": 0}
+
+
+def _task(seed, model=None, y_shift=0, metric=None):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] > 0).long() + y_shift
+    torch.manual_seed(seed)
+    return Task(model or nn.Linear(4, 2), (x, y), (x, y), nn.CrossEntropyLoss(),
+                metric=metric, batch_size=16, epochs=1, name="tiny")
+
+
+class Exits(nn.Linear):
+    def forward(self, x):
+        sys.exit(3)
+
+
+class FirstCallFails(nn.Linear):
+    def forward(self, x):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("only the first trial breaks")
+        return super().forward(x)
+
+
+def ok(seed):
+    return _task(seed)
+
+
+def shape(seed):
+    return _task(seed, model=nn.Linear(5, 2))
+
+
+def labels(seed):
+    return _task(seed, y_shift=5)
+
+
+def metric(seed):
+    def broken(p, t):
+        raise ZeroDivisionError("the metric divided by zero")
+    return _task(seed, metric=broken)
+
+
+def exits(seed):
+    return _task(seed, model=Exits(4, 2))
+
+
+def first_fails(seed):
+    return _task(seed, model=FirstCallFails(4, 2))
+"""
+
+#: What each broken task's trials fail with (the start of the exception's first line).
+REASONS = {
+    "shape": "RuntimeError: mat1 and mat2 shapes cannot be multiplied",
+    "labels": "IndexError: Target 5 is out of bounds",
+    "metric": "ZeroDivisionError: the metric divided by zero",
+    "exits": "SystemExit: the task called sys.exit(3)",
+}
+TRIALS = ["--prior", "none", "--samplers", "random", "--pruner", "none", "--device", "cpu"]
+
+
+@pytest.fixture
+def tasks(tmp_path: Path) -> Path:
+    path = tmp_path / "tasks.py"
+    path.write_text(TASKS)
+    return path
+
+
+def _lrtune(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "lrtune", *args],
+        env=dict(env, OMP_NUM_THREADS="1"),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class Ran:
+    """Exit code and output of one in-process CLI run."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _main(capfd: pytest.CaptureFixture[str], *args: str) -> Ran:
+    capfd.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # what a task's sys.exit did before it was handled
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capfd.readouterr()
+    return Ran(code, out, err)
+
+
+def _error_line(proc: Ran | subprocess.CompletedProcess[str], command: str) -> str:
+    """The one line of the error (WARNING lines about failed trials may come before it)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"lrtune {command}: error: "), proc.stderr
+    return lines[0]
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    finally:
+        storage.engine.dispose()
+
+
+def _states(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[Any, ...]]:
+    return [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
+
+
+# --- errors in task code --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(REASONS))
+def test_a_task_error_fails_each_trial_with_its_reason_and_stops_after_3(
+    kind: str, tasks: Path, sqlite_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proc = _main(
+        capfd, "study", "--task", f"{tasks}:{kind}", "--trials", "5", *TRIALS,
+        "--storage", sqlite_url,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    line = _error_line(proc, "study")
+    assert line.startswith(f"lrtune study: error: 3 trials failed in a row: {REASONS[kind]}"), line
+    trials = _trials(sqlite_url, "tiny.random.none")
+    assert [t.state for t in trials] == [States.FAIL] * 3, _states(trials)
+    for t in trials:
+        assert t.user_attrs["fail_reason"].startswith(REASONS[kind]), _states(trials)
+
+
+def test_one_failing_trial_does_not_stop_the_study(
+    tasks: Path, sqlite_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proc = _main(
+        capfd, "study", "--task", f"{tasks}:first_fails", "--trials", "3", *TRIALS,
+        "--storage", sqlite_url,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    trials = _trials(sqlite_url, "tiny.random.none")
+    assert [t.state for t in trials] == [States.FAIL] + [States.COMPLETE] * 3, _states(trials)
+    assert trials[0].user_attrs["fail_reason"] == "ValueError: only the first trial breaks"
+    assert all("fail_reason" not in t.user_attrs for t in trials[1:])
+
+
+@pytest.mark.parametrize("kind", ["shape", "labels", "exits"])
+def test_rangetest_task_error_is_one_line_and_writes_nothing(
+    kind: str, tasks: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rt.json"
+    proc = _main(
+        capfd, "rangetest", "--task", f"{tasks}:{kind}", "--steps", "20", "--seeds", "1",
+        "--json", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    line = _error_line(proc, "rangetest")
+    assert line.startswith(
+        f"lrtune rangetest: error: range test on {tasks}:{kind}: {REASONS[kind]}"
+    ), line
+    assert proc.stdout == ""
+    assert not out.exists()
+
+
+def test_rangetest_metric_error_is_one_line(tasks: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    proc = _main(
+        capfd, "rangetest", "--task", f"{tasks}:metric", "--steps", "20", "--seeds", "1",
+        "--track-metric",
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert REASONS["metric"] in _error_line(proc, "rangetest")
+
+
+@pytest.mark.parametrize("kind", ["shape", "exits"])
+def test_study_range_test_task_error_is_one_line_and_creates_no_study(
+    kind: str, tasks: Path, sqlite_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proc = _main(
+        capfd, "study", "--task", f"{tasks}:{kind}", "--prior", "rangetest",
+        "--samplers", "random", "--trials", "2", "--device", "cpu", "--storage", sqlite_url,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    line = _error_line(proc, "study")
+    assert line.startswith(f"lrtune study: error: range test on {tasks}:{kind}: {REASONS[kind]}")
+    db = Path(sqlite_url.removeprefix("sqlite:///"))
+    if db.exists():
+        storage = optuna.storages.RDBStorage(sqlite_url)
+        assert optuna.get_all_study_names(storage) == []
+        storage.engine.dispose()
+
+
+def test_sys_exit_while_building_the_task_is_one_line(
+    tmp_path: Path, sqlite_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "quits.py"
+    path.write_text("import sys\n\ndef make(seed):\n    sys.exit(3)\n")
+    for command in (["rangetest", "--steps", "20"], ["study", *TRIALS, "--storage", sqlite_url]):
+        proc = _main(capfd, *command, "--task", f"{path}:make")
+        assert proc.returncode == 2, proc.stderr
+        assert "SystemExit: the task called sys.exit(3)" in _error_line(proc, command[0])
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------
+
+
+def test_ctrl_c_marks_the_trial_interrupted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'int.db'}"
+    proc = spawn_lrtune([*SLOW_STUDY, "--storage", url, "--trials", "2"], tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                if any(t.state == States.RUNNING for t in _trials(url, "digits.random.none")):
+                    break
+            except KeyError:  # not created yet
+                continue
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    failed = [t for t in _trials(url, "digits.random.none") if t.state == States.FAIL]
+    assert len(failed) == 1, err
+    assert failed[0].user_attrs.get("fail_reason") == "interrupted (Ctrl-C)"
+
+
+# --- a trial whose worker died --------------------------------------------------------------
+
+
+def _orphans_then_worker(url: str, tasks: Path) -> None:
+    """Create a group and leave two RUNNING trials as workers killed right after creating
+    them would: one before its first heartbeat, one after. Then a worker must fail both
+    with a reason, retry them, and finish exactly the budget, in bounded time."""
+    created = main(
+        ["study", "--task", f"{tasks}:ok", "--trials", "3", *TRIALS, "--storage", url,
+         "--create-only"]
+    )  # fmt: skip
+    assert created == 0
+    name = "tiny.random.none"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=name, storage=storage)
+    orphans = [study.ask(), study.ask()]
+    for orphan in orphans:
+        orphan.suggest_float("lr", 1e-3, 1e-1, log=True)
+    storage.record_heartbeat(orphans[1]._trial_id)
+    storage.engine.dispose()
+    hb = ["--heartbeat-interval", "1", "--grace-period", "2"]
+    try:
+        proc = _lrtune("worker", "--group", "tiny", "--storage", url, *hb, cwd=tasks.parent)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker hung on a dead trial: {_states(_trials(url, name))}")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    trials = _trials(url, name)
+    assert sum(t.state in FINISHED for t in trials) == 3, _states(trials)
+    assert not [t for t in trials if t.state in (States.RUNNING, States.WAITING)]
+    reasons = ["worker died: no heartbeat at all", "worker died: no heartbeat for"]
+    for orphan, expected in zip(orphans, reasons, strict=True):
+        dead = trials[orphan.number]
+        assert dead.state == States.FAIL
+        assert dead.user_attrs["fail_reason"].startswith(expected), _states(trials)
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+        assert len(retries) == 1 and retries[0].state in FINISHED, _states(trials)
+        assert retries[0].params["lr"] == dead.params["lr"]
+        assert "fail_reason" not in retries[0].user_attrs
+
+
+def test_dead_trials_are_retried_on_sqlite(tasks: Path, sqlite_url: str) -> None:
+    _orphans_then_worker(sqlite_url, tasks)
+
+
+@pytest.mark.postgres
+def test_dead_trials_are_retried_on_postgres(tasks: Path, pg_url: str) -> None:
+    _orphans_then_worker(pg_url, tasks)
+
+
+def test_describe_is_one_short_line() -> None:
+    from lrtune.errors import UserError
+    from lrtune.faults import MAX_REASON, describe
+
+    class BadStr(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert describe(ValueError("bad\nsecond line")) == "ValueError: bad"
+    assert describe(KeyError()) == "KeyError"
+    assert describe(BadStr()) == "BadStr"
+    assert describe(SystemExit(3)) == "SystemExit: the task called sys.exit(3)"
+    assert describe(UserError("task t: oops")) == "task t: oops"
+    long = describe(RuntimeError("x" * 5000))
+    assert len(long) <= len("RuntimeError: ") + MAX_REASON and "\n" not in long
+    assert describe(RuntimeError("postgresql://u:secret@h/db down")).count("secret") == 0
