@@ -19,13 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError
-from lrtune.storage import (
-    engine_kwargs,
-    mask_url,
-    normalize_url,
-    require_existing,
-    sqlite_path,
-)
+from lrtune.storage import open_storage, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
@@ -91,56 +85,9 @@ def write_study_note(study: optuna.Study, markdown: str) -> None:
 
 
 def open_dashboard_storage(storage_url: str) -> RDBStorage:
-    """Open an existing RDB storage read-mostly (no table creation) and check it answers.
-
-    Raises :class:`UserError` (password masked) when the URL is malformed, the SQLite file
-    does not exist, the server cannot be reached or the database holds no Optuna tables.
-    """
-    from optuna.storages import RDBStorage
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    storage_url = normalize_url(storage_url)
-    shown = mask_url(storage_url)
-    try:
-        make_url(storage_url)
-    except ArgumentError:
-        raise UserError(
-            f"not a storage URL: {shown!r}; use e.g. sqlite:///lrtune.db or "
-            "postgresql+psycopg://user:password@host/db"
-        ) from None
-    require_existing(storage_url)
-    try:
-        storage = RDBStorage(
-            storage_url,
-            engine_kwargs=engine_kwargs(storage_url, pool_size=_POOL_SIZE),
-            skip_compatibility_check=True,
-            skip_table_creation=True,
-        )
-        storage.get_all_studies()
-    except ImportError as exc:
-        raise UserError(
-            f"no database driver for {shown}: {exc}; install it (PostgreSQL: pip install "
-            "'psycopg[binary]')"
-        ) from None
-    except Exception as exc:  # SQLAlchemy / driver errors: connection refused, no tables...
-        raise UserError(
-            f"cannot open storage {shown}: {_root_cause(exc)}; check the URL and that the "
-            "database is up and holds lrtune studies"
-        ) from None
-    return storage
-
-
-def _root_cause(exc: BaseException) -> str:
-    """First line of the innermost cause of ``exc`` (Optuna wraps SQLAlchemy errors), masked."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    orig = getattr(exc, "orig", None)  # SQLAlchemy DBAPIError: the driver's own exception
-    if isinstance(orig, BaseException):
-        exc = orig
-    lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else type(exc).__name__
-    return mask_url(text)
+    """:func:`lrtune.storage.open_storage` for the dashboard: an existing storage, nothing
+    created, a pool sized for the server's threads."""
+    return open_storage(storage_url, readonly=True, pool_size=_POOL_SIZE)
 
 
 def dashboard_url(host: str, port: int) -> str:

@@ -32,7 +32,7 @@ import torch
 
 from lrtune.errors import UserError
 from lrtune.optimizers import make_optimizer
-from lrtune.storage import mask_url, require_existing
+from lrtune.storage import mask_url, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +207,7 @@ def _load_study(storage: str, study_name: str) -> Any:
     import optuna
 
     shown = mask_url(storage)
-    require_existing(storage)
-    try:
-        rdb = optuna.storages.RDBStorage(storage, skip_table_creation=True)
-    except Exception as exc:  # sqlalchemy/optuna raise many types for a bad URL
-        raise UserError(f"cannot open storage {shown}: {_one_line(exc)}") from None
+    rdb = open_storage(storage, readonly=True)
     try:
         return optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:

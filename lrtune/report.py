@@ -75,14 +75,13 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
     import optuna
 
     from lrtune.compare import compare_group
-    from lrtune.dashboard import open_dashboard_storage
-    from lrtune.storage import mask_url
+    from lrtune.storage import mask_url, open_storage
     from lrtune.study import group_study_names
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory")
-    storage = open_dashboard_storage(storage_url)
+    storage = open_storage(storage_url, readonly=True)
     names = group_study_names(storage, group)
     if not names:
         groups = sorted(
