@@ -24,7 +24,6 @@ from lrtune.storage import open_storage, sqlite_path
 if TYPE_CHECKING:
     import optuna
     from optuna.artifacts import FileSystemArtifactStore
-    from optuna.storages import RDBStorage
 
 ARTIFACTS_ENV = "LRTUNE_ARTIFACTS"
 """Environment variable naming the artifacts directory (wins over the default place)."""
@@ -84,12 +83,6 @@ def write_study_note(study: optuna.Study, markdown: str) -> None:
     save_note(study, markdown)
 
 
-def open_dashboard_storage(storage_url: str) -> RDBStorage:
-    """:func:`lrtune.storage.open_storage` for the dashboard: an existing storage, nothing
-    created, a pool sized for the server's threads."""
-    return open_storage(storage_url, readonly=True, pool_size=_POOL_SIZE)
-
-
 def dashboard_url(host: str, port: int) -> str:
     """The URL a browser opens for a server listening on ``host:port``."""
     if host in ("", "0.0.0.0", "::"):
@@ -121,7 +114,7 @@ def serve(
 
     import optuna_dashboard
 
-    storage = open_dashboard_storage(storage_url)
+    storage = open_storage(storage_url, readonly=True, pool_size=_POOL_SIZE)
     store = artifact_store(storage_url, create=False)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
 
