@@ -137,14 +137,12 @@ def check_url(url: str) -> str:
     if netloc.count("@") > 1:
         raise UserError(f"storage URL {shown!r} has a raw '@' in its password: write it as %40")
     try:
-        parsed = make_url(url)
+        make_url(url)
     except (ArgumentError, ValueError) as exc:  # a port that is no number: ValueError
         port = netloc.rpartition("@")[2].rpartition(":")[2]
         if not isinstance(exc, ArgumentError) and port and not port.isdigit():
             raise UserError(f"storage URL {shown!r}: port {port!r} is not a number") from None
         raise UserError(f"storage {shown!r} is not a URL: {example}") from None
-    if parsed.get_backend_name() != "sqlite" and parsed.host is None:
-        raise UserError(f"storage URL {shown!r} names no host: {example}")
     return url
 
 
