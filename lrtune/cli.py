@@ -89,6 +89,9 @@ def _add_common(p: argparse.ArgumentParser, *, task: bool = True) -> None:
 
 def storage_url(args: argparse.Namespace) -> str:
     """The storage URL from ``--storage``, else ``$LRTUNE_STORAGE``, else the default."""
+    if args.storage is not None and not args.storage.strip():
+        # An empty --storage is a mistake (an unset shell variable), not "the default".
+        raise UserError("--storage is empty: give a URL, e.g. sqlite:///lrtune.db")
     return args.storage or os.environ.get("LRTUNE_STORAGE") or DEFAULT_STORAGE
 
 
@@ -148,6 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # from failing on the closed pipe too).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as exc:
+        from lrtune.storage import storage_failure
+
+        failure = None if debug else storage_failure(exc)  # a database fault mid-command
+        if failure is None:
+            raise
+        print(f"lrtune {args.command}: error: {failure}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(
             f"lrtune {args.command}: interrupted; the running trial is marked failed, "

@@ -19,18 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError
-from lrtune.storage import (
-    engine_kwargs,
-    mask_url,
-    normalize_url,
-    require_existing,
-    sqlite_path,
-)
+from lrtune.storage import open_storage, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
     from optuna.artifacts import FileSystemArtifactStore
-    from optuna.storages import RDBStorage
 
 ARTIFACTS_ENV = "LRTUNE_ARTIFACTS"
 """Environment variable naming the artifacts directory (wins over the default place)."""
@@ -90,59 +83,6 @@ def write_study_note(study: optuna.Study, markdown: str) -> None:
     save_note(study, markdown)
 
 
-def open_dashboard_storage(storage_url: str) -> RDBStorage:
-    """Open an existing RDB storage read-mostly (no table creation) and check it answers.
-
-    Raises :class:`UserError` (password masked) when the URL is malformed, the SQLite file
-    does not exist, the server cannot be reached or the database holds no Optuna tables.
-    """
-    from optuna.storages import RDBStorage
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    storage_url = normalize_url(storage_url)
-    shown = mask_url(storage_url)
-    try:
-        make_url(storage_url)
-    except ArgumentError:
-        raise UserError(
-            f"not a storage URL: {shown!r}; use e.g. sqlite:///lrtune.db or "
-            "postgresql+psycopg://user:password@host/db"
-        ) from None
-    require_existing(storage_url)
-    try:
-        storage = RDBStorage(
-            storage_url,
-            engine_kwargs=engine_kwargs(storage_url, pool_size=_POOL_SIZE),
-            skip_compatibility_check=True,
-            skip_table_creation=True,
-        )
-        storage.get_all_studies()
-    except ImportError as exc:
-        raise UserError(
-            f"no database driver for {shown}: {exc}; install it (PostgreSQL: pip install "
-            "'psycopg[binary]')"
-        ) from None
-    except Exception as exc:  # SQLAlchemy / driver errors: connection refused, no tables...
-        raise UserError(
-            f"cannot open storage {shown}: {_root_cause(exc)}; check the URL and that the "
-            "database is up and holds lrtune studies"
-        ) from None
-    return storage
-
-
-def _root_cause(exc: BaseException) -> str:
-    """First line of the innermost cause of ``exc`` (Optuna wraps SQLAlchemy errors), masked."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    orig = getattr(exc, "orig", None)  # SQLAlchemy DBAPIError: the driver's own exception
-    if isinstance(orig, BaseException):
-        exc = orig
-    lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else type(exc).__name__
-    return mask_url(text)
-
-
 def dashboard_url(host: str, port: int) -> str:
     """The URL a browser opens for a server listening on ``host:port``."""
     if host in ("", "0.0.0.0", "::"):
@@ -174,7 +114,7 @@ def serve(
 
     import optuna_dashboard
 
-    storage = open_dashboard_storage(storage_url)
+    storage = open_storage(storage_url, readonly=True, pool_size=_POOL_SIZE)
     store = artifact_store(storage_url, create=False)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
 

@@ -76,13 +76,12 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
     import optuna
 
     from lrtune.compare import compare_group
-    from lrtune.dashboard import open_dashboard_storage
     from lrtune.states import group_study_names
-    from lrtune.storage import mask_url
+    from lrtune.storage import mask_url, open_storage
 
     out = Path(out_dir)
     _check_out_dir(out)
-    storage = open_dashboard_storage(storage_url)
+    storage = open_storage(storage_url, readonly=True)
     names = group_study_names(storage, group)
     if not names:
         groups = sorted(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,36 @@ from lrtune.errors import UserError
 
 log = logging.getLogger(__name__)
 
-_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
+#: Tables every Optuna RDB storage has; a database without them is not an lrtune storage.
+OPTUNA_TABLES = frozenset({"studies", "version_info"})
+
+#: Longest study name an Optuna RDB storage holds (``studies.study_name`` is varchar 512).
+MAX_STUDY_NAME = 512
+
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://")
+
+
+def _mask_token(token: str) -> str:
+    # The password runs from the first ":" of the user info to the LAST "@" of the token, so
+    # a raw "@" in it is hidden too (over-masking a path or query is harmless).
+    scheme = _SCHEME.search(token)
+    start = scheme.end() if scheme else len(token) - len(token.lstrip("'\"([{<=,;"))
+    at = token.rfind("@")
+    if at <= start:
+        return token
+    colon = token.find(":", start, at)
+    if colon < 0 or token[start] == "/":
+        return token
+    return f"{token[: colon + 1]}***{token[at:]}"
 
 
 def mask_url(text: str) -> str:
-    """Replace the password of every ``scheme://user:password@host`` in ``text`` by ``***``."""
-    return _PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
+    """Replace the password of every ``[scheme://]user:password@host`` in ``text`` by ``***``.
+
+    Works on a bare URL and on messages that quote one; a URL without a scheme and a raw
+    ``@`` inside the password are masked too.
+    """
+    return re.sub(r"\S+", lambda m: _mask_token(m[0]), text)
 
 
 def sqlite_path(storage_url: str) -> Path | None:
@@ -33,7 +59,7 @@ def sqlite_path(storage_url: str) -> Path | None:
 
     try:
         url = make_url(storage_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # a bad port is a ValueError
         return None
     if url.get_backend_name() != "sqlite":
         return None
@@ -52,10 +78,13 @@ def require_existing(storage_url: str) -> None:
     """
     db = sqlite_path(storage_url)
     if db is not None and not db.is_file():
-        raise UserError(
-            f"no storage at {db}: run `lrtune study` first or pass --storage URL of an "
-            "existing storage"
-        )
+        raise _missing(db)
+
+
+def _missing(db: Path) -> UserError:
+    return UserError(
+        f"no storage at {db}: run `lrtune study` first or pass --storage URL of an existing storage"
+    )
 
 
 def normalize_url(url: str) -> str:
@@ -89,29 +118,66 @@ def engine_kwargs(url: str, *, pool_size: int = 2) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
+def check_url(url: str) -> str:
+    """``url`` normalized (:func:`normalize_url`) after checking its form, or a one-line
+    :class:`UserError` naming the fault: empty, no scheme, a raw ``@`` in the password, a
+    port that is not a number, or anything else SQLAlchemy cannot parse. Nothing is
+    opened."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "expected sqlite:///FILE.db or postgresql://USER:PASSWORD@HOST/DB"
+    if not url.strip():
+        raise UserError(f"the storage URL is empty: {example}")
+    url = normalize_url(url)
+    shown = mask_url(url)
+    if "://" not in url:
+        raise UserError(f"storage {shown!r} is not a URL: {example}")
+    netloc = url.split("://", 1)[1].split("/", 1)[0]
+    if netloc.count("@") > 1:
+        raise UserError(f"storage URL {shown!r} has a raw '@' in its password: write it as %40")
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError) as exc:  # a port that is no number: ValueError
+        port = netloc.rpartition("@")[2].rpartition(":")[2]
+        if not isinstance(exc, ArgumentError) and port and not port.isdigit():
+            raise UserError(f"storage URL {shown!r}: port {port!r} is not a number") from None
+        raise UserError(f"storage {shown!r} is not a URL: {example}") from None
+    return url
+
+
 def open_storage(
     url: str,
     *,
+    create: bool = False,
+    readonly: bool = False,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     max_retry: int = 3,
+    pool_size: int = 2,
 ) -> optuna.storages.RDBStorage:
-    """Open the RDB storage at ``url`` (creating its tables) or raise a one-line
-    :class:`UserError` that names the URL with its password masked.
+    """The one way lrtune opens a storage: the RDB storage at ``url``, or a one-line
+    :class:`UserError` that names the URL (password masked) and the cause.
+
+    Nothing is created or altered unless ``create`` (``lrtune study``): without it the
+    storage must exist and hold Optuna's tables, and a SQLite file of some other program is
+    refused either way. Unless ``readonly`` (ls, export, report, dashboard), a SQLite file
+    must be writable: a read-only file is reported at once instead of failing at the first
+    commit. ``pool_size`` is the connections per process (PostgreSQL).
 
     With ``heartbeat_interval``, a trial whose process stopped beating for
     ``grace_period`` seconds is failed by the next worker and re-queued with the same
     parameters (Optuna's ``RetryFailedTrialCallback``), up to ``max_retry`` times.
     """
-    import sqlalchemy.exc
-
-    url = normalize_url(url)
-    if "://" not in url:
-        raise UserError(
-            f"storage {mask_url(url)!r} is not a URL: expected sqlite:///FILE.db or "
-            "postgresql+psycopg://USER:PASSWORD@HOST/DB"
-        )
+    url = check_url(url)
+    shown = mask_url(url)
+    db = sqlite_path(url)
+    if db is not None:
+        _check_sqlite_file(db, create=create, readonly=readonly)
+    kwargs = engine_kwargs(url, pool_size=pool_size)
     try:
+        tables = _table_names(url, kwargs) if db is None or db.is_file() else set()
+        _check_tables(tables, shown, db, create=create)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             callback = (
@@ -119,20 +185,131 @@ def open_storage(
                 if heartbeat_interval
                 else None
             )
-            storage = _Storage(
+            return _Storage(
                 url,
-                engine_kwargs=engine_kwargs(url),
+                engine_kwargs=kwargs,
+                skip_table_creation=not create,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=callback,
             )
-            return storage
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as exc:
-        raise UserError(f"cannot open storage {mask_url(url)}: {first_line(exc)}") from None
+    except UserError:
+        raise
+    except ImportError as exc:
+        raise UserError(
+            f"no database driver for {shown}: {exc}; install it (PostgreSQL: pip install "
+            "'psycopg[binary]')"
+        ) from None
+    except Exception as exc:  # SQLAlchemy/driver errors, Optuna's schema check (RuntimeError)
+        raise UserError(f"cannot open storage {shown}: {first_line(exc)}") from None
+
+
+def _check_sqlite_file(db: Path, *, create: bool, readonly: bool) -> None:
+    """Faults of a SQLite file the file system shows, before SQLite is asked."""
+    if db.exists() and not db.is_file():
+        raise UserError(f"storage {db} is not a file")
+    if not db.exists():
+        if not create:
+            raise _missing(db)
+        if not db.parent.is_dir():
+            raise UserError(f"cannot create the storage {db}: no directory {db.parent}")
+        if not os.access(db.parent, os.W_OK):
+            raise UserError(f"cannot create the storage {db}: directory {db.parent} is read-only")
+        return
+    if readonly:
+        return
+    if not os.access(db, os.W_OK):
+        raise UserError(
+            f"the storage {db} is read-only: make it writable (chmod u+w) or work on a copy"
+        )
+    if not os.access(db.parent, os.W_OK):
+        raise UserError(
+            f"the directory of the storage {db} is read-only: SQLite writes its journal "
+            "beside the file, so make the directory writable or work on a copy"
+        )
+
+
+def _table_names(url: str, kwargs: dict[str, Any]) -> set[str]:
+    """The tables of the database at ``url``, read without creating anything."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, **kwargs)
+    try:
+        return set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _check_tables(tables: set[str], shown: str, db: Path | None, *, create: bool) -> None:
+    if tables >= OPTUNA_TABLES:
+        return
+    listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    if tables and db is not None:
+        raise UserError(
+            f"{db} is a SQLite database of another program (tables: {listed}), not an "
+            "lrtune storage: lrtune leaves it alone; pass another --storage"
+        )
+    if create:
+        return
+    if tables:
+        raise UserError(
+            f"{shown} holds no Optuna tables (it has {listed}): not an lrtune storage; "
+            "pass the --storage of `lrtune study`"
+        )
+    raise UserError(
+        f"{shown} is empty (no Optuna tables): run `lrtune study` first or pass the "
+        "--storage URL of an existing storage"
+    )
+
+
+def check_study_name(name: str) -> None:
+    """Raise a one-line :class:`UserError` when ``name`` is too long for any RDB storage."""
+    if len(name) > MAX_STUDY_NAME:
+        raise UserError(
+            f"study name {name[:40]}... is {len(name)} characters long: storages hold at "
+            f"most {MAX_STUDY_NAME}; use a shorter --group"
+        )
+
+
+def _dbapi_error(exc: BaseException) -> BaseException | None:
+    """The driver's own exception inside ``exc``'s cause chain (Optuna wraps SQLAlchemy's
+    errors, SQLAlchemy wraps the driver's), else None."""
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and isinstance(
+            current.orig, BaseException
+        ):
+            return current.orig
+        current = current.__cause__ or current.__context__
+    return None
+
+
+#: SQLite result codes (primary, ``code & 0xFF``) that say what is wrong with the file.
+_SQLITE_FAULTS = {
+    3: "no permission to the database file",
+    8: "the database file is read-only (or its directory is)",
+    11: "the database file is corrupt",
+    13: "the disk is full",
+    14: "cannot open the database file (missing, or its directory is read-only)",
+    26: "the file is not a SQLite database",
+}
 
 
 def first_line(exc: BaseException) -> str:
-    text = mask_url(str(exc)).strip()
+    """What went wrong, in one line with passwords masked: for a database error the cause
+    the driver gave (never Optuna's generic "exceeding max length" wrapper text)."""
+    import sqlite3
+
+    cause = _dbapi_error(exc) if "sqlalchemy" in sys.modules else None
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(code, int) and code & 0xFF in _SQLITE_FAULTS:
+            return f"{_SQLITE_FAULTS[code & 0xFF]} ({cause})"
+    text = mask_url(str(cause if cause is not None else exc)).strip()
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("(Background"):
@@ -141,13 +318,31 @@ def first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def storage_failure(exc: BaseException) -> str | None:
+    """One line for a database error that escaped the command (the database became
+    read-only, full, corrupt... mid-run), else None (the exception is not a storage one)."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    if _dbapi_error(exc) is None and not isinstance(exc, optuna.exceptions.StorageInternalError):
+        return None
+    return f"storage error: {first_line(exc)}"
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` (or what caused it) says the database connection failed or was
     lost: the server is down, restarting, refusing this database, or dropped the
     connection. Optuna wraps failed commits in ``StorageInternalError``, so the cause chain
-    is followed."""
+    is followed. A SQLite file that is read-only, full or corrupt is no lost connection:
+    waiting would not help."""
+    import sqlite3
+
     import sqlalchemy.exc
 
+    cause = _dbapi_error(exc)
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", 0) or 0
+        if code & 0xFF in _SQLITE_FAULTS:
+            return False
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

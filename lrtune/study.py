@@ -27,7 +27,7 @@ from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, rang
 from lrtune.space import decades, grid_size
 from lrtune.spec import StudySpec
 from lrtune.states import FINISHED
-from lrtune.storage import mask_url, open_storage, require_existing
+from lrtune.storage import check_study_name, mask_url, open_storage
 from lrtune.tasks import Task, resolve_task
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,10 @@ def prepare_group(
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = resolve_task(spec.task)(spec.seed)
     group = default_group(spec, task)
-    storage = open_storage(storage_url)
     refs = study_refs(spec, group)
+    for ref in refs:  # before anything is written, whatever the storage
+        check_study_name(ref.name)
+    storage = open_storage(storage_url, create=True)
     existing = _existing(storage, refs)
     stored_rt: dict[str, Any] | None = None
     for name, attrs in existing.items():
@@ -255,7 +257,6 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:
     """Load study ``name`` or raise a one-line :class:`UserError` (nothing is created)."""
-    require_existing(storage_url)
     storage = open_storage(storage_url)
     names = optuna.get_all_study_names(storage)
     if name not in names:
@@ -304,8 +305,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
 
 def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, Any]]:
     """One dict per study: name, sampler, prior, done, budget, best value."""
-    require_existing(storage_url)
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, readonly=True)
     rows = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
         attrs = s.user_attrs

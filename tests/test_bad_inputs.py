@@ -5,9 +5,8 @@ can fix: exit code 2, exactly one line on stderr starting ``lrtune <command>: er
 (``lrtune: error:`` before a command is known), no traceback, no file left in the working
 directory and the storage given (a real SQLite group made by ``lrtune study``) byte for
 byte unchanged, and no password shown. ``study``'s bad spec files and flags that
-tests/test_spec.py already tries are not repeated here. Cases whose fix lives on another
-branch are ``xfail(strict=True)`` with the branch named, so that the merge flips them.
-``python tests/test_bad_inputs.py`` runs the sweep alone.
+tests/test_spec.py already tries are not repeated here. ``python tests/test_bad_inputs.py``
+runs the sweep alone.
 """
 
 from __future__ import annotations
@@ -69,11 +68,7 @@ def _c(argv: str, mention: str, *, storage: bool = True) -> Case:
     return Case(tuple(argv.split()), mention, storage)
 
 
-def _xfail(case: Case, by: str, cid: str) -> Any:
-    return pytest.param(case, id=cid, marks=pytest.mark.xfail(strict=True, reason=f"fixed by {by}"))
-
-
-# command -> {case id: Case or pytest.param(Case, marks=xfail)}
+# command -> {case id: Case}
 CASES: dict[str, dict[str, Any]] = {
     "lrtune": {
         "unknown command": _c("bogus", "unknown command", storage=False),
@@ -103,9 +98,7 @@ CASES: dict[str, dict[str, Any]] = {
         "task module missing": _c("rangetest --task no_such_module_xyz:make", "no_such"),
         "task factory raises": _c("rangetest --task {dir}/factory_raises.py:make", "dataset"),
         "task factory wrong type": _c("rangetest --task {dir}/factory_wrong_type.py:make", "Task"),
-        "task exits": _xfail(
-            _c("rangetest --task {dir}/exits.py:make", "exit"), "h1", "task exits"
-        ),
+        "task exits": _c("rangetest --task {dir}/exits.py:make", "exit"),
         "device tpu": _c("rangetest --device tpu", "tpu"),
         "json missing dir": _c("rangetest --json no/such/dir/r.json", "does not exist"),
         "json under a file": _c("rangetest --json {dir}/afile/r.json", "afile"),
@@ -115,15 +108,11 @@ CASES: dict[str, dict[str, Any]] = {
         "study, no storage": _c("rangetest --study nope", "no storage at lrtune.db", storage=False),
         "study nope": _c(f"rangetest --study nope{STUDY}", "no study"),
         "study, storage scheme": _c("rangetest --study x --storage foo://x", "foo", storage=False),
-        "study, storage port": _xfail(
-            _c("rangetest --study x --storage postgresql://u@h:abc/db", "port", storage=False),
-            "h2",
-            "study, storage port",
+        "study, storage port": _c(
+            "rangetest --study x --storage postgresql://u@h:abc/db", "port", storage=False
         ),
-        "task loss raises": _xfail(
-            _c("rangetest --seeds 1 --steps 20 --task {dir}/loss_raises.py:make", "size"),
-            "h1",
-            "task loss raises",
+        "task loss raises": _c(
+            "rangetest --seeds 1 --steps 20 --task {dir}/loss_raises.py:make", "size"
         ),
     },
     "study": {
@@ -155,30 +144,18 @@ CASES: dict[str, dict[str, Any]] = {
             "different",
         ),
         "storage scheme": _c("study --storage foo://x", "foo", storage=False),
-        "storage port": _xfail(
-            _c("study --storage postgresql://u:pw@h:abc/db", "port", storage=False),
-            "h2",
-            "storage port",
+        "storage port": _c("study --storage postgresql://u:pw@h:abc/db", "port", storage=False),
+        "storage empty": _c(
+            "study --prior none --samplers random --trials 1 --epochs 1 --schedules constant"
+            " --storage=",
+            "--storage",
+            storage=False,
         ),
-        "storage empty": _xfail(
-            _c(
-                "study --prior none --samplers random --trials 1 --epochs 1 --schedules constant"
-                " --storage=",
-                "--storage",
-                storage=False,
-            ),
-            "h2",
-            "storage empty",
-        ),
-        "storage foreign sqlite": _xfail(
-            _c(
-                "study --prior none --samplers random --trials 1 --epochs 1 --schedules constant"
-                " --storage sqlite:///{dir}/foreign.db",
-                "foreign.db",
-                storage=False,
-            ),
-            "h2",
-            "storage foreign sqlite",
+        "storage foreign sqlite": _c(
+            "study --prior none --samplers random --trials 1 --epochs 1 --schedules constant"
+            " --storage sqlite:///{dir}/foreign.db",
+            "foreign.db",
+            storage=False,
         ),
     },
     "worker": {
@@ -201,20 +178,12 @@ CASES: dict[str, dict[str, Any]] = {
             "worker --group x --storage sqlite:///lrtnue.db", "no storage at", storage=False
         ),
         "storage scheme": _c("worker --group x --storage foo://x", "foo", storage=False),
-        "storage port": _xfail(
-            _c("worker --group x --storage postgresql://u@h:abc/db", "port", storage=False),
-            "h2",
-            "storage port",
+        "storage port": _c(
+            "worker --group x --storage postgresql://u@h:abc/db", "port", storage=False
         ),
-        "storage foreign sqlite": _xfail(
-            _c("worker --group x " + FOREIGN, "foreign.db", storage=False),
-            "h2",
-            "storage foreign sqlite",
-        ),
-        "storage no scheme, password": _xfail(
-            _c("worker --group x --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False),
-            "h2",
-            "storage no scheme, password",
+        "storage foreign sqlite": _c("worker --group x " + FOREIGN, "foreign.db", storage=False),
+        "storage no scheme, password": _c(
+            "worker --group x --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False
         ),
     },
     "dashboard": {
@@ -227,15 +196,9 @@ CASES: dict[str, dict[str, Any]] = {
             "dashboard --storage sqlite:///lrtnue.db", "no storage at", storage=False
         ),
         "storage scheme": _c("dashboard --storage foo://x", "foo", storage=False),
-        "storage port": _xfail(
-            _c("dashboard --storage postgresql://u@h:abc/db", "port", storage=False),
-            "h2",
-            "storage port",
-        ),
-        "storage no scheme, password": _xfail(
-            _c("dashboard --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False),
-            "h2",
-            "storage no scheme, password",
+        "storage port": _c("dashboard --storage postgresql://u@h:abc/db", "port", storage=False),
+        "storage no scheme, password": _c(
+            "dashboard --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False
         ),
     },
     "export": {
@@ -253,10 +216,8 @@ CASES: dict[str, dict[str, Any]] = {
             "export --study x --storage sqlite:///lrtnue.db", "no storage at", storage=False
         ),
         "storage scheme": _c("export --study x --storage foo://x", "foo", storage=False),
-        "storage port": _xfail(
-            _c("export --study x --storage postgresql://u@h:abc/db", "port", storage=False),
-            "h2",
-            "storage port",
+        "storage port": _c(
+            "export --study x --storage postgresql://u@h:abc/db", "port", storage=False
         ),
         "storage foreign sqlite": _c("export --study x " + FOREIGN, "foreign.db", storage=False),
     },
@@ -272,10 +233,8 @@ CASES: dict[str, dict[str, Any]] = {
             "report --group x --out r --storage sqlite:///lrtnue.db", "no storage", storage=False
         ),
         "storage scheme": _c("report --group x --out r --storage foo://x", "foo", storage=False),
-        "storage port": _xfail(
-            _c("report --group x --out r --storage postgresql://u@h:abc/db", "port", storage=False),
-            "h2",
-            "storage port",
+        "storage port": _c(
+            "report --group x --out r --storage postgresql://u@h:abc/db", "port", storage=False
         ),
         "storage foreign sqlite": _c(
             "report --group x --out r " + FOREIGN, "foreign.db", storage=False
@@ -286,26 +245,16 @@ CASES: dict[str, dict[str, Any]] = {
         "unknown flag": _c("ls --frob", "--frob"),
         "storage missing": _c("ls --storage sqlite:///lrtnue.db", "no storage at", storage=False),
         "storage scheme": _c("ls --storage foo://x", "foo", storage=False),
-        "storage foreign sqlite": _xfail(
-            _c("ls --storage sqlite:///{dir}/foreign.db", "foreign.db", storage=False),
-            "h2",
-            "storage foreign sqlite",
+        "storage foreign sqlite": _c(
+            "ls --storage sqlite:///{dir}/foreign.db", "foreign.db", storage=False
         ),
-        "storage no scheme, password": _xfail(
-            _c("ls --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False),
-            "h2",
-            "storage no scheme, password",
+        "storage no scheme, password": _c(
+            "ls --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False
         ),
-        "storage raw @ in password": _xfail(
-            _c("ls --storage postgresql+psycopg://u:pa@SECRET@127.0.0.1:1/db", "u:", storage=False),
-            "h2",
-            "storage raw @ in password",
+        "storage raw @ in password": _c(
+            "ls --storage postgresql+psycopg://u:pa@SECRET@127.0.0.1:1/db", "u:", storage=False
         ),
-        "storage port": _xfail(
-            _c("ls --storage postgresql://u@h:abc/db", "port", storage=False),
-            "h2",
-            "storage port",
-        ),
+        "storage port": _c("ls --storage postgresql://u@h:abc/db", "port", storage=False),
     },
 }
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.export.formats import _one_line
-from lrtune.storage import mask_url, require_existing
+from lrtune.storage import mask_url, open_storage
 
 EXPORTED_FIELDS: tuple[str, ...] = (
     "optimizer",
@@ -178,11 +178,7 @@ def _load_study(storage: str, study_name: str) -> Any:
     import optuna
 
     shown = mask_url(storage)
-    require_existing(storage)
-    try:
-        rdb = optuna.storages.RDBStorage(storage, skip_table_creation=True)
-    except Exception as exc:  # sqlalchemy/optuna raise many types for a bad URL
-        raise UserError(f"cannot open storage {shown}: {_one_line(exc)}") from None
+    rdb = open_storage(storage, readonly=True)
     try:
         return optuna.load_study(study_name=study_name, storage=rdb)
     except KeyError:

@@ -1,0 +1,310 @@
+"""Storage faults and bad storage inputs (issue 11, items 3-7): each is one line on stderr,
+exit 2, and leaves the storage exactly as it was.
+
+Read-only files are checked in a subprocess: as root, chmod 444 is ignored, so there the
+subprocess runs without the capabilities that bypass file permissions (as any user would).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lrtune.cli import main
+from lrtune.storage import first_line, is_connection_error, mask_url, open_storage
+
+CREATE = ["study", "--prior", "none", "--samplers", "random", "--trials", "2", "--epochs", "1",
+          "--schedules", "cosine", "--device", "cpu"]  # fmt: skip
+
+#: One command line per read-only-or-joining command; ``{url}`` is the storage.
+JOINING = {
+    "ls": ["ls"],
+    "export": ["export", "--study", "digits.random.none"],
+    "report": ["report", "--group", "digits", "--out", "{tmp}/report"],
+    "dashboard": ["dashboard", "--port", "8799"],
+    "worker": ["worker", "--group", "digits", "--device", "cpu"],
+    "rangetest": ["rangetest", "--study", "digits.random.none", "--device", "cpu"],
+}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tables(db: Path) -> list[str]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+
+
+def _pg_tables(url: str) -> list[str]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        return sorted(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _one_error_line(err: str, command: str) -> str:
+    assert "Traceback" not in err, err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"lrtune {command}: error: "), err
+    return err
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix that makes file permissions apply (root bypasses them)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: a read-only file cannot be simulated")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+
+
+def _lrtune(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_unprivileged(), sys.executable, "-m", "lrtune", *args],
+        cwd=cwd,
+        env=dict(os.environ, OMP_NUM_THREADS="1", **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Path]:
+    """A SQLite storage holding group ``digits`` (created, no trial run yet)."""
+    db = tmp_path / "made" / "lrtune.db"
+    db.parent.mkdir()
+    assert main([*CREATE, "--create-only", "--storage", f"sqlite:///{db}"]) == 0
+    capsys.readouterr()
+    yield db
+    db.parent.chmod(0o755)
+    db.chmod(0o644)
+
+
+# --- 3. read-only SQLite ------------------------------------------------------------------
+
+
+def test_a_read_only_sqlite_file_is_one_line_at_once(created: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{created}"
+    created.chmod(0o444)
+    before = _digest(created)
+    start = time.monotonic()
+    study = _lrtune([*CREATE, "--storage", url], tmp_path)
+    worker = _lrtune(["worker", "--group", "digits", "--storage", url], tmp_path,
+                     LRTUNE_STORAGE_RETRY_SECONDS="120")  # fmt: skip
+    assert time.monotonic() - start < 120  # no retrying as if the database were unreachable
+    for name, proc in (("study", study), ("worker", worker)):
+        assert proc.returncode == 2, proc.stderr
+        err = _one_error_line(proc.stderr, name)
+        assert "read-only" in err and str(created) in err and "max length" not in err
+    assert _digest(created) == before
+    listed = _lrtune(["ls", "--storage", url], tmp_path)  # reading a read-only file is fine
+    assert listed.returncode == 0 and "digits.random.none" in listed.stdout, listed.stderr
+
+
+def test_a_sqlite_file_in_a_read_only_directory_is_one_line(created: Path, tmp_path: Path) -> None:
+    created.parent.chmod(0o555)  # SQLite cannot write its journal beside the file
+    before = _digest(created)
+    proc = _lrtune(["worker", "--group", "digits", "--storage", f"sqlite:///{created}"],
+                   tmp_path, LRTUNE_STORAGE_RETRY_SECONDS="2")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    err = _one_error_line(proc.stderr, "worker")
+    assert "directory" in err and "read-only" in err and "unreachable" not in err
+    assert _digest(created) == before
+
+
+def test_a_storage_that_turns_read_only_mid_command_names_the_cause(
+    created: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's own read-only mode: lrtune's checks pass, the first commit fails. That is no
+    # lost connection (waiting would not help) and not "exceeding max length".
+    monkeypatch.setenv("LRTUNE_STORAGE_RETRY_SECONDS", "30")
+    url = f"sqlite:///file:{created}?mode=ro&uri=true"
+    before = _digest(created)
+    start = time.monotonic()
+    code, text = _run(["worker", "--group", "digits", "--device", "cpu", "--storage", url], capsys)
+    assert code == 2 and time.monotonic() - start < 30
+    err = _one_error_line(text, "worker")
+    assert "read-only" in err and "max length" not in err and "unreachable" not in err
+    assert _digest(created) == before
+
+
+def test_storage_errors_name_their_cause(created: Path) -> None:
+    import optuna
+
+    storage = open_storage(f"sqlite:///file:{created}?mode=ro&uri=true", readonly=True)
+    with pytest.raises(optuna.exceptions.StorageInternalError) as info:
+        storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "x")
+    assert "max length" in str(info.value)  # Optuna's generic text for every commit error
+    line = first_line(info.value)
+    assert "read-only" in line and "max length" not in line, line
+    assert not is_connection_error(info.value)
+
+
+# --- 4. foreign and empty SQLite files ----------------------------------------------------
+
+
+def _foreign(tmp_path: Path) -> Path:
+    db = tmp_path / "notoptuna.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE foo (x INTEGER)")
+        conn.execute("INSERT INTO foo VALUES (1)")
+    return db
+
+
+@pytest.mark.parametrize("command", [*JOINING, "study"])
+def test_a_foreign_sqlite_file_is_never_written(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = _foreign(tmp_path)
+    before = _digest(db)
+    args = CREATE if command == "study" else JOINING[command]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, text = _run([*args, "--storage", f"sqlite:///{db}"], capsys)
+    assert code == 2
+    err = _one_error_line(text, command)
+    assert "another program" in err and "foo" in err
+    assert _digest(db) == before and _tables(db) == ["foo"]
+
+
+@pytest.mark.parametrize("command", list(JOINING))
+def test_an_empty_sqlite_file_gets_no_tables_from_a_joining_command(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "empty.db"
+    db.touch()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in JOINING[command]]
+    code, text = _run([*args, "--storage", f"sqlite:///{db}"], capsys)
+    assert code == 2
+    assert "no Optuna tables" in _one_error_line(text, command)
+    assert db.stat().st_size == 0
+
+
+def test_a_file_that_is_not_sqlite_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "binary.db"
+    db.write_bytes(bytes(range(256)) * 16)
+    before = _digest(db)
+    for args in (["ls"], CREATE):
+        code, text = _run([*args, "--storage", f"sqlite:///{db}"], capsys)
+        assert code == 2
+        assert "not a SQLite database" in _one_error_line(text, args[0])
+    assert _digest(db) == before
+
+
+def test_joining_commands_create_no_tables_in_an_empty_postgresql_database(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command, args in JOINING.items():
+        args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+        code, text = _run([*args, "--storage", pg_url], capsys)
+        assert code == 2, text
+        assert "no Optuna tables" in _one_error_line(text, command)
+        assert _pg_tables(pg_url) == [], command
+    # `study` may create them: it is the command that makes a storage
+    assert main([*CREATE, "--create-only", "--storage", pg_url]) == 0
+    assert {"studies", "trials", "version_info"} <= set(_pg_tables(pg_url))
+
+
+# --- 5. passwords ---------------------------------------------------------------------------
+
+SECRET = "S3cretPw"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"root:{SECRET}@127.0.0.1/db",  # no scheme
+        f"postgresql://u:{SECRET}@x@127.0.0.1:1/db",  # a raw @ in the password
+        f"postgresql://u:pa@{SECRET}@127.0.0.1:1/db",
+    ],
+)
+@pytest.mark.parametrize("command", ["ls", "dashboard", "worker", "export", "study"])
+def test_odd_urls_never_show_the_password(
+    url: str, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = CREATE if command == "study" else JOINING[command]
+    code, text = _run([*args, "--storage", url], capsys)
+    assert code == 2
+    err = _one_error_line(text, command)
+    assert SECRET not in err and "***" in err, err
+
+
+def test_mask_url_hides_every_password_form() -> None:
+    assert mask_url(f"root:{SECRET}@host/db") == "root:***@host/db"
+    assert mask_url(f"postgresql://u:p@{SECRET}@host/db") == "postgresql://u:***@host/db"
+    assert mask_url(f"open 'mysql://u:{SECRET}@h/db': no") == "open 'mysql://u:***@h/db': no"
+    assert mask_url("sqlite:///a@b.db") == "sqlite:///a@b.db"
+    assert mask_url("postgresql://u@host/db") == "postgresql://u@host/db"
+
+
+# --- 6. and 7. other bad storage inputs -----------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["worker", "export", "report", "ls", "dashboard", "study"])
+def test_a_port_that_is_no_number_is_one_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = CREATE if command == "study" else JOINING[command]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, text = _run([*args, "--storage", "postgresql://u@127.0.0.1:abc/db"], capsys)
+    assert code == 2
+    assert "port 'abc' is not a number" in _one_error_line(text, command)
+
+
+def test_a_group_too_long_for_the_storage_writes_nothing(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "long.db"
+    for url in (pg_url, f"sqlite:///{db}"):
+        code, text = _run([*CREATE, "--group", "g" * 600, "--storage", url], capsys)
+        assert code == 2
+        err = _one_error_line(text, "study")
+        assert "612 characters" in err and "at most 512" in err and "--group" in err
+    assert _pg_tables(pg_url) == []
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("command", ["ls", "study", "worker"])
+def test_an_empty_storage_flag_is_one_line(
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = CREATE if command == "study" else JOINING[command]
+    code, text = _run([*args, "--storage", ""], capsys)
+    assert code == 2
+    assert "--storage is empty" in _one_error_line(text, command)
+    assert list(tmp_path.iterdir()) == []  # no lrtune.db behind the user's back
+
+
+def test_an_unwritable_new_storage_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = _run([*CREATE, "--storage", f"sqlite:///{tmp_path}/nodir/x.db"], capsys)
+    assert code == 2
+    assert "no directory" in _one_error_line(text, "study")
+    assert not (tmp_path / "nodir").exists()
