@@ -96,10 +96,10 @@ def rangetest_figure(
     """The range test (a result or its stored ``rangetest`` JSON) as a Plotly figure: loss
     against LR (log x axis).
 
-    Traces: one smoothed curve per seed (``seed N``), one marker per suggestion (``steep``,
-    ``valley``, ``min/10``) and, when the sweep diverged, a ``diverged`` marker. Shapes
-    (named for tests and hover): ``bounds`` (the range test's search bounds, shaded),
-    ``diverges`` (the LRs past the divergence point) and, for each move recorded in
+    Traces: one smoothed curve per seed (``seed N``) and one marker per suggestion
+    (``steep``, ``valley``, ``min/10``). Shapes (named): ``bounds`` (the range test's search
+    bounds, shaded), ``diverged`` (a line at the divergence point) and ``diverges`` (the LRs
+    past it, shaded) when the sweep diverged, and, for each move recorded in
     ``bounds_history`` (the study's ``[[low, high], ...]``), a ``widened k`` strip from the
     old edge to the new one with a line at the new edge.
     """
@@ -152,17 +152,14 @@ def rangetest_figure(
     )
     x_max = max([float(rt.get("end_lr") or high), *all_lrs])
     if rt.get("diverged_at") is not None:
+        # A line, not a marker on the curve: the loss there is far above the clipped y axis.
         div = float(rt["diverged_at"])
         fig.add_vrect(x0=div, x1=x_max, name="diverges", fillcolor="red", **_STRIP)
-        fig.add_trace(
-            go.Scatter(
-                x=[_finite(div)],
-                y=[_loss_at(div, first_lrs, first)],
-                mode="markers",
-                marker={"symbol": "x", "size": 12, "color": "red"},
-                name=f"diverged {div:.3g}",
-                hovertemplate=f"diverged at lr {div:.3g}<extra></extra>",
-            )
+        fig.add_vline(
+            x=div,
+            line={"color": "red", "width": 1.5},
+            name="diverged",
+            label={"text": f"diverged {div:.3g}", "textposition": "middle", "font_size": 10},
         )
     moves = _moves(bounds_history or [])
     for k, (edge, old, new) in enumerate(moves, start=1):
@@ -172,7 +169,7 @@ def rangetest_figure(
             x=new,
             line={"color": "darkorange", "dash": "dash", "width": 2},
             name=f"widened {k} edge",
-            label={"text": f"{edge} → {new:.3g}", "textposition": "end", "font_size": 10},
+            label={"text": f"{edge} → {new:.3g}", "textposition": "middle", "font_size": 10},
         )
     title = f"LR range test ({rt.get('optimizer', 'sgd')}): {rt.get('diagnosis', '')}"
     if moves:

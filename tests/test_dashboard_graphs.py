@@ -75,10 +75,11 @@ def test_rangetest_figure_curves_bounds_suggestions_divergence() -> None:
         (marker,) = [t for n, t in traces.items() if n.startswith(f"{label} ")]
         assert marker.x[0] == pytest.approx(rt[key])
         assert marker.y[0] is not None and 0.5 < marker.y[0] < 2.4
-    (div,) = [t for n, t in traces.items() if n.startswith("diverged ")]
-    assert div.x[0] == pytest.approx(1.2)
+    assert list(traces) == ["seed 0", "seed 1", "steep 0.001", "valley 0.0022", "min/10 0.019"]
     shapes = _shapes(fig)
-    assert set(shapes) == {"bounds", "diverges"}  # no widening yet
+    assert set(shapes) == {"bounds", "diverged", "diverges"}  # no widening yet
+    assert shapes["diverged"]["x0"] == shapes["diverged"]["x1"] == 1.2
+    assert shapes["diverged"]["label"]["text"] == "diverged 1.2"
     assert (shapes["bounds"]["x0"], shapes["bounds"]["x1"]) == (3e-5, 0.15)
     assert shapes["bounds"]["yref"] == "y domain"  # shaded over the full height
     assert shapes["diverges"]["x0"] == 1.2 and shapes["diverges"]["x1"] == 10.0
@@ -90,8 +91,7 @@ def test_rangetest_figure_curves_bounds_suggestions_divergence() -> None:
     assert 2.3 < layout.yaxis.range[1] < peak / 10
     # A sweep that never diverged has neither the marker nor the shaded strip.
     calm = rangetest_figure(_rangetest(diverged_at=None))
-    assert "diverges" not in _shapes(calm)
-    assert not [t for t in calm.data if t.name.startswith("diverged")]
+    assert set(_shapes(calm)) == {"bounds"}
 
 
 def test_rangetest_figure_shows_each_moved_edge() -> None:
