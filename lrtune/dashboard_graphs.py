@@ -185,6 +185,7 @@ def rangetest_figure(
             "range": [math.log10(lo_x), math.log10(hi_x)],
         },
         yaxis={"title": {"text": "training loss (smoothed)"}},
+        showlegend=True,  # also for a single line: its label says which study it is
         legend={"font": {"size": 10}},
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
     )
@@ -248,6 +249,7 @@ def best_so_far_figure(
         title={"text": f"Best {metric} so far: group {group}", "font": {"size": 14}},
         xaxis={"title": {"text": "finished trials"}, "rangemode": "tozero"},
         yaxis={"title": {"text": f"best {metric} ({better} is better)"}},
+        showlegend=True,  # also for a single line: its label says which study it is
         legend={"font": {"size": 10}},
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
     )
