@@ -205,12 +205,13 @@ def run_study(
     seed: int,
     budget: int,
     direction: str,
+    epochs: int,
 ) -> list[optuna.trial.FrozenTrial]:
     """One study, run like `lrtune study` runs it, in memory; its finished trials in order."""
     study = optuna.create_study(
         direction=direction,
         sampler=make_sampler(sampler, seed=seed, budget=budget, grid=grid_space(spec, bounds)),
-        pruner=make_pruner(spec.pruner, epochs=10),
+        pruner=make_pruner(spec.pruner, epochs=epochs),  # as workers do: the trial's epochs
     )
     attrs = {"prior": prior, "spec": spec.to_dict(), "sampler": sampler, "bounds": list(bounds)}
     for key, value in (attrs | {"budget": budget}).items():
@@ -253,6 +254,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
     optimizer = task_optimizer(task)
+    epochs = resolve_task(task)(0).epochs
     runs = Runs(task, optimizer)
     n_lrs, n_seeds = per_task(args.oracle_lrs, task), args.oracle_seeds
     schedules = tuple(args.schedules.split(",")) if args.schedules else SCHEDULE_NAMES
@@ -298,7 +300,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         plan.append(("tpe", "rangetest", (rt.lr_low / 100, rt.lr_high / 100), "tpe shifted"))
         secs: list[float] = []
         for sampler, prior, b, label in plan:
-            trials = run_study(rspec, sampler, prior, b, seed, args.budget, grid.direction)
+            trials = run_study(rspec, sampler, prior, b, seed, args.budget, grid.direction, epochs)
             secs += [float(t.user_attrs["seconds"]) for t in trials if "seconds" in t.user_attrs]
             arm = arms.setdefault(label, {})
             # The true value of the export after every k (few distinct configs: cached).
@@ -317,7 +319,9 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
             arm.setdefault("ttt", []).append(float(ttt))
             if sampler == "tpe" and ks and label != "tpe shifted":
                 # Arm B: fewer trials, then confirm the K best on S fresh seeds.
-                short = run_study(rspec, sampler, prior, b, seed, args.budget - ks, grid.direction)
+                short = run_study(
+                    rspec, sampler, prior, b, seed, args.budget - ks, grid.direction, epochs
+                )
                 fresh = [CONFIRM_SEED + 10 * r + j for j in range(args.confirm_seeds)]
                 cands = top_configs(short, args.confirm_k, sign)
                 means = [runs.mean(c, fresh) for c in cands]
@@ -471,10 +475,11 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, header: st
     ]
     for res in results:
         o, cps = res["oracle"], res["checkpoints"]
+        coarse = " (coarser than the other tasks')" if o["lrs"] < per_task(args.oracle_lrs, "") else ""
         lines += [
             f"### {res['task']} ({res['optimizer']}, {res['direction']} the metric)",
             "",
-            f"Oracle: {o['lrs']} LRs ({o['decades_per_step']:.2f} decades apart) × "
+            f"Oracle{coarse}: {o['lrs']} LRs ({o['decades_per_step']:.2f} decades apart) × "
             f"{o['schedules']} schedules × {o['seeds']} seeds; best seed mean "
             f"{o['best']:.4g} ({o['best_schedule']}, lr {o['best_lr']:.3g}). Seed noise at "
             f"the 10 best cells: relative sd {res['noise_sd']:.1%}, half-range "
@@ -556,9 +561,22 @@ def main() -> None:
     if args.quick:
         args.tasks, args.repeats, args.budget, args.oracle_lrs = "digits,wine", 2, 12, "6"
         args.schedules, args.no_write = "constant,cosine", True
+    if args.repeats < 1 or args.budget < 1 or args.oracle_seeds < 2:
+        parser.error("--repeats and --budget must be ≥ 1, --oracle-seeds ≥ 2")
+    if args.confirm_k < 0 or args.confirm_seeds < 0:
+        parser.error("--confirm-k and --confirm-seeds must be ≥ 0 (0: no confirmation arm)")
+    if args.confirm_k * args.confirm_seeds >= args.budget:
+        parser.error("--confirm-k × --confirm-seeds must leave some of --budget for trials")
     if args.oracle_seeds < 3:
         log("note: fewer than 3 oracle seeds: true values are means over fewer than 3 seeds")
     tasks, notes = available_tasks(args.tasks.split(","))
+    if not tasks:
+        parser.error("none of --tasks is known to lrtune")
+    try:
+        if min(per_task(args.oracle_lrs, t) for t in [*tasks, ""]) < 2:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--oracle-lrs {args.oracle_lrs!r}: expected N or N,task=N,… with N ≥ 2")
     for n in notes:
         log(n)
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
