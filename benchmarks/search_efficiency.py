@@ -475,7 +475,7 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, header: st
     ]
     for res in results:
         o, cps = res["oracle"], res["checkpoints"]
-        coarse = " (coarser than the other tasks')" if o["lrs"] < per_task(args.oracle_lrs, "") else ""
+        coarse = " (coarser than the default)" if o["lrs"] < per_task(args.oracle_lrs, "") else ""
         lines += [
             f"### {res['task']} ({res['optimizer']}, {res['direction']} the metric)",
             "",
