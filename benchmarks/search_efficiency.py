@@ -30,6 +30,13 @@ not what a study saw. For each built-in task (``--tasks``):
 
 Median [IQR] over repeats. A markdown table per task, then one JSON line.
 
+Cost, per task: the oracle trains lrs × schedules × seeds runs once (cached); each repeat
+runs 7 studies of ``--budget`` trials, 2 of budget − K·S, K·S confirmation runs and
+``--oracle-seeds`` runs per distinct exported configuration off the oracle grid (5-10 per
+study). The small MLP tasks take minutes each; digits-cnn, finetune and charlm (1-3 s a
+trial) hours: give them a coarser oracle (``--oracle-lrs 36,charlm=21``; 21 LRs are 0.35
+decades apart), fewer schedules (``--schedules``) or their own run (``--tasks``).
+
 Run by hand (the full run is long: see ``--help`` for the budget flags):
     OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py
     python benchmarks/search_efficiency.py --quick        # smoke test, ~2 minutes
