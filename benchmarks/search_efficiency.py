@@ -440,7 +440,10 @@ def summarize(res: dict[str, Any], budget: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     tp, tn = arms.get("tpe / rangetest"), arms.get("tpe / none")
     if tp and tn:
-        ks = [max(1, math.floor(10 - e)) if math.isfinite(e) else 10 for e in res["rt_trials"]]
+        ks = [
+            min(budget, max(1, math.floor(10 - e)) if math.isfinite(e) else 10)
+            for e in res["rt_trials"]
+        ]
         at10 = [c[min(k, len(c)) - 1] for c, k in zip(tp["curve"], ks, strict=True)]
         out["tpe_prior_trials_at_10"] = statistics.median(ks)
         out["tpe_prior_regret_at_10"] = quantile(at10, 0.5)
