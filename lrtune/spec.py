@@ -17,6 +17,7 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.optimizers import OPTIMIZERS
+from lrtune.samplers import PRUNERS, SAMPLERS
 from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
 
 if sys.version_info >= (3, 11):
@@ -24,11 +25,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SAMPLERS: tuple[str, ...] = ("grid", "random", "tpe", "qmc", "gp")
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
 PRIORS: tuple[str, ...] = ("rangetest", "none")
-PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 
 
 @dataclass(frozen=True)
