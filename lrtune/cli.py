@@ -44,6 +44,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -352,6 +362,19 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grid-points", type=_positive_int, help="LR points of the grid (default 6)")
     p.add_argument(
+        "--confirm",
+        type=_count,
+        metavar="K",
+        help="after the budgets, re-train the K best configurations on fresh seeds "
+        "(default 3; 0: off)",
+    )
+    p.add_argument(
+        "--confirm-seeds",
+        type=_positive_int,
+        metavar="S",
+        help="fresh training seeds per confirmed configuration (default 2)",
+    )
+    p.add_argument(
         "--workers",
         type=_positive_int,
         default=1,
@@ -382,6 +405,8 @@ _SPEC_FLAGS = (
     "grid_points",
     "widen",
     "seed",
+    "confirm",
+    "confirm_seeds",
 )
 
 
@@ -443,6 +468,10 @@ def _run_study(args: argparse.Namespace) -> int:
         print()
 
     group = prepare_group(spec, url, device=device, on_rangetest=show_rangetest)
+    from lrtune.confirm import set_options
+    from lrtune.storage import open_storage
+
+    set_options(open_storage(url), group.name, spec.confirm, spec.confirm_seeds)
     _say_bounds(group)
     if args.create_only:
         made = ", ".join(group.created) or "none (all existed)"
