@@ -55,7 +55,8 @@ def test_confirmations_recorded_resumed_and_exported(
     assert "digits.confirm" not in out.split("\n\n")[1]  # the table
     assert main(["ls", "--storage", sqlite_url]) == 0
     ls = capsys.readouterr().out
-    assert any(line.split()[:4] == ["digits.confirm", "confirm", "-", "2/2"] for line in ls.splitlines())
+    rows = [line.split()[:4] for line in ls.splitlines()]
+    assert ["digits.confirm", "confirm", "-", "2/2"] in rows
 
     # Re-running resumes: nothing is trained again.
     assert main(args) == 0
@@ -136,7 +137,7 @@ def test_duplicate_enqueued_by_two_workers_is_trained_once(sqlite_url: str) -> N
     assert len(_trials(sqlite_url, "digits.confirm")) == 2
 
 
-LUCKY_TASK = '''
+LUCKY_TASK = """
 import math
 import torch
 from torch import nn
@@ -176,7 +177,7 @@ def make(seed):
         epochs=1,
         name="lucky",
     )
-'''
+"""
 
 
 def test_lucky_outlier_is_not_the_confirmed_winner(
