@@ -19,7 +19,7 @@ from typing import Any
 
 import optuna
 
-from lrtune import confirm
+from lrtune.confirmed import ConfirmState, confirm_notes, read_confirmations
 from lrtune.states import finished, group_study_names
 
 _COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -257,7 +257,7 @@ def compare_group(
         rt_seconds,
         rt_trials,
     )
-    confirmations = confirm.read(storage, group)
+    confirmations = read_confirmations(storage, group)
     for s in studies:
         attrs = s.user_attrs
         ts = trials[s.study_name]
@@ -291,13 +291,13 @@ def compare_group(
                 confirmed=_confirmed(confirmations, s.study_name),
             )
         )
-    cmp.confirm = confirm.notes(confirmations, cmp.metric)
+    cmp.confirm = confirm_notes(confirmations, cmp.metric)
     cmp.arms = arms_of(cmp)
     cmp.winner = judge(cmp)
     return cmp
 
 
-def _confirmed(state: confirm.ConfirmState | None, study: str) -> Confirmed | None:
+def _confirmed(state: ConfirmState | None, study: str) -> Confirmed | None:
     """The best seed mean among the configurations ``study`` found that were confirmed."""
     if state is None:
         return None

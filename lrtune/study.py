@@ -297,7 +297,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
                 ]
             ),
         )
-    from lrtune.confirm import write_note
+    from lrtune.confirmed import write_note
 
     write_note(storage, cmp.group, cmp.confirm)  # the confirm study's own note
 

@@ -54,7 +54,7 @@ def export_config(storage: str, study_name: str, *, batch_size: int | None = Non
         raise UserError(f"--batch-size must be a positive integer, got {batch_size!r}")
     study = _load_study(storage, study_name)
     trial = _best_trial(study)
-    from lrtune.confirm import best_for_export
+    from lrtune.confirmed import best_for_export
 
     # With confirmations, the configuration with the best seed mean (lrtune.confirm).
     confirmed = best_for_export(storage, study.user_attrs)
