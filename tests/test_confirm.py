@@ -24,8 +24,16 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
+def _note(url: str, name: str) -> str:
+    from optuna_dashboard._note import get_note_from_system_attrs  # type: ignore[import-untyped]
+
+    storage = optuna.storages.RDBStorage(url)
+    system = storage.get_study_system_attrs(storage.get_study_id_from_name(name))
+    return str(get_note_from_system_attrs(system, None)["body"])
+
+
 def test_confirmations_recorded_resumed_and_exported(
-    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["study", "--storage", sqlite_url, *DIGITS, "--confirm", "2", "--confirm-seeds", "2"]
     assert main(args) == 0
@@ -57,6 +65,15 @@ def test_confirmations_recorded_resumed_and_exported(
     ls = capsys.readouterr().out
     rows = [line.split()[:4] for line in ls.splitlines()]
     assert ["digits.confirm", "confirm", "-", "2/2"] in rows
+
+    # The dashboard note of the search study and `lrtune report` name the confirmed winner.
+    line = f"confirmed winner: val_loss {mean:.4g} ± {sd:.2g} over 2 fresh seeds"
+    assert line in _note(sqlite_url, "digits.random.none")
+    assert line in _note(sqlite_url, "digits.confirm")
+    report = tmp_path / "report"
+    assert main(["report", "--group", "digits", "--out", str(report), "--storage", sqlite_url]) == 0
+    md = (report / "report.md").read_text()
+    assert md.count(line) == 2, md  # in the comparison's notes and the winner section
 
     # Re-running resumes: nothing is trained again.
     assert main(args) == 0
@@ -229,12 +246,7 @@ def test_lucky_outlier_is_not_the_confirmed_winner(
     assert config["source"]["trial"] == 1
     assert config["source"]["confirmed"]["mean"] == pytest.approx(trials[0.1].value)
     # The confirm study's dashboard note lists every configuration, the diverged one too.
-    from optuna_dashboard._note import get_note_from_system_attrs  # type: ignore[import-untyped]
-
-    storage = optuna.storages.RDBStorage(sqlite_url)
-    system = storage.get_study_system_attrs(storage.get_study_id_from_name("lucky.confirm"))
-    note = get_note_from_system_attrs(system, None)["body"]
-    assert "| diverged | diverged |" in note
+    assert "| diverged | diverged |" in _note(sqlite_url, "lucky.confirm")
 
 
 @pytest.mark.parametrize(
