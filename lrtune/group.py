@@ -57,6 +57,7 @@ def run_group(
     written then) and when a local worker process fails.
     """
     from lrtune.compare import compare_group
+    from lrtune.confirm import set_options
     from lrtune.device import resolve_device
     from lrtune.storage import open_storage
     from lrtune.study import save_comparison
@@ -65,6 +66,9 @@ def run_group(
     if str(resolve_device(device)) == "cpu":
         limit_cpu_threads(1 if create_only else workers)
     group = prepare_group(spec, url, device=device, on_rangetest=on_rangetest)
+    storage = open_storage(url)
+    # --confirm/--confirm-seeds may change between runs, like --trials: workers read them here.
+    set_options(storage, group.name, spec.confirm, spec.confirm_seeds)
     if group.rangetest is not None and group.rangetest.diagnosis != "ok":
         log.info(
             "range test diagnosis of group %s is %r; its bounds may be off",
@@ -73,7 +77,6 @@ def run_group(
         )
     if on_prepared is not None:
         on_prepared(group)
-    storage = open_storage(url)
     if create_only:
         return compare_group(storage, group.name, tolerance=spec.tolerance)
     heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}

@@ -332,6 +332,7 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
             f"{winner.to_target} finished trials, cost {_fmt(winner.cost, '.3g')} "
             "trial-equivalents (range test included)"
         )
+    lines += [f"- {n}" for n in cmp.confirm if n.startswith("confirmed winner")]
     lines.append(
         f"- best trial: **{best_row.study} #{trial.number}**, {metric} {_fmt(trial.value)}, "
         f"lr {trial.params.get('lr', math.nan):.4g}, schedule `{trial.params.get('schedule')}`"

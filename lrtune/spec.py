@@ -56,6 +56,9 @@ class StudySpec:
         rangetest_seeds, rangetest_steps: the prior's range test.
         widen: let a prior's bounds grow when the best trials sit at an edge
             (:mod:`lrtune.widen`).
+        confirm: once the budgets are met, re-train this many best distinct
+            configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
+        confirm_seeds: fresh training seeds per confirmed configuration.
     """
 
     task: str = "digits"
@@ -77,6 +80,8 @@ class StudySpec:
     rangetest_seeds: int = 3
     rangetest_steps: int = 100
     widen: bool = True
+    confirm: int = 3
+    confirm_seeds: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -209,12 +214,14 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         "rangetest_seeds",
         "rangetest_steps",
         "seed",
+        "confirm",
+        "confirm_seeds",
     ):
         if value is None and key == "epochs":
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{where}: expected an integer, got {value!r}")
-        minimum = {"seed": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
+        minimum = {"seed": 0, "confirm": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
         if value < minimum:
             raise UserError(f"{where}: must be at least {minimum}, got {value}")
         if key == "seed" and value > MAX_SEED:

@@ -198,7 +198,7 @@ def _existing(storage: optuna.storages.BaseStorage, refs: list[StudyRef]) -> dic
 def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None:
     current = spec.to_dict()
     # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
-    free = {"trials", "repeats", "prior", "samplers", "group"}
+    free = {"trials", "repeats", "prior", "samplers", "group", "confirm", "confirm_seeds"}
     differs = [k for k in current if k not in free and stored.get(k) != current[k]]
     if differs:
         raise UserError(
@@ -314,6 +314,9 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     save_best_so_far_graph(
         studies, group=cmp.group, metric=cmp.metric, direction=cmp.direction, target=cmp.target
     )
+    from lrtune.confirmed import write_note
+
+    write_note(storage, cmp.group, cmp.confirm)  # the confirm study's own note
 
 
 def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, Any]]:
@@ -322,7 +325,7 @@ def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, A
     rows = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
         attrs = s.user_attrs
-        if group is not None and attrs.get("group") != group:
+        if group is not None and group not in (attrs.get("group"), attrs.get("confirm_of")):
             continue
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         done, _running = counts(study)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from lrtune import interrupt
+from lrtune import confirm, interrupt
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
 from lrtune.objective import Surplus, TrialFailed, make_objective
@@ -83,6 +83,8 @@ def _load(
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     # The sampler is built from what the study stores, so read its attrs before loading it.
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    if confirm.is_confirm_study(attrs):
+        return confirm.load(storage, name, device=device, worker=worker_id())
     spec = StudySpec.from_dict(attrs["spec"])
     check_task_pin(name, spec.task, task)
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
@@ -175,6 +177,10 @@ def run_worker(
             open_slots = [n for n in names if sum(state[n]) < loaded[n][2]]
             if not open_slots:
                 if all(state[n][0] >= loaded[n][2] for n in names):
+                    # Budgets met: confirm the group's best configurations (once).
+                    if confirm.join(storage, names, loaded, device=device, worker=worker_id()):
+                        report.trials.update(dict.fromkeys(set(names) - set(report.trials), 0))
+                        continue
                     break
                 retry.ok()
                 time.sleep(poll)

@@ -23,6 +23,7 @@ SPEC = StudySpec(
     epochs=2,
     schedules=("constant", "cosine"),
     pruner="none",
+    confirm=0,  # confirmation is tested in test_confirm.py
 )
 
 

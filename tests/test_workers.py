@@ -128,6 +128,7 @@ def test_worker_killed_mid_trial_is_retried_and_budget_exact(pg_url: str) -> Non
             *("study", "--task", "digits", "--samplers", "tpe", "--prior", "none"),
             *("--trials", "8", "--epochs", "40", "--pruner", "none", "--storage", pg_url),
             *("--lr-low", "0.001", "--lr-high", "0.1", "--create-only", "--device", "cpu"),
+            *("--confirm", "0"),  # the test is about the budget; 40-epoch confirmations: slow
         ]
     )
     assert created == 0
@@ -259,7 +260,7 @@ def test_password_never_shown_or_stored(
     storage = open_storage(url)
     try:
         studies = optuna.get_all_study_summaries(storage, include_best_trial=False)
-        assert len(studies) == 2
+        assert len(studies) == 3  # random x 2 priors, and digits.confirm (checked too)
         for summary in studies:
             system = storage.get_study_system_attrs(summary._study_id)
             assert secret not in repr(summary.user_attrs) + repr(system)
@@ -329,6 +330,7 @@ def test_storage_lost_mid_run_retries_then_gives_up(pg_url: str) -> None:
             *("study", "--task", "digits", "--samplers", "random", "--prior", "none"),
             *("--trials", "6", "--epochs", "40", "--pruner", "none", "--storage", pg_url),
             *("--lr-low", "0.001", "--lr-high", "0.1", "--create-only", "--device", "cpu"),
+            *("--confirm", "0"),  # the test is about the budget; 40-epoch confirmations: slow
         ]
     )
     assert created == 0

@@ -13,6 +13,7 @@ from lrtune.cli.common import (
     Command,
     _add_common,
     _add_heartbeat,
+    _count,
     _heartbeat,
     _positive_float,
     _positive_int,
@@ -66,6 +67,19 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grid-points", type=_positive_int, help="LR points of the grid (default: 6)")
     p.add_argument(
+        "--confirm",
+        type=_count,
+        metavar="K",
+        help="after the budgets, re-train the K best configurations on fresh seeds "
+        "(default: 3; 0: off)",
+    )
+    p.add_argument(
+        "--confirm-seeds",
+        type=_positive_int,
+        metavar="S",
+        help="fresh training seeds per confirmed configuration (default: 2)",
+    )
+    p.add_argument(
         "--workers",
         type=_positive_int,
         default=1,
@@ -96,6 +110,8 @@ _SPEC_FLAGS = (
     "grid_points",
     "widen",
     "seed",
+    "confirm",
+    "confirm_seeds",
 )
 
 
