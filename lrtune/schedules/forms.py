@@ -1,4 +1,4 @@
-"""Closed-form learning-rate schedules.
+"""The closed forms of the learning-rate schedules (``FORMS``).
 
 Every schedule is a pure function of the optimizer step (nanoGPT ``get_lr(it)`` style): the
 LR at step ``s`` depends only on ``s``, ``total_steps`` (``T``), the peak ``lr`` and the
@@ -16,9 +16,10 @@ Steps ``>= T``: the decaying schedules (``step``, ``exponential``, ``poly``, ``c
 ``onecycle`` clamps to ``T - 1`` (torch's ``OneCycleLR`` is defined on ``0 .. T-1`` only);
 ``cyclic`` and ``sgdr`` just continue their cycles; ``constant`` stays at ``lr``.
 
-Each :class:`ScheduleInfo` ``fn`` is the closed form of the LR FACTOR (the LR divided by the
-peak ``lr``), called as ``fn(step, total_steps, **params)`` with resolved params (see
-:func:`resolve_params`); it does no validation. :func:`build_scheduler` hands the factor to
+Each form here is the closed form of the LR FACTOR (the LR divided by the peak ``lr``),
+called as ``fn(step, total_steps, **params)`` with resolved params (see
+:func:`lrtune.schedules.resolve_params`); it does no validation. Pure Python: no torch.
+:func:`lrtune.schedules.build_scheduler` hands the factor to
 :class:`torch.optim.lr_scheduler.LambdaLR`, which multiplies each param group's own
 initial LR by it, so several param groups keep their LR ratios.
 """
@@ -26,48 +27,12 @@ initial LR by it, so several param groups keep their LR ratios.
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from collections.abc import Callable
 
-import torch
-from torch.optim.lr_scheduler import LambdaLR
+__all__ = ["FORMS", "Form"]
 
-__all__ = [
-    "SCHEDULES",
-    "SCHEDULE_NAMES",
-    "ParamValue",
-    "ScheduleInfo",
-    "SpaceEntry",
-    "build_scheduler",
-    "lr_factor",
-    "resolve_params",
-    "schedule_curve",
-    "schedule_lr",
-]
-
-ParamValue: TypeAlias = float | int | str
-"""A schedule parameter's value (bools are ints: ``three_phase``)."""
-
-SpaceEntry: TypeAlias = tuple[Any, ...]
-"""A search range: ``("float", low: float, high: float, log: bool)``,
-``("int", low: int, high: int)`` or ``("categorical", (choice, ...))``."""
-
-
-@dataclass(frozen=True)
-class ScheduleInfo:
-    """One schedule: its closed form, every parameter's default, and its search space.
-
-    ``fn(step, total_steps, **params) -> float`` is the LR factor (LR / peak ``lr``) for
-    resolved ``params``. ``defaults`` lists every parameter in order. ``space`` gives the
-    search range of each parameter a study may search (a subset of ``defaults``).
-    """
-
-    name: str
-    fn: Callable[..., float]
-    defaults: dict[str, ParamValue]
-    space: dict[str, SpaceEntry]
+Form = Callable[..., float]
+"""A closed form: ``fn(step, total_steps, **params) -> float``, the LR factor (LR / peak)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -297,323 +262,16 @@ def _wsd(
     return final_factor + (1.0 - final_factor) * g
 
 
-# --------------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True)
-class _Check:
-    """How one parameter is validated: its kind and its allowed range or choices."""
-
-    kind: str  # "float" | "int" | "bool" | "choice"
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        """``in (0, 1]``, ``>= 1``..."""
-        if self.low is not None and self.high is not None:
-            left = "(" if self.low_open else "["
-            right = ")" if self.high_open else "]"
-            return f"in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return "a number"  # pragma: no cover
-
-    def contains(self, value: float) -> bool:
-        """Whether ``value`` is in range (NaN never is)."""
-        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-
-def _unit(low_open: bool = False, high_open: bool = False) -> _Check:
-    return _Check("float", 0.0, 1.0, low_open, high_open)
-
-
-_FRAC = _unit(low_open=True)  # (0, 1]
-_FACTOR = _unit()  # [0, 1]
-_WARMUP = _unit(high_open=True)  # [0, 1)
-_AT_LEAST_ONE = _Check("float", 1.0)
-
-_CHECKS: dict[str, dict[str, _Check]] = {
-    "constant": {},
-    "step": {"step_frac": _FRAC, "gamma": _FRAC},
-    "exponential": {"final_factor": _FRAC},
-    "poly": {"power": _Check("float", 0.0, low_open=True), "final_factor": _FACTOR},
-    "cosine": {"final_factor": _FACTOR},
-    "warmup_cosine": {"warmup_frac": _WARMUP, "final_factor": _FACTOR},
-    "onecycle": {
-        "pct_start": _unit(low_open=True, high_open=True),
-        "div_factor": _AT_LEAST_ONE,
-        "final_div_factor": _AT_LEAST_ONE,
-        "anneal": _Check("choice", choices=("cos", "linear")),
-        "three_phase": _Check("bool"),
-    },
-    "cyclic": {
-        "mode": _Check("choice", choices=("triangular", "triangular2", "exp_range")),
-        "base_factor": _FACTOR,
-        "cycle_frac": _FRAC,
-        "gamma": _FRAC,
-    },
-    "sgdr": {"cycle_frac": _FRAC, "t_mult": _Check("int", 1.0), "final_factor": _FACTOR},
-    "wsd": {
-        "warmup_frac": _WARMUP,
-        "decay_frac": _FRAC,
-        "decay": _Check("choice", choices=("linear", "cosine", "sqrt")),
-        "final_factor": _FACTOR,
-    },
+FORMS: dict[str, Form] = {
+    "constant": _constant,
+    "step": _step,
+    "exponential": _exponential,
+    "poly": _poly,
+    "cosine": _cosine,
+    "warmup_cosine": _warmup_cosine,
+    "onecycle": _onecycle,
+    "cyclic": _cyclic,
+    "sgdr": _sgdr,
+    "wsd": _wsd,
 }
-
-SCHEDULES: dict[str, ScheduleInfo] = {
-    "constant": ScheduleInfo("constant", _constant, {}, {}),
-    "step": ScheduleInfo(
-        "step",
-        _step,
-        {"step_frac": 0.33, "gamma": 0.1},
-        {"step_frac": ("float", 0.2, 0.5, False), "gamma": ("float", 0.1, 0.5, False)},
-    ),
-    "exponential": ScheduleInfo(
-        "exponential",
-        _exponential,
-        {"final_factor": 0.01},
-        {"final_factor": ("float", 0.001, 0.1, True)},
-    ),
-    "poly": ScheduleInfo(
-        "poly",
-        _poly,
-        {"power": 1.0, "final_factor": 0.0},
-        {"power": ("float", 0.5, 3.0, False)},
-    ),
-    "cosine": ScheduleInfo("cosine", _cosine, {"final_factor": 0.0}, {}),
-    "warmup_cosine": ScheduleInfo(
-        "warmup_cosine",
-        _warmup_cosine,
-        {"warmup_frac": 0.05, "final_factor": 0.0},
-        {"warmup_frac": ("float", 0.0, 0.2, False)},
-    ),
-    "onecycle": ScheduleInfo(
-        "onecycle",
-        _onecycle,
-        {
-            "pct_start": 0.3,
-            "div_factor": 25.0,
-            "final_div_factor": 1e4,
-            "anneal": "cos",
-            "three_phase": False,
-        },
-        {
-            "pct_start": ("float", 0.1, 0.5, False),
-            "div_factor": ("float", 5.0, 100.0, True),
-            "anneal": ("categorical", ("cos", "linear")),
-        },
-    ),
-    "cyclic": ScheduleInfo(
-        "cyclic",
-        _cyclic,
-        {"mode": "triangular", "base_factor": 0.1, "cycle_frac": 0.25, "gamma": 0.999},
-        {
-            "mode": ("categorical", ("triangular", "triangular2", "exp_range")),
-            "base_factor": ("float", 0.01, 0.5, True),
-            "cycle_frac": ("float", 0.1, 0.5, False),
-        },
-    ),
-    "sgdr": ScheduleInfo(
-        "sgdr",
-        _sgdr,
-        {"cycle_frac": 0.25, "t_mult": 1, "final_factor": 0.0},
-        {"cycle_frac": ("float", 0.1, 0.5, False), "t_mult": ("int", 1, 2)},
-    ),
-    "wsd": ScheduleInfo(
-        "wsd",
-        _wsd,
-        {"warmup_frac": 0.05, "decay_frac": 0.2, "decay": "linear", "final_factor": 0.0},
-        {
-            "warmup_frac": ("float", 0.0, 0.2, False),
-            "decay_frac": ("float", 0.1, 0.5, False),
-            "decay": ("categorical", ("linear", "cosine", "sqrt")),
-        },
-    ),
-}
-
-SCHEDULE_NAMES: tuple[str, ...] = tuple(SCHEDULES)
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _fmt(value: object) -> str:
-    """A value as it appears after ``got`` in messages."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return repr(int(value))
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return repr(float(value))
-    return repr(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_total_steps(total_steps: object) -> int:
-    if not _is_int(total_steps) or int(total_steps) < 1:  # type: ignore[call-overload]
-        raise ValueError(f"total_steps must be an int >= 1, got {_fmt(total_steps)}")
-    return int(total_steps)  # type: ignore[call-overload]
-
-
-def _check_value(schedule: str, pname: str, check: _Check, value: object) -> ParamValue:
-    where = f"schedule {schedule!r}: {pname}"
-    if check.kind == "choice":
-        if not isinstance(value, str) or value not in check.choices:
-            raise ValueError(
-                f"{where} must be one of {', '.join(check.choices)}, got {_fmt(value)}"
-            )
-        return value
-    if check.kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if _is_int(value) and int(value) in (0, 1):  # type: ignore[call-overload]
-            return bool(value)
-        raise ValueError(f"{where} must be a bool (or 0/1), got {_fmt(value)}")
-    if check.kind == "int":
-        if not _is_int(value) or not check.contains(int(value)):  # type: ignore[call-overload]
-            raise ValueError(f"{where} must be an int {check.describe()}, got {_fmt(value)}")
-        return int(value)  # type: ignore[call-overload]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{where} must be a number, got {_fmt(value)}")
-    number = float(value)
-    if math.isinf(number) and check.high is None:
-        raise ValueError(f"{where} must be a finite number {check.describe()}, got {_fmt(value)}")
-    if not check.contains(number):  # NaN is never contained
-        raise ValueError(f"{where} must be {check.describe()}, got {_fmt(value)}")
-    return number
-
-
-def _check_name(name: object) -> ScheduleInfo:
-    if not isinstance(name, str) or name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}: expected one of {', '.join(SCHEDULE_NAMES)}")
-    return SCHEDULES[name]
-
-
-def param_kind(name: str, param: str) -> str:
-    """The type of schedule ``name``'s parameter ``param``: ``float``, ``int``, ``bool`` or
-    ``choice`` (``KeyError`` for an unknown schedule or parameter)."""
-    return _CHECKS[name][param].kind
-
-
-def resolve_params(name: str, total_steps: int, **params: Any) -> dict[str, ParamValue]:
-    """Validate ``name``, ``total_steps`` and ``params``; return every parameter, defaults filled.
-
-    Values are normalised (floats as ``float``, ``t_mult`` as ``int``, ``three_phase`` as
-    ``bool``) and returned in the order of ``SCHEDULES[name].defaults``. Raises
-    ``ValueError`` with a one-line message for an unknown schedule or parameter, a value of
-    the wrong type or out of range, a bad ``total_steps``, or a ``wsd`` whose
-    ``warmup_frac + decay_frac`` exceeds 1.
-    """
-    info = _check_name(name)
-    _check_total_steps(total_steps)
-    checks = _CHECKS[name]
-    for pname in sorted(params):
-        if pname not in checks:
-            expected = ", ".join(sorted(checks)) or "no parameters"
-            raise ValueError(f"schedule {name!r}: unknown parameter {pname!r}: expected {expected}")
-    resolved: dict[str, ParamValue] = {}
-    for pname, default in info.defaults.items():
-        value = params.get(pname, default)
-        resolved[pname] = _check_value(name, pname, checks[pname], value)
-    if name == "onecycle" and resolved["three_phase"] and float(resolved["pct_start"]) > 0.5:
-        raise ValueError(
-            f"schedule 'onecycle': pct_start must be <= 0.5 when three_phase is true, "
-            f"got {_fmt(resolved['pct_start'])}"
-        )
-    if name == "wsd":
-        warmup, decay = float(resolved["warmup_frac"]), float(resolved["decay_frac"])
-        if warmup + decay > 1.0 + 1e-12:
-            raise ValueError(
-                f"schedule 'wsd': warmup_frac + decay_frac must be <= 1, "
-                f"got {_fmt(warmup)} + {_fmt(decay)}"
-            )
-    return resolved
-
-
-def _check_step(step: object) -> int:
-    if not _is_int(step) or int(step) < 0:  # type: ignore[call-overload]
-        raise ValueError(f"step must be an int >= 0, got {_fmt(step)}")
-    return int(step)  # type: ignore[call-overload]
-
-
-def _check_lr(lr: object) -> float:
-    if (
-        isinstance(lr, bool)
-        or not isinstance(lr, numbers.Real)
-        or not math.isfinite(float(lr))
-        or float(lr) <= 0
-    ):
-        raise ValueError(f"lr must be a finite number > 0, got {_fmt(lr)}")
-    return float(lr)
-
-
-# --------------------------------------------------------------------------- public API
-
-
-def lr_factor(name: str, step: int, total_steps: int, **params: Any) -> float:
-    """The LR of schedule ``name`` at ``step`` divided by the peak ``lr``.
-
-    This is what :class:`~torch.optim.lr_scheduler.LambdaLR` multiplies each param
-    group's initial LR by. Validates everything (see :func:`resolve_params`).
-    """
-    resolved = resolve_params(name, total_steps, **params)
-    return SCHEDULES[name].fn(_check_step(step), int(total_steps), **resolved)
-
-
-def schedule_lr(name: str, step: int, total_steps: int, lr: float, **params: Any) -> float:
-    """The LR of schedule ``name`` with peak ``lr`` at optimizer step ``step`` (from 0).
-
-    ``lr * lr_factor(name, step, total_steps, **params)``. Pure: depends on nothing but its
-    arguments. See the module docstring for steps ``>= total_steps``.
-    """
-    peak = _check_lr(lr)
-    return peak * lr_factor(name, step, total_steps, **params)
-
-
-def schedule_curve(name: str, total_steps: int, lr: float, **params: Any) -> list[float]:
-    """The LR at every step ``0 .. total_steps - 1`` (for plots); validates once."""
-    peak = _check_lr(lr)
-    resolved = resolve_params(name, total_steps, **params)
-    fn = SCHEDULES[name].fn
-    return [peak * fn(step, total_steps, **resolved) for step in range(total_steps)]
-
-
-class _Factor:
-    """The picklable LR-factor callable of :func:`build_scheduler`.
-
-    A plain class (not a closure) so ``LambdaLR.state_dict()`` saves its attributes: the
-    schedule's name, ``total_steps`` and resolved params.
-    """
-
-    def __init__(self, name: str, total_steps: int, params: Mapping[str, ParamValue]) -> None:
-        self.name = name
-        self.total_steps = total_steps
-        self.params = dict(params)
-
-    def __call__(self, step: int) -> float:
-        return SCHEDULES[self.name].fn(step, self.total_steps, **self.params)
-
-    def __repr__(self) -> str:
-        return f"_Factor({self.name!r}, {self.total_steps}, {self.params!r})"
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, name: str, total_steps: int, **params: Any
-) -> LambdaLR:
-    """A :class:`~torch.optim.lr_scheduler.LambdaLR` following schedule ``name``.
-
-    Its lambda is :func:`lr_factor` (params resolved and validated once, up front), so each
-    param group's LR is its own initial LR (its peak) times the factor: after ``k`` calls
-    of ``scheduler.step()`` group ``g`` has ``schedule_lr(name, k, total_steps, lr_g)``,
-    and several groups keep their LR ratios. Call ``scheduler.step()`` once per optimizer
-    step.
-    """
-    resolved = resolve_params(name, total_steps, **params)
-    return LambdaLR(optimizer, lr_lambda=_Factor(name, int(total_steps), resolved))
+"""Every schedule's closed form by name, in the order the registry lists them."""
