@@ -209,7 +209,7 @@ def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None
 
 
 def _plot(result: RangeTestResult, directory: Path) -> Path:
-    from lrtune.plots import plot_range_test
+    from lrtune.report import plot_range_test
 
     return plot_range_test(result, directory / "rangetest.png")
 

@@ -71,7 +71,7 @@ def _run_rangetest(args: argparse.Namespace) -> int:
         _write_atomic(args.json, result.to_json())
         print(f"wrote {args.json}")
     if args.plot:
-        from lrtune.plots import plot_range_test
+        from lrtune.report import plot_range_test
 
         plot_range_test(result, args.plot)
         print(f"wrote {args.plot}")
