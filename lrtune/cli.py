@@ -44,6 +44,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -251,6 +261,7 @@ def _add_rangetest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw the curves to a PNG")
     p.add_argument("--study", help="also record the result on this existing study")
+    _add_threads(p)
 
 
 def _run_rangetest(args: argparse.Namespace) -> int:
@@ -258,6 +269,11 @@ def _run_rangetest(args: argparse.Namespace) -> int:
 
     _check_out_path(args.json, ".json", "--json")
     _check_out_path(args.plot, ".png", "--plot")
+    from lrtune.device import resolve_device
+    from lrtune.workers import limit_cpu_threads
+
+    if args.threads is not None or str(resolve_device(args.device)) == "cpu":
+        limit_cpu_threads(args.threads)
     study = None
     if args.study:
         from lrtune.study import load_existing_study
@@ -354,6 +370,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         help="create the studies (and run the range test) for remote workers, exit",
     )
     _add_heartbeat(p)
+    _add_threads(p)
 
 
 _SPEC_FLAGS = (
@@ -406,8 +423,21 @@ def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
 
 
 def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
-    """The heartbeat flags again, for the worker processes this command starts."""
-    return [f"--{k.replace('_', '-')}={v}" for k, v in _heartbeat(args).items()]
+    """The heartbeat (and --threads) flags again, for the worker processes this command
+    starts."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in _heartbeat(args).items()]
+    return flags + ([f"--threads={args.threads}"] if args.threads is not None else [])
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="torch threads per process; 0 = torch's default, one per core (default: "
+        "$OMP_NUM_THREADS, else 1 on the CPU: use --workers for parallel trials)",
+    )
 
 
 def _run_study(args: argparse.Namespace) -> int:
@@ -425,8 +455,8 @@ def _run_study(args: argparse.Namespace) -> int:
     from lrtune.workers import limit_cpu_threads
 
     device = str(resolve_device(args.device))
-    if device == "cpu":
-        limit_cpu_threads(1 if args.create_only else args.workers)
+    if device == "cpu" or args.threads is not None:
+        limit_cpu_threads(args.threads)
     from lrtune.study import prepare_group
 
     def show_rangetest(result: RangeTestResult) -> None:
@@ -537,6 +567,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int, default=1, help="processes on this host")
     p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU")
     _add_heartbeat(p)
+    _add_threads(p)
 
 
 def _parse_gpus(text: str) -> list[int]:
@@ -575,8 +606,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     from lrtune.workers import limit_cpu_threads, run_worker, worker_index
 
     device = str(resolve_device(args.device))
-    if device == "cpu":
-        limit_cpu_threads(int(os.environ.get("LRTUNE_WORKERS_ON_HOST", "1")))
+    if device == "cpu" or args.threads is not None:
+        limit_cpu_threads(args.threads)
     report = run_worker(
         url,
         group=args.group,

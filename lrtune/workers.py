@@ -59,19 +59,30 @@ class WorkerReport:
     seconds: float = 0.0
 
 
-def limit_cpu_threads(workers: int) -> None:
-    """Give each of ``workers`` CPU processes an equal share of the cores.
+#: torch threads of a trial process on the CPU unless ``--threads`` or ``$OMP_NUM_THREADS``
+#: says otherwise. One: the small models lrtune searches over gain little from more, and on
+#: a machine busy with other work (or with the other workers) more threads than free cores
+#: make every step wait for the slowest thread: 6 digits trials took 15 s of training with
+#: 1 thread and 210 s with 2 on 2 loaded cores (docs/benchmarks.md, "Threads"). Use the
+#: cores with ``--workers N`` (trials in parallel) instead.
+DEFAULT_THREADS = 1
 
-    torch uses every core by default; N workers each doing so oversubscribe the machine and
-    small models then train many times slower (measured: 0.8 ms vs 50+ ms a step on 2 busy
-    cores). ``$OMP_NUM_THREADS``, when set, wins.
+
+def limit_cpu_threads(threads: int | None = None) -> int:
+    """Set the torch threads of this process; returns the count torch then uses.
+
+    ``threads``: the ``--threads`` flag; 0 leaves torch's own choice (one per core, or
+    ``$OMP_NUM_THREADS``). ``None`` (no flag): ``$OMP_NUM_THREADS`` when set (the user or a
+    test harness chose), else :data:`DEFAULT_THREADS`.
     """
     import torch
 
-    if os.environ.get("OMP_NUM_THREADS"):
-        return  # the user (or a test harness) chose the thread count explicitly
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // max(1, workers)))
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(env) if env.isdigit() and int(env) > 0 else DEFAULT_THREADS
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def _load(
