@@ -40,7 +40,7 @@ from lrtune.study import (
     WORKER_SEED_STRIDE,
     counts,
 )
-from lrtune.widen import maybe_widen
+from lrtune.widen import can_widen, maybe_widen
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,9 @@ def run_worker(
     if missing:
         raise UserError(f"no study {missing[0]!r} in {mask_url(storage_url)} (see `lrtune ls`)")
     loaded = {n: _load(storage, n, worker, device) for n in names}
+    # Whether a study widens is fixed at creation: ask once, not after every trial (a
+    # storage read per trial for the studies that never widen).
+    widens = {n: can_widen(loaded[n][0].user_attrs) for n in names}
     report = WorkerReport(trials=dict.fromkeys(names, 0))
     start = time.perf_counter()
     failures = 0
@@ -213,7 +216,7 @@ def run_worker(
         elif mine.state != optuna.trial.TrialState.FAIL:
             failures = 0
             report.trials[name] += 1
-            if mine.state == optuna.trial.TrialState.COMPLETE:
+            if mine.state == optuna.trial.TrialState.COMPLETE and widens[name]:
                 maybe_widen(study)
         if on_trial is not None:
             on_trial(name, mine)
