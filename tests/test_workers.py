@@ -650,3 +650,20 @@ def test_trial_failed_by_another_worker_while_running_is_skipped(
     trials = _trials(sqlite_url, "digits.random.none")
     assert sum(t.state in FINISHED for t in trials) == 3
     assert trials[0].state == States.FAIL
+
+
+def test_surplus_check_counts_only_started_unfailed_trials(sqlite_url: str) -> None:
+    # is_surplus skips the read while fewer trials than the budget were started before
+    # this one; past that it counts finished and running trials, not failed ones.
+    from lrtune.objective import is_surplus
+    from lrtune.storage import open_storage
+
+    study = optuna.create_study(storage=open_storage(sqlite_url), study_name="s")
+    first = study.ask()
+    assert not is_surplus(study, first, 1)
+    study.tell(first, state=States.FAIL)
+    second = study.ask()  # number 1 == budget, but the trial before it failed
+    assert not is_surplus(study, second, 1)
+    third = study.ask()  # the running second trial fills the budget of 1
+    assert is_surplus(study, third, 1)
+    assert not is_surplus(study, third, 2)
