@@ -436,7 +436,7 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="torch threads per process; 0 = torch's default, one per core (default: "
-        "$OMP_NUM_THREADS, else 1 on the CPU: use --workers for parallel trials)",
+        "$OMP_NUM_THREADS, else 1 on the CPU)",
     )
 
 
