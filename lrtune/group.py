@@ -37,6 +37,7 @@ def run_group(
     grace_period: int = GRACE_PERIOD,
     create_only: bool = False,
     worker_args: Sequence[str] = (),
+    threads: int | None = None,
     on_rangetest: Callable[[RangeTestResult], None] | None = None,
     on_prepared: Callable[[Group], None] | None = None,
     on_progress: ProgressCallback | None = None,
@@ -52,7 +53,8 @@ def run_group(
     With ``create_only`` no trial runs: the comparison of what the studies already hold is
     returned and not saved (remote workers run the trials).
 
-    On the CPU this limits torch's threads for the process (one per local worker).
+    On the CPU this limits torch's threads for the process (``threads``, default
+    ``$OMP_NUM_THREADS`` or 1; see :func:`lrtune.workers.limit_cpu_threads`).
     Raises :class:`~lrtune.errors.UserError` for a bad spec, task or storage (nothing is
     written then) and when a local worker process fails.
     """
@@ -63,8 +65,8 @@ def run_group(
     from lrtune.study import save_comparison
     from lrtune.workers import limit_cpu_threads
 
-    if str(resolve_device(device)) == "cpu":
-        limit_cpu_threads(1 if create_only else workers)
+    if str(resolve_device(device)) == "cpu" or threads is not None:
+        limit_cpu_threads(threads)
     group = prepare_group(spec, url, device=device, on_rangetest=on_rangetest)
     storage = open_storage(url)
     # --confirm/--confirm-seeds may change between runs, like --trials: workers read them here.

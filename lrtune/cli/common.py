@@ -171,5 +171,22 @@ def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
 
 
 def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
-    """The heartbeat flags again, for the worker processes this command starts."""
-    return [f"--{k.replace('_', '-')}={v}" for k, v in _heartbeat(args).items()]
+    """The heartbeat (and --threads) flags again, for the worker processes this command
+    starts."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in _heartbeat(args).items()]
+    return flags + _threads_flags(args)
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="torch threads per process; 0 = torch's default, one per core (default: "
+        "$OMP_NUM_THREADS, else 1 on the CPU)",
+    )
+
+
+def _threads_flags(args: argparse.Namespace) -> list[str]:
+    return [f"--threads={args.threads}"] if args.threads is not None else []

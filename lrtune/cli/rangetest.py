@@ -8,6 +8,7 @@ import os
 from lrtune.cli.common import (
     Command,
     _add_common,
+    _add_threads,
     _positive_float,
     _positive_int,
     storage_url,
@@ -34,6 +35,7 @@ def _add_rangetest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON (default: no file)")
     p.add_argument("--plot", metavar="PATH", help="draw the curves to a PNG (default: no plot)")
     p.add_argument("--study", help="also record the result on this existing study (default: none)")
+    _add_threads(p)
 
 
 def _run_rangetest(args: argparse.Namespace) -> int:
@@ -41,6 +43,11 @@ def _run_rangetest(args: argparse.Namespace) -> int:
 
     _check_out_path(args.json, ".json", "--json")
     _check_out_path(args.plot, ".png", "--plot")
+    from lrtune.device import resolve_device
+    from lrtune.workers import limit_cpu_threads
+
+    if args.threads is not None or str(resolve_device(args.device)) == "cpu":
+        limit_cpu_threads(args.threads)
     study = None
     if args.study:
         from lrtune.study import load_existing_study

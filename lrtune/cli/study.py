@@ -13,10 +13,12 @@ from lrtune.cli.common import (
     Command,
     _add_common,
     _add_heartbeat,
+    _add_threads,
     _count,
     _heartbeat,
     _positive_float,
     _positive_int,
+    _threads_flags,
     storage_url,
 )
 
@@ -91,6 +93,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         help="create the studies (and run the range test) for remote workers, exit",
     )
     _add_heartbeat(p)
+    _add_threads(p)
 
 
 _SPEC_FLAGS = (
@@ -156,6 +159,8 @@ def _run_study(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=args.device,
         create_only=args.create_only,
+        threads=args.threads,
+        worker_args=_threads_flags(args),
         on_rangetest=tested.append,
         on_prepared=on_prepared,
         on_progress=_progress(),

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from lrtune.cli.common import (
     Command,
     _add_common,
     _add_heartbeat,
+    _add_threads,
     _heartbeat,
     _heartbeat_flags,
     _positive_int,
@@ -31,6 +31,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int, default=1, help="processes on this host")
     p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU (default: none)")
     _add_heartbeat(p)
+    _add_threads(p)
 
 
 def _parse_gpus(text: str) -> list[int]:
@@ -74,8 +75,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     from lrtune.workers import limit_cpu_threads, run_worker, worker_index
 
     device = str(resolve_device(args.device))
-    if device == "cpu":
-        limit_cpu_threads(int(os.environ.get("LRTUNE_WORKERS_ON_HOST", "1")))
+    if device == "cpu" or args.threads is not None:
+        limit_cpu_threads(args.threads)
     report = run_worker(
         url,
         group=args.group,
