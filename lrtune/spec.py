@@ -161,10 +161,13 @@ def task_optimizer(task: str) -> str:
     """
     import torch
 
+    from lrtune.faults import call_task
     from lrtune.tasks import resolve_task
 
     with torch.random.fork_rng(devices=[]):
-        return resolve_task(task)(0).optimizer or "sgd"
+        # An error (or sys.exit) in the user's factory is one line, not a traceback.
+        built = call_task(f"task {task}", lambda: resolve_task(task)(0))
+        return built.optimizer or "sgd"
 
 
 def _check_field(key: str, value: Any, where: str) -> Any:

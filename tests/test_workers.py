@@ -464,6 +464,14 @@ def test_spawn_workers_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> N
 def test_worker_gpus_on_a_machine_without_gpu_fails_cleanly(sqlite_url: str) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    # The group must exist: the parent checks it before starting a process per GPU.
+    created = main(
+        [
+            *("study", "--task", "digits", "--group", "g", "--prior", "none", "--trials", "1"),
+            *("--storage", sqlite_url, "--create-only", "--device", "cpu"),
+        ]
+    )
+    assert created == 0
     result = _lrtune("worker", "--group", "g", "--gpus", "0", "--storage", sqlite_url)
     # The child process (CUDA_VISIBLE_DEVICES=0, --device cuda) says why and the parent
     # passes its exit code on.
