@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from lrtune.errors import UserError
 from lrtune.optimizers import OPTIMIZERS
 from lrtune.plots import plot_range_test
 from lrtune.rangetest import (
@@ -177,8 +178,10 @@ def test_state_is_restored_exactly_when_the_step_raises() -> None:
     task.loss_fn = failing
     torch.manual_seed(7)
     before = _state(task.model, opt)
-    with pytest.raises(RuntimeError, match="boom"):
+    # The task's error comes back as one UserError line (exit 2 in the CLI), chained.
+    with pytest.raises(UserError, match="RuntimeError: boom in the 5th step") as info:
         range_test(task, optimizer=opt, seeds=2, steps=30)
+    assert isinstance(info.value.__cause__, RuntimeError)
     assert calls == 5
     _assert_same(before, _state(task.model, opt))
 
