@@ -10,10 +10,11 @@ from typing import Any
 import optuna
 import torch
 
+from lrtune.errors import UserError
 from lrtune.space import suggest
 from lrtune.spec import StudySpec
 from lrtune.states import FINISHED
-from lrtune.trainer import TrainConfig, train
+from lrtune.trainer import TrainConfig, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,11 @@ def make_objective(
             current = (float(stored[0]), float(stored[1]))
         lr, schedule, params = suggest(trial, spec, current)
 
-        def on_epoch(epoch: int, value: float) -> None:
-            trial.report(value, epoch)
+        def report(value: float, step: int) -> None:  # lrtune's loop: step = epoch index
+            trial.report(value, step)
             if trial.should_prune():
-                trial.set_user_attr("prune_reason", f"pruner at epoch {epoch + 1}")
-                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}")
+                trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
+                raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
 
         config = TrainConfig(
             lr=lr,
@@ -88,10 +89,16 @@ def make_objective(
             device=device,
         )
         try:
-            result = train(spec.task, config, on_epoch=on_epoch)
+            result = run_trial(spec.task, config, report)
         except torch.cuda.OutOfMemoryError as exc:
             trial.set_user_attr("fail_reason", f"CUDA out of memory: {str(exc).splitlines()[0]}")
             raise TrialFailed("CUDA out of memory") from None
+        except (optuna.TrialPruned, UserError):
+            raise
+        except Exception as exc:  # the task's code (its fit, model, data) raised
+            first = (str(exc).splitlines() or [""])[0]
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {first}")
+            raise TrialFailed(first) from None
         finally:
             _release_memory()
         trial.set_user_attr("config", result.config)
