@@ -22,6 +22,7 @@ from lrtune.errors import UserError
 from lrtune.rangetest import range_test
 from lrtune.tasks import Task, check_task, digits
 from lrtune.trainer import TrainConfig, train
+from tests.conftest import REPO
 
 CPU = torch.device("cpu")
 
@@ -325,3 +326,47 @@ def test_the_range_test_names_a_batch_the_model_rejects(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lrtune rangetest: error: range test:")
     assert "mat1 and mat2 shapes cannot be multiplied" in err[0]
+
+
+def _example_study(url: str, spec: str, *args: str) -> int:
+    return main(
+        ["study", "--storage", url, "--spec", spec, "--samplers", "random", "--trials", "1",
+         "--epochs", "1", "--seed", "0", *args]
+    )  # fmt: skip
+
+
+def test_the_dict_task_example_runs_rangetest_and_study(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO)
+    args = ["rangetest", "--task", "studies/dict_task.py:make", "--seeds", "1", "--steps", "40"]
+    assert main(args) == 0
+    assert "diagnosis    ok" in capsys.readouterr().out
+    assert _example_study(sqlite_url, "studies/dict-task.toml", "--prior", "rangetest,none") == 0
+    for prior in ("rangetest", "none"):
+        (trial,) = _trials(sqlite_url, f"dict-task.random.{prior}")
+        assert trial.state.name == "COMPLETE" and 0 in trial.intermediate_values
+
+
+def test_the_own_loop_example_runs_a_study(sqlite_url: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(REPO)
+    assert _example_study(sqlite_url, "studies/own-loop.toml", "--prior", "rangetest,none") == 0
+    for prior in ("rangetest", "none"):
+        (trial,) = _trials(sqlite_url, f"own-loop.random.{prior}")
+        assert trial.state.name == "COMPLETE" and list(trial.intermediate_values) == [0]
+        config = trial.user_attrs["config"]
+        assert config["precision"] == "bf16" and config["accumulate"] == 2
+        assert config["total_steps"] == 22  # 1 epoch of 44 micro-batches, 2 per update
+
+
+def test_the_lightning_example_runs_rangetest_and_study(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pytorch_lightning")
+    monkeypatch.chdir(REPO)
+    args = ["rangetest", "--task", "studies/lightning_task.py:make", "--seeds", "1"]
+    assert main([*args, "--steps", "40"]) == 0
+    assert _example_study(sqlite_url, "studies/lightning.toml") == 0
+    (trial,) = _trials(sqlite_url, "lightning-digits.random.none")
+    assert trial.state.name == "COMPLETE" and list(trial.intermediate_values) == [0]
+    assert trial.user_attrs["config"]["optimizer"]["lr"] == trial.params["lr"]
