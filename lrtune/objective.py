@@ -73,11 +73,19 @@ def make_objective(
             current = (float(stored[0]), float(stored[1]))
         lr, schedule, params = suggest(trial, spec, current)
 
+        storage_error: list[BaseException] = []
+
         def report(value: float, step: int) -> None:  # lrtune's loop: step = epoch index
-            trial.report(value, step)
-            if trial.should_prune():
-                trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
-                raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
+            try:
+                trial.report(value, step)
+                if trial.should_prune():
+                    trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
+                    raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:  # the storage's, not the task's: the worker handles it
+                storage_error.append(exc)
+                raise
 
         config = TrainConfig(
             lr=lr,
@@ -96,6 +104,8 @@ def make_objective(
         except (optuna.TrialPruned, UserError):
             raise
         except Exception as exc:  # the task's code (its fit, model, data) raised
+            if storage_error:
+                raise
             first = (str(exc).splitlines() or [""])[0]
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {first}")
             raise TrialFailed(first) from None
