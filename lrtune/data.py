@@ -101,7 +101,15 @@ def check_batches(data: Any, what: str) -> None:
     """Raise :class:`UserError` unless ``data`` is a tensor pair, a ``Dataset``, a
     ``DataLoader`` or a re-iterable of batches (a one-shot iterator or generator is not; a
     list's first batch must hold a tensor)."""
-    if is_pair(data) or isinstance(data, (Dataset, DataLoader)):
+    if isinstance(data, DataLoader):
+        try:
+            empty = len(data) == 0  # cheap for a map-style dataset; none for an iterable one
+        except TypeError:
+            empty = False
+        if empty:
+            raise UserError(f"{what} has 0 batches: give it at least one batch")
+        return
+    if is_pair(data) or isinstance(data, Dataset):
         return
     expected = (
         "expected a torch Dataset, an (X, y) pair of tensors, a DataLoader or a "

@@ -4,6 +4,7 @@ accumulation, clipping, and the task's own loop (``fit``) through trials and stu
 from __future__ import annotations
 
 import dataclasses
+import math
 import textwrap
 from collections import namedtuple
 from pathlib import Path
@@ -185,10 +186,36 @@ def test_the_range_test_takes_accumulate_micro_batches_per_lr_step() -> None:
 def test_an_empty_dataloader_is_one_line() -> None:
     empty = DataLoader(TensorDataset(torch.zeros(0, 64), torch.zeros(0, dtype=torch.long)))
     task = dataclasses.replace(digits(0), train=empty)
-    with pytest.raises(UserError, match="train has 0 batches"):
-        train(task, TrainConfig(lr=0.05, epochs=1, device="cpu"))
-    with pytest.raises(UserError, match="train has 0 batches"):
-        range_test(task, seeds=1, steps=30, device="cpu")
+    for run in (
+        lambda: check_task(task),
+        lambda: train(task, TrainConfig(lr=0.05, epochs=1, device="cpu")),
+        lambda: range_test(task, seeds=1, steps=30, device="cpu"),
+    ):
+        with pytest.raises(UserError, match="train has 0 batches"):
+            run()
+
+
+def test_an_empty_loader_stops_a_study_before_anything_is_written(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.py"
+    path.write_text(
+        "import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n"
+        "from lrtune.tasks import digits\n"
+        "def make(seed):\n    t = digits(seed)\n"
+        "    t.train = DataLoader(TensorDataset(torch.zeros(0, 64), torch.zeros(0)))\n"
+        "    return t\n"
+    )
+    assert _study(sqlite_url, f"{path}:make", "--prior", "none", "--trials", "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train has 0 batches" in err[0]
+    assert optuna.get_all_study_names(sqlite_url) == []
+
+
+def test_the_range_test_tracks_a_metric_on_dict_batches() -> None:
+    result = range_test(_dict_task(), seeds=1, steps=30, end_lr=0.1, track_metric=True)
+    assert result.metric_name == "val_loss" and len(result.metrics[0]) >= 10
+    assert all(math.isfinite(v) for v in result.metrics[0])
 
 
 TASK_FILE = """
