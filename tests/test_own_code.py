@@ -397,3 +397,15 @@ def test_the_lightning_example_runs_rangetest_and_study(
     (trial,) = _trials(sqlite_url, "lightning-digits.random.none")
     assert trial.state.name == "COMPLETE" and list(trial.intermediate_values) == [0]
     assert trial.user_attrs["config"]["optimizer"]["lr"] == trial.params["lr"]
+
+
+def test_a_fit_task_through_create_only_and_a_worker_on_postgresql(
+    fit_file: Path, pg_url: str
+) -> None:
+    task = f"{fit_file}:make"
+    assert _study(pg_url, task, "--prior", "none", "--trials", "3", "--create-only") == 0
+    assert _trials(pg_url, "fit-task.random.none") == []
+    assert main(["worker", "--group", "fit-task", "--storage", pg_url]) == 0
+    trials = _trials(pg_url, "fit-task.random.none")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # exactly the budget
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in trials)
