@@ -409,3 +409,21 @@ def test_a_fit_task_through_create_only_and_a_worker_on_postgresql(
     trials = _trials(pg_url, "fit-task.random.none")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # exactly the budget
     assert all(sorted(t.intermediate_values) == [0, 1] for t in trials)
+
+
+def test_an_fp16_update_skipped_on_overflow_reports_no_step() -> None:
+    # torch's grad scaler also runs on CPU, so the skip logic is tested without a GPU
+    # (fp16 training itself is refused on CPU: test_fp16_on_cpu_is_one_line).
+    from lrtune.trainer import Updater
+
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    updater = Updater(
+        model, opt, lambda m, b: m(b).float().pow(2).mean(), precision="fp16", clip=1.0, device=CPU
+    )
+    updater.backward(updater.forward(torch.ones(4, 3)))
+    assert updater.step() is True
+    before = model.weight.detach().clone()
+    updater.backward(updater.forward(torch.full((4, 3), 1e30)))  # gradients overflow
+    assert updater.step() is False
+    assert torch.equal(before, model.weight)  # the update was skipped
