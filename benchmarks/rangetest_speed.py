@@ -10,6 +10,10 @@ momentum 0.9), same exponential LR sweep and same number of steps for all three:
 - ``lr-finder``: torch-lr-finder's ``LRFinder(...).range_test(loader)`` and ``reset()``
   with a ``DataLoader`` over a ``TensorDataset``, its normal usage.
 
+A task named ``NAME+loader`` (e.g. ``digits+loader``) compares the two on the *same*
+``DataLoader``: lrtune's task gets that loader as ``train`` (batches moved to the device
+one by one, as for any user loader), and the ratio is against torch-lr-finder.
+
 The methods run interleaved, ``--repeats`` times after one warm-up each; the figure is
 the median. torch runs on one thread (``torch.set_num_threads(1)``) so that the numbers
 do not depend on how busy the other cores are. Run by hand, not in CI::
@@ -32,6 +36,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import lrtune
 from lrtune.device import resolve_device
@@ -48,9 +53,14 @@ def _sync(device: torch.device) -> None:
 
 
 def _fresh(name: str, device: torch.device) -> Task:
-    task = resolve_task(name)(0)  # seed 0: identical initial weights for every method
+    task = resolve_task(name.removesuffix("+loader"))(0)  # seed 0: same initial weights
     task.model.to(device)
     return task
+
+
+def _loader(task: Task) -> DataLoader:
+    x, y = task.train
+    return DataLoader(TensorDataset(x, y), batch_size=task.batch_size, shuffle=True)
 
 
 def bare(name: str, steps: int, end_lr: float, device: torch.device) -> tuple[float, int]:
@@ -86,6 +96,8 @@ def bare(name: str, steps: int, end_lr: float, device: torch.device) -> tuple[fl
 def with_lrtune(name: str, steps: int, end_lr: float, device: torch.device) -> tuple[float, int]:
     """The whole ``lrtune.range_test`` call on a built Task: seconds and steps it ran."""
     task = _fresh(name, device)
+    if name.endswith("+loader"):
+        task.train = _loader(task)
     _sync(device)
     t0 = time.perf_counter()
     result = lrtune.range_test(
@@ -97,12 +109,10 @@ def with_lrtune(name: str, steps: int, end_lr: float, device: torch.device) -> t
 
 def with_lr_finder(name: str, steps: int, end_lr: float, device: torch.device) -> tuple[float, int]:
     """torch-lr-finder with a DataLoader, as its README uses it: seconds and steps it ran."""
-    from torch.utils.data import DataLoader, TensorDataset
     from torch_lr_finder import LRFinder
 
     task = _fresh(name, device)
-    x, y = task.train
-    loader = DataLoader(TensorDataset(x, y), batch_size=task.batch_size, shuffle=True)
+    loader = _loader(task)
     opt = make_optimizer("sgd", task.model.parameters(), START_LR)
     _sync(device)
     t0 = time.perf_counter()
@@ -124,16 +134,19 @@ METHODS: dict[str, Callable[[str, int, float, torch.device], tuple[float, int]]]
 def measure(
     name: str, steps: int, end_lr: float, repeats: int, device: torch.device
 ) -> dict[str, dict[str, float]]:
-    """Median ms/step of each method on task ``name`` (interleaved, after a warm-up)."""
-    samples: dict[str, list[float]] = {m: [] for m in METHODS}
+    """Median ms/step of each method on task ``name`` (interleaved, after a warm-up); the
+    ratio is against ``bare``, or against ``lr-finder`` for a ``+loader`` task."""
+    loader = name.endswith("+loader")
+    methods = {m: f for m, f in METHODS.items() if not (loader and m == "bare")}
+    samples: dict[str, list[float]] = {m: [] for m in methods}
     ran: dict[str, int] = {}
     for rep in range(repeats + 1):
-        for method, fn in METHODS.items():
+        for method, fn in methods.items():
             seconds, done = fn(name, steps, end_lr, device)
             ran[method] = done
             if rep > 0:  # the first round warms up imports, allocator and caches
                 samples[method].append(1000 * seconds / done)
-    base = statistics.median(samples["bare"])
+    base = statistics.median(samples["lr-finder" if loader else "bare"])
     return {
         m: {
             "ms_per_step": statistics.median(v),
@@ -148,7 +161,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="digits,digits-cnn")
+    parser.add_argument("--tasks", default="digits,digits-cnn,digits+loader")
     parser.add_argument("--steps", type=int, default=200)
     # Low enough that no method stops early at divergence (digits diverges near lr=4).
     parser.add_argument("--end-lr", type=float, default=0.3)
@@ -171,7 +184,7 @@ def main() -> None:
         f"range test speed: {args.steps} steps, median of {args.repeats}, device {device}, "
         f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
     )
-    print(f"| task | method | ms/step | vs bare | min–max ms |\n|{'---|' * 5}")
+    print(f"| task | method | ms/step | ratio | min–max ms |\n|{'---|' * 5}")
     for name in args.tasks.split(","):
         result = measure(name, args.steps, args.end_lr, args.repeats, device)
         figures[name] = result

@@ -11,11 +11,12 @@ from typing import Any
 import optuna
 import torch
 
+from lrtune.errors import UserError
 from lrtune.faults import describe
 from lrtune.space import suggest
 from lrtune.spec import StudySpec
 from lrtune.states import FINISHED
-from lrtune.trainer import TrainConfig, train
+from lrtune.trainer import TrainConfig, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,19 @@ def make_objective(
             current = (float(stored[0]), float(stored[1]))
         lr, schedule, params = suggest(trial, spec, current)
 
-        def on_epoch(epoch: int, value: float) -> None:
-            trial.report(value, epoch)
-            if trial.should_prune():
-                trial.set_user_attr("prune_reason", f"pruner at epoch {epoch + 1}")
-                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}")
+        storage_error: list[BaseException] = []
+
+        def report(value: float, step: int) -> None:  # lrtune's loop: step = epoch index
+            try:
+                trial.report(value, step)
+                if trial.should_prune():
+                    trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
+                    raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:  # the storage's, not the task's: the worker handles it
+                storage_error.append(exc)
+                raise
 
         config = TrainConfig(
             lr=lr,
@@ -98,7 +107,11 @@ def make_objective(
             device=device,
         )
         try:
-            result = train(spec.task, config, on_epoch=on_epoch)
+            result = run_trial(spec.task, config, report)
+        except Exception:
+            if storage_error:  # the storage failed inside report(): not the task's error
+                raise storage_error[0] from None
+            raise
         finally:
             _release_memory()
         trial.set_user_attr("config", result.config)
@@ -131,8 +144,8 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     except KeyboardInterrupt:
         _set_reason(trial, "interrupted (Ctrl-C)")
         raise
-    except (optuna.exceptions.OptunaError, TrialFailed, Surplus):
-        raise
+    except (optuna.exceptions.OptunaError, TrialFailed, Surplus, UserError):
+        raise  # UserError: a mistake in the task's options (e.g. fp16 on CPU), one line
     except torch.cuda.OutOfMemoryError as exc:
         detail = describe(exc).partition(": ")[2]
         reason = f"CUDA out of memory: {detail}" if detail else "CUDA out of memory"

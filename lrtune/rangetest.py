@@ -25,17 +25,20 @@ import numpy as np
 import torch
 
 from lrtune import interrupt
-from lrtune.data import Batches
+from lrtune.data import Batches, is_pair
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
 from lrtune.optimizers import check_optimizer, make_optimizer
 from lrtune.tasks import Task, TaskFactory, resolve_task
+from lrtune.trainer import Updater, batch_loss, check_precision
 
 log = logging.getLogger(__name__)
 
 BETA = 0.98
 SKIP_START = 10
 SKIP_END = 5
+#: fp16 updates skipped on overflow in a row after which the sweep stops as non-finite.
+MAX_SKIPPED = 20
 #: The bounds are [valley × BOUNDS_LOW_MUL, valley × BOUNDS_HIGH_MUL], the top capped at the
 #: minimum of the smoothed loss (see :func:`bounds_from`).
 BOUNDS_LOW_MUL = 2.4
@@ -356,11 +359,19 @@ def _tracked_metric(
     return "accuracy" if not target.is_floating_point() else "val_loss", metric
 
 
-def _held_out(task: Task, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to 512 validation rows, on ``device``, from a tensor pair or a ``Dataset``."""
-    batches = Batches(task.val, 512, device)
-    vx, vy = next(iter(batches.epoch(None, shuffle=False)))
-    return vx[:512], vy[:512]
+def _held_out(task: Task, device: torch.device) -> Any:
+    """Up to 512 validation rows, on ``device``: the first validation batch."""
+    batch = next(iter(Batches(task.val, 512, device, "val")))
+    return (batch[0][:512], batch[1][:512]) if is_pair(batch) else batch
+
+
+def _batch_metric(task: Task, batch: Any) -> tuple[str, Callable[[torch.nn.Module], float]]:
+    """The tracked metric's name and ``metric(model)`` on one held-out ``batch``."""
+    if not is_pair(batch) or (task.step_loss is not None and task.metric is None):
+        step_loss = batch_loss(task)
+        return "val_loss", lambda model: float(step_loss(model, batch))
+    name, fn = _tracked_metric(task, batch[1])
+    return name, lambda model: fn(model(batch[0]), batch[1])
 
 
 def _sweep(
@@ -375,16 +386,21 @@ def _sweep(
     mode: str,
     device: torch.device,
     track_metric: bool,
+    precision: str,
+    accumulate: int,
+    clip_grad_norm: float | None,
 ) -> _Curve:
-    batches = Batches(task.train, task.batch_size, device)
+    batches = Batches(task.train, task.batch_size, device, "train")
     stream = batches.endless(torch.Generator().manual_seed(seed))
-    model, loss_fn = task.model, task.loss_fn
+    model = task.model
     model.train()
-    held_out = metric_fn = metric_name = None
+    updater = Updater(
+        model, optimizer, batch_loss(task), precision=precision, clip=clip_grad_norm, device=device
+    )
+    metric_fn = metric_name = None
     metric_every = max(1, steps // 25)
     if track_metric:
-        held_out = _held_out(task, device)
-        metric_name, metric_fn = _tracked_metric(task, held_out[1])
+        metric_name, metric_fn = _batch_metric(task, _held_out(task, device))
     # Losses stay on the device and are checked every few steps on CUDA, so the GPU is not
     # stalled by a host sync each step; on CPU a check per step costs nothing. (A list of
     # loss tensors, not an indexed write into one buffer: that costs ~10% of a small step.)
@@ -397,29 +413,45 @@ def _sweep(
     metrics: list[float] = []
     avg, best = 0.0, math.inf
     stop_reason = None
-    done = 0
-    for i in range(steps):
+    done = skipped = 0
+    i = 0
+    while i < steps:
         interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
         lr = lr_at(i, steps, start_lr, end_lr, mode)
         for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio
-        xb, yb = next(stream)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        optimizer.step()
-        pending.append(loss.detach())
+        # One sweep step is one optimizer update, of ``accumulate`` micro-batches; its loss
+        # is their mean.
+        loss = updater.forward(next(stream))
+        updater.backward(loss, 1.0 / accumulate)
+        loss = loss.detach()
+        for _ in range(accumulate - 1):
+            micro = updater.forward(next(stream))
+            updater.backward(micro, 1.0 / accumulate)
+            loss = loss + micro.detach()
+        if not updater.step():
+            # fp16 overflow: the scaler skipped the update; the LR does not move on. A loss
+            # that keeps overflowing ends the sweep as non-finite.
+            skipped += 1
+            if skipped < MAX_SKIPPED:
+                continue
+            loss = torch.full_like(loss, math.inf)
+        skipped = 0
+        pending.append(loss / accumulate if accumulate > 1 else loss)
         lrs.append(lr)
-        if held_out is not None and metric_fn is not None and i % metric_every == 0:
+        if metric_fn is not None and i % metric_every == 0:
             model.eval()
-            with torch.no_grad():
-                metrics.append(metric_fn(model(held_out[0]), held_out[1]))
+            with torch.no_grad(), updater.autocast():
+                metrics.append(metric_fn(model))
             model.train()
             metric_steps.append(i)
-        if (i + 1) % check_every and i + 1 < steps:
+        i += 1
+        if i % check_every and i < steps:
             continue
         values = (
-            [pending[0].item()] if len(pending) == 1 else torch.stack(pending).flatten().tolist()
+            [pending[0].item()]
+            if len(pending) == 1
+            else torch.stack(pending).float().flatten().tolist()
         )
         pending.clear()
         for value in values:
@@ -482,6 +514,31 @@ def _check_args(start_lr: float, end_lr: float, steps: int, mode: str, seeds: in
         raise UserError(f"seeds must be at least 1, got {seeds}")
 
 
+def _options(
+    task: Task,
+    device: torch.device,
+    precision: str | None,
+    accumulate: int | None,
+    clip_grad_norm: float | None,
+) -> dict[str, Any]:
+    """The sweep's training options (``None``: the task's own), checked."""
+    if task.fit is not None and task.step_loss is None:
+        raise UserError(
+            f"task {task.name} has its own fit but no step_loss: the range test needs "
+            "step_loss(model, batch) (or run the study with --prior none)"
+        )
+    options: dict[str, Any] = {
+        "precision": precision or task.precision,
+        "accumulate": accumulate or task.accumulate,
+        "clip_grad_norm": clip_grad_norm if clip_grad_norm is not None else task.clip_grad_norm,
+    }
+    check_precision(options["precision"], device)
+    k = options["accumulate"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"accumulate must be a positive int, got {k!r}")
+    return options
+
+
 def _median_log(values: list[float]) -> float:
     return float(10 ** statistics.median(math.log10(v) for v in values))
 
@@ -498,6 +555,9 @@ def range_test(
     device: str | torch.device = "auto",
     track_metric: bool = False,
     seed: int = 0,
+    precision: str | None = None,
+    accumulate: int | None = None,
+    clip_grad_norm: float | None = None,
 ) -> RangeTestResult:
     """Run the LR range test on ``task`` with ``seeds`` seeds and return the suggestions.
 
@@ -505,6 +565,12 @@ def range_test(
     or a :class:`Task` (its model is swept ``seeds`` times and restored exactly afterwards).
     ``optimizer`` is a name (``sgd``, ``adam``, ...) or an optimizer over the task's model;
     with several param groups their LR ratios are kept. Seeds are ``seed, seed+1, ...``.
+
+    ``precision``, ``accumulate`` (micro-batches per sweep step: ``steps`` counts optimizer
+    updates) and ``clip_grad_norm`` of ``None`` take the task's own. The task's batches go
+    through ``step_loss`` (default ``loss_fn(model(x), y)``); a task with ``fit`` but no
+    ``step_loss`` cannot be swept. Any error of the task's code in the sweep (a batch the
+    model rejects) is raised as :class:`UserError` with its first line.
     """
     _check_args(start_lr, end_lr, steps, mode, seeds)
     if isinstance(optimizer, str):
@@ -530,6 +596,7 @@ def range_test(
         for s in seed_list:
             torch.manual_seed(s)
             t = factory(s)
+            options = _options(t, dev, precision, accumulate, clip_grad_norm)
             original_device = next(t.model.parameters()).device
             snap = _snapshot(t.model, given_opt)
             try:
@@ -548,6 +615,7 @@ def range_test(
                     mode=mode,
                     device=dev,
                     track_metric=track_metric,
+                    **options,
                 )
                 curves.append(curve)
                 metric_name = curve.metric_name

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrtune.data import check_batches, is_pair
 from lrtune.errors import UserError
 from lrtune.optimizers import OPTIMIZERS
 
@@ -32,8 +33,10 @@ class Task:
 
     Attributes:
         model: a freshly initialised ``torch.nn.Module``.
-        train: training data, a torch ``Dataset`` or an ``(X, y)`` pair of tensors.
-        val: validation data, same forms.
+        train: training data: an ``(X, y)`` pair of tensors, a torch ``Dataset``, a
+            ``DataLoader`` or any re-iterable of batches (a batch is tensors nested in
+            tuples, lists, dicts or dataclasses, moved to the device recursively).
+        val: validation data, same forms (``None`` is allowed for a task with ``fit``).
         loss_fn: ``loss_fn(model(X), y)`` returns a scalar tensor.
         metric: ``metric(predictions, targets) -> float`` on the whole validation set;
             ``None`` means the validation loss.
@@ -46,6 +49,14 @@ class Task:
             ``sgd``).
         step_loss: ``step_loss(model, batch) -> Tensor``, the loss of one batch, for a task
             whose batches are not ``(x, y)`` pairs; ``None``: ``loss_fn(model(x), y)``.
+        evaluate: ``evaluate(model, val) -> float``, the metric over the validation
+            batches (``val`` iterates them on the device; called in eval mode without
+            gradients); ``None``: ``metric`` (or ``loss_fn``) on the stacked predictions of
+            ``(x, y)`` batches, else the mean ``step_loss`` over the batches.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 adds a grad
+            scaler and needs CUDA).
+        accumulate: micro-batches per optimizer update (one schedule step per update).
+        clip_grad_norm: clip the gradients' total norm to this before each update.
         fit: ``fit(hp, report) -> float``, the user's own training loop run in place of
             lrtune's in each trial (SPEC "Your own training code"); ``None``: lrtune's loop.
     """
@@ -63,6 +74,14 @@ class Task:
     optimizer: str | None = None
     step_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None
     fit: Callable[[Any, Callable[[float, int], None]], float] | None = None
+    evaluate: Callable[[nn.Module, Any], float] | None = None
+    precision: str = "fp32"
+    accumulate: int = 1
+    clip_grad_norm: float | None = None
+
+
+#: The values of ``Task.precision``.
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 TaskFactory = Callable[[int], Task]
@@ -283,17 +302,10 @@ def check_task(task: Any, label: str = "task") -> None:
         raise UserError(f"task {label}: loss_fn is not callable, {expected}")
     for split in ("train", "val"):
         data = getattr(task, split)
-        ok_pair = (
-            isinstance(data, (tuple, list))
-            and len(data) == 2
-            and all(isinstance(t, torch.Tensor) for t in data)
-        )
-        if not ok_pair and not isinstance(data, torch.utils.data.Dataset):
-            raise UserError(
-                f"task {label}: {split} is {type(data).__name__}, "
-                "expected a torch Dataset or an (X, y) pair of tensors"
-            )
-        if ok_pair and len(data[0]) != len(data[1]):
+        if data is None and (split == "val" and task.fit is not None):
+            continue
+        check_batches(data, f"task {label}: {split}")
+        if is_pair(data) and len(data[0]) != len(data[1]):
             raise UserError(f"task {label}: {split} X has {len(data[0])} rows, y {len(data[1])}")
     if task.direction not in ("minimize", "maximize"):
         raise UserError(
@@ -310,3 +322,21 @@ def check_task(task: Any, label: str = "task") -> None:
             f"task {label}: unknown optimizer {task.optimizer!r}: "
             f"allowed are {', '.join(OPTIMIZERS)}"
         )
+    for name in ("step_loss", "evaluate", "fit"):
+        if getattr(task, name) is not None and not callable(getattr(task, name)):
+            raise UserError(f"task {label}: {name} is not callable")
+    if task.precision not in PRECISIONS:
+        raise UserError(
+            f"task {label}: precision is {task.precision!r}, allowed are {', '.join(PRECISIONS)}"
+        )
+    acc = task.accumulate
+    if isinstance(acc, bool) or not isinstance(acc, int) or acc < 1:
+        raise UserError(
+            f"task {label}: accumulate must be a positive int (micro-batches per update), "
+            f"got {acc!r}"
+        )
+    clip = task.clip_grad_norm
+    if clip is not None and (
+        isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0
+    ):
+        raise UserError(f"task {label}: clip_grad_norm must be a positive number, got {clip!r}")

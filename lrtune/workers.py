@@ -173,7 +173,7 @@ def run_worker(
     loaded = {n: _load(storage, n, worker, device, task) for n in names}
     # Whether a study widens is fixed at creation: ask once, not after every trial (a
     # storage read per trial for the studies that never widen).
-    widens = {n: can_widen(loaded[n][0].user_attrs) for n in names}
+    widens = {n: can_widen(loaded[n][0].user_attrs) for n in names}  # confirm: never
     report = WorkerReport(trials=dict.fromkeys(names, 0))
     start = time.perf_counter()
     failures = 0
@@ -245,7 +245,7 @@ def run_worker(
         elif mine.state != optuna.trial.TrialState.FAIL:
             failures = 0
             report.trials[name] += 1
-            if mine.state == optuna.trial.TrialState.COMPLETE and widens[name]:
+            if mine.state == optuna.trial.TrialState.COMPLETE and widens.get(name, False):
                 maybe_widen(study)
         if on_trial is not None:
             on_trial(name, mine)
