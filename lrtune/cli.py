@@ -403,6 +403,20 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         help="grow the prior's bounds when the best trials sit at an edge (default: on)",
     )
     p.add_argument("--grid-points", type=_positive_int, help="LR points of the grid (default 6)")
+    p.add_argument("--precision", help="fp32, bf16 or fp16 (default: the task's own, else fp32)")
+    p.add_argument(
+        "--accumulate", type=_positive_int, help="micro-batches per optimizer update (default 1)"
+    )
+    p.add_argument("--clip-grad-norm", type=_positive_float, help="clip the gradient norm to this")
+    for name, default, kind in (
+        ("start-lr", "1e-7", _positive_float),
+        ("end-lr", "10", _positive_float),
+        ("steps", "100", _positive_int),
+        ("seeds", "3", _positive_int),
+    ):
+        p.add_argument(
+            f"--rangetest-{name}", type=kind, help=f"the prior's range test (default {default})"
+        )
     p.add_argument(
         "--workers",
         type=_positive_int,
@@ -434,6 +448,13 @@ _SPEC_FLAGS = (
     "grid_points",
     "widen",
     "seed",
+    "precision",
+    "accumulate",
+    "clip_grad_norm",
+    "rangetest_start_lr",
+    "rangetest_end_lr",
+    "rangetest_steps",
+    "rangetest_seeds",
 )
 
 

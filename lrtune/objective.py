@@ -12,7 +12,7 @@ import optuna
 import torch
 
 from lrtune.faults import describe
-from lrtune.space import suggest
+from lrtune.space import suggest, suggest_optimizer
 from lrtune.spec import StudySpec
 from lrtune.states import FINISHED
 from lrtune.trainer import TrainConfig, train
@@ -89,9 +89,13 @@ def make_objective(
             optimizer=spec.optimizer,
             schedule=schedule,
             schedule_params=params,
+            optimizer_params=suggest_optimizer(trial, spec),
             epochs=spec.epochs,
             seed=spec.seed,
             device=device,
+            precision=spec.precision,
+            accumulate=spec.accumulate,
+            clip_grad_norm=spec.clip_grad_norm,
         )
         try:
             result = train(spec.task, config, on_epoch=on_epoch)

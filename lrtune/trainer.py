@@ -38,6 +38,9 @@ class TrainConfig:
     batch_size: int | None = None
     seed: int = 0
     device: str = "auto"
+    precision: str | None = None
+    accumulate: int | None = None
+    clip_grad_norm: float | None = None
 
 
 @dataclass
