@@ -1,7 +1,7 @@
 """Study specs: ``studies/*.toml`` and command-line flags, resolved into one frozen config.
 
-Every field of :class:`StudySpec` is a top-level key of the spec file and a flag of
-``lrtune study`` (``lr_low`` is ``--lr-low``); a flag given on the command line overrides
+Every field of :class:`StudySpec` is a top-level key of the spec file and most are a flag
+of ``lrtune study`` (``lr_low`` is ``--lr-low``); a flag given on the command line overrides
 the file. Schedules' own parameter ranges go in ``[params.<schedule>]`` tables; the
 optimizer's parameters in an ``[optimizer]`` table (``name``, ``weight_decay``, ...) and
 their searched ranges in ``[params.optimizer]``.
