@@ -18,6 +18,7 @@ from lrtune import cli, export, load_config
 from lrtune.errors import UserError
 from lrtune.space import suggest, suggest_optimizer
 from lrtune.spec import StudySpec, resolve_spec
+from lrtune.states import FINISHED
 from lrtune.study import prepare_group
 
 SEARCHED = """\
@@ -109,7 +110,7 @@ def test_weight_decay_searched_shows_up_in_trial_params_and_export(
     stored = study.user_attrs["spec"]
     assert stored["optimizer_params"] == {"betas": [0.9, 0.95], "eps": 1e-7}
     assert stored["params"]["optimizer"]["weight_decay"] == ["float", 1e-5, 0.1, True]
-    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    trials = study.get_trials(states=FINISHED)
     assert len(trials) == 3
     decays = [t.params["optimizer.weight_decay"] for t in trials]
     assert len(set(decays)) == 3 and all(1e-5 <= d <= 0.1 for d in decays)
@@ -264,3 +265,27 @@ def test_load_config_checks_optimizer_params(
     path.write_text(json.dumps({"optimizer": optimizer}), encoding="utf-8")
     with pytest.raises(UserError, match=expected):
         load_config(path)
+
+
+def test_a_worker_on_postgresql_trains_with_the_stored_options(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``study --create-only`` stores the options; a worker elsewhere reads them back."""
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "wd.toml"
+    spec.write_text(SEARCHED + "eps = true\n", encoding="utf-8")
+    args = ["study", "--spec", str(spec), "--group", "pgwd", "--prior", "none"]
+    args += ["--samplers", "random", "--trials", "2", "--epochs", "1", "--pruner", "none"]
+    args += ["--optimizer", "adam", "--create-only", "--device", "cpu", "--storage", pg_url]
+    # eps is searched and fixed in the file's table: the flag does not hide the conflict.
+    assert cli.main(args) == 2
+    spec.write_text(SEARCHED.replace(", eps = 1e-7", ""), encoding="utf-8")
+    assert cli.main(args) == 0
+    assert cli.main(["worker", "--group", "pgwd", "--device", "cpu", "--storage", pg_url]) == 0
+    study = optuna.load_study(study_name="pgwd.random.none", storage=pg_url)
+    trials = study.get_trials(states=FINISHED)  # a high LR may diverge: pruned, with config
+    assert len(trials) == 2
+    for t in trials:
+        opt = t.user_attrs["config"]["optimizer"]
+        assert opt["name"] == "adam" and opt["betas"] == [0.9, 0.95]
+        assert opt["weight_decay"] == t.params["optimizer.weight_decay"]
