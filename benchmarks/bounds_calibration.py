@@ -1,7 +1,7 @@
 """Calibrate the range test's bounds rule against dense grids of real training.
 
-For each built-in task: the oracle of ``search_efficiency.py`` (40 log-spaced LRs from 1e-6
-to 10 × every schedule × 2 training seeds, cached in benchmarks/.cache) gives each
+For each built-in task: the oracle of ``search_efficiency.py`` (36 log-spaced LRs from 1e-6
+to 10 × every schedule × 3 training seeds, its runs cached in benchmarks/.cache) gives each
 schedule's robust best LR; 20 range tests of 3 seeds each (seeds 500, 510, …: disjoint from
 the benchmark's 0, 10, …) give the valley and the minimum of the smoothed loss. Prints, per
 task, where the best LRs sit relative to the valley and to the minimum, and how often each
@@ -23,7 +23,7 @@ import optuna
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_efficiency import TASKS, oracle
+from search_efficiency import CANDIDATES, available_tasks, oracle, task_optimizer
 
 from lrtune.rangetest import bounds_from, range_test
 from lrtune.schedules import SCHEDULE_NAMES
@@ -47,14 +47,24 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     summary = {}
-    for task in TASKS:
-        grid = oracle(task, 40, 2)
+    tasks, notes = available_tasks(CANDIDATES)
+    for note in notes:
+        print(note, file=sys.stderr)
+    for task in tasks:
+        grid = oracle(task, 36, 3)
+        optimizer = task_optimizer(task)
         best = [grid.robust_best_lr(s) for s in SCHEDULE_NAMES]
         lo_best, hi_best = min(best), max(best)
         valleys, lows, highs, ratios_lo, ratios_hi = [], [], [], [], []
         held_new = held_old = 0
         for r in range(REPEATS):
-            rt = range_test(task, seeds=3, device="cpu", seed=FIRST_SEED + 10 * r)
+            rt = range_test(
+                task,
+                optimizer=optimizer,
+                seeds=3,
+                device="cpu",
+                seed=FIRST_SEED + 10 * r,
+            )
             min_lr = math.exp(statistics.median(math.log(p["min_lr"]) for p in rt.per_seed))
             low, high = bounds_from(rt.valley, min_lr)
             assert math.isclose(low, rt.lr_low) and math.isclose(high, rt.lr_high)

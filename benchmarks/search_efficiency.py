@@ -1,36 +1,54 @@
-"""Search efficiency: does the range-test prior reach a good LR × schedule in fewer trials?
+"""Search efficiency under seed noise: what is the configuration a user exports worth?
 
-For each built-in task:
-- an oracle: a dense grid over the wide space (``--oracle-lrs`` log-spaced LRs from 1e-6 to
-  10 × every schedule × ``--oracle-seeds`` training seeds), cached in benchmarks/.cache;
-- for each strategy (grid, random, TPE × prior none / rangetest, plus TPE with a prior
-  deliberately shifted two decades too low, which lrtune's widening must recover from):
-  ``--repeats`` studies with different sampler seeds (and range-test seeds), each run for
-  ``--budget`` finished trials exactly as ``lrtune study`` runs them (same objective,
-  samplers, pruner, widening), in memory;
-- trials-to-target (first trial within 2% of the oracle's best; a study that never gets
-  there counts as budget + 1, and "reached" says how many did), best-so-far after 5/10/20
-  trials, median [IQR] over repeats; the range test's cost in trial-equivalents is added to
-  the prior arms. The oracle's best is the best cell of the seed-averaged grid: the best a
-  configuration does in expectation. (Trials train with seed 0; the best cell of the seed-0
-  grid alone is the luckiest of 400 draws, printed for reference with the seed-to-seed
-  noise of the best cells, which is what a 2% tolerance has to be read against.);
-- a paired bootstrap interval for the median difference in trials-to-target between TPE
-  with and without the prior (paired by repeat: same sampler seed), and the share of
-  repeats whose bounds contain the oracle's best LR for every schedule (robust best of the
-  seed-averaged grid).
+A trial's value is one training seed's result; two seeds of one configuration differ by
+several percent, so "the best trial" is partly luck. This benchmark scores what a user gets,
+not what a study saw. For each built-in task (``--tasks``):
 
-Tasks run in parallel processes (``--jobs``), one torch thread each.
+- **oracle**: a dense grid over the wide space (``--oracle-lrs`` log-spaced LRs from 1e-6 to
+  10 × every schedule × ``--oracle-seeds`` training seeds 0, 1, …), every run cached in
+  benchmarks/.cache by task + config + seed + a hash of the training code. Its best seed
+  mean is the reference; the **seed noise** is the median, over the 10 best cells, of the
+  seeds' relative sd (the half-range is printed too).
+- **true value** of a configuration: its mean over the oracle's seeds (the oracle cell when
+  the configuration lies on the oracle grid, else trained on those seeds and cached). Those
+  seeds are never the study's: a study of repeat r trains every trial with seed 1000 + r,
+  confirmation re-trains use seeds 10000 + 10 r + j, range tests 5000 + 10 r.
+- per **strategy** (grid / random / TPE × prior none / rangetest, plus TPE with a prior
+  shifted two decades low, which lrtune's widening must recover from), ``--repeats``
+  studies run exactly as ``lrtune study`` runs them (same objective, sampler, pruner,
+  widening), in memory. After k = 5/10/20/40 trials the exported configuration is the best
+  finished trial so far; its **regret** is (true value − oracle best) / |oracle best|
+  (sign flipped when maximizing). **Trials to target**: the first k at which the exported
+  configuration's true value is within the tolerance of the oracle's best
+  (``lrtune.compare.within``), tolerance = max(``--tolerance``, seed noise); a repeat that
+  never gets there is censored at budget + 1 (shown ≥). Prior arms add the range test's
+  cost in trial-equivalents (its seconds ÷ the repeat's median trial seconds).
+- **confirmation** (SPEC "Seed noise", K = 3, S = 2) at equal total trials: arm A runs
+  ``--budget`` trials and exports the best single-seed trial; arm B runs budget − K·S trials,
+  re-trains its K best configurations on S fresh seeds and exports the best mean of those
+  fresh seeds. Both are scored by true regret.
 
-Run by hand:  python benchmarks/search_efficiency.py   (writes docs/benchmarks.md's section
-"Search efficiency"; last line: a JSON summary).
+Median [IQR] over repeats. A markdown table per task, then one JSON line.
+
+Cost, per task: the oracle trains lrs × schedules × seeds runs once (cached); each repeat
+runs 7 studies of ``--budget`` trials, 2 of budget − K·S, K·S confirmation runs and
+``--oracle-seeds`` runs per distinct exported configuration off the oracle grid (5-10 per
+study). The small MLP tasks take minutes each; digits-cnn, finetune and charlm (1-3 s a
+trial) hours: give them a coarser oracle (``--oracle-lrs 36,charlm=21``; 21 LRs are 0.35
+decades apart), fewer schedules (``--schedules``) or their own run (``--tasks``).
+
+Run by hand (the full run is long: see ``--help`` for the budget flags):
+    OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py
+    python benchmarks/search_efficiency.py --quick        # smoke test, ~2 minutes
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -39,64 +57,172 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 
+# Every import from lrtune is here, in one place (modules may move; update them here).
+from lrtune.compare import within
 from lrtune.objective import make_objective
-from lrtune.oracle import GridResult, dense_grid, log_grid
+from lrtune.oracle import GridResult, log_grid
 from lrtune.rangetest import range_test
 from lrtune.samplers import make_pruner, make_sampler
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.space import grid_size, grid_space
 from lrtune.spec import StudySpec
 from lrtune.states import FINISHED
+from lrtune.tasks import resolve_task
+from lrtune.trainer import TrainConfig, train
 from lrtune.widen import maybe_widen
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / ".cache"
-TASKS = ("digits", "breast-cancer", "wine", "synthetic")
-TOL = 0.02
+#: Bump when the benchmark changes how a cached run is trained.
+BENCH_VERSION = "2"
+CANDIDATES = ("digits", "breast-cancer", "wine", "synthetic", "digits-cnn", "charlm", "finetune")
+WIDE = (1e-6, 10.0)
+CHECKPOINTS = (5, 10, 20, 40)
+STUDY_SEED, RT_SEED, CONFIRM_SEED = 1000, 5000, 10000
 END_MARK = "<!-- end of the section written by benchmarks/search_efficiency.py -->"
+COMPLETE = optuna.trial.TrialState.COMPLETE
+Config = tuple[str, float]  # (schedule, lr): the default spec searches no schedule params
 
 
-def oracle(task: str, n_lrs: int, seeds: int) -> GridResult:
-    """The dense grid, computed once and cached on disk."""
-    path = CACHE / f"oracle-{task}-{n_lrs}-{seeds}.json"
-    if path.exists():
-        data = json.loads(path.read_text())
-        return GridResult(data["lrs"], data["values"], data["direction"], data["runs"])
-    grid = dense_grid(task, log_grid(1e-6, 10.0, n_lrs), seeds=tuple(range(seeds)))
-    CACHE.mkdir(parents=True, exist_ok=True)
-    data = {"lrs": grid.lrs, "values": grid.values, "direction": grid.direction}
-    path.write_text(json.dumps(data | {"runs": grid.runs}))
-    return grid
+def available_tasks(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The names resolve_task knows, and notes for those it does not."""
+    known, notes = [], []
+    for name in names:
+        try:
+            resolve_task(name)
+            known.append(name)
+        except Exception as exc:  # an unknown task is skipped, not fatal
+            notes.append(f"skipped {name}: {str(exc).splitlines()[0]}")
+    return known, notes
 
 
-def run_strategy(
+def code_version(task: str) -> str:
+    """Hash of the code that decides a run's value: the trainer's module and the lrtune
+    modules it uses, the task modules, torch's version. Editing the CLI keeps the cache."""
+    mods = {train.__module__, resolve_task.__module__}
+    for obj in list(vars(sys.modules[train.__module__]).values()):
+        name = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
+        if isinstance(name, str) and name.startswith("lrtune"):
+            mods.add(name)
+    mods |= {m for m in sys.modules if m.startswith("lrtune.") and m.endswith(("zoo", "tasks"))}
+    h = hashlib.sha256(f"{BENCH_VERSION} {task} {torch.__version__}".encode())
+    for m in sorted(mods):
+        file = getattr(sys.modules.get(m), "__file__", None)
+        if file and file.endswith(".py"):
+            h.update(Path(file).read_bytes())
+    return h.hexdigest()[:12]
+
+
+class Runs:
+    """Every training run of one task, cached on disk by config and seed."""
+
+    def __init__(self, task: str, optimizer: str) -> None:
+        self.task, self.optimizer = task, optimizer
+        self.path = CACHE / f"runs-{task}-{optimizer}-{code_version(task)}.json"
+        self.data: dict[str, float | None] = (
+            json.loads(self.path.read_text()) if self.path.exists() else {}
+        )
+        self.trained = self.unsaved = 0
+        self.direction = "minimize"
+
+    def value(self, schedule: str, lr: float, seed: int) -> float:
+        key = f"{schedule}|{lr:.10g}|{seed}"
+        if key not in self.data:
+            cfg = TrainConfig(
+                lr=lr, optimizer=self.optimizer, schedule=schedule, seed=seed, device="cpu"
+            )
+            res = train(self.task, cfg)
+            self.direction = res.direction
+            self.data[key] = None if res.diverged or not math.isfinite(res.value) else res.value
+            self.trained += 1
+            self.unsaved += 1
+            if self.unsaved >= 50:
+                self.save()
+        v = self.data[key]
+        return math.nan if v is None else float(v)
+
+    def mean(self, config: Config, seeds: Sequence[int]) -> float:
+        """Seed mean (``nan`` when any seed diverged: it counts as the worst)."""
+        vals = [self.value(config[0], config[1], s) for s in seeds]
+        return statistics.fmean(vals) if all(math.isfinite(v) for v in vals) else math.nan
+
+    def save(self) -> None:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data))
+        tmp.replace(self.path)
+        self.unsaved = 0
+
+
+def oracle(
     task: str,
+    n_lrs: int,
+    seeds: int,
+    schedules: Sequence[str] = SCHEDULE_NAMES,
+    runs: Runs | None = None,
+) -> GridResult:
+    """The dense grid (every run cached on disk): mean and per-seed values per cell."""
+    if runs is None:
+        runs = Runs(task, task_optimizer(task))
+    lrs = log_grid(*WIDE, n_lrs)
+    values: dict[str, list[float]] = {}
+    per_seed: dict[str, list[list[float]]] = {}
+    for s in schedules:
+        per_seed[s] = [[runs.value(s, lr, k) for k in range(seeds)] for lr in lrs]
+        values[s] = [runs.mean((s, lr), range(seeds)) for lr in lrs]
+    runs.save()
+    direction = runs.direction
+    if runs.trained == 0:  # all cached: ask the task which way is better
+        direction = resolve_task(task)(0).direction
+    return GridResult(lrs, values, direction, per_seed)
+
+
+def task_optimizer(task: str) -> str:
+    """The task's own optimizer (``Task.optimizer``), else sgd."""
+    return getattr(resolve_task(task)(0), "optimizer", None) or "sgd"
+
+
+def seed_noise(grid: GridResult, top: int = 10) -> tuple[float, float]:
+    """Median relative sd and half-range of the seeds over the ``top`` best cells."""
+    sign = 1.0 if grid.direction == "minimize" else -1.0
+    cells = sorted(
+        (sign * v, s, i)
+        for s, vs in grid.values.items()
+        for i, v in enumerate(vs)
+        if math.isfinite(v)
+    )[:top]
+    runs = [grid.runs[s][i] for _, s, i in cells]
+    den = [max(abs(statistics.fmean(r)), 1e-12) for r in runs]
+    sd = [statistics.stdev(r) / d for r, d in zip(runs, den, strict=True) if len(r) > 1]
+    half = [(max(r) - min(r)) / 2 / d for r, d in zip(runs, den, strict=True)]
+    return (statistics.median(sd) if sd else math.nan), statistics.median(half)
+
+
+def run_study(
+    spec: StudySpec,
     sampler: str,
     prior: str,
     bounds: tuple[float, float],
     seed: int,
     budget: int,
+    direction: str,
+    epochs: int,
 ) -> list[optuna.trial.FrozenTrial]:
     """One study, run like `lrtune study` runs it, in memory; its finished trials in order."""
-    spec = StudySpec(task=task, samplers=(sampler,), prior=(prior,), trials=budget, seed=0)
     study = optuna.create_study(
+        direction=direction,
         sampler=make_sampler(sampler, seed=seed, budget=budget, grid=grid_space(spec, bounds)),
-        pruner=make_pruner(spec.pruner, epochs=10),
+        pruner=make_pruner(spec.pruner, epochs=epochs),  # as workers do: the trial's epochs
     )
-    for key, value in {
-        "prior": prior,
-        "spec": spec.to_dict(),
-        "sampler": sampler,
-        "bounds": list(bounds),
-        "budget": budget,
-    }.items():
+    attrs = {"prior": prior, "spec": spec.to_dict(), "sampler": sampler, "bounds": list(bounds)}
+    for key, value in (attrs | {"budget": budget}).items():
         study.set_user_attr(key, value)
     if sampler == "grid":  # as `lrtune study` does: the grid caps the budget
         budget = min(budget, grid_size(spec))
@@ -109,57 +235,25 @@ def run_strategy(
     return [t for t in study.trials if t.state in FINISHED]
 
 
-def seed_noise(grid: GridResult, top: int = 10) -> float:
-    """Median |seed 0 − seed 1| / mean over the ``top`` best cells of the averaged grid."""
-    sign = 1.0 if grid.direction == "minimize" else -1.0
-    cells = sorted(
-        (sign * v, s, i)
-        for s, vs in grid.values.items()
-        for i, v in enumerate(vs)
-        if math.isfinite(v) and len(grid.runs[s][i]) >= 2
-    )[:top]
-    rel = [abs(grid.runs[s][i][0] - grid.runs[s][i][1]) / max(abs(v), 1e-12) for v, s, i in cells]
-    return statistics.median(rel) if rel else math.nan
+def exported(trials: list[optuna.trial.FrozenTrial], k: int, sign: float) -> Config | None:
+    """The best complete trial among the first ``k`` finished: what a user would export
+    (``sign``: 1 to minimize, -1 to maximize)."""
+    done = [t for t in trials[:k] if t.state == COMPLETE and t.value is not None]
+    done = [t for t in done if math.isfinite(t.value)]  # type: ignore[arg-type]
+    if not done:
+        return None
+    t = min(done, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
+    return str(t.params["schedule"]), float(t.params["lr"])
 
 
-def trials_to_target(trials: list[optuna.trial.FrozenTrial], target: float, budget: int) -> int:
-    for i, t in enumerate(trials):
-        if (
-            t.state == optuna.trial.TrialState.COMPLETE
-            and t.value is not None
-            and t.value <= target
-        ):
-            return i + 1
-    return budget + 1  # censored: never reached within the budget
-
-
-def best_after(trials: list[optuna.trial.FrozenTrial], k: int) -> float:
-    values = [
-        t.value
-        for t in trials[:k]
-        if t.state == optuna.trial.TrialState.COMPLETE
-        and t.value is not None
-        and math.isfinite(t.value)
-    ]
-    return min(values) if values else math.inf
-
-
-def med_iqr(values: list[float]) -> str:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return "-"
-    if len(finite) < 2:
-        return f"{finite[0]:.3g}"
-    q = statistics.quantiles(finite, n=4, method="inclusive")
-    return f"{statistics.median(finite):.3g} [{q[0]:.3g}–{q[2]:.3g}]"
-
-
-def bootstrap_median_diff(a: list[float], b: list[float], n: int = 5000) -> tuple[float, float]:
-    """95% percentile interval of the median of paired differences a - b."""
-    rng = np.random.default_rng(0)
-    d = np.asarray(a) - np.asarray(b)
-    meds = [np.median(rng.choice(d, size=len(d), replace=True)) for _ in range(n)]
-    return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+def top_configs(trials: list[optuna.trial.FrozenTrial], n: int, sign: float) -> list[Config]:
+    """The ``n`` best distinct configurations of a study by their single-seed value."""
+    done = sorted(
+        (sign * t.value, t.number, str(t.params["schedule"]), float(t.params["lr"]))
+        for t in trials
+        if t.state == COMPLETE and t.value is not None and math.isfinite(t.value)
+    )
+    return list(dict.fromkeys((s, lr) for _, _, s, lr in done))[:n]
 
 
 def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -167,169 +261,349 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
-    grid = oracle(task, args.oracle_lrs, args.oracle_seeds)
-    # The target: 2% from the best expected value (seed-averaged), not from the luckiest
-    # single-seed cell; both and the noise between seeds are printed.
-    _, best_lr, best = grid.best()
-    _, seed0_best_lr, seed0_best = grid.seed(0).best()
-    target = best + TOL * abs(best)
-    # Warm up (imports, allocator, data loading) so repeat 1's range test is not charged
-    # for it: its seconds are turned into trial-equivalents.
-    range_test(task, seeds=1, device="cpu", seed=999)
-    robust = {s: grid.robust_best_lr(s) for s in SCHEDULE_NAMES}
+    optimizer = task_optimizer(task)
+    epochs = resolve_task(task)(0).epochs
+    runs = Runs(task, optimizer)
+    n_lrs, n_seeds = per_task(args.oracle_lrs, task), args.oracle_seeds
+    schedules = tuple(args.schedules.split(",")) if args.schedules else SCHEDULE_NAMES
+    grid = oracle(task, n_lrs, n_seeds, schedules, runs)
+    eval_seeds = range(n_seeds)
+    log(f"{task}: oracle ready ({runs.trained} runs trained, {time.perf_counter() - t0:.0f} s)")
+    best_schedule, best_lr, best = grid.best()
+    noise_sd, noise_half = seed_noise(grid)
+    tol = max(args.tolerance, noise_sd if math.isfinite(noise_sd) else 0.0)
+    sign = 1.0 if grid.direction == "minimize" else -1.0
+
+    def true_value(config: Config | None) -> float:
+        return math.nan if config is None else runs.mean(config, eval_seeds)
+
+    def regret(value: float) -> float:
+        """Relative regret; ``inf`` when nothing finished or the config diverged."""
+        return sign * (value - best) / max(abs(best), 1e-12) if math.isfinite(value) else math.inf
+
+    spec = StudySpec(task=task, optimizer=optimizer, schedules=schedules, trials=args.budget)
+    range_test(task, optimizer=optimizer, seeds=1, steps=20, device="cpu", seed=RT_SEED - 1)
+    robust = {s: grid.robust_best_lr(s) for s in schedules}
+    checkpoints = [k for k in CHECKPOINTS if k < args.budget] + [args.budget]
+    ks = args.confirm_k * args.confirm_seeds
     arms: dict[str, dict[str, list[float]]] = {}
-    cover: list[float] = []
+    coverage: list[float] = []
+    spans: list[float] = []
     rt_trials: list[float] = []
     for r in range(args.repeats):
-        seed = 1000 + r
-        rt = range_test(task, seeds=3, device="cpu", seed=10 * r)
-        cover.append(sum(rt.lr_low <= lr <= rt.lr_high for lr in robust.values()) / len(robust))
-        rt_bounds = (rt.lr_low, rt.lr_high)
-        shifted = (rt.lr_low / 100, rt.lr_high / 100)
-        plan = [(s, "none", (1e-6, 10.0), s) for s in ("grid", "random", "tpe")]
-        plan += [(s, "rangetest", rt_bounds, s) for s in ("grid", "random", "tpe")]
-        plan.append(("tpe", "rangetest", shifted, "tpe shifted"))
-        trial_secs: list[float] = []
-        for sampler, prior, bounds, label in plan:
-            trials = run_strategy(task, sampler, prior, bounds, seed, args.budget)
-            trial_secs += [
-                float(t.user_attrs.get("seconds", math.nan))
-                for t in trials
-                if "seconds" in t.user_attrs
-            ]
-            arm = arms.setdefault(
-                f"{label} / {prior}", {"ttt": [], "b5": [], "b10": [], "b20": [], "rt": []}
-            )
-            if prior == "rangetest":
-                arm["rt"].append(rt.seconds)
-            arm["ttt"].append(float(trials_to_target(trials, target, args.budget)))
-            arm["b5"].append(best_after(trials, 5))
-            arm["b10"].append(best_after(trials, 10))
-            arm["b20"].append(best_after(trials, 20))
-        per_trial = statistics.median([s for s in trial_secs if math.isfinite(s)])
-        rt_trials.append(rt.seconds / per_trial)
-        print(
-            f"  {task} repeat {r + 1}/{args.repeats} done ({time.perf_counter() - t0:.0f} s)",
-            file=sys.stderr,
-            flush=True,
+        seed = STUDY_SEED + r
+        rspec = dataclasses.replace(spec, seed=seed)
+        rt = range_test(
+            task,
+            optimizer=optimizer,
+            steps=spec.rangetest_steps,
+            seeds=spec.rangetest_seeds,
+            device="cpu",
+            seed=RT_SEED + 10 * r,
         )
-    rt_eq = statistics.median(rt_trials)
-    for name, arm in arms.items():
-        if "rangetest" in name:
-            arm["cost"] = [v + e for v, e in zip(arm["ttt"], rt_trials, strict=True)]
-        else:
-            arm["cost"] = list(arm["ttt"])
+        bounds = {"none": WIDE, "rangetest": (rt.lr_low, rt.lr_high)}
+        spans.append(math.log10(rt.lr_high / rt.lr_low))
+        coverage.append(sum(rt.lr_low <= lr <= rt.lr_high for lr in robust.values()) / len(robust))
+        plan = [(s, p, bounds[p], f"{s} / {p}") for p in ("none", "rangetest") for s in CORE]
+        plan.append(("tpe", "rangetest", (rt.lr_low / 100, rt.lr_high / 100), "tpe shifted"))
+        secs: list[float] = []
+        for sampler, prior, b, label in plan:
+            trials = run_study(rspec, sampler, prior, b, seed, args.budget, grid.direction, epochs)
+            secs += [float(t.user_attrs["seconds"]) for t in trials if "seconds" in t.user_attrs]
+            arm = arms.setdefault(label, {})
+            # The true value of the export after every k (few distinct configs: cached).
+            values = [true_value(exported(trials, k, sign)) for k in range(1, args.budget + 1)]
+            arm.setdefault("curve", []).append([regret(v) for v in values])
+            for k in checkpoints:
+                arm.setdefault(f"r{k}", []).append(regret(values[k - 1]))
+            ttt = next(
+                (
+                    k
+                    for k, v in enumerate(values, 1)
+                    if math.isfinite(v) and within(v, best, tol, grid.direction)
+                ),
+                args.budget + 1,
+            )
+            arm.setdefault("ttt", []).append(float(ttt))
+            if sampler == "tpe" and ks and label != "tpe shifted":
+                # Arm B: fewer trials, then confirm the K best on S fresh seeds.
+                short = run_study(
+                    rspec, sampler, prior, b, seed, args.budget - ks, grid.direction, epochs
+                )
+                fresh = [CONFIRM_SEED + 10 * r + j for j in range(args.confirm_seeds)]
+                cands = top_configs(short, args.confirm_k, sign)
+                means = [runs.mean(c, fresh) for c in cands]
+                order = sorted(
+                    range(len(cands)),
+                    key=lambda i: sign * means[i] if math.isfinite(means[i]) else math.inf,
+                )
+                pick = cands[order[0]] if cands else None
+                arm.setdefault("confirmed", []).append(regret(true_value(pick)))
+        trial_s = statistics.median(secs) if secs else math.nan
+        rt_trials.append(rt.seconds / trial_s if trial_s > 0 else math.nan)
+        runs.save()
+        log(f"  {task} repeat {r + 1}/{args.repeats} done ({time.perf_counter() - t0:.0f} s)")
+    for label, arm in arms.items():
+        extra = rt_trials if "rangetest" in label or "shifted" in label else [0.0] * len(rt_trials)
+        arm["cost"] = [
+            t + e if t <= args.budget else math.inf for t, e in zip(arm["ttt"], extra, strict=True)
+        ]
     return {
         "task": task,
-        "oracle_best": best,
-        "oracle_best_lr": best_lr,
-        "oracle_seed0_best": seed0_best,
-        "oracle_seed0_best_lr": seed0_best_lr,
-        "seed_noise": seed_noise(grid),
-        "target": target,
-        "rt_trial_equivalents": rt_eq,
-        "coverage": cover,
+        "optimizer": optimizer,
+        "direction": grid.direction,
+        "oracle": {
+            "lrs": n_lrs,
+            "seeds": n_seeds,
+            "schedules": len(schedules),
+            "decades_per_step": math.log10(WIDE[1] / WIDE[0]) / max(n_lrs - 1, 1),
+            "best": best,
+            "best_lr": best_lr,
+            "best_schedule": best_schedule,
+        },
+        "noise_sd": noise_sd,
+        "noise_half_range": noise_half,
+        "tolerance": tol,
+        "rt_trial_equivalents": statistics.median(rt_trials),
+        "rt_trials": rt_trials,
+        "full_coverage": sum(c == 1.0 for c in coverage) / len(coverage),
+        "bounds_decades_median": statistics.median(spans),
+        "bounds_decades_max": max(spans),
+        "checkpoints": checkpoints,
         "arms": arms,
+        "runs_trained": runs.trained,
         "seconds": time.perf_counter() - t0,
     }
 
 
-def markdown(results: list[dict[str, Any]], args: argparse.Namespace, cmd: str) -> str:
-    lines = [
-        "## Search efficiency",
-        "",
-        f"Command: `{cmd}` — {platform.machine()}, {os.cpu_count()} cores, CPU, "
-        f"{args.jobs} task process(es) of 1 torch thread, {datetime.date.today()}; "
-        f"budget {args.budget} finished trials, "
-        f"{args.repeats} repeats (sampler seeds 1000…), oracle {args.oracle_lrs} LRs × "
-        f"{len(SCHEDULE_NAMES)} schedules × {args.oracle_seeds} seeds over 1e-6…10.",
-        "",
-        "Trials to target: first finished trial within 2% of the oracle's best "
-        "(seed-averaged) "
-        f"(never reached = {args.budget + 1}); cost = that + the range test in "
-        "trial-equivalents (prior arms). Median [IQR] over repeats. `tpe shifted`: "
-        "prior bounds moved two decades too low, recovered by lrtune's widening. "
-        "A ratio marked ≥ has a censored numerator (median arm never reached the target), "
-        "so it is a lower bound.",
-        "",
-    ]
-    for res in results:
-        lines += [
-            f"### {res['task']} (oracle best {res['oracle_best']:.4g} at lr "
-            f"{res['oracle_best_lr']:.3g}; target ≤ {res['target']:.4g}; range test = "
-            f"{res['rt_trial_equivalents']:.2f} trial-equivalents)",
-            "",
-            f"Seed 0 alone: best {res['oracle_seed0_best']:.4g} at lr "
-            f"{res['oracle_seed0_best_lr']:.3g}. Seed-to-seed noise at the 10 best cells: "
-            f"median {res['seed_noise']:.1%} of the value (the tolerance is 2%).",
-            "",
-            "| strategy / prior | reached | trials to target | cost | best after 5 | "
-            "after 10 | after 20 |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, arm in res["arms"].items():
-            reached = sum(v <= args.budget for v in arm["ttt"])
-            lines.append(
-                f"| {name} | {reached}/{len(arm['ttt'])} | {med_iqr(arm['ttt'])} | "
-                f"{med_iqr(arm['cost'])} | {med_iqr(arm['b5'])} | "
-                f"{med_iqr(arm['b10'])} | {med_iqr(arm['b20'])} |"
-            )
-        s = res["summary"]
-        lines += [
-            "",
-            f"- bounds contain the oracle's best LR of every schedule in "
-            f"{s['full_coverage']:.0%} of repeats (mean share of schedules "
-            f"{s['mean_coverage']:.0%})",
-            f"- cost ratio, median: TPE none / TPE prior = {ge(s, 'tpe')}"
-            f"{s['tpe_ratio']:.2f}×, random none / TPE prior = {ge(s, 'random')}"
-            f"{s['random_ratio']:.2f}×, TPE shifted prior / TPE none = "
-            f"{s['shifted_ratio']:.2f}×",
-            f"- paired bootstrap 95% interval of the median difference in cost "
-            f"(TPE prior − TPE none): [{s['boot'][0]:.2f}, {s['boot'][1]:.2f}] trials",
-            "",
-        ]
-    return "\n".join(lines)
+CORE = ("grid", "random", "tpe")
 
 
-def ge(summary: dict[str, Any], arm: str) -> str:
-    """ "≥ " where the no-prior arm's median is censored, so the ratio is a lower bound."""
-    return "≥ " if summary[f"{arm}_censored"] else ""
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def per_task(option: str, task: str) -> int:
+    """``36`` or ``36,charlm=21,finetune=21``: the value for ``task``."""
+    default, special = None, {}
+    for part in option.split(","):
+        name, sep, value = part.rpartition("=")
+        if sep:
+            special[name] = int(value)
+        else:
+            default = int(value)
+    return special.get(task, default if default is not None else 36)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Linear-interpolated quantile that keeps ``inf`` (censored or diverged) as ``inf``."""
+    v = sorted(values)
+    pos = q * (len(v) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if math.isinf(v[lo]) or math.isinf(v[hi]):
+        return v[hi]
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def med_iqr(values: list[float], fmt: Callable[[float], str], floor: float | None = None) -> str:
+    """``median [q1–q3]``. ``inf`` is censored (never reached: counted as ``floor``) or,
+    without a floor, diverged; a quantile that leans on one is a lower bound, shown ≥."""
+    if not values:
+        return "-"
+    v = sorted(values)
+
+    def at(q: float) -> str:
+        pos = q * (len(v) - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        if not math.isinf(v[hi]):
+            return fmt(v[lo] + (v[hi] - v[lo]) * (pos - lo))
+        if math.isinf(v[lo]) and floor is None:
+            return "diverged"
+        low = floor if math.isinf(v[lo]) else v[lo]
+        top = floor if floor is not None else v[lo]
+        return "≥" + fmt(low + (top - low) * (pos - lo))  # type: ignore[operator]
+
+    return f"{at(0.5)} [{at(0.25)}–{at(0.75)}]"
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if abs(x) < 10 else f"{x:.3g}×"
+
+
+def num(x: float) -> str:
+    return f"{x:.3g}"
 
 
 def summarize(res: dict[str, Any], budget: int) -> dict[str, Any]:
     arms = res["arms"]
-    tp, tn = arms["tpe / rangetest"]["cost"], arms["tpe / none"]["cost"]
-    rn, ts = arms["random / none"]["cost"], arms["tpe shifted / rangetest"]["cost"]
-    med = statistics.median
-    return {
-        "tpe_ratio": med(tn) / med(tp),
-        "random_ratio": med(rn) / med(tp),
-        "shifted_ratio": med(ts) / med(tn),
-        "boot": bootstrap_median_diff(tp, tn),
-        "full_coverage": sum(c == 1.0 for c in res["coverage"]) / len(res["coverage"]),
-        "mean_coverage": statistics.mean(res["coverage"]),
-        "tpe_censored": med(arms["tpe / none"]["ttt"]) > budget,
-        "random_censored": med(arms["random / none"]["ttt"]) > budget,
+    # The goal's comparison: TPE with the prior at 10 trial-equivalents, range test
+    # included (per repeat: the trials its range test leaves of 10), vs TPE without at 40.
+    out: dict[str, Any] = {}
+    tp, tn = arms.get("tpe / rangetest"), arms.get("tpe / none")
+    if tp and tn:
+        ks = [
+            min(budget, max(1, math.floor(10 - e)) if math.isfinite(e) else 10)
+            for e in res["rt_trials"]
+        ]
+        at10 = [c[min(k, len(c)) - 1] for c, k in zip(tp["curve"], ks, strict=True)]
+        out["tpe_prior_trials_at_10"] = statistics.median(ks)
+        out["tpe_prior_regret_at_10"] = quantile(at10, 0.5)
+        out["tpe_none_regret_at_budget"] = quantile(tn[f"r{budget}"], 0.5)
+        out["prior_at_10_not_worse"] = sum(
+            x <= y for x, y in zip(at10, tn[f"r{budget}"], strict=True)
+        )
+    out["reached"] = {a: sum(t <= budget for t in v["ttt"]) for a, v in arms.items()}
+    out["ttt_median"] = {a: quantile(v["ttt"], 0.5) for a, v in arms.items()}
+    out["cost_median"] = {a: quantile(v["cost"], 0.5) for a, v in arms.items()}
+    for label in ("tpe / none", "tpe / rangetest"):
+        arm = arms.get(label, {})
+        if "confirmed" in arm:
+            a, b = arm[f"r{budget}"], arm["confirmed"]
+            out[f"confirm {label}"] = {
+                "A_median": quantile(a, 0.5),
+                "B_median": quantile(b, 0.5),
+                "B_better": sum(y < x for x, y in zip(a, b, strict=True)),
+                "B_worse": sum(y > x for x, y in zip(a, b, strict=True)),
+            }
+    out["regret_median"] = {
+        a: {k: quantile(v[f"r{k}"], 0.5) for k in res["checkpoints"]} for a, v in arms.items()
     }
+    return out
+
+
+def markdown(results: list[dict[str, Any]], args: argparse.Namespace, header: str) -> str:
+    b, ks = args.budget, args.confirm_k * args.confirm_seeds
+    lines = ["## Search efficiency", "", header, ""]
+    lines += [
+        "Regret: (true value − oracle best) / |oracle best| of the configuration exported "
+        "after k trials (its mean over the oracle's seeds, never the seed it was found "
+        "with). To target: first k whose export is within the tolerance of the oracle best "
+        f"(censored at {b + 1}, shown ≥); cost adds the range test (prior arms). "
+        "Median [IQR] over repeats; a regret shown ≥ leans on a repeat whose export "
+        "diverged on the true-value seeds. Negative regret: a configuration between the "
+        "oracle's grid points beats its best cell.",
+        "",
+    ]
+    for res in results:
+        o, cps = res["oracle"], res["checkpoints"]
+        coarse = " (coarser than the default)" if o["lrs"] < per_task(args.oracle_lrs, "") else ""
+        lines += [
+            f"### {res['task']} ({res['optimizer']}, {res['direction']} the metric)",
+            "",
+            f"Oracle{coarse}: {o['lrs']} LRs ({o['decades_per_step']:.2f} decades apart) × "
+            f"{o['schedules']} schedules × {o['seeds']} seeds; best seed mean "
+            f"{o['best']:.4g} ({o['best_schedule']}, lr {o['best_lr']:.3g}). Seed noise at "
+            f"the 10 best cells: relative sd {res['noise_sd']:.1%}, half-range "
+            f"{res['noise_half_range']:.1%}; tolerance {res['tolerance']:.1%}. Range test = "
+            f"{res['rt_trial_equivalents']:.2f} trial-equivalents; bounds hold every "
+            f"schedule's best LR in {res['full_coverage']:.0%} of repeats, span "
+            f"{res['bounds_decades_median']:.2f} decades (median; max "
+            f"{res['bounds_decades_max']:.2f}).",
+            "",
+            "| strategy / prior | "
+            + " | ".join(f"regret after {k}" for k in cps)
+            + " | reached | to target | cost |",
+            "|---|" + "---|" * (len(cps) + 3),
+        ]
+        for label, arm in res["arms"].items():
+            n_reached = sum(v <= b for v in arm["ttt"])
+            cells = [med_iqr(arm[f"r{k}"], pct) for k in cps]
+            ttt = [t if t <= b else math.inf for t in arm["ttt"]]
+            lines.append(
+                f"| {label} | "
+                + " | ".join(cells)
+                + f" | {n_reached}/{len(arm['ttt'])} | {med_iqr(ttt, num, b + 1)} | "
+                f"{med_iqr(arm['cost'], num, b + 1)} |"
+            )
+        s = res["summary"]
+        lines.append("")
+        if "tpe_prior_regret_at_10" in s:
+            lines.append(
+                f"- TPE + prior at 10 trial-equivalents (median {s['tpe_prior_trials_at_10']:g}"
+                f" trials + the range test): regret {pct(s['tpe_prior_regret_at_10'])}; TPE "
+                f"without prior after {b}: {pct(s['tpe_none_regret_at_budget'])}; prior not "
+                f"worse in {s['prior_at_10_not_worse']}/{len(res['rt_trials'])} repeats"
+            )
+        for label in ("tpe / none", "tpe / rangetest"):
+            c = s.get(f"confirm {label}")
+            if c:
+                n = len(res["arms"][label]["confirmed"])
+                lines.append(
+                    f"- confirmation, {label}: {b} trials, best single seed: regret "
+                    f"{pct(c['A_median'])}; {b - ks} trials + top {args.confirm_k} on "
+                    f"{args.confirm_seeds} fresh seeds: {pct(c['B_median'])} "
+                    f"(lower in {c['B_better']}/{n} repeats, higher in {c['B_worse']})"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def finite(obj: Any) -> Any:
+    """JSON-safe: a censored or diverged ``inf`` becomes the string "inf" (strict JSON)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj if isinstance(obj, (int, float, str, bool, type(None))) else str(obj)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--tasks", default=",".join(CANDIDATES), help="comma list")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--budget", type=int, default=50)
-    parser.add_argument("--oracle-lrs", type=int, default=40)
-    parser.add_argument("--oracle-seeds", type=int, default=2)
-    parser.add_argument("--jobs", type=int, default=2, help="tasks run in parallel")
+    parser.add_argument("--budget", type=int, default=40, help="trials per study")
+    parser.add_argument(
+        "--oracle-lrs",
+        default="36",
+        help="LRs of the oracle grid, optionally per task: 36,charlm=21 (n − 1 a multiple "
+        "of 5 keeps the no-prior grid sampler's points on the oracle grid)",
+    )
+    parser.add_argument("--oracle-seeds", type=int, default=3, help="also the true value's")
+    parser.add_argument("--schedules", help="comma list (default all): a coarser run")
+    parser.add_argument("--tolerance", type=float, default=0.02, help="floor of the tolerance")
+    parser.add_argument("--confirm-k", type=int, default=3)
+    parser.add_argument("--confirm-seeds", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1, help="tasks run in parallel")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 tasks, tiny")
     parser.add_argument("--no-write", action="store_true", help="do not update docs")
     args = parser.parse_args()
-    tasks = args.tasks.split(",")
+    if args.quick:
+        args.tasks, args.repeats, args.budget, args.oracle_lrs = "digits,wine", 2, 12, "6"
+        args.schedules, args.no_write = "constant,cosine", True
+    if args.repeats < 1 or args.budget < 1 or args.oracle_seeds < 2:
+        parser.error("--repeats and --budget must be ≥ 1, --oracle-seeds ≥ 2")
+    if args.confirm_k < 0 or args.confirm_seeds < 0:
+        parser.error("--confirm-k and --confirm-seeds must be ≥ 0 (0: no confirmation arm)")
+    if args.confirm_k * args.confirm_seeds >= args.budget:
+        parser.error("--confirm-k × --confirm-seeds must leave some of --budget for trials")
+    if args.oracle_seeds < 3:
+        log("note: fewer than 3 oracle seeds: true values are means over fewer than 3 seeds")
+    tasks, notes = available_tasks(args.tasks.split(","))
+    if not tasks:
+        parser.error("none of --tasks is known to lrtune")
+    try:
+        if min(per_task(args.oracle_lrs, t) for t in [*tasks, ""]) < 2:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--oracle-lrs {args.oracle_lrs!r}: expected N or N,task=N,… with N ≥ 2")
+    for n in notes:
+        log(n)
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(bench_task, tasks, [args] * len(tasks)))
     for res in results:
         res["summary"] = summarize(res, args.budget)
     cmd = "python benchmarks/search_efficiency.py " + " ".join(sys.argv[1:])
-    text = markdown(results, args, cmd.strip())
+    header = (
+        f"Command: `{cmd.strip()}` — {platform.machine()} ({platform.processor() or '?'}), "
+        f"{os.cpu_count()} cores, CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')},"
+        f" {args.jobs} task process(es) of 1 torch thread, torch {torch.__version__}, "
+        f"{datetime.date.today()}; budget {args.budget} trials, {args.repeats} repeats, "
+        f"confirmation K={args.confirm_k} S={args.confirm_seeds}."
+        + "".join(f" {n}." for n in notes)
+    )
+    text = markdown(results, args, header)
     print(text)
     if not args.no_write:
         doc = ROOT / "docs" / "benchmarks.md"
@@ -338,7 +612,17 @@ def main() -> None:
         # What follows the marker (the hand-written reading of the figures) is kept.
         tail = old.split(END_MARK, 1)[1] if END_MARK in old else "\n"
         doc.write_text(head + "\n\n" + text + "\n" + END_MARK + tail)
-    print(json.dumps({r["task"]: {k: v for k, v in r["summary"].items()} for r in results}))
+    machine = {
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "date": str(datetime.date.today()),
+        "args": vars(args),
+    }
+    for res in results:  # the per-k curves are long; the JSON keeps the checkpoints
+        for arm in res["arms"].values():
+            arm.pop("curve", None)
+    print(json.dumps(finite(machine | {"tasks": {r["task"]: r for r in results}})))
 
 
 if __name__ == "__main__":

@@ -17,15 +17,15 @@ from lrtune.errors import UserError
 
 if TYPE_CHECKING:
     from lrtune.export import load_config
-    from lrtune.plots import plot_range_test
     from lrtune.rangetest import RangeTestResult, range_test
+    from lrtune.report import plot_range_test
     from lrtune.schedules import build_scheduler, schedule_lr
     from lrtune.tasks import Task
 
 _LAZY = {
     "Task": "lrtune.tasks",
     "load_config": "lrtune.export",
-    "plot_range_test": "lrtune.plots",
+    "plot_range_test": "lrtune.report",
     "range_test": "lrtune.rangetest",
     "RangeTestResult": "lrtune.rangetest",
     "schedule_lr": "lrtune.schedules",

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from lrtune.confirmed import ConfirmState, confirm_notes, read_confirmations
 from lrtune.states import finished, group_study_names
 
 _COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -40,7 +41,8 @@ class Confirmed:
             return None
         try:
             mean, sd = float(data["mean"]), float(data.get("sd", math.nan))
-            seeds = int(data.get("seeds", len(data.get("values", []))))
+            given: Any = data.get("seeds", data.get("values", []))
+            seeds = len(given) if isinstance(given, list) else int(given)
         except (KeyError, TypeError, ValueError):
             return None
         return cls(mean, sd, seeds) if math.isfinite(mean) else None
@@ -177,6 +179,8 @@ class Comparison:
     rows: list[Row] = field(default_factory=list)
     arms: list[Arm] = field(default_factory=list)
     winner: Winner | None = None
+    #: Lines on the group's confirmations (``{group}.confirm``, :mod:`lrtune.confirm`).
+    confirm: list[str] = field(default_factory=list)
 
     @property
     def repeats(self) -> int:
@@ -253,6 +257,7 @@ def compare_group(
         rt_seconds,
         rt_trials,
     )
+    confirmations = read_confirmations(storage, group)
     for s in studies:
         attrs = s.user_attrs
         ts = trials[s.study_name]
@@ -283,12 +288,23 @@ def compare_group(
                 to_target=to_target,
                 cost=None if to_target is None else to_target + _extra(cmp, attrs.get("prior")),
                 seconds=sum(float(t.user_attrs.get("seconds", 0.0)) for t in ts),
-                confirmed=Confirmed.from_attr(top.user_attrs.get("confirm")) if top else None,
+                confirmed=_confirmed(confirmations, s.study_name),
             )
         )
+    cmp.confirm = confirm_notes(confirmations, cmp.metric)
     cmp.arms = arms_of(cmp)
     cmp.winner = judge(cmp)
     return cmp
+
+
+def _confirmed(state: ConfirmState | None, study: str) -> Confirmed | None:
+    """The best seed mean among the configurations ``study`` found that were confirmed."""
+    if state is None:
+        return None
+    mine = [c for c in state.confirmations if c.source_study == study and c.mean is not None]
+    if not mine:
+        return None
+    return Confirmed.from_attr(mine[0].trial.user_attrs.get("confirm"))
 
 
 def _extra(cmp: Comparison, prior: object) -> float:

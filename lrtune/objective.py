@@ -37,6 +37,10 @@ def is_surplus(study: optuna.Study, trial: optuna.Trial, budget: int) -> bool:
     steps back (recorded as FAIL, reason ``surplus``) so together they finish exactly the
     budget.
     """
+    if trial.number < budget:
+        # Fewer trials of any state were started before this one than the budget: no need
+        # to read them (a storage round trip per trial) to know they cannot fill it.
+        return False
     states = (*FINISHED, optuna.trial.TrialState.RUNNING)
     earlier = [
         t for t in study.get_trials(deepcopy=False, states=states) if t.number < trial.number

@@ -26,6 +26,7 @@ class Progress:
         self.start = time.monotonic()
         self._drawn = 0
         self._done0: int | None = None
+        self._studies: dict[str, optuna.Study] = {}
 
     def update(self, storage: optuna.storages.BaseStorage) -> None:
         """Read the studies' state from ``storage`` and redraw."""
@@ -34,17 +35,24 @@ class Progress:
         lines = []
         total_done = total_budget = 0
         for name in self.names:
-            study = optuna.load_study(study_name=name, storage=storage)
+            if name not in self._studies:
+                # Loaded once: a loaded study caches its finished trials, so each redraw
+                # reads only the new and running ones, not the whole study again.
+                self._studies[name] = optuna.load_study(study_name=name, storage=storage)
+            study = self._studies[name]
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state in FINISHED for t in trials)
             running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
             budget = self.budgets[name]
             total_done += min(done, budget)
             total_budget += budget
-            try:
-                best = f"{study.best_value:.4g}"
-            except ValueError:
-                best = "-"
+            values = [
+                t.value
+                for t in trials
+                if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+            ]
+            pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+            best = f"{pick(values):.4g}" if values else "-"
             bar = "#" * int(20 * min(done, budget) / max(budget, 1))
             lines.append(
                 f"  {name:<32} [{bar:<20}] {done:>3}/{budget:<3} running {running}  best {best}"

@@ -1,10 +1,14 @@
-"""Optuna samplers and pruners by name. lrtune writes none of its own."""
+"""Optuna samplers and pruners by name: one name → factory table each. lrtune writes none
+of its own; it only picks Optuna's and sets their seeds and warm-up lengths."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import optuna
+
+Grid = dict[str, list[Any]]
 
 
 def tpe_startup_trials(budget: int) -> int:
@@ -16,31 +20,52 @@ def tpe_startup_trials(budget: int) -> int:
     return max(3, min(10, round(budget / 5)))
 
 
+def _grid(seed: int, budget: int, grid: Grid | None) -> optuna.samplers.BaseSampler:
+    if grid is None:
+        raise ValueError("the grid sampler needs its grid")
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+#: sampler name → ``factory(seed, budget, grid)``.
+SAMPLER_FACTORIES: dict[str, Callable[[int, int, Grid | None], optuna.samplers.BaseSampler]] = {
+    "grid": _grid,
+    "random": lambda seed, _budget, _grid: optuna.samplers.RandomSampler(seed=seed),
+    "tpe": lambda seed, budget, _grid: optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=tpe_startup_trials(budget)
+    ),
+    "qmc": lambda seed, _budget, _grid: optuna.samplers.QMCSampler(
+        seed=seed, warn_independent_sampling=False
+    ),
+    "gp": lambda seed, budget, _grid: optuna.samplers.GPSampler(
+        seed=seed, n_startup_trials=tpe_startup_trials(budget)
+    ),
+}
+
+#: pruner name → ``factory(epochs)``. The median pruner waits for 5 trials and the first
+#: third of the epochs: early epochs of a schedule with warmup say little about its end.
+PRUNER_FACTORIES: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
+    "median": lambda epochs: optuna.pruners.MedianPruner(
+        n_startup_trials=5, n_warmup_steps=max(1, epochs // 3)
+    ),
+    "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs),
+    "none": lambda _epochs: optuna.pruners.NopPruner(),
+}
+
+SAMPLERS: tuple[str, ...] = tuple(SAMPLER_FACTORIES)
+PRUNERS: tuple[str, ...] = tuple(PRUNER_FACTORIES)
+
+
 def make_sampler(
-    name: str, *, seed: int, budget: int, grid: dict[str, list[Any]] | None = None
+    name: str, *, seed: int, budget: int, grid: Grid | None = None
 ) -> optuna.samplers.BaseSampler:
-    """The sampler ``name`` (grid, random, tpe, qmc, gp), seeded."""
-    if name == "grid":
-        if grid is None:
-            raise ValueError("the grid sampler needs its grid")
-        return optuna.samplers.GridSampler(grid, seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tpe_startup_trials(budget))
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=tpe_startup_trials(budget))
-    raise ValueError(f"unknown sampler {name!r}")
+    """The sampler ``name`` (one of :data:`SAMPLERS`), seeded."""
+    if name not in SAMPLER_FACTORIES:
+        raise ValueError(f"unknown sampler {name!r}")
+    return SAMPLER_FACTORIES[name](seed, budget, grid)
 
 
 def make_pruner(name: str, *, epochs: int) -> optuna.pruners.BasePruner:
-    """``median`` (after 5 trials and the first third of epochs), ``hyperband``, ``none``."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 3))
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}")
+    """The pruner ``name`` (one of :data:`PRUNERS`) for trials of ``epochs`` epochs."""
+    if name not in PRUNER_FACTORIES:
+        raise ValueError(f"unknown pruner {name!r}")
+    return PRUNER_FACTORIES[name](epochs)

@@ -19,6 +19,7 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.optimizers import OPTIMIZERS, PARAMS, SEARCH_SPACE, check_param
+from lrtune.samplers import PRUNERS, SAMPLERS
 from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
 
 if sys.version_info >= (3, 11):
@@ -26,11 +27,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-SAMPLERS: tuple[str, ...] = ("grid", "random", "tpe", "qmc", "gp")
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
 PRIORS: tuple[str, ...] = ("rangetest", "none")
-PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
@@ -69,6 +68,9 @@ class StudySpec:
             prior's range test.
         widen: let a prior's bounds grow when the best trials sit at an edge
             (:mod:`lrtune.widen`).
+        confirm: once the budgets are met, re-train this many best distinct
+            configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
+        confirm_seeds: fresh training seeds per confirmed configuration.
     """
 
     task: str = "digits"
@@ -96,6 +98,8 @@ class StudySpec:
     rangetest_start_lr: float = 1e-7
     rangetest_end_lr: float = 10.0
     widen: bool = True
+    confirm: int = 3
+    confirm_seeds: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -230,10 +234,13 @@ def task_optimizer(task: str) -> str:
     """
     import torch
 
+    from lrtune.faults import call_task
     from lrtune.tasks import resolve_task
 
     with torch.random.fork_rng(devices=[]):
-        return resolve_task(task)(0).optimizer or "sgd"
+        # An error (or sys.exit) in the user's factory is one line, not a traceback.
+        built = call_task(f"task {task}", lambda: resolve_task(task)(0))
+        return built.optimizer or "sgd"
 
 
 def _check_field(key: str, value: Any, where: str) -> Any:
@@ -294,12 +301,14 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         "rangetest_steps",
         "seed",
         "accumulate",
+        "confirm",
+        "confirm_seeds",
     ):
         if value is None and key == "epochs":
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{where}: expected an integer, got {value!r}")
-        minimum = {"seed": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
+        minimum = {"seed": 0, "confirm": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
         if value < minimum:
             raise UserError(f"{where}: must be at least {minimum}, got {value}")
         if key == "seed" and value > MAX_SEED:

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from lrtune import __version__
+from lrtune.dashboard_graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
 from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
@@ -156,10 +157,12 @@ def prepare_group(
         if ref.name in existing:
             study = optuna.load_study(study_name=ref.name, storage=storage)
             study.set_user_attr("budget", prepared.budget(ref))  # --trials may have changed
+            set_metric_name(study, task.metric_name)  # studies made before lrtune named it
             continue
         study = optuna.create_study(
             storage=storage, study_name=ref.name, direction=task.direction, load_if_exists=True
         )
+        set_metric_name(study, task.metric_name)  # the dashboard says val_loss, not Objective 0
         attrs = {
             "lrtune_version": __version__,
             "group": group,
@@ -205,7 +208,7 @@ def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None
     current = spec.to_dict()
     base = StudySpec().to_dict()  # a key stored before it existed had its default
     # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
-    free = {"trials", "repeats", "prior", "samplers", "group"}
+    free = {"trials", "repeats", "prior", "samplers", "group", "confirm", "confirm_seeds"}
     differs = [k for k in current if k not in free and stored.get(k, base[k]) != current[k]]
     if differs:
         raise UserError(
@@ -216,7 +219,7 @@ def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None
 
 
 def _plot(result: RangeTestResult, directory: Path) -> Path:
-    from lrtune.plots import plot_range_test
+    from lrtune.report import plot_range_test
 
     return plot_range_test(result, directory / "rangetest.png")
 
@@ -228,8 +231,10 @@ def record_range_test(
     *,
     plot_path: Path | None = None,
 ) -> None:
-    """Store ``result`` on ``study`` (user attr ``rangetest``) and its plot as an artifact."""
+    """Store ``result`` on ``study`` (user attr ``rangetest``), its plot as an artifact and
+    its interactive graph on the dashboard's study page."""
     from lrtune.dashboard import artifact_store
+    from lrtune.dashboard_graphs import save_rangetest_graph
 
     study.set_user_attr("rangetest", result.to_dict())
     with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
@@ -239,6 +244,7 @@ def record_range_test(
             study_or_trial=study, file_path=str(path), artifact_store=artifact_store(storage_url)
         )
     study.set_user_attr("rangetest_plot_artifact", artifact_id)
+    save_rangetest_graph(study, result)
 
 
 def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "") -> None:
@@ -284,15 +290,19 @@ def counts(study: optuna.Study) -> tuple[int, int]:
 
 
 def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
-    """Store the comparison on every study of its group (user attr and dashboard note)."""
+    """Store the comparison on every study of its group (user attr, dashboard note and the
+    group's best-so-far graph)."""
     from lrtune.dashboard import write_study_note
+    from lrtune.dashboard_graphs import save_best_so_far_graph
     from lrtune.table import format_table
 
     data = cmp.to_dict()
     table, _, notes = format_table(cmp, markdown=True).partition("\n\n")
     table += "\n\n" + "\n".join(f"- {line}" for line in notes.splitlines())
+    studies = []
     for row in cmp.rows:
         study = optuna.load_study(study_name=row.study, storage=storage)
+        studies.append(study)
         study.set_user_attr("comparison", data)
         attrs = study.user_attrs
         low, high = attrs.get("bounds", [math.nan, math.nan])
@@ -311,6 +321,12 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
                 ]
             ),
         )
+    save_best_so_far_graph(
+        studies, group=cmp.group, metric=cmp.metric, direction=cmp.direction, target=cmp.target
+    )
+    from lrtune.confirmed import write_note
+
+    write_note(storage, cmp.group, cmp.confirm)  # the confirm study's own note
 
 
 def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, Any]]:
@@ -319,7 +335,7 @@ def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, A
     rows = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
         attrs = s.user_attrs
-        if group is not None and attrs.get("group") != group:
+        if group is not None and group not in (attrs.get("group"), attrs.get("confirm_of")):
             continue
         study = optuna.load_study(study_name=s.study_name, storage=storage)
         done, _running = counts(study)

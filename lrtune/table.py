@@ -111,6 +111,7 @@ def _notes(cmp: Comparison) -> list[str]:
             "no winner: no sampler × prior reached the target in enough repeats for an "
             "exact median cost"
         )
+    notes += cmp.confirm
     best = cmp.best_row
     if best is not None:
         notes.append(

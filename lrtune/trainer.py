@@ -16,7 +16,7 @@ from lrtune import interrupt
 from lrtune.data import Batches
 from lrtune.device import resolve_device
 from lrtune.optimizers import check_optimizer, make_optimizer, optimizer_defaults
-from lrtune.schedules import lr_factor, resolve_params
+from lrtune.schedules import Schedule
 from lrtune.tasks import Task, TaskFactory, resolve_task
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,8 @@ def _train(
     train_batches = Batches(t.train, batch_size, device)
     val_batches = Batches(t.val, max(batch_size, 1024), device)
     total = epochs * len(train_batches)
-    sched = resolve_params(config.schedule, total, **dict(config.schedule_params))
+    schedule = Schedule(config.schedule, total, **dict(config.schedule_params))
+    sched = dict(schedule.params)
     opt_kwargs = {**optimizer_defaults(config.optimizer), **dict(config.optimizer_params)}
     optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, **opt_kwargs)
     resolved = {
@@ -147,7 +148,7 @@ def _train(
     for epoch in range(epochs):
         for xb, yb in train_batches.epoch(generator):
             interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
-            lr = config.lr * lr_factor(config.schedule, step, total, **sched)
+            lr = config.lr * schedule.factor(step)  # validated once, a table lookup
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)

@@ -12,7 +12,8 @@ no-prior arm, so a misleading range test costs some trials, not the result:
   trial's schedule, so the search looks past the old edge at once instead of waiting for
   the sampler to draw there.
 
-Every move is recorded on the study (``bounds_history``).
+Every move is recorded on the study (``bounds_history``) and drawn on its range-test graph
+in optuna-dashboard.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from typing import Any
 
 import optuna
 
@@ -70,15 +72,23 @@ def next_step(history: list[list[float]], moving_high: bool) -> float:
     return step
 
 
+def can_widen(attrs: dict[str, Any]) -> bool:
+    """Whether a study with user attrs ``attrs`` may widen its bounds: a range-test prior
+    with ``widen`` on, and not a grid (fixed at creation, it cannot follow moved bounds)."""
+    return (
+        attrs.get("prior") == "rangetest"
+        and bool(attrs.get("spec", {}).get("widen", False))
+        and attrs.get("sampler") != "grid"
+    )
+
+
 def maybe_widen(study: optuna.Study) -> tuple[float, float] | None:
     """Widen ``study``'s stored bounds if its best trial sits at an edge, and enqueue a probe
     trial past the old edge; the new bounds, or ``None`` when nothing changed. Only for
     range-test-prior studies that allow it."""
     attrs = study.user_attrs
-    if attrs.get("prior") != "rangetest" or not attrs.get("spec", {}).get("widen", False):
+    if not can_widen(attrs):
         return None
-    if attrs.get("sampler") == "grid":
-        return None  # a grid is fixed at creation; it cannot follow moved bounds
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < MIN_TRIALS:
         return None
@@ -94,6 +104,10 @@ def maybe_widen(study: optuna.Study) -> tuple[float, float] | None:
     history.append(list(new))
     study.set_user_attr("bounds", list(new))
     study.set_user_attr("bounds_history", history)
+    if "rangetest" in attrs:
+        from lrtune.dashboard_graphs import save_rangetest_graph
+
+        save_rangetest_graph(study, attrs["rangetest"], history)  # shows the moved edge
     _enqueue_probe(study, bounds, new, best.params.get("schedule"))
     log.info(
         "%s: best lr %.3g at an edge of [%.3g, %.3g]; bounds now [%.3g, %.3g]",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from lrtune import interrupt
+from lrtune import confirm, interrupt
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
 from lrtune.objective import Surplus, TrialFailed, make_objective
@@ -40,7 +40,7 @@ from lrtune.study import (
     WORKER_SEED_STRIDE,
     counts,
 )
-from lrtune.widen import maybe_widen
+from lrtune.widen import can_widen, maybe_widen
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,30 @@ class WorkerReport:
     seconds: float = 0.0
 
 
-def limit_cpu_threads(workers: int) -> None:
-    """Give each of ``workers`` CPU processes an equal share of the cores.
+#: torch threads of a trial process on the CPU unless ``--threads`` or ``$OMP_NUM_THREADS``
+#: says otherwise. One: the small models lrtune searches over gain little from more, and on
+#: a machine busy with other work (or with the other workers) more threads than free cores
+#: make every step wait for the slowest thread: 6 digits trials took 15 s of training with
+#: 1 thread and 210 s with 2 on 2 loaded cores (docs/benchmarks.md, "Threads"). Use the
+#: cores with ``--workers N`` (trials in parallel) instead.
+DEFAULT_THREADS = 1
 
-    torch uses every core by default; N workers each doing so oversubscribe the machine and
-    small models then train many times slower (measured: 0.8 ms vs 50+ ms a step on 2 busy
-    cores). ``$OMP_NUM_THREADS``, when set, wins.
+
+def limit_cpu_threads(threads: int | None = None) -> int:
+    """Set the torch threads of this process; returns the count torch then uses.
+
+    ``threads``: the ``--threads`` flag; 0 leaves torch's own choice (one per core, or
+    ``$OMP_NUM_THREADS``). ``None`` (no flag): ``$OMP_NUM_THREADS`` when set (the user or a
+    test harness chose), else :data:`DEFAULT_THREADS`.
     """
     import torch
 
-    if os.environ.get("OMP_NUM_THREADS"):
-        return  # the user (or a test harness) chose the thread count explicitly
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // max(1, workers)))
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(env) if env.isdigit() and int(env) > 0 else DEFAULT_THREADS
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def _load(
@@ -83,6 +94,8 @@ def _load(
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     # The sampler is built from what the study stores, so read its attrs before loading it.
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    if confirm.is_confirm_study(attrs):
+        return confirm.load(storage, name, device=device, worker=worker_id())
     spec = StudySpec.from_dict(attrs["spec"])
     check_task_pin(name, spec.task, task)
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
@@ -158,6 +171,9 @@ def run_worker(
     if missing:
         raise UserError(f"no study {missing[0]!r} in {mask_url(storage_url)} (see `lrtune ls`)")
     loaded = {n: _load(storage, n, worker, device, task) for n in names}
+    # Whether a study widens is fixed at creation: ask once, not after every trial (a
+    # storage read per trial for the studies that never widen).
+    widens = {n: can_widen(loaded[n][0].user_attrs) for n in names}
     report = WorkerReport(trials=dict.fromkeys(names, 0))
     start = time.perf_counter()
     failures = 0
@@ -175,6 +191,10 @@ def run_worker(
             open_slots = [n for n in names if sum(state[n]) < loaded[n][2]]
             if not open_slots:
                 if all(state[n][0] >= loaded[n][2] for n in names):
+                    # Budgets met: confirm the group's best configurations (once).
+                    if confirm.join(storage, names, loaded, device=device, worker=worker_id()):
+                        report.trials.update(dict.fromkeys(set(names) - set(report.trials), 0))
+                        continue
                     break
                 retry.ok()
                 time.sleep(poll)
@@ -225,7 +245,7 @@ def run_worker(
         elif mine.state != optuna.trial.TrialState.FAIL:
             failures = 0
             report.trials[name] += 1
-            if mine.state == optuna.trial.TrialState.COMPLETE:
+            if mine.state == optuna.trial.TrialState.COMPLETE and widens[name]:
                 maybe_widen(study)
         if on_trial is not None:
             on_trial(name, mine)
@@ -320,7 +340,6 @@ def spawn_workers(
     slots: list[int | None] = list(gpus) if gpus else [None] * n
     for index, gpu in enumerate(slots):
         env = dict(os.environ, LRTUNE_STORAGE=storage_url, LRTUNE_WORKER_INDEX=str(index + 1))
-        env["LRTUNE_WORKERS_ON_HOST"] = str(len(slots))
         dev = device
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)

@@ -49,6 +49,8 @@ SLOW_STUDY = [
     "none",
     "--schedules",
     "cosine",
+    "--confirm",  # 60-epoch confirmations would only slow the re-runs down
+    "0",
 ]
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from lrtune.cli import build_parser, main
+from lrtune.cli import COMMANDS, build_parser, main
 from tests.conftest import SPEC_FIELDS
 
 
@@ -140,6 +141,39 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert out.startswith("usage:") and f"lrtune {command}" in out
     assert len(out.splitlines()) > 3
+    assert "(default: " in out  # flags show their defaults
+    assert "\nexamples:\n  lrtune " + command in out
+
+
+@pytest.mark.parametrize("command", [c.name for c in COMMANDS])
+def test_the_help_examples_are_valid_command_lines(command: str) -> None:
+    (spec,) = [c for c in COMMANDS if c.name == command]
+    assert spec.examples
+    for line in spec.examples:
+        argv = shlex.split(line)
+        assert argv[:2] == ["lrtune", command]
+        args = build_parser().parse_args(argv[1:])
+        assert args.command == command
+
+
+@pytest.mark.parametrize(
+    "command", ["ls", "export --study s", "dashboard", "report --group g --out r"]
+)
+@pytest.mark.parametrize("flag", ["--device cpu", "--seed 1", "--task digits"])
+def test_read_only_commands_refuse_training_flags(
+    command: str,
+    flag: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _run([*command.split(), *flag.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    name = command.split()[0]
+    assert len(err) == 1
+    assert err[0].startswith(f"lrtune {name}: error: unrecognized arguments: {flag.split()[0]}")
+    assert os.listdir(tmp_path) == []
 
 
 def test_python_m_lrtune_help() -> None:

@@ -66,8 +66,8 @@ def _study(
             F: optuna.trial.TrialState.FAIL,
         }.get(v if isinstance(v, str) else "", optuna.trial.TrialState.COMPLETE)
         user_attrs: dict = {"seconds": sec}
-        if confirm and i in confirm:
-            user_attrs["confirm"] = confirm[i]
+        if confirm and i in confirm:  # its confirmation, in the group's confirm study
+            _confirmation(storage, name, i, v, confirm[i])
         study.add_trial(
             optuna.trial.create_trial(
                 state=state,
@@ -79,6 +79,28 @@ def _study(
                 intermediate_values={0: 1e-9} if v == P else {},
             )
         )
+
+
+def _confirmation(
+    storage: optuna.storages.BaseStorage, name: str, number: int, value: object, record: dict
+) -> None:
+    """A trial of ``g.confirm`` (as :mod:`lrtune.confirm` stores it) confirming trial
+    ``number`` of study ``name``."""
+    study = optuna.create_study(storage=storage, study_name="g.confirm", load_if_exists=True)
+    study.set_user_attr("confirm_of", "g")
+    params = {"lr": 0.01 * (number + 1)}
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=record["mean"],
+            params=params,
+            distributions={"lr": LR},
+            user_attrs={
+                "source": {"study": name, "trial": number, "value": value},
+                "params": params,
+                "confirm": record,
+            },
+        )
+    )
 
 
 def _row(cmp: Comparison, study: str):  # type: ignore[no-untyped-def]
@@ -299,19 +321,22 @@ def test_confirmed_values_break_a_tie_and_show_on_the_winner() -> None:
         storage,
         "g.random.none",
         [0.100, 0.3],
-        confirm={0: {"seeds": 2, "values": [0.105, 0.115], "mean": 0.110, "sd": 0.007}},
+        confirm={0: {"seeds": [1, 2], "values": [0.105, 0.115], "mean": 0.110, "sd": 0.007}},
     )
     _study(
         storage,
         "g.tpe.none",
         [0.101, 0.3],
-        confirm={0: {"seeds": 2, "values": [0.103, 0.105], "mean": 0.104, "sd": 0.0014}},
+        confirm={0: {"seeds": [1, 2], "values": [0.103, 0.105], "mean": 0.104, "sd": 0.0014}},
     )
     cmp = compare_group(storage, "g")
     assert [r.cost for r in cmp.rows] == [1.0, 1.0]
     assert cmp.winner is not None and cmp.winner.study == "g.tpe.none"
     assert cmp.winner.confirmed is not None and cmp.winner.confirmed.mean == 0.104
     assert "confirmed val_loss 0.104 ± 0.0014 over 2 seeds" in format_table(cmp)
+    # The confirm study is no row, and the table names the confirmed winner.
+    assert [r.study for r in cmp.rows] == ["g.random.none", "g.tpe.none"]
+    assert "confirmed winner: val_loss 0.104 ± 0.0014 over 2 fresh seeds" in format_table(cmp)
 
 
 def test_unknown_group() -> None:

@@ -2,16 +2,17 @@
 in headless Chromium (Debian's ``/usr/bin/chromium``, driven by playwright).
 
 The studies come from a real ``lrtune study`` run (in-process, tiny: TPE with the
-range-test prior, 3 trials of 2 epochs), so the note and the range-test plot artifact the
-dashboard shows are the ones lrtune itself writes. The server is a real
-``python -m lrtune dashboard`` subprocess on a free loopback port, started once for the
-module.
+range-test prior, 3 trials of 2 epochs), so the note, the range-test plot artifact, the
+metric name and the Plotly graphs the dashboard shows are the ones lrtune itself writes.
+The server is a real ``python -m lrtune dashboard`` subprocess on a free loopback port,
+started once for the module.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -60,6 +61,8 @@ class Made:
     artifact_id: str
     png: bytes
     trials: list[tuple[float, str]]  # (lr, schedule) of each trial, by number
+    bounds: tuple[float, float]  # the range test's search bounds
+    diagnosis: str  # the range test's
 
 
 def _make_study(storage_url: str) -> Made:
@@ -76,7 +79,8 @@ def _make_study(storage_url: str) -> Made:
     artifact_id = str(study.user_attrs["rangetest_plot_artifact"])
     png = (artifact_dir_for(storage_url) / artifact_id).read_bytes()
     trials = [(float(t.params["lr"]), str(t.params["schedule"])) for t in study.trials]
-    return Made(artifact_id, png, trials)
+    rt = study.user_attrs["rangetest"]
+    return Made(artifact_id, png, trials, (rt["lr_low"], rt["lr_high"]), rt["diagnosis"])
 
 
 def _js_number(value: float) -> str:
@@ -209,6 +213,12 @@ def test_server_lists_study_with_note_and_artifact(server: Server) -> None:
     assert _get_json(f"{server.base}/api/meta")["artifact_is_available"] is True
     got = _get(f"{server.base}/artifacts/{study_id}/{server.made.artifact_id}")
     assert got == server.made.png
+    # The metric's name (Optuna's metric_names), and lrtune's two Plotly graphs, each once.
+    assert detail["objective_names"] == ["val_loss"]
+    graphs = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
+    assert sorted(graphs) == ["lrtune-best-so-far", "lrtune-rangetest"]
+    title = graphs["lrtune-rangetest"]["layout"]["title"]["text"]
+    assert title == f"LR range test (sgd): {server.made.diagnosis}"
     first = server.log.read_text().splitlines()[0]
     assert first.startswith("lrtune dashboard: open http://127.0.0.1:"), first
     assert "/dashboard" in first
@@ -249,8 +259,30 @@ def test_browser_shows_study_and_trial_table(server: Server) -> None:
             expect(page.get_by_text(f"schedule {schedule}", exact=True).first).to_be_visible()
             page.screenshot(path=str(shots / "dashboard.png"))
 
-            # The study page: the range-test plot, an artifact served from the store.
+            # The study page: the metric's name where Optuna says "Objective 0" without one
+            # (the History plot's y axis and its selector).
             page.goto(study_page)
+            expect(page.locator("#plot-history .ytitle")).to_have_text("val_loss")
+            expect(page.get_by_text("Objective 0")).to_have_count(0)
+            # lrtune's interactive graphs, drawn by Plotly: the range test with its bounds
+            # shaded and labelled, and the group's best-so-far lines.
+            graph = page.locator('[id="user-defined-plot:lrtune-rangetest"]')
+            expect(graph).to_have_class(re.compile(r"\bjs-plotly-plot\b"))
+            expect(graph.locator(".gtitle")).to_have_text(
+                f"LR range test (sgd): {server.made.diagnosis}"
+            )
+            low, high = server.made.bounds
+            expect(graph.locator("text", has_text=f"bounds {low:.3g} … {high:.3g}")).to_be_visible()
+            expect(graph.locator(".legendtext", has_text="valley")).to_be_visible()
+            expect(graph.locator(".scatterlayer .trace")).to_have_count(4)  # 1 seed + 3 marks
+            best = page.locator('[id="user-defined-plot:lrtune-best-so-far"]')
+            expect(best).to_have_class(re.compile(r"\bjs-plotly-plot\b"))
+            expect(best.locator(".gtitle")).to_have_text("Best val_loss so far: group digits")
+            expect(best.locator(".legendtext")).to_have_text(["tpe × rangetest"])
+            graph.scroll_into_view_if_needed()
+            graph.screenshot(path=str(shots / "dashboard-rangetest.png"))
+
+            # The range-test plot, an artifact served from the store.
             img = page.get_by_role("img", name="rangetest.png")
             img.scroll_into_view_if_needed()
             expect(img).to_be_visible()

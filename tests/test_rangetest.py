@@ -19,7 +19,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from lrtune.optimizers import OPTIMIZERS
-from lrtune.plots import plot_range_test
 from lrtune.rangetest import (
     BETA,
     DIAG_DIVERGED_AT_ONCE,
@@ -32,6 +31,7 @@ from lrtune.rangetest import (
     range_test,
     should_stop,
 )
+from lrtune.report import plot_range_test
 from lrtune.tasks import Task, digits, digits_cnn, synthetic
 from tests.conftest import SPEC_FIELDS
 
@@ -476,7 +476,7 @@ def test_plotting_leaves_matplotlib_global_state_alone(tmp_path: Path) -> None:
     code = f"""
 import sys, matplotlib
 matplotlib.use("svg")
-from lrtune.plots import plot_range_test, plot_schedule
+from lrtune.report import plot_range_test, plot_schedule
 from lrtune.rangetest import RangeTestResult
 rt = RangeTestResult.from_dict({{**{json.loads(_tiny_result_json())!r}}})
 plot_range_test(rt, {str(tmp_path / "rt.png")!r})

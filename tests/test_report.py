@@ -115,6 +115,7 @@ def test_report_writes_markdown_and_pngs(
     complete = [
         (t.value, name, t.number)
         for name in optuna.get_all_study_names(storage)
+        if not name.endswith(".confirm")  # the confirmations are no strategy's trials
         for t in optuna.load_study(study_name=name, storage=storage).trials
         if t.state == optuna.trial.TrialState.COMPLETE
     ]

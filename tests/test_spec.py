@@ -109,7 +109,7 @@ BAD_FLAGS = {
     "device": (["--device", "tpu"], "unknown device 'tpu'"),
     "spec missing": (["--spec", "nope.toml"], "spec file nope.toml does not exist"),
     "storage": (["--storage", "not-a-url"], "is not a URL"),
-    "storage dir": (["--storage", "sqlite:////no/such/dir/x.db"], "cannot open storage"),
+    "storage dir": (["--storage", "sqlite:////no/such/dir/x.db"], "cannot create the storage"),
     "unknown flag": (["--trails", "3"], "unrecognized arguments"),
     "accumulate 0": (["--accumulate", "0"], "--accumulate: expected a positive integer"),
     "precision fp8": (["--precision", "fp8"], "--precision: unknown precision 'fp8'"),

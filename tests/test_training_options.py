@@ -105,6 +105,7 @@ def test_weight_decay_searched_shows_up_in_trial_params_and_export(
     url = f"sqlite:///{tmp_path / 'wd.db'}"
     args = ["study", "--spec", str(spec), "--group", "wd", "--prior", "none"]
     args += ["--samplers", "random", "--trials", "3", "--epochs", "1", "--pruner", "none"]
+    args += ["--confirm", "0"]
     assert cli.main([*args, "--device", "cpu", "--storage", url]) == 0
     study = optuna.load_study(study_name="wd.random.none", storage=url)
     stored = study.user_attrs["spec"]
@@ -276,6 +277,7 @@ def test_a_worker_on_postgresql_trains_with_the_stored_options(
     spec.write_text(SEARCHED + "eps = true\n", encoding="utf-8")
     args = ["study", "--spec", str(spec), "--group", "pgwd", "--prior", "none"]
     args += ["--samplers", "random", "--trials", "2", "--epochs", "1", "--pruner", "none"]
+    args += ["--confirm", "0"]
     args += ["--optimizer", "adam", "--create-only", "--device", "cpu", "--storage", pg_url]
     # eps is searched and fixed in the file's table: the flag does not hide the conflict.
     assert cli.main(args) == 2

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
+from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from lrtune.cli import main
 from lrtune.widen import STEP_DECADES, edge_position, maybe_widen, next_step, widened
@@ -113,6 +116,14 @@ def test_shifted_prior_recovers(sqlite_url: str, capsys: pytest.CaptureFixture[s
     # Each move enqueued a probe past the old edge; they ran, none is left waiting.
     probes = [t for t in study.trials if t.user_attrs.get("probe") == "widen"]
     assert probes and all(t.params["lr"] > shifted_high for t in probes)
+    # The range-test graph on the dashboard shows every move (one graph, redrawn each time).
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    graphs = get_plotly_graph_objects(attrs)
+    assert list(graphs) == ["lrtune-rangetest"]
+    shapes = json.loads(graphs["lrtune-rangetest"])["layout"]["shapes"]
+    moves = len(study.user_attrs["bounds_history"]) - 1
+    assert sum(s["name"].startswith("widened") and "edge" not in s["name"] for s in shapes) == moves
+    assert shapes[-1]["x0"] == pytest.approx(final_high)  # the line at the last moved edge
     assert all(t.state != optuna.trial.TrialState.WAITING for t in study.trials)
     # Every trial stayed inside the bounds in force when it ran, never past the wide ones.
     lrs = [t.params["lr"] for t in study.trials if "lr" in t.params]

@@ -128,6 +128,7 @@ def test_worker_killed_mid_trial_is_retried_and_budget_exact(pg_url: str) -> Non
             *("study", "--task", "digits", "--samplers", "tpe", "--prior", "none"),
             *("--trials", "8", "--epochs", "40", "--pruner", "none", "--storage", pg_url),
             *("--lr-low", "0.001", "--lr-high", "0.1", "--create-only", "--device", "cpu"),
+            *("--confirm", "0"),  # the test is about the budget; 40-epoch confirmations: slow
         ]
     )
     assert created == 0
@@ -259,7 +260,7 @@ def test_password_never_shown_or_stored(
     storage = open_storage(url)
     try:
         studies = optuna.get_all_study_summaries(storage, include_best_trial=False)
-        assert len(studies) == 2
+        assert len(studies) == 3  # random x 2 priors, and digits.confirm (checked too)
         for summary in studies:
             system = storage.get_study_system_attrs(summary._study_id)
             assert secret not in repr(summary.user_attrs) + repr(system)
@@ -329,6 +330,7 @@ def test_storage_lost_mid_run_retries_then_gives_up(pg_url: str) -> None:
             *("study", "--task", "digits", "--samplers", "random", "--prior", "none"),
             *("--trials", "6", "--epochs", "40", "--pruner", "none", "--storage", pg_url),
             *("--lr-low", "0.001", "--lr-high", "0.1", "--create-only", "--device", "cpu"),
+            *("--confirm", "0"),  # the test is about the budget; 40-epoch confirmations: slow
         ]
     )
     assert created == 0
@@ -445,7 +447,6 @@ def test_spawn_workers_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> N
         ]
         assert env["CUDA_VISIBLE_DEVICES"] == str(gpu)
         assert env["LRTUNE_WORKER_INDEX"] == str(index + 1)
-        assert env["LRTUNE_WORKERS_ON_HOST"] == "2"
         assert env["LRTUNE_STORAGE"] == url
         assert "secret" not in " ".join(cmd)  # the URL is not on the command line (ps)
 
@@ -463,6 +464,14 @@ def test_spawn_workers_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> N
 def test_worker_gpus_on_a_machine_without_gpu_fails_cleanly(sqlite_url: str) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    # The group must exist: the parent checks it before starting a process per GPU.
+    created = main(
+        [
+            *("study", "--task", "digits", "--group", "g", "--prior", "none", "--trials", "1"),
+            *("--storage", sqlite_url, "--create-only", "--device", "cpu"),
+        ]
+    )
+    assert created == 0
     result = _lrtune("worker", "--group", "g", "--gpus", "0", "--storage", sqlite_url)
     # The child process (CUDA_VISIBLE_DEVICES=0, --device cuda) says why and the parent
     # passes its exit code on.
@@ -533,18 +542,51 @@ def test_cuda_oom_fails_the_trial_and_the_worker_goes_on(
     assert [t.state for t in trials] == [States.FAIL] * MAX_CONSECUTIVE_FAILURES
 
 
-def test_limit_cpu_threads_shares_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    workers.limit_cpu_threads(1)
-    assert torch.get_num_threads() == 1  # the user's own limit wins
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    cores = os.cpu_count() or 1
-    workers.limit_cpu_threads(1)
-    assert torch.get_num_threads() == cores
-    workers.limit_cpu_threads(2)
-    assert torch.get_num_threads() == max(1, cores // 2)
-    workers.limit_cpu_threads(4 * cores)
+def test_limit_cpu_threads_default_env_and_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    assert workers.limit_cpu_threads() == workers.DEFAULT_THREADS == 1
     assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert workers.limit_cpu_threads() == 2  # the user's own limit wins over the default
+    assert workers.limit_cpu_threads(3) == 3  # and --threads over both
+    torch.set_num_threads(2)
+    assert workers.limit_cpu_threads(0) == 2  # 0: leave torch's own choice
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert workers.limit_cpu_threads() == 1
+
+
+def test_threads_flag(sqlite_url: str, capfd: pytest.CaptureFixture[str]) -> None:
+    # The default (no flag, no $OMP_NUM_THREADS) is one thread; --threads N sets N and
+    # travels to the workers `study --workers N` starts; a negative count is one line.
+    with pytest.raises(SystemExit) as exit_:
+        main(["study", "--threads", "-1", "--storage", sqlite_url])
+    assert exit_.value.code == 2
+    err = capfd.readouterr().err
+    assert err.strip() == (
+        "lrtune study: error: argument --threads: expected an integer >= 0, got '-1' (see --help)"
+    )
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+    common = ["--prior", "none", "--samplers", "random", "--trials", "1", "--epochs", "1"]
+    common += ["--device", "cpu", "--storage", sqlite_url, "--create-only"]
+    env_before = os.environ.pop("OMP_NUM_THREADS", None)
+    try:
+        torch.set_num_threads(2)
+        assert main(["study", "--group", "t1", *common]) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["study", "--group", "t2", "--threads", "2", *common]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        if env_before is not None:
+            os.environ["OMP_NUM_THREADS"] = env_before
+    capfd.readouterr()
+    from lrtune.cli import build_parser
+    from lrtune.cli.common import _heartbeat_flags
+
+    args = build_parser().parse_args(["study", "--threads", "3", "--workers", "2"])
+    assert "--threads=3" in _heartbeat_flags(args)
+    args = build_parser().parse_args(["worker", "--group", "g", "--threads", "3"])
+    assert args.threads == 3
 
 
 # --- 6. seeds ------------------------------------------------------------------------------
@@ -622,3 +664,20 @@ def test_trial_failed_by_another_worker_while_running_is_skipped(
     trials = _trials(sqlite_url, "digits.random.none")
     assert sum(t.state in FINISHED for t in trials) == 3
     assert trials[0].state == States.FAIL
+
+
+def test_surplus_check_counts_only_started_unfailed_trials(sqlite_url: str) -> None:
+    # is_surplus skips the read while fewer trials than the budget were started before
+    # this one; past that it counts finished and running trials, not failed ones.
+    from lrtune.objective import is_surplus
+    from lrtune.storage import open_storage
+
+    study = optuna.create_study(storage=open_storage(sqlite_url), study_name="s")
+    first = study.ask()
+    assert not is_surplus(study, first, 1)
+    study.tell(first, state=States.FAIL)
+    second = study.ask()  # number 1 == budget, but the trial before it failed
+    assert not is_surplus(study, second, 1)
+    third = study.ask()  # the running second trial fills the budget of 1
+    assert is_surplus(study, third, 1)
+    assert not is_surplus(study, third, 2)

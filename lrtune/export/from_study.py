@@ -62,6 +62,12 @@ def export_config(storage: str, study_name: str, *, batch_size: int | None = Non
         raise UserError(f"--batch-size must be a positive integer, got {batch_size!r}")
     study = _load_study(storage, study_name)
     trial = _best_trial(study)
+    from lrtune.confirmed import best_for_export
+
+    # With confirmations, the configuration with the best seed mean (lrtune.confirm).
+    confirmed = best_for_export(storage, study.user_attrs)
+    if confirmed is not None:
+        trial = confirmed.trial
     trained = trial.user_attrs.get("config")
     if not isinstance(trained, Mapping) or not isinstance(trained.get("optimizer"), Mapping):
         raise UserError(
@@ -71,12 +77,14 @@ def export_config(storage: str, study_name: str, *, batch_size: int | None = Non
     config = _config_from_trial(trained)
     source = build_source(
         storage,
-        study_name,
-        trial_number=trial.number,
-        value=trial.value,
+        confirmed.source_study if confirmed else study_name,
+        trial_number=confirmed.source_trial if confirmed else trial.number,
+        value=confirmed.source_value if confirmed else trial.value,
         metric=study.user_attrs.get("metric"),
         version=study.user_attrs.get("lrtune_version"),
     )
+    if confirmed is not None:
+        source["confirmed"] = confirmed.record()
     for key in ("epochs", "total_steps"):
         if trained.get(key) is not None:
             source[key] = trained[key]

@@ -1,8 +1,7 @@
-"""Figures: the range-test curve (and the report's plots). matplotlib is imported lazily.
+"""The report's figures: best-so-far, the best trial's schedule, importances, LR vs value.
 
-Figures are made with matplotlib's object API (``Figure`` on an Agg canvas), never with
-pyplot or ``matplotlib.use``: a library must not switch its caller's backend or leave
-figures in pyplot's registry.
+Each takes plain data (lists, dicts) gathered by :mod:`lrtune.report.build` and writes one
+PNG through :mod:`lrtune.report.canvas` (matplotlib's object API, imported lazily).
 """
 
 from __future__ import annotations
@@ -13,114 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lrtune.rangetest import RangeTestResult
-
-
-def _figure(**kwargs: Any) -> Any:
-    """A new ``Figure`` drawn by the Agg canvas (files only: never needs a display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _colors() -> list[str]:
-    import matplotlib
-
-    return list(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
-
-
-def plot_range_test(result: RangeTestResult, path: str | Path) -> Path:
-    """Draw the range test to a PNG at ``path`` and return the path.
-
-    Log-LR x axis; each seed's raw loss (faint) and smoothed loss; the suggestions as
-    vertical lines; three shaded regions: too low to learn (below ``lr_low``), the search
-    bounds, and divergence (above ``diverged_at``). With a tracked metric, a second panel
-    shows it against the same LR axis.
-    """
-    panels = 2 if any(result.metrics) else 1
-    fig = _figure(figsize=(7.5 * panels, 4.8))
-    axes = fig.subplots(1, panels, squeeze=False)
-    ax = axes[0][0]
-    colors = _colors()
-    finite_losses: list[float] = []  # smoothed values, for the y range
-    for k, (lrs, raw, sm) in enumerate(
-        zip(result.lrs, result.losses, result.smoothed, strict=True)
-    ):
-        c = colors[k % len(colors)]
-        seed = result.seeds[k] if k < len(result.seeds) else k
-        ax.plot(lrs, raw, color=c, alpha=0.25, linewidth=0.8)
-        ax.plot(lrs, sm, color=c, linewidth=1.8, label=f"seed {seed} (smoothed)")
-        finite_losses += [
-            v for v in [*sm, *raw] if v is not None and v == v and abs(v) != float("inf")
-        ]
-    lo_x = min(min(lrs) for lrs in result.lrs if lrs)
-    hi_x = max(result.end_lr, *(max(lrs) for lrs in result.lrs if lrs))
-    _regions(ax, result, lo_x, hi_x)
-    for name, value, style in (
-        ("steep", result.steep, ":"),
-        ("valley", result.valley, "--"),
-        ("min/10", result.min10, "-."),
-    ):
-        ax.axvline(
-            value, color="black", linestyle=style, linewidth=1.1, label=f"{name} = {value:.3g}"
-        )
-    if finite_losses:
-        # Clip the y axis to the starting loss level so the blow-up at the end does not
-        # flatten the interesting part of the curve.
-        starts = [sm[0] for sm in result.smoothed if sm and sm[0] is not None]
-        top = max(starts) if starts else max(finite_losses)
-        low = min(finite_losses)
-        span = max(top - low, 1e-12)
-        ax.set_ylim(low - 0.1 * span, top + 0.35 * span)
-    ax.set_xscale("log")
-    ax.set_xlim(lo_x, hi_x)
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"LR range test ({result.optimizer}, {result.mode}): {result.diagnosis}")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    if panels == 2:
-        mx = axes[0][1]
-        for k, (steps, values) in enumerate(zip(result.metric_steps, result.metrics, strict=True)):
-            lrs = result.lrs[k]
-            xs = [lrs[s] for s in steps if s < len(lrs)]
-            mx.plot(
-                xs,
-                values[: len(xs)],
-                marker="o",
-                markersize=3,
-                color=colors[k % len(colors)],
-                label=f"seed {result.seeds[k]}",
-            )
-        _regions(mx, result, lo_x, hi_x)
-        mx.set_xscale("log")
-        mx.set_xlim(lo_x, hi_x)
-        mx.set_xlabel("learning rate (log scale)")
-        mx.set_ylabel(result.metric_name or "metric")
-        mx.set_title(f"held-out {result.metric_name} during the sweep")
-        mx.grid(True, which="major", alpha=0.3)
-        mx.legend(fontsize=8, loc="best")
-    return _save(fig, path)
-
-
-def _regions(ax: Any, result: RangeTestResult, lo_x: float, hi_x: float) -> None:
-    ax.axvspan(lo_x, result.lr_low, color="0.6", alpha=0.15, label="too low: little progress")
-    ax.axvspan(
-        result.lr_low,
-        result.lr_high,
-        color="tab:green",
-        alpha=0.15,
-        label=f"search bounds [{result.lr_low:.3g}, {result.lr_high:.3g}]",
-    )
-    if result.diverged_at is not None:
-        ax.axvspan(result.diverged_at, hi_x, color="tab:red", alpha=0.15, label="diverges")
-
-
-# --- report figures (lrtune report) ---------------------------------------------------------
-# Each takes plain data (lists, dicts) gathered by lrtune.report and writes one PNG.
+from lrtune.report.canvas import new_figure, save_figure
 
 _SAMPLER_COLORS = {
     "grid": "tab:blue",
@@ -132,7 +24,6 @@ _SAMPLER_COLORS = {
 _PRIOR_STYLES = {"rangetest": "-", "none": "--"}
 _PRIOR_COLORS = {"rangetest": "tab:green", "none": "tab:blue"}
 _SAMPLER_MARKERS = {"grid": "s", "random": "o", "tpe": "^", "qmc": "D", "gp": "v"}
-_DPI = 110
 
 
 def _spans_decades(values: Sequence[float], decades: float = 1.0) -> bool:
@@ -141,13 +32,6 @@ def _spans_decades(values: Sequence[float], decades: float = 1.0) -> bool:
     if not finite or min(finite) <= 0:
         return False
     return max(finite) / min(finite) > 10**decades
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=_DPI)
-    return out
 
 
 def plot_best_so_far(
@@ -169,7 +53,7 @@ def plot_best_so_far(
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(figsize=(10, 5))
+    fig = new_figure(figsize=(10, 5))
     ax = fig.subplots()
     every: list[float] = []
     repeats = 1
@@ -224,7 +108,7 @@ def plot_best_so_far(
     ax.set_title(f"{title} ({better} is better)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_schedule(
@@ -240,7 +124,7 @@ def plot_schedule(
     ``steps_per_epoch`` adds an epoch axis on top; ``bounds`` shades the LR search bounds
     the trial was drawn from.
     """
-    fig = _figure(figsize=(8, 4.5))
+    fig = new_figure(figsize=(8, 4.5))
     ax = fig.subplots()
     steps = list(range(len(lrs)))
     peak = max(lrs)
@@ -270,13 +154,13 @@ def plot_schedule(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_importances(importances: Mapping[str, float], path: str | Path, *, title: str) -> Path:
     """Horizontal bars of parameter importances (largest on top), values printed."""
     items = sorted(importances.items(), key=lambda kv: kv[1])
-    fig = _figure(figsize=(7, 1.6 + 0.5 * len(items)))
+    fig = new_figure(figsize=(7, 1.6 + 0.5 * len(items)))
     ax = fig.subplots()
     names = [k for k, _ in items]
     values = [float(v) for _, v in items]
@@ -294,7 +178,7 @@ def plot_importances(importances: Mapping[str, float], path: str | Path, *, titl
     ax.set_ylabel("parameter")
     ax.set_title(title)
     ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _outlier_cap(values: Sequence[float], direction: str) -> float:
@@ -328,7 +212,7 @@ def plot_lr_scatter(
     """
     from matplotlib.lines import Line2D
 
-    fig = _figure(figsize=(10, 5))
+    fig = new_figure(figsize=(10, 5))
     ax = fig.subplots()
     priors = list(dict.fromkeys(str(p["prior"]) for p in points))
     samplers = list(dict.fromkeys(str(p["sampler"]) for p in points))
@@ -441,4 +325,4 @@ def plot_lr_scatter(
     ax.legend(
         handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
     )
-    return _save(fig, path)
+    return save_figure(fig, path)

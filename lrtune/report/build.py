@@ -5,14 +5,14 @@ there), checks that the group exists and has a finished trial, then draws every 
 a fresh temporary directory next to the output directory and moves the files into place
 only once all of them are written: a failure leaves no half-written report behind.
 
-Figures (see :mod:`lrtune.plots`):
+Figures (see :mod:`lrtune.report.figures` and :mod:`lrtune.report.rangetest_plot`):
 
 - ``best-so-far.png``: best value so far against finished trials, per sampler × prior
   (median and IQR band over repeats);
 - ``rangetest.png``: the stored range-test curve with the search bounds it gave;
 - ``schedule.png``: the best trial's LR at every optimizer step (log scale);
 - ``importances.png``: Optuna's parameter importances of the best study that has
-  :data:`MIN_IMPORTANCE_TRIALS` complete trials;
+  :data:`~lrtune.report.gather.MIN_IMPORTANCE_TRIALS` complete trials;
 - ``lr-vs-value.png``: every trial's LR against its value, per prior.
 """
 
@@ -22,21 +22,23 @@ import math
 import os
 import shutil
 import tempfile
-import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lrtune.errors import UserError
+from lrtune.report import figures
+from lrtune.report.gather import (
+    best_so_far,
+    finished_trials,
+    last_reported,
+    param_importances,
+    start_bounds,
+    value_of,
+)
+from lrtune.report.rangetest_plot import plot_range_test
 from lrtune.table import fmt as _fmt
-
-if TYPE_CHECKING:
-    import optuna
-
-MIN_IMPORTANCE_TRIALS = 4
-"""Complete trials a study needs before its parameter importances are computed."""
 
 REPORT_FILE = "report.md"
 BEST_SO_FAR_PNG = "best-so-far.png"
@@ -148,89 +150,6 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         os.replace(tmp / name, out / name)
 
 
-# --- gathering ------------------------------------------------------------------------------
-
-
-def _finished(study: Any) -> list[Any]:
-    from lrtune.states import FINISHED
-
-    return sorted(
-        (t for t in study.get_trials(deepcopy=False) if t.state in FINISHED),
-        key=lambda t: t.number,
-    )
-
-
-def _value_of(trial: Any) -> float | None:
-    """A complete trial's value; ``None`` for pruned trials or non-finite values."""
-    import optuna
-
-    if trial.state != optuna.trial.TrialState.COMPLETE or trial.value is None:
-        return None
-    return float(trial.value) if math.isfinite(trial.value) else None
-
-
-def best_so_far(trials: list[Any], direction: str) -> list[float]:
-    """The best complete value after each finished trial (``nan`` before the first)."""
-    sign = 1.0 if direction == "minimize" else -1.0
-    best = math.nan
-    out = []
-    for t in trials:
-        v = _value_of(t)
-        if v is not None and (math.isnan(best) or sign * v < sign * best):
-            best = v
-        out.append(best)
-    return out
-
-
-def _last_reported(trial: Any) -> float | None:
-    values = [v for _, v in sorted(trial.intermediate_values.items()) if math.isfinite(v)]
-    return float(values[-1]) if values else None
-
-
-def _importances(
-    cmp: Any, studies: dict[str, Any]
-) -> tuple[str | None, dict[str, float] | None, str]:
-    """``(study, importances, note)`` for the best study with enough complete trials."""
-    import optuna
-
-    sign = 1.0 if cmp.direction == "minimize" else -1.0
-    rows = sorted((r for r in cmp.rows if r.best is not None), key=lambda r: sign * r.best)
-    for row in rows:
-        study = studies[row.study]
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if len(complete) < MIN_IMPORTANCE_TRIALS:
-            continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                values = optuna.importance.get_param_importances(
-                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
-                )
-            except (RuntimeError, ValueError) as exc:
-                return row.study, None, f"Optuna could not compute importances: {exc}"
-        degenerate = [
-            w for w in caught if "too small" in str(w.message) or "equal" in str(w.message)
-        ]
-        if degenerate or not values:
-            reason = str(degenerate[0].message) if degenerate else "no parameters varied"
-            return row.study, None, f"{row.study}: {reason}"
-        note = (
-            "Optuna's `get_param_importances` with the PED-ANOVA evaluator (Optuna 5's "
-            f"default) on **{row.study}**, the best study with at least "
-            f"{MIN_IMPORTANCE_TRIALS} complete trials ({len(complete)} complete). "
-            "With few trials these are rough; inside narrow range-test bounds the LR "
-            "matters less than across the wide space."
-        )
-        return row.study, {k: float(v) for k, v in values.items()}, note
-    most = max((r.done for r in cmp.rows), default=0)
-    return (
-        None,
-        None,
-        f"not computed: no study has {MIN_IMPORTANCE_TRIALS} complete trials yet "
-        f"(most finished: {most}); run more trials (`--trials`) for importances",
-    )
-
-
 # --- rendering ------------------------------------------------------------------------------
 
 
@@ -242,7 +161,7 @@ def _table_and_notes(table: str) -> tuple[str, list[str]]:
 def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     import optuna
 
-    from lrtune import __version__, plots
+    from lrtune import __version__
     from lrtune.rangetest import RangeTestResult
     from lrtune.schedules import schedule_curve
     from lrtune.table import format_table
@@ -260,9 +179,9 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     # Best so far.
     runs: dict[tuple[str, str], list[list[float]]] = {}
     for row in cmp.rows:
-        curve = best_so_far(_finished(studies[row.study]), direction)
+        curve = best_so_far(finished_trials(studies[row.study]), direction)
         runs.setdefault((row.sampler, row.prior), []).append(curve)
-    plots.plot_best_so_far(
+    figures.plot_best_so_far(
         runs,
         tmp / BEST_SO_FAR_PNG,
         metric=metric,
@@ -296,7 +215,7 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     )
     if rt_data is not None:
         rt = RangeTestResult.from_dict(rt_data)
-        plots.plot_range_test(rt, tmp / RANGETEST_PNG)
+        plot_range_test(rt, tmp / RANGETEST_PNG)
         div = _fmt(rt.diverged_at, ".3g") if rt.diverged_at is not None else "never"
         sections.append(
             _Section(
@@ -332,6 +251,7 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
             f"{winner.to_target} finished trials, cost {_fmt(winner.cost, '.3g')} "
             "trial-equivalents (range test included)"
         )
+    lines += [f"- {n}" for n in cmp.confirm if n.startswith("confirmed winner")]
     lines.append(
         f"- best trial: **{best_row.study} #{trial.number}**, {metric} {_fmt(trial.value)}, "
         f"lr {trial.params.get('lr', math.nan):.4g}, schedule `{trial.params.get('schedule')}`"
@@ -362,7 +282,7 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
         lr = float(config.get("optimizer", {}).get("lr", trial.params.get("lr")))
         epochs = int(config.get("epochs") or 0)
         bounds = best_study.user_attrs.get("bounds")
-        plots.plot_schedule(
+        figures.plot_schedule(
             schedule_curve(name, total, lr, **sched),
             tmp / SCHEDULE_PNG,
             title=f"best trial {best_row.study} #{trial.number}: {name}, peak lr {lr:.3g}",
@@ -382,10 +302,10 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
         winner_section.lines.append("(the trial has no stored `config`: no schedule plot)")
 
     # Importances.
-    imp_study, importances, note = _importances(cmp, studies)
+    imp_study, importances, note = param_importances(cmp, studies)
     imp = _Section("Parameter importances", [note])
     if importances is not None and imp_study is not None:
-        plots.plot_importances(
+        figures.plot_importances(
             importances,
             tmp / IMPORTANCES_PNG,
             title=f"parameter importances (PED-ANOVA): {imp_study}",
@@ -397,14 +317,14 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     points: list[dict[str, Any]] = []
     diverged = 0
     for row in cmp.rows:
-        for t in _finished(studies[row.study]):
+        for t in finished_trials(studies[row.study]):
             lr = t.params.get("lr")
             if lr is None:
                 continue
-            value = _value_of(t)
+            value = value_of(t)
             pruned = value is None
             if pruned:
-                value = _last_reported(t)
+                value = last_reported(t)
             if value is None:
                 diverged += 1
                 continue
@@ -419,7 +339,7 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
             )
     bounds_by_prior = start_bounds(studies.values())
     if points:
-        plots.plot_lr_scatter(
+        figures.plot_lr_scatter(
             points,
             tmp / SCATTER_PNG,
             metric=metric,
@@ -458,18 +378,3 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
         if sec.image:
             body += ["", f"![{sec.alt}]({sec.image})"]
     return "\n".join(body) + "\n"
-
-
-def start_bounds(studies: Iterable[optuna.Study]) -> dict[str, tuple[float, float]]:
-    """The LR bounds each prior started from, by prior name.
-
-    Widening moves a study's ``bounds`` (each study its own way); the first entry of its
-    ``bounds_history`` is what the range test gave, the same for every study of the prior.
-    """
-    out: dict[str, tuple[float, float]] = {}
-    for s in studies:
-        attrs = s.user_attrs
-        if attrs.get("bounds"):
-            first = attrs.get("bounds_history", [attrs["bounds"]])[0]
-            out[str(attrs.get("prior"))] = (float(first[0]), float(first[1]))
-    return out

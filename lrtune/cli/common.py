@@ -1,0 +1,192 @@
+"""What every command shares: the parser class, the help layout, flag types and helpers,
+the storage URL and the exit codes.
+
+Nothing here imports torch, optuna or lrtune's heavy modules: a command imports what it
+needs inside its ``_run_<name>``, so ``--help`` and the read-only commands stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn, TypedDict
+
+from lrtune.errors import UserError
+
+DEFAULT_STORAGE = "sqlite:///lrtune.db"
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line and exit 2 (no usage dump).
+
+    ``prog`` is ``lrtune`` for the top level and ``lrtune <command>`` for a command's parser,
+    so the line starts as every other error of that command does.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        message = message.replace("argument COMMAND: invalid choice", "unknown command")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's example lines as written and shows each flag's default.
+
+    ``(default: …)`` is added where the help text does not already say what the default
+    is; a flag whose default is ``None`` (resolved later: from a spec file, the task, an
+    environment variable) must say it in its help text.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: its name, one-line help, example command lines, and the pair
+    ``add(parser)`` (its flags) / ``run(args) -> exit code``."""
+
+    name: str
+    help: str
+    examples: tuple[str, ...]
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+    @property
+    def epilog(self) -> str:
+        """The examples, laid out for ``--help``."""
+        return "examples:\n" + "\n".join(f"  {line}" for line in self.examples)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    from lrtune.spec import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..{MAX_SEED}, got {text!r}")
+    return value
+
+
+def _add_common(
+    p: argparse.ArgumentParser, *, task: bool = True, device: bool = True, seed: bool = True
+) -> None:
+    """``--storage`` and ``--debug`` (every command), and the flags a command that trains
+    takes: ``--task``, ``--device``, ``--seed``."""
+    p.add_argument(
+        "--storage",
+        default=None,
+        help=f"Optuna storage URL (default: $LRTUNE_STORAGE or {DEFAULT_STORAGE})",
+    )
+    if task:
+        p.add_argument(
+            "--task",
+            default=None,
+            help="built-in task name, module:function or path/to/file.py:function "
+            "(default: digits)",
+        )
+    if device:
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    if seed:
+        p.add_argument("--seed", type=_seed, default=None, help="random seed (default: 0)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def storage_url(args: argparse.Namespace) -> str:
+    """The storage URL from ``--storage``, else ``$LRTUNE_STORAGE``, else the default."""
+    if args.storage is not None and not args.storage.strip():
+        # An empty --storage is a mistake (an unset shell variable), not "the default".
+        raise UserError("--storage is empty: give a URL, e.g. sqlite:///lrtune.db")
+    return args.storage or os.environ.get("LRTUNE_STORAGE") or DEFAULT_STORAGE
+
+
+def _add_heartbeat(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--heartbeat-interval",
+        type=_positive_int,
+        default=None,
+        help="seconds between a running trial's heartbeats (default: 5)",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=_positive_int,
+        default=None,
+        help="seconds without heartbeat before a trial is failed and retried (default: 20)",
+    )
+
+
+class _Heartbeat(TypedDict):
+    heartbeat_interval: int
+    grace_period: int
+
+
+def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
+    from lrtune.study import GRACE_PERIOD, HEARTBEAT_INTERVAL
+
+    return {
+        "heartbeat_interval": args.heartbeat_interval or HEARTBEAT_INTERVAL,
+        "grace_period": args.grace_period or GRACE_PERIOD,
+    }
+
+
+def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
+    """The heartbeat (and --threads) flags again, for the worker processes this command
+    starts."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in _heartbeat(args).items()]
+    return flags + _threads_flags(args)
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="torch threads per process; 0 = torch's default, one per core (default: "
+        "$OMP_NUM_THREADS, else 1 on the CPU)",
+    )
+
+
+def _threads_flags(args: argparse.Namespace) -> list[str]:
+    return [f"--threads={args.threads}"] if args.threads is not None else []

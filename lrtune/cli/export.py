@@ -1,0 +1,79 @@
+"""``lrtune export``: a study's best trial as a production config (file, stdout or merged)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lrtune.cli.common import Command, _add_common, _positive_int, storage_url
+from lrtune.errors import UserError
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--study",
+        required=True,
+        metavar="NAME",
+        help="the study to export (its best finished trial)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("yaml", "json", "toml"),
+        default=None,
+        help="output format (default: from the --out suffix, else yaml)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", metavar="PATH", default=None, help="write here (default: stdout)")
+    where.add_argument(
+        "--into",
+        metavar="PATH[:dotted.key]",
+        default=None,
+        help="merge into this YAML/JSON/TOML config under the key, keeping everything else; "
+        "prints the diff (default: no merge)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="B",
+        help="rescale the LR to batch size B by the linear scaling rule (lr * B / trained) "
+        "(default: the batch size trained with)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="with --into: print the diff only")
+    _add_common(p, task=False, device=False, seed=False)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from lrtune import export
+
+    if args.dry_run and not args.into:
+        raise UserError("--dry-run goes with --into PATH[:key]")
+    config = export.export_config(storage_url(args), args.study, batch_size=args.batch_size)
+    if args.into:
+        diff = export.merge_into(args.into, config, dry_run=args.dry_run)
+        sys.stdout.write(diff)
+        if not diff:
+            print(f"lrtune export: {args.into} already holds this config", file=sys.stderr)
+        elif args.dry_run:
+            print("lrtune export: dry run, nothing written", file=sys.stderr)
+        return 0
+    fmt: str = args.format or export.format_for_path(args.out or "") or "yaml"
+    text = export.dump_config(config, fmt)
+    if args.out:
+        export.write_config(text, args.out)
+        print(f"lrtune export: wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+COMMAND = Command(
+    "export",
+    "write a study's best trial as a production config",
+    (
+        "lrtune export --study digits.tpe.rangetest --out best.yaml",
+        "lrtune export --study digits.tpe.rangetest --into train.yaml:optim --dry-run",
+    ),
+    _add_export,
+    _run_export,
+)

@@ -1,0 +1,132 @@
+"""``lrtune rangetest``: the LR range test on a task; prints the suggestion table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from lrtune.cli.common import (
+    Command,
+    _add_common,
+    _add_threads,
+    _positive_float,
+    _positive_int,
+    storage_url,
+)
+from lrtune.errors import UserError
+
+
+def _add_rangetest(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument(
+        "--optimizer",
+        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+    )
+    p.add_argument("--seeds", type=_positive_int, default=3, help="sweeps to run")
+    p.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first LR of the sweep")
+    p.add_argument("--end-lr", type=_positive_float, default=10.0, help="last LR of the sweep")
+    p.add_argument("--steps", type=_positive_int, default=100, help="mini-batches per sweep")
+    p.add_argument("--mode", choices=("exp", "linear"), default="exp", help="LR growth")
+    p.add_argument(
+        "--track-metric",
+        action="store_true",
+        help="also evaluate the task's metric on a held-out batch during the sweep",
+    )
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON (default: no file)")
+    p.add_argument("--plot", metavar="PATH", help="draw the curves to a PNG (default: no plot)")
+    p.add_argument("--study", help="also record the result on this existing study (default: none)")
+    _add_threads(p)
+
+
+def _run_rangetest(args: argparse.Namespace) -> int:
+    from lrtune.rangetest import range_test
+
+    _check_out_path(args.json, ".json", "--json")
+    _check_out_path(args.plot, ".png", "--plot")
+    from lrtune.device import resolve_device
+    from lrtune.workers import limit_cpu_threads
+
+    if args.threads is not None or str(resolve_device(args.device)) == "cpu":
+        limit_cpu_threads(args.threads)
+    study = None
+    if args.study:
+        from lrtune.study import load_existing_study
+
+        study = load_existing_study(storage_url(args), args.study)
+    from lrtune.faults import call_task
+    from lrtune.spec import task_optimizer
+
+    task = args.task or "digits"
+    # Any error from the task's code is one line (call_task), not a traceback.
+    optimizer = args.optimizer or call_task(f"task {task}", task_optimizer, task)
+    result = call_task(
+        f"range test on {task}",
+        range_test,
+        task,
+        optimizer=optimizer,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        steps=args.steps,
+        mode=args.mode,
+        seeds=args.seeds,
+        device=args.device,
+        track_metric=args.track_metric,
+        seed=args.seed or 0,
+    )
+    print(result.table())
+    if args.json:
+        _write_atomic(args.json, result.to_json())
+        print(f"wrote {args.json}")
+    if args.plot:
+        from lrtune.report import plot_range_test
+
+        plot_range_test(result, args.plot)
+        print(f"wrote {args.plot}")
+    if study is not None:
+        from lrtune.study import record_range_test
+
+        record_range_test(study, result, storage_url(args))
+        print(f"recorded on study {args.study}")
+    return 0
+
+
+def _check_out_path(path: str | None, suffix: str, flag: str) -> None:
+    """Fail before any work when an output path cannot be written."""
+    if path is None:
+        return
+    if not path.lower().endswith(suffix):
+        raise UserError(f"{flag} {path!r}: expected a file name ending in {suffix}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path!r}: directory {parent} does not exist")
+    import tempfile
+
+    try:  # /proc, /sys, a read-only mount: find out now, not after the range test
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path!r}: cannot write in {parent}: {exc.strerror}") from None
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+COMMAND = Command(
+    "rangetest",
+    "LR range test on a task: prints the suggestion table",
+    (
+        "lrtune rangetest --task digits --plot rangetest.png",
+        "lrtune rangetest --task wine --optimizer adam --seeds 1 --json rangetest.json",
+    ),
+    _add_rangetest,
+    _run_rangetest,
+)

@@ -1,0 +1,289 @@
+"""``lrtune study``: the main job. Parses the flags into a spec, calls
+:func:`lrtune.group.run_group` and prints what it reports: the range-test table, the
+bounds, the progress and the comparison table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from lrtune.cli.common import (
+    DEFAULT_STORAGE,
+    Command,
+    _add_common,
+    _add_heartbeat,
+    _add_threads,
+    _count,
+    _heartbeat,
+    _positive_float,
+    _positive_int,
+    _threads_flags,
+    storage_url,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import optuna
+
+    from lrtune.compare import Comparison
+    from lrtune.progress import Progress
+    from lrtune.rangetest import RangeTestResult
+    from lrtune.study import Group
+
+
+def _add_study(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--spec", metavar="FILE", help="study spec file (studies/*.toml); flags win")
+    p.add_argument("--group", help="name of the set of studies (default: the task's name)")
+    p.add_argument("--prior", help="rangetest, none, or rangetest,none (default: rangetest)")
+    p.add_argument(
+        "--samplers", help="comma list of grid, random, tpe, qmc, gp (default: grid,random,tpe)"
+    )
+    p.add_argument("--trials", type=_positive_int, help="finished trials per study (default: 30)")
+    p.add_argument(
+        "--repeats",
+        type=_positive_int,
+        help="studies per sampler x prior with different sampler seeds (default: 1)",
+    )
+    p.add_argument("--pruner", help="median, hyperband or none (default: median)")
+    p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the task's)")
+    p.add_argument(
+        "--optimizer",
+        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+    )
+    p.add_argument("--schedules", help="comma list of schedules to search (default: all)")
+    p.add_argument("--lr-low", type=_positive_float, help="no-prior lower LR bound (default: 1e-6)")
+    p.add_argument("--lr-high", type=_positive_float, help="no-prior upper LR bound (default: 10)")
+    p.add_argument(
+        "--tolerance",
+        type=_positive_float,
+        help="trials-to-target: within this fraction of the best (default: 0.02)",
+    )
+    p.add_argument(
+        "--widen",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="grow the prior's bounds when the best trials sit at an edge (default: on)",
+    )
+    p.add_argument("--grid-points", type=_positive_int, help="LR points of the grid (default: 6)")
+    p.add_argument("--precision", help="fp32, bf16 or fp16 (default: the task's own, else fp32)")
+    p.add_argument(
+        "--accumulate",
+        type=_positive_int,
+        help="micro-batches per optimizer update (default: the task's, else 1)",
+    )
+    p.add_argument(
+        "--clip-grad-norm", type=_positive_float, help="max gradient norm (default: the task's)"
+    )
+    for name, what, kind in (
+        ("start-lr", "first LR (default: 1e-7)", _positive_float),
+        ("end-lr", "last LR (default: 10)", _positive_float),
+        ("steps", "updates per sweep (default: 100)", _positive_int),
+        ("seeds", "sweeps (default: 3)", _positive_int),
+    ):
+        p.add_argument(f"--rangetest-{name}", type=kind, help=f"the prior's range test: {what}")
+    p.add_argument(
+        "--confirm",
+        type=_count,
+        metavar="K",
+        help="after the budgets, re-train the K best configurations on fresh seeds "
+        "(default: 3; 0: off)",
+    )
+    p.add_argument(
+        "--confirm-seeds",
+        type=_positive_int,
+        metavar="S",
+        help="fresh training seeds per confirmed configuration (default: 2)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="local worker processes (default: 1, run in this process)",
+    )
+    p.add_argument(
+        "--create-only",
+        action="store_true",
+        help="create the studies (and run the range test) for remote workers, exit",
+    )
+    _add_heartbeat(p)
+    _add_threads(p)
+
+
+_SPEC_FLAGS = (
+    "task",
+    "group",
+    "prior",
+    "samplers",
+    "trials",
+    "repeats",
+    "pruner",
+    "epochs",
+    "optimizer",
+    "schedules",
+    "lr_low",
+    "lr_high",
+    "tolerance",
+    "grid_points",
+    "widen",
+    "seed",
+    "confirm",
+    "confirm_seeds",
+    "precision",
+    "accumulate",
+    "clip_grad_norm",
+    "rangetest_start_lr",
+    "rangetest_end_lr",
+    "rangetest_steps",
+    "rangetest_seeds",
+)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from lrtune.spec import load_spec_file, resolve_spec
+
+    values = load_spec_file(args.spec) if args.spec else {}
+    overrides = {k: getattr(args, k) for k in _SPEC_FLAGS}
+    if overrides["seed"] is None and "seed" in values:
+        del overrides["seed"]
+    spec = resolve_spec(
+        values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
+    )
+    url = storage_url(args)
+    from lrtune.group import run_group
+
+    # The tables are printed once the group is ready: when the range test is unusable (a
+    # NaN loss), the error alone comes out, not a table of meaningless LRs above it.
+    tested: list[RangeTestResult] = []
+    prepared: list[Group] = []
+
+    def on_prepared(group: Group) -> None:
+        prepared.append(group)
+        for result in tested:
+            print(result.table())
+            print()
+        rt = group.rangetest
+        if rt is not None and rt.diagnosis != "ok":
+            # The bounds are still used (a failed test stops run_group), but may be off.
+            print(
+                f"lrtune study: warning: range test diagnosis is '{rt.diagnosis}': the "
+                f"rangetest prior's bounds [{rt.lr_low:.3g}, {rt.lr_high:.3g}] may be off; "
+                "going on",
+                file=sys.stderr,
+            )
+        _say_bounds(group)
+        _say_over_budget(url, group)
+
+    cmp = run_group(
+        spec,
+        url,
+        workers=args.workers,
+        device=args.device,
+        create_only=args.create_only,
+        threads=args.threads,
+        worker_args=_threads_flags(args),
+        on_rangetest=tested.append,
+        on_prepared=on_prepared,
+        on_progress=_progress(),
+        **_heartbeat(args),
+    )
+    if args.create_only:
+        group = prepared[0]
+        made = ", ".join(group.created) or "none (all existed)"
+        print(f"created studies: {made}")
+        print(f"run workers with: lrtune worker --group {group.name} --storage URL")
+        return 0
+    return _finish_group(url, cmp)
+
+
+def _progress() -> Callable[[Group, optuna.storages.BaseStorage], None]:
+    """The live progress display, made when the first update comes."""
+    shown: list[Progress] = []
+
+    def update(group: Group, storage: optuna.storages.BaseStorage) -> None:
+        if not shown:
+            from lrtune.progress import Progress
+
+            refs = group.refs
+            shown.append(Progress([r.name for r in refs], {r.name: group.budget(r) for r in refs}))
+        shown[0].update(storage)
+
+    return update
+
+
+def _say_bounds(group: Group) -> None:
+    from lrtune.space import decades
+
+    for prior, bounds in group.bounds.items():
+        if prior in group.spec.prior:
+            print(
+                f"prior {prior}: lr in [{bounds[0]:.3g}, {bounds[1]:.3g}] "
+                f"({decades(bounds):.1f} decades)"
+            )
+    spec = group.spec
+    if "grid" in spec.samplers:
+        from lrtune.space import grid_size
+
+        size = grid_size(spec)
+        if size < spec.trials:
+            print(
+                f"note: the grid has {size} points ({spec.grid_points} LRs x "
+                f"{len(spec.schedules)} schedules), fewer than --trials {spec.trials}: "
+                f"grid studies stop at {size} trials"
+            )
+        else:
+            print(
+                f"grid: {size} points ({spec.grid_points} LRs x {len(spec.schedules)} "
+                f"schedules); {spec.trials} of them are tried, in random order"
+            )
+
+
+def _say_over_budget(url: str, group: Group) -> None:
+    """One line when a resumed group's studies already hold more trials than the budget
+    (``study`` re-run with a smaller ``--trials``): nothing runs for them."""
+    from lrtune.group import over_budget
+
+    over, full = over_budget(url, group)
+    if not over:
+        return
+    one = len(over) == 1
+    have = " or ".join(str(d) for d in sorted(set(over.values())))
+    rest = "nothing to run" if full else f"nothing to run for {'it' if one else 'them'}"
+    print(
+        f"note: {', '.join(over)} already {'has' if one else 'have'} {have} finished trials, "
+        f"more than --trials {group.spec.trials}; {rest} (all their trials are compared)"
+    )
+
+
+def _finish_group(url: str, cmp: Comparison) -> int:
+    from lrtune.table import format_table
+
+    print()
+    print(format_table(cmp))
+    best = cmp.best_row
+    print()
+    print(f"watch:  lrtune dashboard{_storage_flag(url)}")
+    if best is not None:
+        print(f"export: lrtune export --study {best.study}{_storage_flag(url)}")
+    return 0
+
+
+def _storage_flag(url: str) -> str:
+    from lrtune.storage import mask_url
+
+    return "" if url == DEFAULT_STORAGE else f" --storage '{mask_url(url)}'"
+
+
+COMMAND = Command(
+    "study",
+    "the main job: search LR x schedule with grid, random and TPE, with and "
+    "without the range-test prior",
+    (
+        "lrtune study --task digits --trials 10 --storage sqlite:///digits.db",
+        "lrtune study --spec studies/digits.toml --workers 2",
+    ),
+    _add_study,
+    _run_study,
+)

@@ -1,0 +1,127 @@
+"""``lrtune worker``: join a group's studies and run their trials until each has its budget."""
+
+from __future__ import annotations
+
+import argparse
+
+from lrtune.cli.common import (
+    Command,
+    _add_common,
+    _add_heartbeat,
+    _add_threads,
+    _heartbeat,
+    _heartbeat_flags,
+    _positive_int,
+    storage_url,
+)
+from lrtune.errors import UserError
+
+
+def _add_worker(p: argparse.ArgumentParser) -> None:
+    _add_common(p, task=False, seed=False)
+    p.add_argument(
+        "--task",
+        metavar="NAME",
+        help="run only studies of this task (exactly as the study names it): a worker "
+        "imports the study's task, so pin it on storages others can write to "
+        "(default: any task)",
+    )
+    p.add_argument("--group", help="run the studies of this group")
+    p.add_argument("--study", action="append", help="run this study (repeatable)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="processes on this host")
+    p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU (default: none)")
+    _add_heartbeat(p)
+    _add_threads(p)
+
+
+def _parse_gpus(text: str) -> list[int]:
+    try:
+        gpus = [int(g) for g in text.split(",")]
+    except ValueError:
+        raise UserError(
+            f"--gpus {text!r}: expected a comma list of GPU indices, e.g. 0,1"
+        ) from None
+    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise UserError(f"--gpus {text!r}: expected distinct non-negative indices")
+    return gpus
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    if not args.group and not args.study:
+        raise UserError("give --group NAME or --study NAME (see `lrtune ls`)")
+    url = storage_url(args)
+    gpus = _parse_gpus(args.gpus) if args.gpus else None
+    if gpus or args.workers > 1:
+        from lrtune.workers import spawn_workers, wait_workers
+
+        if not args.group:
+            raise UserError("--workers/--gpus need --group")
+        # Check here what every child would check, so that a mistake is said once, not
+        # once per process.
+        _check_group(url, args.group, args.task)
+        extra = _heartbeat_flags(args)
+        if args.task is not None:
+            extra.append(f"--task={args.task}")
+        procs = spawn_workers(
+            url,
+            args.group,
+            len(gpus) if gpus else args.workers,
+            device=args.device,
+            gpus=gpus,
+            extra_args=extra,
+        )
+        return wait_workers(procs)
+    from lrtune.device import resolve_device
+    from lrtune.workers import limit_cpu_threads, run_worker, worker_index
+
+    device = str(resolve_device(args.device))
+    if device == "cpu" or args.threads is not None:
+        limit_cpu_threads(args.threads)
+    report = run_worker(
+        url,
+        group=args.group,
+        studies=args.study,
+        worker=worker_index(),
+        device=device,
+        task=args.task,
+        **_heartbeat(args),
+    )
+    done = sum(report.trials.values())
+    print(
+        f"worker done: {done} trials in {report.seconds:.1f} s ({report.failed} failed)"
+        if report.failed
+        else f"worker done: {done} trials in {report.seconds:.1f} s"
+    )
+    return 0
+
+
+def _check_group(url: str, group: str, task: str | None) -> None:
+    """The checks ``run_worker`` makes before its first trial: the group has studies and
+    each runs the pinned task."""
+    from lrtune.states import group_study_names
+    from lrtune.storage import mask_url, open_storage, require_existing
+    from lrtune.workers import check_task_pin
+
+    require_existing(url)
+    storage = open_storage(url)
+    names = group_study_names(storage, group)
+    if not names:
+        raise UserError(
+            f"no studies for group {group!r} in {mask_url(url)}: create them with "
+            "`lrtune study ... --create-only` (see `lrtune ls`)"
+        )
+    for name in names:
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+        check_task_pin(name, str(attrs.get("spec", {}).get("task")), task)
+
+
+COMMAND = Command(
+    "worker",
+    "join a group's studies and run their trials until each has its budget",
+    (
+        "lrtune worker --group digits --storage postgresql://user@db-host/lrtune",
+        "lrtune worker --group digits --gpus 0,1 --task digits",
+    ),
+    _add_worker,
+    _run_worker,
+)

@@ -1,0 +1,181 @@
+"""What a group's confirm study holds (:mod:`lrtune.confirm`), read without torch: for the
+comparison's notes, the confirm study's dashboard note and ``export``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from lrtune.confirm import confirm_name, group_of
+from lrtune.states import FINISHED
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """One configuration's confirmation: its confirm trial and where it was found."""
+
+    trial: optuna.trial.FrozenTrial
+    study: str
+    source_study: str
+    source_trial: int
+    source_value: float | None
+    mean: float | None
+    sd: float | None
+    seeds: list[int]
+    values: list[float | None]
+
+    @property
+    def diverged(self) -> bool:
+        """A seed diverged: the mean is undefined and the configuration ranks last."""
+        return self.trial.state == optuna.trial.TrialState.PRUNED
+
+    def record(self) -> dict[str, Any]:
+        """``source.confirmed`` of an export."""
+        return {
+            "seeds": self.seeds,
+            "mean": self.mean,
+            "sd": self.sd,
+            "study": self.study,
+            "trial": self.trial.number,
+        }
+
+
+@dataclass(frozen=True)
+class ConfirmState:
+    """What the confirm study of a group holds, best seed mean first."""
+
+    study: str
+    asked: int
+    found: int
+    budget: int
+    confirmations: list[Confirmation]
+
+    @property
+    def best(self) -> Confirmation | None:
+        """The configuration with the best seed mean (``None`` if none has one)."""
+        done = [c for c in self.confirmations if c.mean is not None]
+        return done[0] if done else None
+
+
+def read_confirmations(storage: optuna.storages.BaseStorage, group: str) -> ConfirmState | None:
+    """The confirmations of ``group``; ``None`` when it has no confirm study."""
+    name = confirm_name(group)
+    if name not in optuna.get_all_study_names(storage):
+        return None
+    study = optuna.load_study(study_name=name, storage=storage)
+    sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
+    out = []
+    for t in study.get_trials(deepcopy=False, states=FINISHED):
+        data = t.user_attrs.get("confirm")
+        source = t.user_attrs.get("source", {})
+        if not isinstance(data, dict) or not isinstance(source, dict):
+            continue
+        mean = data.get("mean")
+        mean = float(mean) if isinstance(mean, (int, float)) and math.isfinite(mean) else None
+        sd = data.get("sd")
+        out.append(
+            Confirmation(
+                trial=t,
+                study=name,
+                source_study=str(source.get("study")),
+                source_trial=int(source.get("trial", -1)),
+                source_value=source.get("value"),
+                mean=mean,
+                sd=float(sd) if isinstance(sd, (int, float)) else None,
+                seeds=[int(s) for s in data.get("seeds", [])],
+                values=list(data.get("values", [])),
+            )
+        )
+    # Diverged (no mean) last; ties: the earlier trial.
+    out.sort(key=lambda c: (c.mean is None, sign * (c.mean or 0.0), c.trial.number))
+    attrs = study.user_attrs
+    return ConfirmState(
+        name,
+        int(attrs.get("asked", 0)),
+        int(attrs.get("found", 0)),
+        int(attrs.get("budget", 0)),
+        out,
+    )
+
+
+def confirm_notes(state: ConfirmState | None, metric: str) -> list[str]:
+    """Lines for the comparison's notes, the dashboard note and the report."""
+    if state is None:
+        return []
+    lines = []
+    if state.found < state.asked:
+        lines.append(
+            f"confirm: only {state.found} distinct configurations finished, fewer than "
+            f"--confirm {state.asked}: confirmed those {state.found}"
+        )
+    done = len(state.confirmations)
+    if done < state.budget:
+        lines.append(
+            f"confirm: {done} of {state.budget} confirmations done; run the same command "
+            "again (or a worker) to finish them"
+        )
+    best = state.best
+    if best is not None:
+        lines.append(
+            f"confirmed winner: {metric} {best.mean:.4g} ± {best.sd or 0.0:.2g} over "
+            f"{len(best.seeds)} fresh seeds (lr {best.trial.params.get('lr', math.nan):.3g}, "
+            f"{best.trial.params.get('schedule', '-')}; found by {best.source_study} "
+            f"#{best.source_trial} at {_fmt(best.source_value)}; {state.study} "
+            f"#{best.trial.number}); `export` takes it"
+        )
+    diverged = [c for c in state.confirmations if c.diverged]
+    if diverged:
+        lines.append(
+            f"confirm: {len(diverged)} configuration(s) diverged on a fresh seed and rank "
+            "last: " + ", ".join(f"{c.source_study} #{c.source_trial}" for c in diverged)
+        )
+    return lines
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+
+
+def best_for_export(storage_url: str, attrs: dict[str, Any]) -> Confirmation | None:
+    """The confirmation ``export`` takes for a study with these user attrs: the best seed
+    mean of its group's confirm study; ``None`` without one (export as before)."""
+    from lrtune.storage import open_storage
+
+    group = group_of(attrs)
+    if group is None:
+        return None
+    state = read_confirmations(open_storage(storage_url), group)
+    return state.best if state is not None else None
+
+
+def write_note(storage: optuna.storages.BaseStorage, group: str, lines: list[str]) -> None:
+    """The dashboard note of ``group``'s confirm study: ``lines`` (the comparison's confirm
+    notes) and one row per confirmed configuration; nothing without a confirm study."""
+    from lrtune.dashboard import write_study_note
+
+    state = read_confirmations(storage, group)
+    if state is None:
+        return
+    study = optuna.load_study(study_name=state.study, storage=storage)
+    seeds = study.user_attrs.get("seeds", [])
+    text = [
+        f"## {state.study}",
+        f"- the {state.asked} best distinct configurations of group **{group}** re-trained "
+        f"on fresh seeds {seeds}; value = the mean over the seeds",
+        *(f"- {line}" for line in lines),
+        "",
+        "| trial | found by | single seed | lr | schedule | values | mean ± sd |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in state.confirmations:
+        values = ", ".join("diverged" if v is None else f"{v:.4g}" for v in c.values)
+        mean = "diverged" if c.mean is None else f"{c.mean:.4g} ± {c.sd or 0.0:.2g}"
+        text.append(
+            f"| {c.trial.number} | {c.source_study} #{c.source_trial} | "
+            f"{_fmt(c.source_value)} | {_fmt(c.trial.params.get('lr'))} | "
+            f"{c.trial.params.get('schedule', '-')} | {values} | {mean} |"
+        )
+    write_study_note(study, "\n".join(text))

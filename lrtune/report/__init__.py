@@ -1,0 +1,53 @@
+"""``lrtune report`` and the figures: a group's comparison as ``report.md`` and PNGs.
+
+- :mod:`~lrtune.report.build`: :func:`write_report` (the markdown, written atomically) and
+  the report's file names;
+- :mod:`~lrtune.report.gather`: what it reads from the studies (:func:`best_so_far`,
+  :func:`start_bounds`, importances);
+- :mod:`~lrtune.report.figures`: the report's plots (best so far, schedule, importances,
+  LR against value);
+- :mod:`~lrtune.report.rangetest_plot`: :func:`plot_range_test`, the range test's figure;
+- :mod:`~lrtune.report.canvas`: matplotlib's object API (``Figure`` + Agg canvas, no
+  pyplot, no ``matplotlib.use``), imported lazily: importing this package imports neither
+  matplotlib nor torch.
+"""
+
+from __future__ import annotations
+
+from lrtune.report.build import (
+    BEST_SO_FAR_PNG,
+    IMPORTANCES_PNG,
+    RANGETEST_PNG,
+    REPORT_FILE,
+    REPORT_FILES,
+    SCATTER_PNG,
+    SCHEDULE_PNG,
+    write_report,
+)
+from lrtune.report.figures import (
+    plot_best_so_far,
+    plot_importances,
+    plot_lr_scatter,
+    plot_schedule,
+)
+from lrtune.report.gather import MIN_IMPORTANCE_TRIALS, best_so_far, start_bounds
+from lrtune.report.rangetest_plot import plot_range_test
+
+__all__ = [
+    "BEST_SO_FAR_PNG",
+    "IMPORTANCES_PNG",
+    "MIN_IMPORTANCE_TRIALS",
+    "RANGETEST_PNG",
+    "REPORT_FILE",
+    "REPORT_FILES",
+    "SCATTER_PNG",
+    "SCHEDULE_PNG",
+    "best_so_far",
+    "plot_best_so_far",
+    "plot_importances",
+    "plot_lr_scatter",
+    "plot_range_test",
+    "plot_schedule",
+    "start_bounds",
+    "write_report",
+]
