@@ -265,6 +265,11 @@ def make_confirm_objective(
         sched_params = {
             k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(schedule + ".")
         }
+        # The optimizer parameters the trial searched, over the spec's fixed ones.
+        opt_params = {
+            **spec.optimizer_params,
+            **{k[len("optimizer.") :]: v for k, v in params.items() if k.startswith("optimizer.")},
+        }
         values: list[float | None] = []
         seconds = 0.0
         config: dict[str, Any] | None = None
@@ -274,9 +279,13 @@ def make_confirm_objective(
                 optimizer=spec.optimizer,
                 schedule=schedule,
                 schedule_params=sched_params,
+                optimizer_params=opt_params,
                 epochs=spec.epochs,
                 seed=seed,
                 device=device,
+                precision=spec.precision,
+                accumulate=spec.accumulate,
+                clip_grad_norm=spec.clip_grad_norm,
             )
             try:
                 result = train(spec.task, train_config)

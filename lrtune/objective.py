@@ -13,7 +13,7 @@ import torch
 
 from lrtune.errors import UserError
 from lrtune.faults import describe
-from lrtune.space import suggest
+from lrtune.space import suggest, suggest_optimizer
 from lrtune.spec import StudySpec
 from lrtune.states import FINISHED
 from lrtune.trainer import TrainConfig, run_trial
@@ -102,9 +102,13 @@ def make_objective(
             optimizer=spec.optimizer,
             schedule=schedule,
             schedule_params=params,
+            optimizer_params=suggest_optimizer(trial, spec),
             epochs=spec.epochs,
             seed=spec.seed,
             device=device,
+            precision=spec.precision,
+            accumulate=spec.accumulate,
+            clip_grad_norm=spec.clip_grad_norm,
         )
         try:
             result = run_trial(spec.task, config, report)

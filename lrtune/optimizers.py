@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +21,57 @@ _DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
+# The parameters a spec (``[optimizer]``) or an exported config may set for each optimizer.
+PARAMS: dict[str, tuple[str, ...]] = {
+    "sgd": ("momentum", "weight_decay"),
+    "adam": ("weight_decay", "betas", "eps"),
+    "adamw": ("weight_decay", "betas", "eps"),
+    "rmsprop": ("momentum", "weight_decay", "eps"),
+    "adagrad": ("weight_decay", "eps"),
+}
+
+#: The range each searchable parameter gets with ``[params.optimizer] name = true``:
+#: ``("float", low, high, log)``, as schedules' ``space``. ``betas`` is not searchable.
+SEARCH_SPACE: dict[str, tuple[str, float, float, bool]] = {
+    "weight_decay": ("float", 1e-5, 0.1, True),
+    "momentum": ("float", 0.8, 0.99, False),
+    "eps": ("float", 1e-10, 1e-6, True),
+}
+
+
+def check_param(name: str, key: str, value: Any) -> Any:
+    """``value`` of parameter ``key`` of optimizer ``name``, checked (``betas`` as a list).
+
+    Raises ``ValueError`` naming what is wrong: a parameter ``name`` does not take, a
+    negative ``weight_decay``, a ``momentum`` or beta outside ``[0, 1)``, a ``betas`` that
+    is not two numbers, an ``eps`` that is not positive.
+    """
+    check_optimizer(name)
+    if key not in PARAMS[name]:
+        raise ValueError(f"{name} takes {', '.join(PARAMS[name])}, not {key}")
+    if key == "betas":
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(map(_number, value))
+        if not ok or not all(0 <= float(b) < 1 for b in value):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {value!r}")
+        return [float(b) for b in value]
+    if not _number(value):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    value = float(value)
+    bad = {
+        "weight_decay": not value >= 0,
+        "momentum": not 0 <= value < 1,
+        "eps": not value > 0,
+    }[key]
+    if bad or not math.isfinite(value):
+        rule = {"weight_decay": ">= 0", "momentum": "in [0, 1)", "eps": "> 0"}[key]
+        raise ValueError(f"{key} must be {rule}, got {value!r}")
+    return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def optimizer_defaults(name: str) -> dict[str, float]:
     """The keyword arguments lrtune passes to optimizer ``name`` besides ``lr``."""
     check_optimizer(name)
@@ -33,19 +85,22 @@ def check_optimizer(name: str) -> None:
 
 
 def make_optimizer(
-    name: str, params: Iterable[Any], lr: float, **overrides: float
+    name: str, params: Iterable[Any], lr: float, **overrides: Any
 ) -> torch.optim.Optimizer:
     """Build optimizer ``name`` over ``params`` (tensors or param-group dicts) at ``lr``.
 
-    ``overrides`` replace the defaults of :func:`optimizer_defaults` (``momentum``,
-    ``weight_decay``). Param groups may carry their own ``lr``; it is kept.
+    ``overrides`` replace the defaults of :func:`optimizer_defaults`; any of
+    :data:`PARAMS` may be given (``momentum``, ``weight_decay``, ``betas``, ``eps``). Param
+    groups may carry their own ``lr``; it is kept.
     """
-    kwargs = optimizer_defaults(name)
-    unknown = set(overrides) - set(kwargs)
+    kwargs: dict[str, Any] = dict(optimizer_defaults(name))
+    unknown = set(overrides) - set(PARAMS[name])
     if unknown:
-        allowed, bad = ", ".join(sorted(kwargs)), ", ".join(sorted(unknown))
+        allowed, bad = ", ".join(PARAMS[name]), ", ".join(sorted(unknown))
         raise ValueError(f"optimizer {name!r} takes {allowed}, not {bad}")
     kwargs.update(overrides)
+    if "betas" in kwargs:  # a list from TOML, JSON or YAML
+        kwargs["betas"] = tuple(kwargs["betas"])
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     cls = {

@@ -1,4 +1,5 @@
-"""The search space of a study: peak ``lr`` (log scale), ``schedule``, schedule params."""
+"""The search space of a study: peak ``lr`` (log scale), ``schedule``, schedule params,
+optimizer params."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def suggest(
     lr = trial.suggest_float("lr", bounds[0], bounds[1], log=True)
     schedule = str(trial.suggest_categorical("schedule", list(spec.schedules)))
     params: dict[str, Any] = {}
+    if isinstance(trial.study.sampler, optuna.samplers.GridSampler):
+        return lr, schedule, params  # not gridded: see grid_space
     for pname, rng in spec.params.get(schedule, {}).items():
         key = f"{schedule}.{pname}"
         if rng[0] == "categorical":
@@ -31,6 +34,21 @@ def suggest(
         else:
             params[pname] = trial.suggest_float(key, rng[1], rng[2], log=bool(rng[3]))
     return lr, schedule, params
+
+
+def suggest_optimizer(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """The optimizer parameters of ``trial``: the fixed ones of ``spec.optimizer_params``
+    and the searched ones of ``[params.optimizer]`` (trial params ``optimizer.<name>``).
+
+    The grid sampler searches ``lr`` × ``schedule`` only: under it searched parameters keep
+    lrtune's defaults, as schedule parameters do.
+    """
+    params = dict(spec.optimizer_params)
+    if isinstance(trial.study.sampler, optuna.samplers.GridSampler):
+        return params
+    for pname, rng in spec.params.get("optimizer", {}).items():
+        params[pname] = trial.suggest_float(f"optimizer.{pname}", rng[1], rng[2], log=bool(rng[3]))
+    return params
 
 
 def grid_space(spec: StudySpec, bounds: tuple[float, float]) -> dict[str, list[Any]]:

@@ -1,8 +1,10 @@
 """Study specs: ``studies/*.toml`` and command-line flags, resolved into one frozen config.
 
-Every field of :class:`StudySpec` is a top-level key of the spec file and a flag of
-``lrtune study`` (``lr_low`` is ``--lr-low``); a flag given on the command line overrides
-the file. Schedules' own parameter ranges go in ``[params.<schedule>]`` tables.
+Every field of :class:`StudySpec` is a top-level key of the spec file and most are a flag
+of ``lrtune study`` (``lr_low`` is ``--lr-low``); a flag given on the command line overrides
+the file. Schedules' own parameter ranges go in ``[params.<schedule>]`` tables; the
+optimizer's parameters in an ``[optimizer]`` table (``name``, ``weight_decay``, ...) and
+their searched ranges in ``[params.optimizer]``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lrtune.errors import UserError
-from lrtune.optimizers import OPTIMIZERS
+from lrtune.optimizers import OPTIMIZERS, PARAMS, SEARCH_SPACE, check_param
 from lrtune.samplers import PRUNERS, SAMPLERS
 from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
 
@@ -28,6 +30,7 @@ else:  # pragma: no cover
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
 PRIORS: tuple[str, ...] = ("rangetest", "none")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,20 @@ class StudySpec:
         group: the studies' name prefix (default: the task's name).
         optimizer: one of ``sgd``, ``adam``, ``adamw``, ``rmsprop``, ``adagrad``; when a
             file or flag names none, :func:`resolve_spec` takes the task's own
-            (``Task.optimizer``, e.g. ``adamw`` for ``charlm``), else ``sgd``.
+            (``Task.optimizer``, e.g. ``adamw`` for ``charlm``), else ``sgd``. In a file
+            either a name or an ``[optimizer]`` table (``name`` and parameters).
+        optimizer_params: fixed optimizer parameters (``weight_decay``, ``momentum``,
+            ``betas``, ``eps``) from the ``[optimizer]`` table; unset ones keep lrtune's
+            defaults.
         schedules: the schedules searched (categorical ``schedule``).
         params: per schedule, the ranges of its own parameters to search
             (``{"onecycle": {"pct_start": [0.1, 0.5]}}``); unlisted ones keep defaults.
+            ``params["optimizer"]`` holds searched optimizer parameters (trial params
+            ``optimizer.<name>``).
         lr_low, lr_high: the wide LR bounds of the no-prior arm.
         epochs: training epochs per trial (``None``: the task's own).
+        precision, accumulate, clip_grad_norm: training options of every trial and of the
+            range test (``None``: the task's own).
         trials: finished trials each study must have.
         samplers: Optuna samplers compared.
         prior: ``rangetest`` and/or ``none``.
@@ -53,7 +64,8 @@ class StudySpec:
         repeats: studies per sampler × prior, each with its own sampler seed.
         tolerance: trials-to-target counts trials until within this fraction of the best.
         grid_points: log-spaced LR points of the grid sampler.
-        rangetest_seeds, rangetest_steps: the prior's range test.
+        rangetest_seeds, rangetest_steps, rangetest_start_lr, rangetest_end_lr: the
+            prior's range test.
         widen: let a prior's bounds grow when the best trials sit at an edge
             (:mod:`lrtune.widen`).
         confirm: once the budgets are met, re-train this many best distinct
@@ -64,11 +76,15 @@ class StudySpec:
     task: str = "digits"
     group: str | None = None
     optimizer: str = "sgd"
+    optimizer_params: Mapping[str, Any] = field(default_factory=dict)
     schedules: tuple[str, ...] = SCHEDULE_NAMES
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     lr_low: float = 1e-6
     lr_high: float = 10.0
     epochs: int | None = None
+    precision: str | None = None
+    accumulate: int | None = None
+    clip_grad_norm: float | None = None
     trials: int = 30
     samplers: tuple[str, ...] = ("grid", "random", "tpe")
     prior: tuple[str, ...] = ("rangetest",)
@@ -79,6 +95,8 @@ class StudySpec:
     grid_points: int = 6
     rangetest_seeds: int = 3
     rangetest_steps: int = 100
+    rangetest_start_lr: float = 1e-7
+    rangetest_end_lr: float = 10.0
     widen: bool = True
     confirm: int = 3
     confirm_seeds: int = 2
@@ -127,6 +145,7 @@ def resolve_spec(
     """Check ``values`` (from a file) updated by ``overrides`` (flags that were given) and
     build the :class:`StudySpec`. Raises :class:`UserError` naming ``source`` and the key."""
     flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values = _split_optimizer_table(values, source)
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         raise UserError(
@@ -144,13 +163,67 @@ def resolve_spec(
         raise UserError(
             f"{source}: lr_low ({spec.lr_low:g}) must be below lr_high ({spec.lr_high:g})"
         )
+    if spec.rangetest_start_lr >= spec.rangetest_end_lr:
+        raise UserError(
+            f"{source}: rangetest_end_lr ({spec.rangetest_end_lr:g}) must be above "
+            f"rangetest_start_lr ({spec.rangetest_start_lr:g})"
+        )
+    spec = dataclasses.replace(spec, optimizer_params=_check_optimizer_params(spec, source))
     for name in spec.params:
-        if name not in spec.schedules:
+        if name != "optimizer" and name not in spec.schedules:
             raise UserError(
                 f"{source}: params.{name}: schedule {name!r} is not in schedules "
                 f"({', '.join(spec.schedules)})"
             )
     return spec
+
+
+def _split_optimizer_table(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """An ``[optimizer]`` table becomes ``optimizer`` (its ``name``, if any) and
+    ``optimizer_params`` (the rest); ``optimizer = "adamw"`` stays as it is."""
+    out = dict(values)
+    table = out.get("optimizer")
+    if not isinstance(table, Mapping):
+        return out
+    table = dict(table)
+    del out["optimizer"]
+    if "name" in table:
+        out["optimizer"] = table.pop("name")
+    for key in table:
+        if key not in SEARCH_SPACE and key != "betas":
+            raise UserError(
+                f"{source}: optimizer.{key}: unknown key: allowed are name, momentum, "
+                "weight_decay, betas, eps"
+            )
+    out["optimizer_params"] = {**dict(out.get("optimizer_params") or {}), **table}
+    return out
+
+
+def _check_optimizer_params(spec: StudySpec, source: str) -> dict[str, Any]:
+    """The fixed and searched optimizer parameters fit ``spec.optimizer`` (a ``momentum``
+    on ``adam`` is a mistake), each value and each range end is valid, and none is both.
+    Returns the fixed ones, normalised (numbers as floats, ``betas`` as a list)."""
+    name = spec.optimizer
+    fixed = dict(spec.optimizer_params)
+    for key, value in fixed.items():
+        try:
+            fixed[key] = check_param(name, key, value)
+        except ValueError as exc:
+            raise UserError(f"{source}: optimizer.{key}: {exc}") from None
+    for key, rng in spec.params.get("optimizer", {}).items():
+        where = f"{source}: params.optimizer.{key}"
+        if key not in PARAMS[name]:
+            raise UserError(f"{where}: {name} takes {', '.join(PARAMS[name])}, not {key}")
+        if key in fixed:
+            raise UserError(f"{where}: also fixed under [optimizer]; keep one of the two")
+        for end in rng[1:3]:
+            try:
+                check_param(name, key, end)
+            except ValueError as exc:
+                raise UserError(f"{where}: {exc}") from None
+        if rng[3] and rng[1] <= 0:
+            raise UserError(f"{where}: a log-scale range needs low > 0, got {rng[1]:g}")
+    return fixed
 
 
 def task_optimizer(task: str) -> str:
@@ -197,11 +270,21 @@ def _check_field(key: str, value: Any, where: str) -> Any:
                 f"{where}: unknown optimizer {value!r}: allowed are {', '.join(OPTIMIZERS)}"
             )
         return value
+    if key == "optimizer_params":
+        if not isinstance(value, Mapping):
+            raise UserError(f"{where}: expected a table of optimizer parameters")
+        return dict(value)  # checked against the optimizer once it is known
+    if key == "precision":
+        if value not in PRECISIONS:
+            raise UserError(
+                f"{where}: unknown precision {value!r}: allowed are {', '.join(PRECISIONS)}"
+            )
+        return value
     if key == "pruner":
         if value not in PRUNERS:
             raise UserError(f"{where}: unknown pruner {value!r}: allowed are {', '.join(PRUNERS)}")
         return value
-    if key in ("lr_low", "lr_high", "tolerance"):
+    if key in ("lr_low", "lr_high", "tolerance", "clip_grad_norm") or key.endswith("_lr"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
         value = float(value)
@@ -217,6 +300,7 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         "rangetest_seeds",
         "rangetest_steps",
         "seed",
+        "accumulate",
         "confirm",
         "confirm_seeds",
     ):
@@ -244,6 +328,21 @@ def _check_params(value: Any, where: str) -> dict[str, dict[str, Any]]:
         raise UserError(f"{where}: expected a table of [params.<schedule>] tables")
     out: dict[str, dict[str, Any]] = {}
     for sched, table in value.items():
+        if sched == "optimizer" and isinstance(table, Mapping):
+            out[sched] = {}
+            for pname, rng in table.items():
+                if pname not in SEARCH_SPACE:
+                    raise UserError(
+                        f"{where}.optimizer.{pname}: not searchable: searchable are "
+                        f"{', '.join(SEARCH_SPACE)} (fix betas under [optimizer])"
+                    )
+                checked = _check_range(
+                    rng, SEARCH_SPACE[pname], "float", f"{where}.optimizer.{pname}"
+                )
+                if checked[0] != "float":
+                    raise UserError(f"{where}.optimizer.{pname}: expected [low, high] numbers")
+                out[sched][pname] = checked
+            continue
         if sched not in SCHEDULES:
             raise UserError(
                 f"{where}.{sched}: unknown schedule: allowed are {', '.join(SCHEDULE_NAMES)}"

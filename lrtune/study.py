@@ -134,10 +134,13 @@ def prepare_group(
                 result = range_test(
                     spec.task,
                     optimizer=spec.optimizer,
+                    start_lr=spec.rangetest_start_lr,
+                    end_lr=spec.rangetest_end_lr,
                     steps=spec.rangetest_steps,
                     seeds=spec.rangetest_seeds,
                     device=device,
                     seed=spec.seed,
+                    **_training_options(spec),
                 )
             if on_rangetest is not None:
                 on_rangetest(result)
@@ -186,6 +189,12 @@ def prepare_group(
     return prepared
 
 
+def _training_options(spec: StudySpec) -> dict[str, Any]:
+    """The spec's precision, accumulate and clip_grad_norm for the range test (those set)."""
+    names = ("precision", "accumulate", "clip_grad_norm")
+    return {k: getattr(spec, k) for k in names if getattr(spec, k) is not None}
+
+
 def _existing(storage: optuna.storages.BaseStorage, refs: list[StudyRef]) -> dict[str, dict]:
     names = {ref.name for ref in refs}
     return {
@@ -197,9 +206,10 @@ def _existing(storage: optuna.storages.BaseStorage, refs: list[StudyRef]) -> dic
 
 def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None:
     current = spec.to_dict()
+    base = StudySpec().to_dict()  # a key stored before it existed had its default
     # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
     free = {"trials", "repeats", "prior", "samplers", "group", "confirm", "confirm_seeds"}
-    differs = [k for k in current if k not in free and stored.get(k) != current[k]]
+    differs = [k for k in current if k not in free and stored.get(k, base[k]) != current[k]]
     if differs:
         raise UserError(
             f"study {name} exists with a different {differs[0]} ({stored.get(differs[0])!r} "

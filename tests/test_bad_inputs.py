@@ -41,6 +41,7 @@ FILES: dict[str, bytes] = {
     "widen-string.toml": b'widen = "yes"\n',
     "seed-negative.toml": b"seed = -1\n",
     "seed-huge.toml": b"seed = 1099511627776\n",
+    "adam-momentum.toml": b'[optimizer]\nname = "adam"\nmomentum = 0.9\n',
     "import_error.py": b'raise ImportError("no module named torchvision_nightly")\n',
     "syntax_error.py": b"def make(seed):\n    return (\n",
     "no_factory.py": b"x = 1\n",
@@ -142,6 +143,15 @@ CASES: dict[str, dict[str, Any]] = {
         "changed spec": _c(
             f"study --group {GROUP} --prior none --samplers random --schedules cosine",
             "different",
+        ),
+        "changed accumulate": _c(
+            f"study --group {GROUP} --prior none --samplers random --epochs 1 "
+            "--schedules constant --pruner none --device cpu --accumulate 2",
+            "different accumulate",
+        ),
+        "spec momentum on adam": _c("study --spec {dir}/adam-momentum.toml", "momentum"),
+        "rangetest end below start": _c(
+            "study --rangetest-start-lr 1 --rangetest-end-lr 0.5", "rangetest_end_lr"
         ),
         "storage scheme": _c("study --storage foo://x", "foo", storage=False),
         "storage port": _c("study --storage postgresql://u:pw@h:abc/db", "port", storage=False),

@@ -29,6 +29,50 @@ BAD_SPECS = {
     "empty list": ("samplers = []\n", "expected a non-empty list"),
     "duplicate": ('prior = ["none", "none"]\n', "lists a value twice"),
     "bad group": ('group = "my.group"\n', "may not contain"),
+    "accumulate 0": ("accumulate = 0\n", "accumulate: must be at least 1"),
+    "precision fp8": ('precision = "fp8"\n', "unknown precision 'fp8'"),
+    "clip_grad_norm -1": ("clip_grad_norm = -1\n", "clip_grad_norm: must be a positive"),
+    "momentum on adam": (
+        '[optimizer]\nname = "adam"\nmomentum = 0.9\n',
+        "optimizer.momentum: adam takes weight_decay, betas, eps, not momentum",
+    ),
+    "momentum on adam, plain name": (
+        'optimizer = "adam"\n[optimizer_params]\nmomentum = 0.9\n',
+        "optimizer.momentum: adam takes",
+    ),
+    "searched momentum on adamw": (
+        'optimizer = "adamw"\n[params.optimizer]\nmomentum = [0.8, 0.9]\n',
+        "params.optimizer.momentum: adamw takes",
+    ),
+    "weight_decay low > high": (
+        "[params.optimizer]\nweight_decay = [0.1, 0.01]\n",
+        "params.optimizer.weight_decay: low (0.1) must be below high (0.01)",
+    ),
+    "weight_decay log from 0": (
+        "[params.optimizer]\nweight_decay = [0, 0.1]\n",
+        "log-scale range needs low > 0",
+    ),
+    "betas of one": (
+        '[optimizer]\nname = "adamw"\nbetas = [0.9]\n',
+        "betas must be two numbers in [0, 1)",
+    ),
+    "betas searched": (
+        '[optimizer]\nname = "adamw"\n[params.optimizer]\nbetas = [0.9, 0.99]\n',
+        "params.optimizer.betas: not searchable",
+    ),
+    "unknown optimizer key": (
+        '[optimizer]\nname = "sgd"\nnesterov = true\n',
+        "optimizer.nesterov: unknown key",
+    ),
+    "weight_decay negative": ("[optimizer]\nweight_decay = -0.1\n", "weight_decay must be >= 0"),
+    "fixed and searched": (
+        "[optimizer]\nweight_decay = 0.1\n[params.optimizer]\nweight_decay = true\n",
+        "also fixed under [optimizer]",
+    ),
+    "rangetest end below start": (
+        "rangetest_start_lr = 1e-3\nrangetest_end_lr = 1e-4\n",
+        "rangetest_end_lr (0.0001) must be above rangetest_start_lr (0.001)",
+    ),
 }
 
 
@@ -67,6 +111,22 @@ BAD_FLAGS = {
     "storage": (["--storage", "not-a-url"], "is not a URL"),
     "storage dir": (["--storage", "sqlite:////no/such/dir/x.db"], "cannot create the storage"),
     "unknown flag": (["--trails", "3"], "unrecognized arguments"),
+    "accumulate 0": (["--accumulate", "0"], "--accumulate: expected a positive integer"),
+    "precision fp8": (["--precision", "fp8"], "--precision: unknown precision 'fp8'"),
+    "clip-grad-norm -1": (["--clip-grad-norm=-1"], "--clip-grad-norm: expected a positive"),
+    "rangetest end <= start": (
+        ["--rangetest-start-lr", "0.1", "--rangetest-end-lr", "0.1"],
+        "rangetest_end_lr (0.1) must be above rangetest_start_lr (0.1)",
+    ),
+    "rangetest end below default start": (
+        ["--rangetest-end-lr", "1e-8"],
+        "rangetest_end_lr (1e-08) must be above",
+    ),
+    "rangetest steps": (["--rangetest-steps", "5"], "--rangetest-steps: must be at least 20"),
+    "optimizer flag vs file params": (
+        ["--optimizer", "adam", "--spec", "{spec}"],
+        "optimizer.momentum: adam takes",
+    ),
 }
 
 
@@ -76,7 +136,9 @@ def test_bad_flags(
 ) -> None:
     flags, expected = BAD_FLAGS[case]
     monkeypatch.chdir(tmp_path)
-    argv = ["study", *flags]
+    spec = tmp_path.parent / f"{tmp_path.name}-sgd.toml"  # outside tmp_path: it must stay empty
+    spec.write_text('[optimizer]\nname = "sgd"\nmomentum = 0.95\n')
+    argv = ["study", *(f.format(spec=spec) for f in flags)]
     if "--storage" not in flags:
         argv += ["--storage", "sqlite:///s.db"]
     try:

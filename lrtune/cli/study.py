@@ -68,6 +68,22 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         help="grow the prior's bounds when the best trials sit at an edge (default: on)",
     )
     p.add_argument("--grid-points", type=_positive_int, help="LR points of the grid (default: 6)")
+    p.add_argument("--precision", help="fp32, bf16 or fp16 (default: the task's own, else fp32)")
+    p.add_argument(
+        "--accumulate",
+        type=_positive_int,
+        help="micro-batches per optimizer update (default: the task's, else 1)",
+    )
+    p.add_argument(
+        "--clip-grad-norm", type=_positive_float, help="max gradient norm (default: the task's)"
+    )
+    for name, what, kind in (
+        ("start-lr", "first LR (default: 1e-7)", _positive_float),
+        ("end-lr", "last LR (default: 10)", _positive_float),
+        ("steps", "updates per sweep (default: 100)", _positive_int),
+        ("seeds", "sweeps (default: 3)", _positive_int),
+    ):
+        p.add_argument(f"--rangetest-{name}", type=kind, help=f"the prior's range test: {what}")
     p.add_argument(
         "--confirm",
         type=_count,
@@ -115,6 +131,13 @@ _SPEC_FLAGS = (
     "seed",
     "confirm",
     "confirm_seeds",
+    "precision",
+    "accumulate",
+    "clip_grad_norm",
+    "rangetest_start_lr",
+    "rangetest_end_lr",
+    "rangetest_steps",
+    "rangetest_seeds",
 )
 
 

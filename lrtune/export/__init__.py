@@ -1,8 +1,8 @@
 """Export a study's winner as a production config, merge it into one, and load it back.
 
 - :mod:`~lrtune.export.from_study`: :func:`export_config` builds the config from the best
-  trial of a study (``optimizer``, ``schedule``, ``batch_size``, ``recommendation``,
-  ``source``), rescaled to another batch size on request;
+  trial of a study (``optimizer``, ``schedule``, ``batch_size``, ``training``,
+  ``recommendation``, ``source``), rescaled to another batch size on request;
 - :mod:`~lrtune.export.formats`: :func:`dump_config` writes it as YAML, JSON or TOML, and
   :func:`write_config` writes a file atomically (through a symlink to its target);
 - :mod:`~lrtune.export.merge`: :func:`merge_into` pulls it into an existing config file,

@@ -2,9 +2,10 @@
 
 A finished lrtune trial stores its full resolved training config in the trial user attr
 ``config`` (see ``docs/design.md``). :func:`export_config` takes the best complete trial of
-a study and returns that config in the order of the SPEC (``optimizer``, ``schedule``,
-``batch_size``, optionally ``recommendation``, ``source``), rescaled to another batch size
-on request.
+a study and returns that config in the order of the SPEC (``optimizer`` with every
+parameter the trial used, searched ones included, ``schedule``, ``batch_size``,
+``training``, optionally ``recommendation``, ``source``), rescaled to another batch size on
+request.
 """
 
 from __future__ import annotations
@@ -24,10 +25,15 @@ EXPORTED_FIELDS: tuple[str, ...] = (
     "optimizer",
     "schedule",
     "batch_size",
+    "training",
     "recommendation",
     "source",
 )
-"""Top-level fields of an exported config, in order (``recommendation`` only sometimes)."""
+"""Top-level fields of an exported config, in order (``recommendation`` only sometimes,
+``training`` when the trial recorded its precision, accumulate and clip_grad_norm)."""
+
+TRAINING_FIELDS: tuple[str, ...] = ("precision", "accumulate", "clip_grad_norm")
+"""The ``training`` block: how the trial trained, besides optimizer and schedule."""
 
 # Goyal et al. 2017 ("Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour") scale the
 # LR linearly with the batch size, but found that the linear scaling rule breaks down early in
@@ -43,7 +49,9 @@ _GOYAL_WARMUP_EPOCHS = 5
 def export_config(storage: str, study_name: str, *, batch_size: int | None = None) -> dict:
     """The best complete trial of study ``study_name`` in ``storage`` as a production config.
 
-    Returns ``{"optimizer", "schedule", "batch_size", ["recommendation"], "source"}``. With
+    Returns ``{"optimizer", "schedule", "batch_size", ["training"], ["recommendation"],
+    "source"}``; ``training`` holds the trial's ``precision``, ``accumulate`` and
+    ``clip_grad_norm`` (``null``: no clipping) when it recorded them. With
     ``batch_size`` the LR is rescaled by the linear scaling rule (Goyal et al. 2017),
     ``lr * batch_size / trained_batch_size``; ``source`` then also keeps ``trained_batch_size``
     and ``trained_lr``, and a scale-up of :data:`WARMUP_SCALE_FACTOR` or more adds a
@@ -88,6 +96,8 @@ def export_config(storage: str, study_name: str, *, batch_size: int | None = Non
         "schedule": config["schedule"],
         "batch_size": config["batch_size"],
     }
+    if any(key in trained for key in TRAINING_FIELDS):
+        out["training"] = {key: trained.get(key) for key in TRAINING_FIELDS}
     if recommendation:
         out["recommendation"] = recommendation
     out["source"] = source

@@ -26,15 +26,21 @@ if TYPE_CHECKING:
 class ProductionConfig:
     """An exported config, ready for the user's own training loop.
 
-    ``optimizer`` is ``{"name", "lr", <kwargs>}``, ``schedule`` ``{"name", <params>}`` with
-    durations as fractions of the run, ``batch_size`` the batch size the LR belongs to, and
-    ``source`` where it came from.
+    ``optimizer`` is ``{"name", "lr", <kwargs>}`` (``momentum``, ``weight_decay``,
+    ``betas``, ``eps``), ``schedule`` ``{"name", <params>}`` with durations as fractions of
+    the run, ``batch_size`` the batch size the LR belongs to, ``source`` where it came from.
+    ``precision`` (``fp32``, ``bf16``, ``fp16``), ``accumulate`` (micro-batches per
+    optimizer update: one scheduler step per update) and ``clip_grad_norm`` (``None``: no
+    clipping) are how the trial trained (the export's ``training`` block).
     """
 
     optimizer: dict[str, Any]
     schedule: dict[str, Any]
     batch_size: int | None = None
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    precision: str = "fp32"
+    accumulate: int = 1
+    clip_grad_norm: float | None = None
 
     @property
     def lr(self) -> float:
@@ -101,6 +107,11 @@ class ProductionConfig:
         out: dict[str, Any] = {"optimizer": dict(self.optimizer), "schedule": dict(self.schedule)}
         if self.batch_size is not None:
             out["batch_size"] = self.batch_size
+        out["training"] = {
+            "precision": self.precision,
+            "accumulate": self.accumulate,
+            "clip_grad_norm": self.clip_grad_norm,
+        }
         out["source"] = dict(self.source)
         return out
 
@@ -151,7 +162,7 @@ def _parse(text: str, fmt: str, file: Path) -> Any:
 
 def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfig:
     from lrtune import schedules
-    from lrtune.optimizers import optimizer_defaults
+    from lrtune.optimizers import PARAMS, check_optimizer, check_param
 
     optimizer = data.get("optimizer")
     schedule = data.get("schedule")
@@ -160,16 +171,18 @@ def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfi
     lr = optimizer["lr"]
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise UserError(f"bad config {where}: optimizer lr must be a positive number, got {lr!r}")
+    name = str(optimizer["name"])
+    kwargs = {k: v for k, v in optimizer.items() if k not in ("name", "lr")}
     try:
-        allowed = optimizer_defaults(str(optimizer["name"]))
+        check_optimizer(name)
+        unknown = sorted(set(kwargs) - set(PARAMS[name]))
+        if unknown:
+            raise ValueError(
+                f"optimizer {name!r} takes {', '.join(PARAMS[name])}, not {', '.join(unknown)}"
+            )
+        kwargs = {k: check_param(name, k, v) for k, v in kwargs.items()}
     except ValueError as exc:
         raise UserError(f"bad config {where}: {_one_line(exc)}") from None
-    unknown = sorted(set(optimizer) - set(allowed) - {"name", "lr"})
-    if unknown:
-        raise UserError(
-            f"bad config {where}: optimizer {optimizer['name']!r} takes "
-            f"{', '.join(sorted(allowed))}, not {', '.join(unknown)}"
-        )
     if schedule is None:
         schedule = {"name": "constant"}
     if not isinstance(schedule, Mapping) or "name" not in schedule:
@@ -189,8 +202,43 @@ def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfi
     if not isinstance(source, Mapping):
         raise UserError(f"bad config {where}: source must be a table")
     return ProductionConfig(
-        optimizer={**optimizer, "lr": float(lr)},
+        optimizer={"name": name, "lr": float(lr), **kwargs},
         schedule={"name": str(schedule["name"]), **resolved},
         batch_size=batch_size,
         source=dict(source),
+        **_training(data.get("training"), where),
     )
+
+
+def _training(block: Any, where: str) -> dict[str, Any]:
+    """``precision``, ``accumulate``, ``clip_grad_norm`` of a ``training`` block, checked
+    (a config without one trained in fp32, without accumulation or clipping)."""
+    if block is None:
+        return {}
+    if not isinstance(block, Mapping):
+        raise UserError(f"bad config {where}: training must be a table")
+    unknown = sorted(set(block) - {"precision", "accumulate", "clip_grad_norm"})
+    if unknown:
+        raise UserError(
+            f"bad config {where}: training takes precision, accumulate, clip_grad_norm, "
+            f"not {', '.join(map(str, unknown))}"
+        )
+    precision = block.get("precision", "fp32")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise UserError(f"bad config {where}: training.precision must be fp32, bf16 or fp16")
+    accumulate = block.get("accumulate", 1)
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise UserError(f"bad config {where}: training.accumulate must be an integer >= 1")
+    clip = block.get("clip_grad_norm")
+    if clip is not None and (
+        isinstance(clip, bool)
+        or not isinstance(clip, (int, float))
+        or not math.isfinite(clip)
+        or clip <= 0
+    ):
+        raise UserError(f"bad config {where}: training.clip_grad_norm must be a positive number")
+    return {
+        "precision": precision,
+        "accumulate": accumulate,
+        "clip_grad_norm": None if clip is None else float(clip),
+    }

@@ -33,8 +33,9 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
     that does not change stays byte for byte. An existing mapping under an exported field
     is updated in place: its keys that the export still has keep their position and
     comments, new ones are appended, stale ones removed. lrtune owns the exported fields:
-    a stale ``recommendation`` from an earlier merge is removed, and when the key holds an
-    optimizer itself (``name`` and ``lr``), its optimizer keys give way to ``optimizer:``.
+    a stale ``recommendation`` or ``training`` from an earlier merge is removed, and when
+    the key holds an optimizer itself (``name`` and ``lr``), its optimizer keys give way to
+    ``optimizer:``.
     Returns the unified diff of the file, preceded by ``# lrtune export: warning: ...``
     lines for changes the user should look at (a ``batch_size`` that changes, optimizer
     keys removed); writes the file atomically (through a symlink) unless ``dry_run``.
@@ -140,13 +141,15 @@ def _merge_fields(
 ) -> None:
     """:func:`_sync` of the keys lrtune owns, with ``notes`` on what the user should check.
 
-    lrtune owns the exported fields at the target key: a stale ``recommendation`` of an
-    earlier merge goes, and an optimizer written at the key itself (``name`` and ``lr``
-    beside each other, as in ``train.optim: {name: adam, lr: 0.001}``) gives way to the
-    exported ``optimizer:`` block, which would otherwise sit beside a contradicting ``lr``.
+    lrtune owns the exported fields at the target key: a stale ``recommendation`` or
+    ``training`` of an earlier merge goes, and an optimizer written at the key itself
+    (``name`` and ``lr`` beside each other, as in ``train.optim: {name: adam, lr: 0.001}``)
+    gives way to the exported ``optimizer:`` block, which would otherwise sit beside a
+    contradicting ``lr``.
     """
-    if "recommendation" not in fields and "recommendation" in node:
-        del node["recommendation"]
+    for field in ("recommendation", "training"):  # stale ones of an earlier merge
+        if field not in fields and field in node:
+            del node[field]
     if "name" in node and "lr" in node and "optimizer" in fields:
         owned = {"name", "lr", *_OPTIMIZER_KWARGS, *fields["optimizer"]}
         gone = [str(k) for k in node if k in owned and k not in fields]
