@@ -243,7 +243,7 @@ def make_confirm_objective(
         import torch
 
         from lrtune.objective import Surplus, TrialFailed
-        from lrtune.trainer import TrainConfig, train
+        from lrtune.trainer import TrainConfig, run_trial
 
         if worker is not None:
             trial.set_user_attr("worker", worker)
@@ -288,7 +288,8 @@ def make_confirm_objective(
                 clip_grad_norm=spec.clip_grad_norm,
             )
             try:
-                result = train(spec.task, train_config)
+                # run_trial: a task with its own fit() is confirmed through it too.
+                result = run_trial(spec.task, train_config, lambda _value, _step: None)
             except torch.cuda.OutOfMemoryError as exc:
                 trial.set_user_attr("fail_reason", f"CUDA out of memory: {_first(exc)}")
                 raise TrialFailed("CUDA out of memory") from None
