@@ -66,17 +66,17 @@ import torch
 
 # Every import from lrtune is here, in one place (modules may move; update them here).
 from lrtune.compare import within
-from lrtune.objective import make_objective
-from lrtune.oracle import GridResult, log_grid
 from lrtune.rangetest import range_test
-from lrtune.samplers import make_pruner, make_sampler
 from lrtune.schedules import SCHEDULE_NAMES
-from lrtune.space import grid_size, grid_space
-from lrtune.spec import StudySpec
-from lrtune.states import FINISHED
-from lrtune.tasks import resolve_task
-from lrtune.trainer import TrainConfig, train
-from lrtune.widen import maybe_widen
+from lrtune.search.objective import make_objective
+from lrtune.search.samplers import make_pruner, make_sampler
+from lrtune.search.space import grid_size, grid_space
+from lrtune.search.spec import StudySpec
+from lrtune.search.states import FINISHED
+from lrtune.search.widen import maybe_widen
+from lrtune.training.oracle import GridResult, log_grid
+from lrtune.training.tasks import resolve_task
+from lrtune.training.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / ".cache"

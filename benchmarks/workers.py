@@ -103,7 +103,7 @@ def optuna_ms(storage: Any, trials: int) -> float:
 
 def train_ms(repeats: int = 50) -> float:
     """ms of one tiny-task ``train()`` (what a trial does besides storage)."""
-    from lrtune.trainer import TrainConfig, train
+    from lrtune.training.trainer import TrainConfig, train
 
     config = TrainConfig(lr=0.01, schedule="cosine", device="cpu")
     train(tiny, config)
@@ -209,7 +209,7 @@ def throughput(workers: int, trials: int, epochs: int, tmp: Path) -> dict[str, A
 
 _BARE = """
 import sys, time, torch
-from lrtune.trainer import TrainConfig, train
+from lrtune.training.trainer import TrainConfig, train
 procs, n, epochs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(max(1, (__import__("os").cpu_count() or 1) // procs))
 train("digits", TrainConfig(lr=0.01, epochs=1, device="cpu"))

@@ -22,8 +22,8 @@ import time
 import torch
 
 from lrtune.rangetest import range_test
-from lrtune.spec import task_optimizer
-from lrtune.trainer import TrainConfig, train
+from lrtune.search.spec import task_optimizer
+from lrtune.training.trainer import TrainConfig, train
 
 #: A sensible LR and schedule per task (near the best of a small sweep).
 SETTINGS: dict[str, tuple[float, str]] = {

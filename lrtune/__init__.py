@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from lrtune.rangetest import RangeTestResult, range_test
     from lrtune.report import plot_range_test
     from lrtune.schedules import build_scheduler, schedule_lr
-    from lrtune.tasks import Task
+    from lrtune.training.tasks import Task
 
 _LAZY = {
-    "Task": "lrtune.tasks",
+    "Task": "lrtune.training.tasks",
     "load_config": "lrtune.export",
     "plot_range_test": "lrtune.report",
     "range_test": "lrtune.rangetest",

@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 
 from lrtune.confirmed import ConfirmState, confirm_notes, read_confirmations
-from lrtune.states import finished, group_study_names
+from lrtune.search.states import finished, group_study_names
 
 _COMPLETE = optuna.trial.TrialState.COMPLETE
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import optuna
 
-from lrtune.states import FINISHED, group_study_names
+from lrtune.search.states import FINISHED, group_study_names
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def load(
     storage: optuna.storages.BaseStorage, name: str, *, device: str, worker: str | None
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     """A confirm study as the worker runs it: ``(study, objective, budget)``."""
-    from lrtune.spec import StudySpec
+    from lrtune.search.spec import StudySpec
 
     # Only enqueued trials train; a random sampler keeps a stray fresh trial cheap.
     study = optuna.load_study(
@@ -242,8 +242,8 @@ def make_confirm_objective(
     def objective(trial: optuna.Trial) -> float:
         import torch
 
-        from lrtune.objective import Surplus, TrialFailed
-        from lrtune.trainer import TrainConfig, run_trial
+        from lrtune.search.objective import Surplus, TrialFailed
+        from lrtune.training.trainer import TrainConfig, run_trial
 
         if worker is not None:
             trial.set_user_attr("worker", worker)

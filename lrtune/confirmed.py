@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 
 from lrtune.confirm import confirm_name, group_of
-from lrtune.states import FINISHED
+from lrtune.search.states import FINISHED
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Task code (the factory, the model, the loss, the metric; a task's own training loop later)
 is the user's: whatever it raises, ``sys.exit`` included, becomes one line. Inside a trial
-that line is the trial's ``fail_reason`` (see :func:`lrtune.objective.trial_errors`);
+that line is the trial's ``fail_reason`` (see :func:`lrtune.search.objective.trial_errors`);
 outside one (the range test, building the task) it is a :class:`UserError`.
 
 A trial whose worker died stays RUNNING in the storage. Optuna fails it once its heartbeat

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from lrtune.compare import Comparison
     from lrtune.rangetest import RangeTestResult
-    from lrtune.spec import StudySpec
+    from lrtune.search.spec import StudySpec
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from lrtune import interrupt
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
-from lrtune.tasks import Task, TaskFactory
+from lrtune.training.tasks import Task, TaskFactory
 
 try:
     import pytorch_lightning as pl

@@ -12,7 +12,7 @@ from typing import TextIO
 
 import optuna
 
-from lrtune.states import FINISHED
+from lrtune.search.states import FINISHED
 
 
 class Progress:

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from lrtune import interrupt
-from lrtune.data import Batches, is_pair
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
-from lrtune.optimizers import check_optimizer, make_optimizer
-from lrtune.tasks import Task, TaskFactory, resolve_task
-from lrtune.trainer import Updater, batch_loss, check_precision
+from lrtune.training.data import Batches, is_pair
+from lrtune.training.optimizers import check_optimizer, make_optimizer
+from lrtune.training.tasks import Task, TaskFactory, resolve_task
+from lrtune.training.trainer import Updater, batch_loss, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ def bounds_from(valley: float, min_lr: float) -> tuple[float, float]:
     smoothed loss stops falling. Both are points, not a range, and a peak LR held for a
     whole run (or decayed by a schedule) tolerates more than the sweep's short visit
     suggests. The multipliers were calibrated against dense grids of real training
-    (``lrtune.oracle``: 40 LRs × 10 schedules × 2 training seeds) on the four built-in tasks,
+    (``lrtune.training.oracle``: 40 LRs × 10 schedules × 2 training seeds) on the four
+    built-in tasks,
     with 20 range tests of 3 seeds each (seeds 500 and up, disjoint from the benchmark's):
     every schedule's best LR lay between 2.49 × and 75.4 × the valley. The cap keeps the top
     below Smith's max, where no schedule's best LR was seen, and the bottom stays a decade

@@ -97,7 +97,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def engine_kwargs(url: str, *, pool_size: int = 2) -> dict[str, Any]:
+def engine_kwargs(url: str, *, pool_size: int = 2, wal: bool = True) -> dict[str, Any]:
     """SQLAlchemy engine options for one lrtune process.
 
     SQLite: wait up to a minute for a write lock instead of failing with "database is
@@ -116,9 +116,14 @@ def engine_kwargs(url: str, *, pool_size: int = 2) -> dict[str, Any]:
     (PostgreSQL) may lose the last commits from before the crash, which the heartbeat
     then handles like any dead worker (the trial is failed and retried). A process crash
     loses nothing.
+
+    Only ``wal=True`` (``lrtune study``, which creates the storage) switches a SQLite file
+    to WAL: the mode is stored in the file, and every other command must leave a file as it
+    found it. They take ``synchronous=NORMAL`` only on a file already in WAL mode.
     """
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60, "factory": _SQLiteConnection}}
+        factory = _SQLiteConnection if wal else _SQLiteAsFound
+        return {"connect_args": {"timeout": 60, "factory": factory}}
     if url.startswith("postgresql"):
         connect_args: dict[str, Any] = {"connect_timeout": 5}
         if "options=" not in url:  # the user's own server options win
@@ -189,9 +194,10 @@ def open_storage(
     db = sqlite_path(url)
     if db is not None:
         _check_sqlite_file(db, create=create, readonly=readonly)
-    kwargs = engine_kwargs(url, pool_size=pool_size)
+    kwargs = engine_kwargs(url, pool_size=pool_size, wal=create)
     try:
-        tables = _table_names(url, kwargs) if db is None or db.is_file() else set()
+        probe = engine_kwargs(url, pool_size=pool_size, wal=False)  # alters nothing
+        tables = _table_names(url, probe) if db is None or db.is_file() else set()
         _check_tables(tables, shown, db, create=create)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -371,7 +377,7 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 class _SQLiteConnection(sqlite3.Connection):
-    """A SQLite connection in WAL mode with ``synchronous=NORMAL``.
+    """A SQLite connection in WAL mode with ``synchronous=NORMAL`` (``lrtune study``).
 
     WAL lets readers (the dashboard, ``lrtune ls``) go on while a worker writes, and with
     ``synchronous=NORMAL`` a commit no longer waits for the disk: the WAL is synced at
@@ -388,7 +394,25 @@ class _SQLiteConnection(sqlite3.Connection):
             self.execute("PRAGMA journal_mode=WAL").close()
         except sqlite3.DatabaseError as exc:
             log.debug("SQLite journal_mode=WAL not set: %s", exc)
-        self.execute("PRAGMA synchronous=NORMAL").close()
+        _normal_sync_if_wal(self)
+
+
+class _SQLiteAsFound(sqlite3.Connection):
+    """A SQLite connection that leaves the file's journal mode as it is (every command but
+    ``study``); ``synchronous=NORMAL`` only in WAL mode, where SQLite calls it safe."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _normal_sync_if_wal(self)
+
+
+def _normal_sync_if_wal(conn: sqlite3.Connection) -> None:
+    try:
+        row = conn.execute("PRAGMA journal_mode").fetchone()
+    except sqlite3.DatabaseError:  # not a database: the caller's checks say so
+        return
+    if row and str(row[0]).lower() == "wal":
+        conn.execute("PRAGMA synchronous=NORMAL").close()
 
 
 class _Storage(optuna.storages.RDBStorage):

@@ -21,15 +21,15 @@ from typing import Any
 import optuna
 
 from lrtune import __version__
-from lrtune.dashboard_graphs import set_metric_name
+from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
 from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
-from lrtune.space import decades, grid_size
-from lrtune.spec import StudySpec
-from lrtune.states import FINISHED
+from lrtune.search.space import decades, grid_size
+from lrtune.search.spec import StudySpec
+from lrtune.search.states import FINISHED
 from lrtune.storage import check_study_name, mask_url, open_storage
-from lrtune.tasks import Task, resolve_task
+from lrtune.training.tasks import Task, resolve_task
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def record_range_test(
     """Store ``result`` on ``study`` (user attr ``rangetest``), its plot as an artifact and
     its interactive graph on the dashboard's study page."""
     from lrtune.dashboard import artifact_store
-    from lrtune.dashboard_graphs import save_rangetest_graph
+    from lrtune.dashboard.graphs import save_rangetest_graph
 
     study.set_user_attr("rangetest", result.to_dict())
     with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
@@ -293,7 +293,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     """Store the comparison on every study of its group (user attr, dashboard note and the
     group's best-so-far graph)."""
     from lrtune.dashboard import write_study_note
-    from lrtune.dashboard_graphs import save_best_so_far_graph
+    from lrtune.dashboard.graphs import save_best_so_far_graph
     from lrtune.table import format_table
 
     data = cmp.to_dict()

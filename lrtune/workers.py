@@ -21,11 +21,12 @@ import optuna
 from lrtune import confirm, interrupt
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
-from lrtune.objective import Surplus, TrialFailed, make_objective
-from lrtune.samplers import make_pruner, make_sampler
-from lrtune.space import grid_space
-from lrtune.spec import StudySpec
-from lrtune.states import group_study_names
+from lrtune.search.objective import Surplus, TrialFailed, make_objective
+from lrtune.search.samplers import make_pruner, make_sampler
+from lrtune.search.space import grid_space
+from lrtune.search.spec import StudySpec
+from lrtune.search.states import group_study_names
+from lrtune.search.widen import can_widen, maybe_widen
 from lrtune.storage import (
     first_line,
     is_connection_error,
@@ -40,7 +41,6 @@ from lrtune.study import (
     WORKER_SEED_STRIDE,
     counts,
 )
-from lrtune.widen import can_widen, maybe_widen
 
 log = logging.getLogger(__name__)
 

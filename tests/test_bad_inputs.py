@@ -48,7 +48,7 @@ FILES: dict[str, bytes] = {
     "factory_raises.py": b'def make(seed):\n    raise RuntimeError("dataset not found")\n',
     "factory_wrong_type.py": b"def make(seed):\n    return 42\n",
     "exits.py": b"import sys\nsys.exit(3)\n",
-    "loss_raises.py": b"import torch\nfrom torch import nn\nfrom lrtune.tasks import Task\n\n"
+    "loss_raises.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
     b"def make(seed):\n"
     b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
     b"    return Task(nn.Linear(4, 3), (x, y), (x, y), nn.functional.mse_loss, batch_size=16)\n",
@@ -382,7 +382,7 @@ def test_a_range_test_with_a_nan_loss_gives_the_error_alone(
 NAN_TASK = """import torch
 from torch import nn
 
-from lrtune.tasks import Task
+from lrtune.training.tasks import Task
 
 
 def make(seed: int) -> Task:

@@ -11,9 +11,9 @@ import math
 
 import pytest
 
-from lrtune.oracle import dense_grid, log_grid
 from lrtune.rangetest import range_test
 from lrtune.schedules import SCHEDULE_NAMES
+from lrtune.training.oracle import dense_grid, log_grid
 
 # (task, training seeds of the grid): the two smallest data sets are noisy, so they get two
 # seeds averaged; they are also the cheapest to train.

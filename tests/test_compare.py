@@ -346,8 +346,10 @@ def test_unknown_group() -> None:
 
 def test_imports_neither_torch_nor_study() -> None:
     code = (
-        "import sys, lrtune.compare, lrtune.table, lrtune.states, lrtune.progress, lrtune.widen; "
-        "bad = [m for m in ('torch', 'lrtune.study', 'lrtune.objective') if m in sys.modules]; "
+        "import sys, lrtune.compare, lrtune.table, lrtune.search.states, lrtune.progress, "
+        "lrtune.search.widen; "
+        "bad = [m for m in ('torch', 'lrtune.study', 'lrtune.search.objective') "
+        "if m in sys.modules]; "
         "assert not bad, bad"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))

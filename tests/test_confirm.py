@@ -12,9 +12,9 @@ import pytest
 from lrtune import confirm
 from lrtune.cli import main
 from lrtune.export import export_config
-from lrtune.objective import Surplus
-from lrtune.states import group_study_names
-from lrtune.trainer import TrainConfig, train
+from lrtune.search.objective import Surplus
+from lrtune.search.states import group_study_names
+from lrtune.training.trainer import TrainConfig, train
 
 DIGITS = ["--epochs", "2", "--trials", "4", "--samplers", "random", "--prior", "none"]
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -158,7 +158,7 @@ LUCKY_TASK = """
 import math
 import torch
 from torch import nn
-from lrtune.tasks import Task
+from lrtune.training.tasks import Task
 
 
 class Weight(nn.Module):

@@ -13,7 +13,7 @@ import pytest
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from lrtune.cli import main
-from lrtune.dashboard_graphs import (
+from lrtune.dashboard.graphs import (
     BEST_SO_FAR_GRAPH,
     RANGETEST_GRAPH,
     best_so_far,
@@ -21,7 +21,7 @@ from lrtune.dashboard_graphs import (
     rangetest_figure,
     save_rangetest_graph,
 )
-from lrtune.widen import STEP_DECADES, maybe_widen
+from lrtune.search.widen import STEP_DECADES, maybe_widen
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 PRUNED = optuna.trial.TrialState.PRUNED

@@ -20,7 +20,7 @@ import yaml
 
 import lrtune
 from lrtune import cli, schedules, trainer
-from lrtune.trainer import TrainConfig
+from lrtune.training.trainer import TrainConfig
 
 STUDY = "e2e.tpe.rangetest"
 SPEC = """\
@@ -110,7 +110,7 @@ def test_study_without_finished_trials_exit_2(
 
 
 def _record_trained_lrs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Make ``lrtune.trainer.train`` record the LR of every optimizer step it takes."""
+    """Make ``lrtune.training.trainer.train`` record the LR of every optimizer step it takes."""
     seen: list[float] = []
     make = trainer.make_optimizer
 

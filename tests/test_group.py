@@ -11,7 +11,7 @@ import pytest
 
 from lrtune.compare import Comparison
 from lrtune.group import run_group
-from lrtune.spec import StudySpec
+from lrtune.search.spec import StudySpec
 from lrtune.study import Group
 
 SPEC = StudySpec(

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from lrtune import interrupt
-from lrtune.trainer import TrainConfig, train
+from lrtune.training.trainer import TrainConfig, train
 from tests.conftest import SLOW_STUDY, spawn_lrtune
 
 

@@ -291,7 +291,7 @@ def test_the_example_task_and_spec() -> None:
     import importlib.util
     from pathlib import Path
 
-    from lrtune.spec import load_spec_file, resolve_spec
+    from lrtune.search.spec import load_spec_file, resolve_spec
 
     studies = Path(__file__).resolve().parents[1] / "studies"
     spec = resolve_spec(load_spec_file(studies / "lightning.toml"))

@@ -18,11 +18,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lrtune.cli import main
-from lrtune.data import to_device
 from lrtune.errors import UserError
 from lrtune.rangetest import range_test
-from lrtune.tasks import Task, check_task, digits
-from lrtune.trainer import TrainConfig, train
+from lrtune.training.data import to_device
+from lrtune.training.tasks import Task, check_task, digits
+from lrtune.training.trainer import TrainConfig, train
 from tests.conftest import REPO
 
 CPU = torch.device("cpu")
@@ -201,7 +201,7 @@ def test_an_empty_loader_stops_a_study_before_anything_is_written(
     path = tmp_path / "empty.py"
     path.write_text(
         "import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n"
-        "from lrtune.tasks import digits\n"
+        "from lrtune.training.tasks import digits\n"
         "def make(seed):\n    t = digits(seed)\n"
         "    t.train = DataLoader(TensorDataset(torch.zeros(0, 64), torch.zeros(0)))\n"
         "    return t\n"
@@ -224,7 +224,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from lrtune import Task
-from lrtune.tasks import digits
+from lrtune.training.tasks import digits
 
 
 def fit(hp, report):
@@ -345,7 +345,7 @@ def test_the_range_test_names_a_batch_the_model_rejects(
 ) -> None:
     path = tmp_path / "bad.py"
     path.write_text(
-        "import torch\nfrom lrtune.tasks import digits\n"
+        "import torch\nfrom lrtune.training.tasks import digits\n"
         "def make(seed):\n    t = digits(seed)\n"
         "    t.train = (torch.zeros(100, 10), torch.zeros(100, dtype=torch.long))\n    return t\n"
     )
@@ -414,7 +414,7 @@ def test_a_fit_task_through_create_only_and_a_worker_on_postgresql(
 def test_an_fp16_update_skipped_on_overflow_reports_no_step() -> None:
     # torch's grad scaler also runs on CPU, so the skip logic is tested without a GPU
     # (fp16 training itself is refused on CPU: test_fp16_on_cpu_is_one_line).
-    from lrtune.trainer import Updater
+    from lrtune.training.trainer import Updater
 
     model = nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

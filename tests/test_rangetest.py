@@ -19,7 +19,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from lrtune.errors import UserError
-from lrtune.optimizers import OPTIMIZERS
 from lrtune.rangetest import (
     BETA,
     DIAG_DIVERGED_AT_ONCE,
@@ -33,7 +32,8 @@ from lrtune.rangetest import (
     should_stop,
 )
 from lrtune.report import plot_range_test
-from lrtune.tasks import Task, digits, digits_cnn, synthetic
+from lrtune.training.optimizers import OPTIMIZERS
+from lrtune.training.tasks import Task, digits, digits_cnn, synthetic
 from tests.conftest import SPEC_FIELDS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

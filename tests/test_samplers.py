@@ -12,11 +12,11 @@ import math
 import optuna
 import pytest
 
-from lrtune.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
-from lrtune.space import grid_space, suggest
-from lrtune.spec import PRUNERS as SPEC_PRUNERS
-from lrtune.spec import SAMPLERS as SPEC_SAMPLERS
-from lrtune.spec import StudySpec
+from lrtune.search.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from lrtune.search.space import grid_space, suggest
+from lrtune.search.spec import PRUNERS as SPEC_PRUNERS
+from lrtune.search.spec import SAMPLERS as SPEC_SAMPLERS
+from lrtune.search.spec import StudySpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

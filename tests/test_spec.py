@@ -8,7 +8,7 @@ import pytest
 
 from lrtune.cli import main
 from lrtune.errors import UserError
-from lrtune.spec import StudySpec, load_spec_file, resolve_spec
+from lrtune.search.spec import StudySpec, load_spec_file, resolve_spec
 from tests.conftest import REPO
 
 BAD_SPECS = {
@@ -188,7 +188,7 @@ def test_an_integer_range_for_a_float_parameter_stays_float() -> None:
     # And the float range reaches Optuna as a float distribution.
     import optuna
 
-    from lrtune.space import suggest
+    from lrtune.search.space import suggest
 
     spec = resolve_spec(
         {"schedules": ["onecycle"], "params": {"onecycle": {"div_factor": [5, 100]}}}

@@ -187,9 +187,9 @@ def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
 def test_grid_points_end_exactly_on_the_bounds() -> None:
     import warnings
 
-    from lrtune.samplers import make_sampler
-    from lrtune.space import grid_space, suggest
-    from lrtune.spec import StudySpec
+    from lrtune.search.samplers import make_sampler
+    from lrtune.search.space import grid_space, suggest
+    from lrtune.search.spec import StudySpec
 
     # Bounds from a real range test whose 10**log10(low) came out an ulp above low, so
     # Optuna warned "out of range of the parameter `lr`" on the first grid point.

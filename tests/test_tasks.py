@@ -1,5 +1,5 @@
-"""Tests of lrtune.tasks: built-ins offline, user tasks by import path and file path, and one
-clear line for every kind of bad task."""
+"""Tests of lrtune.training.tasks: built-ins offline, user tasks by import path and file path,
+and one clear line for every kind of bad task."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from lrtune.errors import UserError
-from lrtune.tasks import BUILTIN_TASKS, Task, check_task, resolve_task
-from lrtune.trainer import TrainConfig, train
+from lrtune.training.tasks import BUILTIN_TASKS, Task, check_task, resolve_task
+from lrtune.training.trainer import TrainConfig, train
 
 GOOD_MODULE = """
 import torch

@@ -1,5 +1,5 @@
-"""Tests of lrtune.trainer: determinism, divergence, per-epoch reports, the schedule applied
-at every step, and the resolved config."""
+"""Tests of lrtune.training.trainer: determinism, divergence, per-epoch reports, the schedule
+applied at every step, and the resolved config."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from lrtune.data import Batches
 from lrtune.schedules import schedule_lr
-from lrtune.tasks import Task, digits
-from lrtune.trainer import TrainConfig, train
+from lrtune.training.data import Batches
+from lrtune.training.tasks import Task, digits
+from lrtune.training.trainer import TrainConfig, train
 
 
 def test_same_seed_same_result_on_cpu() -> None:
@@ -131,7 +131,7 @@ def test_task_defaults_are_used_without_overrides() -> None:
 
 
 def _train_rows(name: str) -> torch.Tensor:
-    from lrtune.tasks import BUILTIN_TASKS
+    from lrtune.training.tasks import BUILTIN_TASKS
 
     return BUILTIN_TASKS[name](0).train[0]
 
@@ -165,7 +165,7 @@ def test_a_task_instance_is_trained_from_its_initial_weights_every_time() -> Non
 
 
 def test_dense_grid_on_a_task_instance_trains_each_cell_from_scratch() -> None:
-    from lrtune.oracle import dense_grid
+    from lrtune.training.oracle import dense_grid
 
     task = digits(0)
     grid = dense_grid(task, [0.05, 0.05], schedules=["constant"], seeds=[1], epochs=1)

@@ -16,9 +16,9 @@ import yaml
 
 from lrtune import cli, export, load_config
 from lrtune.errors import UserError
-from lrtune.space import suggest, suggest_optimizer
-from lrtune.spec import StudySpec, resolve_spec
-from lrtune.states import FINISHED
+from lrtune.search.space import suggest, suggest_optimizer
+from lrtune.search.spec import StudySpec, resolve_spec
+from lrtune.search.states import FINISHED
 from lrtune.study import prepare_group
 
 SEARCHED = """\
@@ -86,7 +86,7 @@ def test_searched_params_are_named_and_grid_keeps_defaults() -> None:
     assert not trial.distributions["optimizer.momentum"].log  # type: ignore[attr-defined]
     # The grid sampler grids lr x schedule only: searched parameters keep their defaults
     # instead of failing the trial ("not found in the given grid").
-    from lrtune.space import grid_space
+    from lrtune.search.space import grid_space
 
     grid = optuna.create_study(sampler=optuna.samplers.GridSampler(grid_space(spec, (0.01, 1))))
     gtrial = grid.ask()

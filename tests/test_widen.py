@@ -9,7 +9,7 @@ import pytest
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
 from lrtune.cli import main
-from lrtune.widen import STEP_DECADES, edge_position, maybe_widen, next_step, widened
+from lrtune.search.widen import STEP_DECADES, edge_position, maybe_widen, next_step, widened
 
 LIMITS = (1e-6, 10.0)
 

@@ -25,7 +25,7 @@ import torch
 
 from lrtune import workers
 from lrtune.cli import main
-from lrtune.states import FINISHED
+from lrtune.search.states import FINISHED
 from lrtune.storage import mask_url, open_storage
 from lrtune.study import MAX_CONSECUTIVE_FAILURES
 
@@ -626,7 +626,7 @@ def test_trial_failed_by_another_worker_while_running_is_skipped(
     task = tmp_path / "starved.py"
     task.write_text(
         "import optuna, os\n"
-        "from lrtune.tasks import digits\n"
+        "from lrtune.training.tasks import digits\n"
         "done = []\n"
         "def make(seed):\n"
         "    t = digits(seed)\n"
@@ -669,10 +669,10 @@ def test_trial_failed_by_another_worker_while_running_is_skipped(
 def test_surplus_check_counts_only_started_unfailed_trials(sqlite_url: str) -> None:
     # is_surplus skips the read while fewer trials than the budget were started before
     # this one; past that it counts finished and running trials, not failed ones.
-    from lrtune.objective import is_surplus
+    from lrtune.search.objective import is_surplus
     from lrtune.storage import open_storage
 
-    study = optuna.create_study(storage=open_storage(sqlite_url), study_name="s")
+    study = optuna.create_study(storage=open_storage(sqlite_url, create=True), study_name="s")
     first = study.ask()
     assert not is_surplus(study, first, 1)
     study.tell(first, state=States.FAIL)

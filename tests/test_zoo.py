@@ -1,5 +1,5 @@
-"""Tests of lrtune.zoo (charlm, finetune) and digits-cnn: they build offline, train, pass the
-range test, and a task's own optimizer is what a study or range test uses by default."""
+"""Tests of lrtune.training.zoo (charlm, finetune) and digits-cnn: they build offline, train,
+pass the range test, and a task's own optimizer is what a study or range test uses by default."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lrtune import zoo
 from lrtune.cli import main
 from lrtune.errors import UserError
-from lrtune.spec import StudySpec, resolve_spec
-from lrtune.tasks import Task, check_task, resolve_task
-from lrtune.trainer import TrainConfig, evaluate, train
+from lrtune.search.spec import StudySpec, resolve_spec
+from lrtune.training import zoo
+from lrtune.training.tasks import Task, check_task, resolve_task
+from lrtune.training.trainer import TrainConfig, evaluate, train
 
 ZOO = {"charlm": "adamw", "digits-cnn": "sgd", "finetune": "adam"}
 LR = {"charlm": 0.01, "digits-cnn": 0.03, "finetune": 0.003}
@@ -27,7 +27,7 @@ def test_task_builds_and_one_epoch_lowers_the_loss(name: str) -> None:
     check_task(task, name)
     assert task.name == name
     assert (task.optimizer or "sgd") == ZOO[name]
-    from lrtune.data import Batches
+    from lrtune.training.data import Batches
 
     untrained = evaluate(task, task.model, Batches(task.val, 1024, torch.device("cpu")))
     result = train(

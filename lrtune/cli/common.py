@@ -98,7 +98,7 @@ def _positive_float(text: str) -> float:
 
 
 def _seed(text: str) -> int:
-    from lrtune.spec import MAX_SEED
+    from lrtune.search.spec import MAX_SEED
 
     try:
         value = int(text)

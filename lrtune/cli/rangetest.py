@@ -54,7 +54,7 @@ def _run_rangetest(args: argparse.Namespace) -> int:
 
         study = load_existing_study(storage_url(args), args.study)
     from lrtune.faults import call_task
-    from lrtune.spec import task_optimizer
+    from lrtune.search.spec import task_optimizer
 
     task = args.task or "digits"
     # Any error from the task's code is one line (call_task), not a traceback.

@@ -142,7 +142,7 @@ _SPEC_FLAGS = (
 
 
 def _run_study(args: argparse.Namespace) -> int:
-    from lrtune.spec import load_spec_file, resolve_spec
+    from lrtune.search.spec import load_spec_file, resolve_spec
 
     values = load_spec_file(args.spec) if args.spec else {}
     overrides = {k: getattr(args, k) for k in _SPEC_FLAGS}
@@ -214,7 +214,7 @@ def _progress() -> Callable[[Group, optuna.storages.BaseStorage], None]:
 
 
 def _say_bounds(group: Group) -> None:
-    from lrtune.space import decades
+    from lrtune.search.space import decades
 
     for prior, bounds in group.bounds.items():
         if prior in group.spec.prior:
@@ -224,7 +224,7 @@ def _say_bounds(group: Group) -> None:
             )
     spec = group.spec
     if "grid" in spec.samplers:
-        from lrtune.space import grid_size
+        from lrtune.search.space import grid_size
 
         size = grid_size(spec)
         if size < spec.trials:

@@ -98,7 +98,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 def _check_group(url: str, group: str, task: str | None) -> None:
     """The checks ``run_worker`` makes before its first trial: the group has studies and
     each runs the pinned task."""
-    from lrtune.states import group_study_names
+    from lrtune.search.states import group_study_names
     from lrtune.storage import mask_url, open_storage, require_existing
     from lrtune.workers import check_task_pin
 

@@ -67,7 +67,7 @@ class ProductionConfig:
                 groups.append(group)
             else:
                 groups.append(item)
-        from lrtune.optimizers import make_optimizer
+        from lrtune.training.optimizers import make_optimizer
 
         kwargs = {k: v for k, v in self.optimizer.items() if k not in ("name", "lr")}
         try:
@@ -162,7 +162,7 @@ def _parse(text: str, fmt: str, file: Path) -> Any:
 
 def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfig:
     from lrtune import schedules
-    from lrtune.optimizers import PARAMS, check_optimizer, check_param
+    from lrtune.training.optimizers import PARAMS, check_optimizer, check_param
 
     optimizer = data.get("optimizer")
     schedule = data.get("schedule")

@@ -78,7 +78,7 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
     import optuna
 
     from lrtune.compare import compare_group
-    from lrtune.states import group_study_names
+    from lrtune.search.states import group_study_names
     from lrtune.storage import mask_url, open_storage
 
     out = Path(out_dir)

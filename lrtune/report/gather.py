@@ -18,7 +18,7 @@ MIN_IMPORTANCE_TRIALS = 4
 
 def finished_trials(study: Any) -> list[Any]:
     """The study's finished (complete or pruned) trials, by number."""
-    from lrtune.states import FINISHED
+    from lrtune.search.states import FINISHED
 
     return sorted(
         (t for t in study.get_trials(deepcopy=False) if t.state in FINISHED),

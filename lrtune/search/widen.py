@@ -25,7 +25,7 @@ from typing import Any
 
 import optuna
 
-from lrtune.states import FINISHED
+from lrtune.search.states import FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def maybe_widen(study: optuna.Study) -> tuple[float, float] | None:
     study.set_user_attr("bounds", list(new))
     study.set_user_attr("bounds_history", history)
     if "rangetest" in attrs:
-        from lrtune.dashboard_graphs import save_rangetest_graph
+        from lrtune.dashboard.graphs import save_rangetest_graph
 
         save_rangetest_graph(study, attrs["rangetest"], history)  # shows the moved edge
     _enqueue_probe(study, bounds, new, best.params.get("schedule"))

@@ -1,4 +1,4 @@
-"""One Optuna trial = one :func:`lrtune.trainer.train` run, reported epoch by epoch."""
+"""One Optuna trial = one :func:`lrtune.training.trainer.train` run, reported epoch by epoch."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import torch
 
 from lrtune.errors import UserError
 from lrtune.faults import describe
-from lrtune.space import suggest, suggest_optimizer
-from lrtune.spec import StudySpec
-from lrtune.states import FINISHED
-from lrtune.trainer import TrainConfig, run_trial
+from lrtune.search.space import suggest, suggest_optimizer
+from lrtune.search.spec import StudySpec
+from lrtune.search.states import FINISHED
+from lrtune.training.trainer import TrainConfig, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def make_objective(
     """The objective of one study: suggest, train, report each epoch, prune on divergence.
 
     With ``follow_bounds`` the LR bounds are read from the study (user attr ``bounds``) at
-    each trial, so bounds widened by :func:`lrtune.widen.maybe_widen` take effect at once.
+    each trial, so bounds widened by :func:`lrtune.search.widen.maybe_widen` take effect at once.
 
     ``worker`` (e.g. ``host:pid``) is recorded on each trial (user attr ``worker``), so a
     trial can be traced to the process that ran it.

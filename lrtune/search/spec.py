@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lrtune.errors import UserError
-from lrtune.optimizers import OPTIMIZERS, PARAMS, SEARCH_SPACE, check_param
-from lrtune.samplers import PRUNERS, SAMPLERS
 from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
+from lrtune.search.samplers import PRUNERS, SAMPLERS
+from lrtune.training.optimizers import OPTIMIZERS, PARAMS, SEARCH_SPACE, check_param
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,7 +67,7 @@ class StudySpec:
         rangetest_seeds, rangetest_steps, rangetest_start_lr, rangetest_end_lr: the
             prior's range test.
         widen: let a prior's bounds grow when the best trials sit at an edge
-            (:mod:`lrtune.widen`).
+            (:mod:`lrtune.search.widen`).
         confirm: once the budgets are met, re-train this many best distinct
             configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
         confirm_seeds: fresh training seeds per confirmed configuration.
@@ -235,7 +235,7 @@ def task_optimizer(task: str) -> str:
     import torch
 
     from lrtune.faults import call_task
-    from lrtune.tasks import resolve_task
+    from lrtune.training.tasks import resolve_task
 
     with torch.random.fork_rng(devices=[]):
         # An error (or sys.exit) in the user's factory is one line, not a traceback.

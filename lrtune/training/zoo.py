@@ -1,6 +1,6 @@
 """Built-in tasks closer to what users tune: a transformer LM and a fine-tuning run.
 
-The small MLPs of :mod:`lrtune.tasks` cost ~0.1 s a trial and their whole LR space is easy.
+The small MLPs of :mod:`lrtune.training.tasks` cost ~0.1 s a trial and their whole LR space is easy.
 These cost 1-3 s a trial on one CPU thread and behave like real work:
 
 - ``charlm``: a causal transformer character language model on Python's own documentation
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrtune.tasks import Task, _bundled
+from lrtune.training.tasks import Task, _bundled
 
 #: Characters per training window (the model's context) of ``charlm``.
 CONTEXT = 32

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lrtune.schedules import SCHEDULE_NAMES
-from lrtune.tasks import Task, TaskFactory
-from lrtune.trainer import TrainConfig, train
+from lrtune.training.tasks import Task, TaskFactory
+from lrtune.training.trainer import TrainConfig, train
 
 
 @dataclass
@@ -95,7 +95,7 @@ def dense_grid(
     """Train every (schedule, lr) with every seed and average the final metric.
 
     Every run starts from fresh weights: a name or factory builds the model with each
-    seed; a :class:`Task` instance is copied by :func:`lrtune.trainer.train` each time, so
+    seed; a :class:`Task` instance is copied by :func:`lrtune.training.trainer.train` each time, so
     its seeds differ only in batch order (and dropout).
     """
     values: dict[str, list[float]] = {}

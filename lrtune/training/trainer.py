@@ -21,13 +21,13 @@ from typing import Any
 import torch
 
 from lrtune import interrupt
-from lrtune.data import Batches, is_pair
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
 from lrtune.export.load import ProductionConfig
-from lrtune.optimizers import check_optimizer, make_optimizer, optimizer_defaults
 from lrtune.schedules import Schedule, resolve_params
-from lrtune.tasks import PRECISIONS, Task, TaskFactory, resolve_task
+from lrtune.training.data import Batches, is_pair
+from lrtune.training.optimizers import check_optimizer, make_optimizer, optimizer_defaults
+from lrtune.training.tasks import PRECISIONS, Task, TaskFactory, resolve_task
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrtune.data import check_batches, is_pair
 from lrtune.errors import UserError
-from lrtune.optimizers import OPTIMIZERS
+from lrtune.training.data import check_batches, is_pair
+from lrtune.training.optimizers import OPTIMIZERS
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -208,9 +208,9 @@ BUILTIN_TASKS: dict[str, TaskFactory] = {
 
 
 def _zoo(name: str) -> TaskFactory:
-    # lrtune.zoo imports this module, so its factories are looked up on first use.
+    # lrtune.training.zoo imports this module, so its factories are looked up on first use.
     def make(seed: int) -> Task:
-        from lrtune import zoo
+        from lrtune.training import zoo
 
         factory: TaskFactory = getattr(zoo, name)
         return factory(seed)

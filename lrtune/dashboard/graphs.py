@@ -8,7 +8,7 @@ graph here has a fixed id and re-runs or updates never pile up copies:
 
 - :data:`RANGETEST_GRAPH` on each range-test-prior study: every seed's smoothed loss
   against the LR (log axis), the search bounds shaded, the suggestions (steep, valley,
-  min/10) and the divergence point marked, and the edges :mod:`lrtune.widen` moved;
+  min/10) and the divergence point marked, and the edges :mod:`lrtune.search.widen` moved;
 - :data:`BEST_SO_FAR_GRAPH` on every study of a group once the comparison is computed: the
   best value so far against finished trials, one line per study (sampler × prior).
 
