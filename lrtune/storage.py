@@ -56,6 +56,20 @@ def require_existing(storage_url: str) -> None:
         raise _missing(db)
 
 
+def new_sqlite_file(storage_url: str) -> Path | None:
+    """The SQLite file ``storage_url`` names when it does not exist yet and could be
+    created, else None; a one-line :class:`UserError` when it could not be created (no
+    directory, read-only directory). Nothing is created: ``lrtune study`` creates the file
+    only once its range test passed, so a command that fails leaves no empty file behind.
+    """
+    url = check_url(storage_url)
+    db = sqlite_path(url)
+    if db is None or db.exists():
+        return None
+    _check_sqlite_file(db, create=True, readonly=False)
+    return db
+
+
 def _missing(db: Path) -> UserError:
     return UserError(
         f"no storage at {db}: run `lrtune study` first or pass --storage URL of an existing storage"

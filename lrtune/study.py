@@ -28,7 +28,7 @@ from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, rang
 from lrtune.space import decades, grid_size
 from lrtune.spec import StudySpec
 from lrtune.states import FINISHED
-from lrtune.storage import check_study_name, mask_url, open_storage
+from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.tasks import Task, resolve_task
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,8 @@ def prepare_group(
 
     Checks everything before writing: the task builds, the storage opens, studies that
     already exist were made with the same spec (only ``trials`` may change). The range test
-    runs at most once per group; its result is reused when the command is run again.
+    runs at most once per group; its result is reused when the command is run again. A new
+    SQLite file is created only once the range test passed.
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = resolve_task(spec.task)(spec.seed)
@@ -118,8 +119,12 @@ def prepare_group(
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
         check_study_name(ref.name)
-    storage = open_storage(storage_url, create=True)
-    existing = _existing(storage, refs)
+    # A new SQLite file is created only after the range test: a test that fails (a NaN
+    # loss, a task error, Ctrl-C) must leave no empty database behind. An existing storage
+    # is opened first, as its studies may hold the range test to reuse.
+    new_file = new_sqlite_file(storage_url) is not None
+    storage = None if new_file else open_storage(storage_url, create=True)
+    existing = _existing(storage, refs) if storage is not None else {}
     stored_rt: dict[str, Any] | None = None
     for name, attrs in existing.items():
         _check_same_spec(name, attrs.get("spec", {}), spec)
@@ -147,6 +152,8 @@ def prepare_group(
                 "run with --prior none"
             )
         bounds["rangetest"] = (result.lr_low, result.lr_high)
+    if storage is None:
+        storage = open_storage(storage_url, create=True)
     prepared = Group(group, spec, refs, bounds, result, [])
     plot_dir = tempfile.TemporaryDirectory(prefix="lrtune-")
     plot_path = None

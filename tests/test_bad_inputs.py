@@ -367,6 +367,8 @@ def test_a_range_test_with_a_nan_loss_gives_the_error_alone(
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lrtune study: error: range test on ")
     assert "non-finite loss" in lines[0]
+    # The storage was new: the failed command leaves no empty database behind.
+    assert not [p.name for p in tmp_path.iterdir() if ".db" in p.name]
 
 
 NAN_TASK = """import torch
