@@ -548,8 +548,8 @@ def _say_over_budget(url: str, group: Group) -> None:
     (``study`` re-run with a smaller ``--trials``): nothing runs for them."""
     import optuna
 
+    from lrtune.states import counts
     from lrtune.storage import open_storage
-    from lrtune.study import counts
 
     storage = open_storage(url)
     over: dict[str, int] = {}
@@ -732,7 +732,7 @@ def _add_ls(p: argparse.ArgumentParser) -> None:
 
 
 def _run_ls(args: argparse.Namespace) -> int:
-    from lrtune.study import list_studies
+    from lrtune.states import list_studies
 
     rows = list_studies(storage_url(args), group=args.group)
     if not rows:

@@ -27,7 +27,6 @@ from lrtune.faults import task_errors
 from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
 from lrtune.space import decades, grid_size
 from lrtune.spec import StudySpec
-from lrtune.states import FINISHED
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.tasks import Task, resolve_task
 
@@ -278,14 +277,6 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def counts(study: optuna.Study) -> tuple[int, int]:
-    """``(finished, running)`` trials; finished = complete or pruned."""
-    trials = study.get_trials(deepcopy=False)
-    done = sum(t.state in FINISHED for t in trials)
-    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-    return done, running
-
-
 def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     """Store the comparison on every study of its group (user attr, dashboard note and the
     group's best-so-far graph)."""
@@ -321,27 +312,3 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     save_best_so_far_graph(
         studies, group=cmp.group, metric=cmp.metric, direction=cmp.direction, target=cmp.target
     )
-
-
-def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, Any]]:
-    """One dict per study: name, sampler, prior, done, budget, best value."""
-    storage = open_storage(storage_url, readonly=True)
-    rows = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
-        attrs = s.user_attrs
-        if group is not None and attrs.get("group") != group:
-            continue
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
-        done, _running = counts(study)
-        best = s.best_trial.value if s.best_trial is not None else None
-        rows.append(
-            {
-                "study": s.study_name,
-                "sampler": attrs.get("sampler", "-"),
-                "prior": attrs.get("prior", "-"),
-                "done": done,
-                "budget": attrs.get("budget", "-"),
-                "best": "-" if best is None else f"{best:.4g}",
-            }
-        )
-    return rows

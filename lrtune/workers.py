@@ -25,7 +25,7 @@ from lrtune.objective import Surplus, TrialFailed, make_objective
 from lrtune.samplers import make_pruner, make_sampler
 from lrtune.space import grid_space
 from lrtune.spec import StudySpec
-from lrtune.states import group_study_names
+from lrtune.states import counts, group_study_names
 from lrtune.storage import (
     first_line,
     is_connection_error,
@@ -38,7 +38,6 @@ from lrtune.study import (
     HEARTBEAT_INTERVAL,
     MAX_CONSECUTIVE_FAILURES,
     WORKER_SEED_STRIDE,
-    counts,
 )
 from lrtune.widen import maybe_widen
 
