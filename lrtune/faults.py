@@ -24,37 +24,27 @@ from typing import Any, ParamSpec, TypeVar
 
 import optuna
 
-from lrtune.errors import UserError
-from lrtune.storage import mask_url
+from lrtune.errors import MAX_LINE, UserError, one_line
 
 log = logging.getLogger(__name__)
 
 #: The longest first line kept of an error message.
-MAX_REASON = 300
+MAX_REASON = MAX_LINE
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def describe(exc: BaseException) -> str:
-    """One line for an error from task code: ``Type: first line of the message``.
+    """One line for an error from task code: ``Type: first line of the message``
+    (:func:`lrtune.errors.one_line`).
 
     A :class:`UserError` is already a sentence for the user (its message only); a
     ``SystemExit`` says the task called ``sys.exit``.
     """
     if isinstance(exc, SystemExit):
         return f"SystemExit: the task called sys.exit({exc.code!r})"
-    try:
-        text = str(exc)
-    except Exception:  # a broken __str__ must not hide the error itself
-        text = ""
-    lines = [line.strip() for line in mask_url(text).splitlines() if line.strip()]
-    first = lines[0] if lines else ""
-    if len(first) > MAX_REASON:  # one line, not a page of tensor values
-        first = first[: MAX_REASON - 1] + "…"
-    if isinstance(exc, UserError):
-        return first or "error in the task"
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return one_line(exc, with_type=not isinstance(exc, UserError))
 
 
 @contextmanager

@@ -138,8 +138,8 @@ def over_budget(url: str, group: Group) -> tuple[dict[str, int], bool]:
     every study of the group has its budget (nothing is left to run)."""
     import optuna
 
+    from lrtune.search.states import counts
     from lrtune.storage import open_storage
-    from lrtune.study import counts
 
     storage = open_storage(url)
     over: dict[str, int] = {}

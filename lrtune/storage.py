@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from lrtune.errors import UserError
+from lrtune.errors import UserError, mask_url, one_line
 
 log = logging.getLogger(__name__)
 
@@ -22,31 +22,6 @@ OPTUNA_TABLES = frozenset({"studies", "version_info"})
 
 #: Longest study name an Optuna RDB storage holds (``studies.study_name`` is varchar 512).
 MAX_STUDY_NAME = 512
-
-_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://")
-
-
-def _mask_token(token: str) -> str:
-    # The password runs from the first ":" of the user info to the LAST "@" of the token, so
-    # a raw "@" in it is hidden too (over-masking a path or query is harmless).
-    scheme = _SCHEME.search(token)
-    start = scheme.end() if scheme else len(token) - len(token.lstrip("'\"([{<=,;"))
-    at = token.rfind("@")
-    if at <= start:
-        return token
-    colon = token.find(":", start, at)
-    if colon < 0 or token[start] == "/":
-        return token
-    return f"{token[: colon + 1]}***{token[at:]}"
-
-
-def mask_url(text: str) -> str:
-    """Replace the password of every ``[scheme://]user:password@host`` in ``text`` by ``***``.
-
-    Works on a bare URL and on messages that quote one; a URL without a scheme and a raw
-    ``@`` inside the password are masked too.
-    """
-    return re.sub(r"\S+", lambda m: _mask_token(m[0]), text)
 
 
 def sqlite_path(storage_url: str) -> Path | None:
@@ -80,6 +55,20 @@ def require_existing(storage_url: str) -> None:
     db = sqlite_path(storage_url)
     if db is not None and not db.is_file():
         raise _missing(db)
+
+
+def new_sqlite_file(storage_url: str) -> Path | None:
+    """The SQLite file ``storage_url`` names when it does not exist yet and could be
+    created, else None; a one-line :class:`UserError` when it could not be created (no
+    directory, read-only directory). Nothing is created: ``lrtune study`` creates the file
+    only once its range test passed, so a command that fails leaves no empty file behind.
+    """
+    url = check_url(storage_url)
+    db = sqlite_path(url)
+    if db is None or db.exists():
+        return None
+    _check_sqlite_file(db, create=True, readonly=False)
+    return db
 
 
 def _missing(db: Path) -> UserError:
@@ -321,22 +310,19 @@ _SQLITE_FAULTS = {
 
 
 def first_line(exc: BaseException) -> str:
-    """What went wrong, in one line with passwords masked: for a database error the cause
-    the driver gave (never Optuna's generic "exceeding max length" wrapper text)."""
+    """What went wrong, in one line with passwords masked (:func:`lrtune.errors.one_line`):
+    for a database error the cause the driver gave (never Optuna's generic "exceeding max
+    length" wrapper text), and for a SQLite fault what is wrong with the file."""
     import sqlite3
 
     cause = _dbapi_error(exc) if "sqlalchemy" in sys.modules else None
     if isinstance(cause, sqlite3.Error):
         code = getattr(cause, "sqlite_errorcode", None)
         if isinstance(code, int) and code & 0xFF in _SQLITE_FAULTS:
-            return f"{_SQLITE_FAULTS[code & 0xFF]} ({cause})"
-    text = mask_url(str(cause if cause is not None else exc)).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("(Background"):
-            # SQLAlchemy prefixes the DBAPI class, e.g. "(psycopg.OperationalError) ..."
-            return re.sub(r"^\([\w.]+\)\s*", "", line)
-    return type(exc).__name__
+            return f"{_SQLITE_FAULTS[code & 0xFF]} ({one_line(cause)})"
+    line = one_line(cause if cause is not None else exc)
+    # SQLAlchemy prefixes the DBAPI class, e.g. "(psycopg.OperationalError) ..."
+    return re.sub(r"^\([\w.]+\)\s*", "", line) or type(exc).__name__
 
 
 def storage_failure(exc: BaseException) -> str | None:

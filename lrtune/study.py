@@ -27,8 +27,7 @@ from lrtune.faults import task_errors
 from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
-from lrtune.search.states import FINISHED
-from lrtune.storage import check_study_name, mask_url, open_storage
+from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.training.tasks import Task, resolve_task
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,8 @@ def prepare_group(
 
     Checks everything before writing: the task builds, the storage opens, studies that
     already exist were made with the same spec (only ``trials`` may change). The range test
-    runs at most once per group; its result is reused when the command is run again.
+    runs at most once per group; its result is reused when the command is run again. A new
+    SQLite file is created only once the range test passed.
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = resolve_task(spec.task)(spec.seed)
@@ -118,8 +118,12 @@ def prepare_group(
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
         check_study_name(ref.name)
-    storage = open_storage(storage_url, create=True)
-    existing = _existing(storage, refs)
+    # A new SQLite file is created only after the range test: a test that fails (a NaN
+    # loss, a task error, Ctrl-C) must leave no empty database behind. An existing storage
+    # is opened first, as its studies may hold the range test to reuse.
+    new_file = new_sqlite_file(storage_url) is not None
+    storage = None if new_file else open_storage(storage_url, create=True)
+    existing = _existing(storage, refs) if storage is not None else {}
     stored_rt: dict[str, Any] | None = None
     for name, attrs in existing.items():
         _check_same_spec(name, attrs.get("spec", {}), spec)
@@ -150,6 +154,8 @@ def prepare_group(
                 "run with --prior none"
             )
         bounds["rangetest"] = (result.lr_low, result.lr_high)
+    if storage is None:
+        storage = open_storage(storage_url, create=True)
     prepared = Group(group, spec, refs, bounds, result, [])
     plot_dir = tempfile.TemporaryDirectory(prefix="lrtune-")
     plot_path = None
@@ -281,14 +287,6 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def counts(study: optuna.Study) -> tuple[int, int]:
-    """``(finished, running)`` trials; finished = complete or pruned."""
-    trials = study.get_trials(deepcopy=False)
-    done = sum(t.state in FINISHED for t in trials)
-    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-    return done, running
-
-
 def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     """Store the comparison on every study of its group (user attr, dashboard note and the
     group's best-so-far graph)."""
@@ -327,27 +325,3 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     from lrtune.confirmed import write_note
 
     write_note(storage, cmp.group, cmp.confirm)  # the confirm study's own note
-
-
-def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, Any]]:
-    """One dict per study: name, sampler, prior, done, budget, best value."""
-    storage = open_storage(storage_url, readonly=True)
-    rows = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
-        attrs = s.user_attrs
-        if group is not None and group not in (attrs.get("group"), attrs.get("confirm_of")):
-            continue
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
-        done, _running = counts(study)
-        best = s.best_trial.value if s.best_trial is not None else None
-        rows.append(
-            {
-                "study": s.study_name,
-                "sampler": attrs.get("sampler", "-"),
-                "prior": attrs.get("prior", "-"),
-                "done": done,
-                "budget": attrs.get("budget", "-"),
-                "best": "-" if best is None else f"{best:.4g}",
-            }
-        )
-    return rows

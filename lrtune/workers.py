@@ -25,7 +25,7 @@ from lrtune.search.objective import Surplus, TrialFailed, make_objective
 from lrtune.search.samplers import make_pruner, make_sampler
 from lrtune.search.space import grid_space
 from lrtune.search.spec import StudySpec
-from lrtune.search.states import group_study_names
+from lrtune.search.states import counts, group_study_names
 from lrtune.search.widen import can_widen, maybe_widen
 from lrtune.storage import (
     first_line,
@@ -39,7 +39,6 @@ from lrtune.study import (
     HEARTBEAT_INTERVAL,
     MAX_CONSECUTIVE_FAILURES,
     WORKER_SEED_STRIDE,
-    counts,
 )
 
 log = logging.getLogger(__name__)

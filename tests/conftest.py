@@ -112,3 +112,13 @@ def pg_url() -> Iterator[str]:
             )
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
         engine.dispose()
+
+
+def copy_sqlite(src: str | Path, dst: str | Path) -> None:
+    """Copy a SQLite storage with SQLite's backup API: lrtune runs its files in WAL mode, and
+    a plain file copy misses commits still in the ``-wal`` file while a connection (of this
+    test process) has the database open."""
+    import sqlite3
+
+    with sqlite3.connect(str(src)) as source, sqlite3.connect(str(dst)) as target:
+        source.backup(target)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 import sys
 from collections import Counter
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import copy_sqlite
 
 from lrtune.cli import main
 
@@ -377,6 +377,8 @@ def test_a_range_test_with_a_nan_loss_gives_the_error_alone(
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lrtune study: error: range test on ")
     assert "non-finite loss" in lines[0]
+    # The storage was new: the failed command leaves no empty database behind.
+    assert not [p.name for p in tmp_path.iterdir() if ".db" in p.name]
 
 
 NAN_TASK = """import torch
@@ -407,7 +409,7 @@ def test_resume_with_fewer_trials_says_there_is_nothing_to_run(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     db = tmp_path / "copy.db"
-    shutil.copy(world["db"], db)
+    copy_sqlite(world["db"], db)
     monkeypatch.chdir(tmp_path)
     assert _run([*GROUP_STUDY, "--trials", "1", "--storage", f"sqlite:///{db}"]) == 0
     out = capsys.readouterr().out
@@ -432,7 +434,7 @@ def test_a_pinned_worker_imports_no_other_task(
     evil = tmp_path / "evil.py"
     evil.write_text(f"open({str(marker)!r}, 'w').close()\n", encoding="utf-8")
     db = tmp_path / "copy.db"
-    shutil.copy(world["db"], db)
+    copy_sqlite(world["db"], db)
     url = f"sqlite:///{db}"
     study = optuna.load_study(study_name=STUDY, storage=url)
     spec = dict(study.user_attrs["spec"], task=f"{evil}:make", trials=3)

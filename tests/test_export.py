@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +12,7 @@ import pytest
 import tomlkit
 import torch
 import yaml
+from conftest import copy_sqlite
 
 from lrtune import export, load_config, schedules
 from lrtune.cli import main
@@ -86,7 +86,7 @@ def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def url(tmp_path: Path, _template: Path) -> str:
     """A fresh copy of a storage holding study ``STUDY`` (copying is faster than creating)."""
-    shutil.copyfile(_template, tmp_path / "s.db")
+    copy_sqlite(_template, tmp_path / "s.db")
     return f"sqlite:///{tmp_path}/s.db"
 
 

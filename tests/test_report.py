@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import copy_sqlite
 
 from lrtune import cli
 from lrtune.report import (
@@ -140,7 +141,7 @@ def test_band_over_repeats(group_db: Path, tmp_path: Path) -> None:
     """--repeats 2 on a copy of the group: the range test is reused, the table and the
     best-so-far plot switch to median and IQR over the repeats."""
     db = tmp_path / "lrtune.db"
-    shutil.copy(group_db, db)
+    copy_sqlite(group_db, db)
     arts = group_db.with_name(group_db.name + ".artifacts")
     shutil.copytree(arts, db.with_name(db.name + ".artifacts"))
     url = f"sqlite:///{db}"

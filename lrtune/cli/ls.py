@@ -13,7 +13,7 @@ def _add_ls(p: argparse.ArgumentParser) -> None:
 
 
 def _run_ls(args: argparse.Namespace) -> int:
-    from lrtune.study import list_studies
+    from lrtune.search.states import list_studies
 
     rows = list_studies(storage_url(args), group=args.group)
     if not rows:

@@ -110,13 +110,10 @@ def serve(
     KeyboardInterrupt propagates after the socket is closed.
     """
     from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    import optuna_dashboard
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
     storage = open_storage(storage_url, readonly=True, pool_size=_POOL_SIZE)
     store = artifact_store(storage_url, create=False)
-    app = optuna_dashboard.wsgi(storage, artifact_store=store)
 
     class _Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
@@ -126,14 +123,19 @@ def serve(
             if not quiet:
                 super().log_message(format, *args)
 
-    try:
-        httpd = make_server(host, port, app, server_class=_Server, handler_class=_Handler)
+    try:  # make_server's two steps, so the app is built only once the port is bound
+        httpd = _Server((host, port), _Handler)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise UserError(
             f"cannot listen on {host}:{port}: {reason}; pick another --port or --host"
         ) from None
     try:
+        # optuna-dashboard (and its web stack) is imported only once the storage opened and
+        # the port is bound: the error paths stay fast and light.
+        import optuna_dashboard
+
+        httpd.set_app(optuna_dashboard.wsgi(storage, artifact_store=store))
         if on_ready is not None:
             on_ready(dashboard_url(host, httpd.server_port))
         httpd.serve_forever()

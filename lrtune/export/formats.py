@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from lrtune.errors import UserError
-from lrtune.storage import mask_url
 
 FORMATS: tuple[str, ...] = ("yaml", "json", "toml")
 """The formats :func:`dump_config` writes."""
@@ -22,12 +21,6 @@ _SUFFIX_FORMATS: dict[str, str] = {
     ".json": "json",
     ".toml": "toml",
 }
-
-
-def _one_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message, passwords masked."""
-    text = str(exc).strip() or type(exc).__name__
-    return mask_url(text.splitlines()[0].strip())
 
 
 # --- formats -------------------------------------------------------------------------------

@@ -18,8 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lrtune.errors import UserError
-from lrtune.export.formats import _one_line
-from lrtune.storage import mask_url, open_storage
+from lrtune.storage import first_line, mask_url, open_storage
 
 EXPORTED_FIELDS: tuple[str, ...] = (
     "optimizer",
@@ -202,7 +201,7 @@ def _load_study(storage: str, study_name: str) -> Any:
     except KeyError:
         pass
     except Exception as exc:
-        raise UserError(f"cannot read storage {shown}: {_one_line(exc)}") from None
+        raise UserError(f"cannot read storage {shown}: {first_line(exc)}") from None
     try:
         names = optuna.study.get_all_study_names(storage=rdb)
     except Exception:

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrtune.errors import UserError
-from lrtune.export.formats import _key_parts, _one_line, format_for_path, split_target
+from lrtune.errors import UserError, one_line
+from lrtune.export.formats import _key_parts, format_for_path, split_target
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +73,7 @@ class ProductionConfig:
         try:
             return make_optimizer(str(self.optimizer["name"]), groups, self.lr, **kwargs)
         except ValueError as exc:
-            raise UserError(f"bad optimizer in the config: {_one_line(exc)}") from None
+            raise UserError(f"bad optimizer in the config: {one_line(exc)}") from None
 
     def build_scheduler(
         self, optimizer: torch.optim.Optimizer, total_steps: int
@@ -91,7 +91,7 @@ class ProductionConfig:
                 optimizer, str(self.schedule["name"]), total_steps, **params
             )
         except ValueError as exc:
-            raise UserError(f"bad schedule in the config: {_one_line(exc)}") from None
+            raise UserError(f"bad schedule in the config: {one_line(exc)}") from None
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """The LR at ``step`` of a run of ``total_steps`` (the closed form)."""
@@ -132,7 +132,7 @@ def load_config(path: str | os.PathLike[str], key: str | None = None) -> Product
     except FileNotFoundError:
         raise UserError(f"cannot load {file}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot load {file}: {_one_line(exc)}") from None
+        raise UserError(f"cannot load {file}: {one_line(exc)}") from None
     data = _parse(text, fmt, file)
     where = str(file)
     for part in _key_parts(key):
@@ -157,7 +157,7 @@ def _parse(text: str, fmt: str, file: Path) -> Any:
 
         return tomlkit.parse(text).unwrap()
     except Exception as exc:  # yaml, json and tomlkit each raise their own error types
-        raise UserError(f"cannot parse {file} as {fmt.upper()}: {_one_line(exc)}") from None
+        raise UserError(f"cannot parse {file} as {fmt.upper()}: {one_line(exc)}") from None
 
 
 def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfig:
@@ -182,7 +182,7 @@ def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfi
             )
         kwargs = {k: check_param(name, k, v) for k, v in kwargs.items()}
     except ValueError as exc:
-        raise UserError(f"bad config {where}: {_one_line(exc)}") from None
+        raise UserError(f"bad config {where}: {one_line(exc)}") from None
     if schedule is None:
         schedule = {"name": "constant"}
     if not isinstance(schedule, Mapping) or "name" not in schedule:
@@ -192,7 +192,7 @@ def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfi
         # total_steps only matters for validation being possible; durations are fractions.
         resolved = schedules.resolve_params(str(schedule["name"]), 1000, **params)
     except ValueError as exc:
-        raise UserError(f"bad config {where}: {_one_line(exc)}") from None
+        raise UserError(f"bad config {where}: {one_line(exc)}") from None
     batch_size = data.get("batch_size")
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1

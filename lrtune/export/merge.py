@@ -11,11 +11,10 @@ from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from lrtune.errors import UserError
+from lrtune.errors import UserError, one_line
 from lrtune.export.formats import (
     _drop_none,
     _key_parts,
-    _one_line,
     _plain,
     format_for_path,
     split_target,
@@ -51,7 +50,7 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
         with open(path, encoding="utf-8", newline="") as fh:
             old = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
+        raise UserError(f"cannot read {path}: {one_line(exc)}") from None
     parts = _key_parts(key)
     fields = _plain(config)
     notes: list[str] = []
@@ -222,7 +221,7 @@ def _merge_yaml(
         doc_old = yaml.load(old) if old.strip() else None
         doc = yaml.load(old) if old.strip() else None
     except Exception as exc:
-        raise UserError(f"cannot parse {path} as YAML: {_one_line(exc)}") from None
+        raise UserError(f"cannot parse {path} as YAML: {one_line(exc)}") from None
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, MutableMapping):
@@ -299,7 +298,7 @@ def _merge_toml(
     try:
         doc = tomlkit.parse(old)
     except TOMLKitError as exc:
-        raise UserError(f"cannot parse {path} as TOML: {_one_line(exc)}") from None
+        raise UserError(f"cannot parse {path} as TOML: {one_line(exc)}") from None
     node = _descend(doc, parts, path, tomlkit.table)
     _merge_fields(node, fields, tomlkit.table, notes=notes, where=where, toml=True)
     text = tomlkit.dumps(doc)

@@ -6,7 +6,6 @@ import gc
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import optuna
 import torch
@@ -176,14 +175,3 @@ def _release_memory() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         gc.collect()
         torch.cuda.empty_cache()
-
-
-def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """lr, schedule, value and state of a finished trial, for tables and reports."""
-    return {
-        "number": trial.number,
-        "state": trial.state.name,
-        "value": trial.value,
-        "lr": trial.params.get("lr"),
-        "schedule": trial.params.get("schedule"),
-    }
