@@ -19,7 +19,8 @@ import torch
 import yaml
 
 import lrtune
-from lrtune import cli, schedules, trainer
+from lrtune import cli, schedules
+from lrtune.training import trainer
 from lrtune.training.trainer import TrainConfig
 
 STUDY = "e2e.tpe.rangetest"

@@ -20,10 +20,11 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from lrtune import interrupt, schedule_lr, tasks  # noqa: E402
+from lrtune import interrupt, schedule_lr  # noqa: E402
 from lrtune.errors import UserError  # noqa: E402
 from lrtune.export.load import ProductionConfig, _config_from_mapping  # noqa: E402
 from lrtune.lightning import lightning_step_loss, lightning_task  # noqa: E402
+from lrtune.training import tasks  # noqa: E402
 
 BATCH = 128  # 1,347 training rows: 11 batches, the last one partial
 
