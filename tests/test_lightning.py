@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -310,3 +311,96 @@ def test_the_example_task_and_spec() -> None:
     hp = make_hp({"name": "cosine"}, epochs=2, lr=0.05)
     value = task.fit(hp, lambda v, s: reports.append((s, v)))
     assert [s for s, _ in reports] == [0, 1] and value < math.log(10)
+
+
+LIGHTNING_TASK_FILE = '''
+import json, os
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lrtune.lightning import lightning_task
+
+
+class Net(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self.net(x), y))
+
+
+class Record(pl.Callback):
+    """Appends the LR of every training batch to $LR_LOG (one JSON list per fit)."""
+
+    def on_train_start(self, trainer, module):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, module, batch, index):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_end(self, trainer, module):
+        with open(os.environ["LR_LOG"], "a") as f:
+            f.write(json.dumps(self.lrs) + "\\n")
+
+
+x, y = load_digits(return_X_y=True)
+x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
+TRAIN = DataLoader(TensorDataset(x[:1000], y[:1000]), batch_size=100, shuffle=True)
+VAL = DataLoader(TensorDataset(x[1000:], y[1000:]), batch_size=500)
+make = lightning_task(Net, TRAIN, VAL, epochs=2, trainer_kwargs={"callbacks": [Record()]})
+'''
+
+
+def test_a_lightning_study_exports_the_schedule_it_trained_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Acceptance of issue 9: a Lightning task runs a study, and the config `lrtune export`
+    # writes rebuilds, through load_config().build_scheduler, the LR of every step the
+    # trial trained with (recorded inside Trainer.fit by a callback).
+    import json
+
+    from lrtune import load_config
+    from lrtune.cli import main
+
+    task_file = tmp_path / "ltask.py"
+    task_file.write_text(LIGHTNING_TASK_FILE)
+    log = tmp_path / "lrs.jsonl"
+    monkeypatch.setenv("LR_LOG", str(log))
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    argv = [
+        *("study", "--task", f"{task_file}:make", "--prior", "none", "--samplers", "random"),
+        *("--trials", "1", "--pruner", "none", "--confirm", "0", "--device", "cpu"),
+        *("--schedules", "onecycle", "--storage", url),
+    ]
+    assert main(argv) == 0
+    out = tmp_path / "lr.yaml"
+    assert (
+        main(["export", "--study", "lightning.random.none", "--storage", url, "--out", str(out)])
+        == 0
+    )
+    (trained,) = [json.loads(line) for line in log.read_text().splitlines()]
+    cfg = load_config(out)
+    assert cfg.to_dict()["schedule"]["name"] == "onecycle"
+    import yaml
+
+    # The steps the export says the trial ran are the updates Trainer.fit made.
+    assert yaml.safe_load(out.read_text())["source"]["total_steps"] == len(trained)
+    opt = cfg.build_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    sched = cfg.build_scheduler(opt, len(trained))  # 2 epochs x 10 batches
+    rebuilt = []
+    for _ in trained:
+        rebuilt.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert len(trained) == 20
+    assert rebuilt == pytest.approx(trained, rel=1e-12, abs=0.0)
