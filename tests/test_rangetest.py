@@ -4,6 +4,7 @@ restore, param-group ratios, every optimizer, stop rule, smoothing, diagnoses, J
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import subprocess
@@ -25,9 +26,11 @@ from lrtune.rangetest import (
     DIAG_NEVER_DIVERGED,
     DIAG_NO_DESCENT,
     DIAG_OK,
+    Ema,
     RangeTestResult,
     diagnose,
     lr_at,
+    preserved_state,
     range_test,
     should_stop,
 )
@@ -526,3 +529,66 @@ def test_plot_range_test_writes_a_png(tmp_path: Path) -> None:
     two = plot_range_test(tracked, tmp_path / "two.png")
     width_two, _ = _png_size(two)
     assert width_two > 1.8 * width_one  # a second panel beside the loss
+
+
+# --- the package's pieces ------------------------------------------------------------------
+
+
+def test_a_result_is_frozen_and_keyword_only() -> None:
+    rt = RangeTestResult.from_dict(json.loads(_tiny_result_json()))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rt.seconds = 2.0  # type: ignore[misc]
+    fields = [getattr(rt, f.name) for f in dataclasses.fields(rt)]
+    with pytest.raises(TypeError):
+        RangeTestResult(*fields)  # type: ignore[misc]
+    later = dataclasses.replace(rt, seconds=2.0)
+    assert later.seconds == 2.0 and rt.seconds == 0.1 and later.lrs == rt.lrs
+
+
+def test_reading_a_result_does_not_import_torch() -> None:
+    code = (
+        "import sys, json; from lrtune.rangetest import RangeTestResult, bounds_from, diagnose; "
+        f"rt = RangeTestResult.from_dict(json.loads({_tiny_result_json()!r})); rt.table(); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    from lrtune import rangetest
+
+    assert rangetest.range_test is range_test  # the lazy name is the sweep's function
+
+
+def test_the_ema_is_bias_corrected() -> None:
+    ema = Ema()
+    assert ema.update(5.0) == pytest.approx(5.0)  # no bias towards 0
+    avg = BETA * (1 - BETA) * 5.0 + (1 - BETA) * 1.0
+    assert ema.update(1.0) == pytest.approx(avg / (1 - BETA**2))
+
+
+def test_preserved_state_restores_everything_when_the_body_raises() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1)).eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(16, 4)).sum().backward()
+    opt.step()  # momentum buffers exist
+    model[2].weight.grad = None  # one parameter without a grad
+    before = copy.deepcopy(model.state_dict())
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    opt_before = copy.deepcopy(opt.state_dict())
+    rng = torch.get_rng_state()
+    with pytest.raises(RuntimeError, match="boom"), preserved_state(model, opt):
+        model.train()
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(16, 4)).sum().backward()
+            opt.step()
+        raise RuntimeError("boom")
+    assert not model.training and not model[1].training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for p, g in zip(model.parameters(), grads, strict=True):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+    state = opt.state_dict()["state"]
+    for k, v in opt_before["state"].items():
+        assert torch.equal(state[k]["momentum_buffer"], v["momentum_buffer"])
+    assert torch.equal(torch.get_rng_state(), rng)

@@ -1,0 +1,62 @@
+"""The LR range test (Smith 2015; fastai's ``lr_find``) and the search bounds it gives.
+
+- :mod:`~lrtune.rangetest.sweep`: :func:`range_test`, the sweep itself, and
+  :func:`preserved_state`, which gives the model and optimizer back exactly as they were;
+- :mod:`~lrtune.rangetest.suggest`: the one smoothing (:class:`Ema`), the stop rule,
+  :func:`diagnose`, the suggestions and :func:`bounds_from`;
+- :mod:`~lrtune.rangetest.result`: :class:`RangeTestResult` (frozen), its JSON and table.
+
+``result`` and ``suggest`` are torch-free; the sweep's names are imported on first use, so
+reading a stored result (``lrtune report``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lrtune.rangetest.result import RangeTestResult
+from lrtune.rangetest.suggest import (
+    BETA,
+    BOUNDS_HIGH_MUL,
+    BOUNDS_LOW_MUL,
+    DIAG_DIVERGED_AT_ONCE,
+    DIAG_NEVER_DIVERGED,
+    DIAG_NO_DESCENT,
+    DIAG_OK,
+    Ema,
+    bounds_from,
+    diagnose,
+    lr_at,
+    should_stop,
+)
+
+if TYPE_CHECKING:
+    from lrtune.rangetest.sweep import preserved_rng, preserved_state, range_test
+
+_LAZY = {"range_test", "preserved_state", "preserved_rng"}
+
+__all__ = [
+    "BETA",
+    "BOUNDS_HIGH_MUL",
+    "BOUNDS_LOW_MUL",
+    "DIAG_DIVERGED_AT_ONCE",
+    "DIAG_NEVER_DIVERGED",
+    "DIAG_NO_DESCENT",
+    "DIAG_OK",
+    "Ema",
+    "RangeTestResult",
+    "bounds_from",
+    "diagnose",
+    "lr_at",
+    "preserved_rng",
+    "preserved_state",
+    "range_test",
+    "should_stop",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("lrtune.rangetest.sweep"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

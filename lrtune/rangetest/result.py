@@ -1,0 +1,106 @@
+"""What a range test found: :class:`RangeTestResult`, its JSON and its suggestion table.
+
+Torch-free, so reading a stored result (``lrtune report``, the dashboard) costs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class RangeTestResult:
+    """What :func:`~lrtune.rangetest.range_test` found. Suggestions are medians over seeds.
+
+    Frozen and keyword-only: a result is a record of one test; derive a changed copy with
+    :func:`dataclasses.replace`.
+
+    Attributes:
+        lr_low, lr_high: the search bounds.
+        steep: LR of steepest descent of the loss against log LR.
+        valley: fastai's "valley" suggestion.
+        min10: LR at the minimum smoothed loss, divided by 10.
+        diverged_at: LR at which the loss blew up: where the sweep stopped, or where the
+            smoothed loss rose well above its minimum (``None`` if it never diverged; see
+            :func:`~lrtune.rangetest.diagnose`).
+        diagnosis: ``ok``, ``no descent: ...``, ``non-finite loss at lr=...``,
+            ``diverged at once: lower start_lr`` or ``never diverged: raise end_lr``.
+        spread_decades: how far apart the seeds' ``lr_high`` are, in decades.
+        seconds: wall time of the whole test.
+        lrs, losses, smoothed: the curves, one list per seed.
+    """
+
+    lr_low: float
+    lr_high: float
+    steep: float
+    valley: float
+    min10: float
+    diverged_at: float | None
+    diagnosis: str
+    spread_decades: float
+    seconds: float
+    lrs: list[list[float]]
+    losses: list[list[float]]
+    smoothed: list[list[float]]
+    seeds: list[int] = field(default_factory=list)
+    optimizer: str = "sgd"
+    mode: str = "exp"
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    steps: int = 100
+    per_seed: list[dict[str, Any]] = field(default_factory=list)
+    metric_name: str | None = None
+    metric_steps: list[list[int]] = field(default_factory=list)
+    metrics: list[list[float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (non-finite losses become ``None``)."""
+        return _jsonable(asdict(self))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The result as JSON text (the ``--json`` file)."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self) -> str:
+        """The suggestion table ``lrtune rangetest`` prints."""
+        div = f"{self.diverged_at:.3g}" if self.diverged_at is not None else "never"
+        decades = math.log10(self.lr_high / self.lr_low)
+        rows = [
+            ("steep", f"{self.steep:.3g}", "steepest descent of loss vs log LR"),
+            ("valley", f"{self.valley:.3g}", "fastai's valley"),
+            ("min/10", f"{self.min10:.3g}", "LR at the minimum smoothed loss / 10"),
+            ("diverged at", div, "where the loss rose well above its minimum"),
+            (
+                "bounds",
+                f"[{self.lr_low:.3g}, {self.lr_high:.3g}]",
+                f"search bounds, {decades:.2g} decades",
+            ),
+            ("spread", f"{self.spread_decades:.2f}", f"decades between {len(self.seeds)} seeds"),
+            ("diagnosis", self.diagnosis, ""),
+            ("seconds", f"{self.seconds:.1f}", ""),
+        ]
+        head = (
+            f"LR range test: {self.optimizer}, {self.mode} sweep {self.start_lr:.3g} -> "
+            f"{self.end_lr:.3g} over {self.steps} steps, {len(self.seeds)} seed(s)"
+        )
+        lines = [head, f"  {'':<12} {'lr':<22} note"]
+        lines += [f"  {k:<12} {v:<22} {n}".rstrip() for k, v, n in rows]
+        return "\n".join(lines)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RangeTestResult:
+        """Rebuild a result stored with :meth:`to_dict` (unknown keys are ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

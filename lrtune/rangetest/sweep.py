@@ -1,0 +1,342 @@
+"""The LR range test's sweep (Smith 2015; fastai's ``lr_find``) and :func:`range_test`.
+
+The LR grows exponentially (or linearly) from ``start_lr`` to ``end_lr`` over ``steps``
+optimizer updates; the loss is smoothed by a bias-corrected exponential moving average
+(β = 0.98, :class:`~lrtune.rangetest.suggest.Ema`) and the sweep stops once the smoothed loss
+rises 3× the minimum's magnitude above the minimum (fastai's "4× the minimum" for positive
+losses, and still meaningful for negative ones) or the loss is not finite. Model,
+optimizer, BatchNorm buffers, gradients and torch RNG state are restored whatever happens
+(:func:`preserved_state`). The curves are read in :mod:`lrtune.rangetest.suggest`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+
+from lrtune import interrupt
+from lrtune.device import resolve_device
+from lrtune.errors import UserError
+from lrtune.rangetest.result import RangeTestResult
+from lrtune.rangetest.suggest import (
+    MAX_SKIPPED,
+    SKIP_END,
+    SKIP_START,
+    Ema,
+    _combine,
+    _Curve,
+    _suggest,
+    lr_at,
+    should_stop,
+)
+from lrtune.training.data import Batches, is_pair
+from lrtune.training.optimizers import check_optimizer, make_optimizer
+from lrtune.training.tasks import Task, TaskFactory, resolve_task
+from lrtune.training.trainer import Updater, batch_loss, check_precision
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore torch's CPU (and CUDA) RNG state on exit, whatever happens inside."""
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+@contextmanager
+def preserved_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> Iterator[None]:
+    """Give ``model`` and ``optimizer`` back exactly as they were, whatever happens inside.
+
+    Restored on exit: parameters and buffers (BatchNorm statistics), each module's train/eval
+    mode, the device the model was on, each parameter's ``.grad`` (the sweep's backward
+    passes leave one on every parameter; a user who had none, or had accumulated some, gets
+    back exactly that), the optimizer's state and torch's RNG state.
+    """
+    device = next(model.parameters()).device
+    params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    training = {name: m.training for name, m in model.named_modules()}
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+    opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+    try:
+        with preserved_rng():
+            yield
+    finally:
+        model.to(device)
+        with torch.no_grad():
+            model.load_state_dict(params)
+        for name, module in model.named_modules():
+            module.training = training.get(name, module.training)
+        for param, grad in zip(model.parameters(), grads, strict=True):
+            param.grad = None if grad is None else grad.to(param.device)
+        if optimizer is not None and opt_state is not None:
+            optimizer.load_state_dict(opt_state)
+
+
+def _tracked_metric(
+    task: Task, target: torch.Tensor
+) -> tuple[str, Callable[[torch.Tensor, torch.Tensor], float]]:
+    # ``target`` is the held-out targets (not ``task.val[1]``: ``val`` may be a Dataset,
+    # whose item 1 is a sample, not the targets).
+    if task.metric is not None:
+        return task.metric_name, task.metric
+
+    def metric(pred: torch.Tensor, target: torch.Tensor) -> float:
+        if pred.dim() == 2 and pred.shape[1] > 1 and not target.is_floating_point():
+            return float((pred.argmax(1) == target).float().mean())
+        return float(task.loss_fn(pred, target))
+
+    return "accuracy" if not target.is_floating_point() else "val_loss", metric
+
+
+def _held_out(task: Task, device: torch.device) -> Any:
+    """Up to 512 validation rows, on ``device``: the first validation batch."""
+    batch = next(iter(Batches(task.val, 512, device, "val")))
+    return (batch[0][:512], batch[1][:512]) if is_pair(batch) else batch
+
+
+def _batch_metric(task: Task, batch: Any) -> tuple[str, Callable[[torch.nn.Module], float]]:
+    """The tracked metric's name and ``metric(model)`` on one held-out ``batch``."""
+    if not is_pair(batch) or (task.step_loss is not None and task.metric is None):
+        step_loss = batch_loss(task)
+        return "val_loss", lambda model: float(step_loss(model, batch))
+    name, fn = _tracked_metric(task, batch[1])
+    return name, lambda model: fn(model(batch[0]), batch[1])
+
+
+def _sweep(
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    ratios: list[float],
+    *,
+    seed: int,
+    start_lr: float,
+    end_lr: float,
+    steps: int,
+    mode: str,
+    device: torch.device,
+    track_metric: bool,
+    precision: str,
+    accumulate: int,
+    clip_grad_norm: float | None,
+) -> _Curve:
+    batches = Batches(task.train, task.batch_size, device, "train")
+    stream = batches.endless(torch.Generator().manual_seed(seed))
+    model = task.model
+    model.train()
+    updater = Updater(
+        model, optimizer, batch_loss(task), precision=precision, clip=clip_grad_norm, device=device
+    )
+    metric_fn = metric_name = None
+    metric_every = max(1, steps // 25)
+    if track_metric:
+        metric_name, metric_fn = _batch_metric(task, _held_out(task, device))
+    # Losses stay on the device and are checked every few steps on CUDA, so the GPU is not
+    # stalled by a host sync each step; on CPU a check per step costs nothing. (A list of
+    # loss tensors, not an indexed write into one buffer: that costs ~10% of a small step.)
+    check_every = 8 if device.type == "cuda" else 1
+    pending: list[torch.Tensor] = []
+    lrs: list[float] = []
+    raw: list[float] = []
+    smoothed: list[float] = []
+    metric_steps: list[int] = []
+    metrics: list[float] = []
+    ema, best = Ema(), math.inf
+    stop_reason = None
+    skipped = 0
+    i = 0
+    while i < steps:
+        interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
+        lr = lr_at(i, steps, start_lr, end_lr, mode)
+        for group, ratio in zip(optimizer.param_groups, ratios, strict=True):
+            group["lr"] = lr * ratio
+        # One sweep step is one optimizer update, of ``accumulate`` micro-batches; its loss
+        # is their mean.
+        loss = updater.forward(next(stream))
+        updater.backward(loss, 1.0 / accumulate)
+        loss = loss.detach()
+        for _ in range(accumulate - 1):
+            micro = updater.forward(next(stream))
+            updater.backward(micro, 1.0 / accumulate)
+            loss = loss + micro.detach()
+        if not updater.step():
+            # fp16 overflow: the scaler skipped the update; the LR does not move on. A loss
+            # that keeps overflowing ends the sweep as non-finite.
+            skipped += 1
+            if skipped < MAX_SKIPPED:
+                continue
+            loss = torch.full_like(loss, math.inf)
+        skipped = 0
+        pending.append(loss / accumulate if accumulate > 1 else loss)
+        lrs.append(lr)
+        if metric_fn is not None and i % metric_every == 0:
+            model.eval()
+            with torch.no_grad(), updater.autocast():
+                metrics.append(metric_fn(model))
+            model.train()
+            metric_steps.append(i)
+        i += 1
+        if i % check_every and i < steps:
+            continue
+        values = (
+            [pending[0].item()]
+            if len(pending) == 1
+            else torch.stack(pending).float().flatten().tolist()
+        )
+        pending.clear()
+        for value in values:
+            raw.append(value)
+            if not math.isfinite(value):
+                stop_reason = "non-finite"
+                smoothed.append(math.nan)
+                break
+            sm = ema.update(value)
+            smoothed.append(sm)
+            best = min(best, sm)
+            if should_stop(sm, best):
+                stop_reason = "diverged"
+                break
+        if stop_reason:
+            break
+    n = len(raw)
+    return _Curve(lrs[:n], raw, smoothed, stop_reason, metric_steps, metrics, metric_name)
+
+
+def _check_args(start_lr: float, end_lr: float, steps: int, mode: str, seeds: int) -> None:
+    if not (math.isfinite(start_lr) and start_lr > 0):
+        raise UserError(f"start_lr must be a positive number, got {start_lr}")
+    if not (math.isfinite(end_lr) and end_lr > start_lr):
+        raise UserError(f"end_lr must be larger than start_lr ({start_lr}), got {end_lr}")
+    if steps < SKIP_START + SKIP_END + 5:
+        raise UserError(f"steps must be at least {SKIP_START + SKIP_END + 5}, got {steps}")
+    if mode not in ("exp", "linear"):
+        raise UserError(f"mode must be 'exp' or 'linear', got {mode!r}")
+    if seeds < 1:
+        raise UserError(f"seeds must be at least 1, got {seeds}")
+
+
+def _options(
+    task: Task,
+    device: torch.device,
+    precision: str | None,
+    accumulate: int | None,
+    clip_grad_norm: float | None,
+) -> dict[str, Any]:
+    """The sweep's training options (``None``: the task's own), checked."""
+    if task.fit is not None and task.step_loss is None:
+        raise UserError(
+            f"task {task.name} has its own fit but no step_loss: the range test needs "
+            "step_loss(model, batch) (or run the study with --prior none)"
+        )
+    options: dict[str, Any] = {
+        "precision": precision or task.precision,
+        "accumulate": accumulate or task.accumulate,
+        "clip_grad_norm": clip_grad_norm if clip_grad_norm is not None else task.clip_grad_norm,
+    }
+    check_precision(options["precision"], device)
+    k = options["accumulate"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"accumulate must be a positive int, got {k!r}")
+    return options
+
+
+def range_test(
+    task: str | TaskFactory | Task,
+    *,
+    optimizer: str | torch.optim.Optimizer = "sgd",
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    mode: Literal["exp", "linear"] = "exp",
+    seeds: int = 3,
+    device: str | torch.device = "auto",
+    track_metric: bool = False,
+    seed: int = 0,
+    precision: str | None = None,
+    accumulate: int | None = None,
+    clip_grad_norm: float | None = None,
+) -> RangeTestResult:
+    """Run the LR range test on ``task`` with ``seeds`` seeds and return the suggestions.
+
+    ``task`` is a built-in name, a factory ``make(seed) -> Task`` (a fresh model per seed),
+    or a :class:`Task` (its model is swept ``seeds`` times and restored exactly afterwards).
+    ``optimizer`` is a name (``sgd``, ``adam``, ...) or an optimizer over the task's model;
+    with several param groups their LR ratios are kept. Seeds are ``seed, seed+1, ...``.
+
+    ``precision``, ``accumulate`` (micro-batches per sweep step: ``steps`` counts optimizer
+    updates) and ``clip_grad_norm`` of ``None`` take the task's own. The task's batches go
+    through ``step_loss`` (default ``loss_fn(model(x), y)``); a task with ``fit`` but no
+    ``step_loss`` cannot be swept. Any error of the task's code in the sweep (a batch the
+    model rejects) is raised as :class:`UserError` with its first line.
+    """
+    _check_args(start_lr, end_lr, steps, mode, seeds)
+    if isinstance(optimizer, str):
+        try:
+            check_optimizer(optimizer)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    dev = resolve_device(device)
+    factory = resolve_task(task)  # a Task gives a factory that returns that same Task
+    given_opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+    opt_name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__.lower()
+    # The first optimizer built in a process imports torch._dynamo (about 2 s here); a
+    # trial's timer starts after its optimizer exists, so this one-time cost is left out of
+    # the range test's seconds too, keeping "trial-equivalents" a fair ratio.
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    t0 = time.perf_counter()
+    curves: list[_Curve] = []
+    seed_list = [seed + k for k in range(seeds)]
+    metric_name = None
+    with preserved_rng():
+        for s in seed_list:
+            torch.manual_seed(s)
+            t = factory(s)
+            options = _options(t, dev, precision, accumulate, clip_grad_norm)
+            with preserved_state(t.model, given_opt):
+                t.model.to(dev)
+                opt = given_opt or make_optimizer(str(optimizer), t.model.parameters(), start_lr)
+                base = opt.param_groups[0]["lr"]
+                ratios = [g["lr"] / base for g in opt.param_groups]
+                curve = _sweep(
+                    t,
+                    opt,
+                    ratios,
+                    seed=s,
+                    start_lr=start_lr,
+                    end_lr=end_lr,
+                    steps=steps,
+                    mode=mode,
+                    device=dev,
+                    track_metric=track_metric,
+                    **options,
+                )
+            curves.append(curve)
+            metric_name = curve.metric_name
+    per_seed = [_suggest(c) for c in curves]
+    return _combine(
+        per_seed,
+        curves,
+        seed_list,
+        opt_name,
+        mode,
+        start_lr,
+        end_lr,
+        steps,
+        time.perf_counter() - t0,
+        metric_name,
+    )
