@@ -73,13 +73,19 @@ def _notes(cmp: Comparison) -> list[str]:
     winner = cmp.winner
     repeats = cmp.repeats
     never = "" if repeats > 1 else " ('-': never)"  # with repeats, never shows as censored
+    # The range test's cost only means something when a study used its prior.
+    priors = {row.prior for row in cmp.rows}
+    cost = (
+        f"cost: to target + the range test ({cmp.rangetest_seconds:.1f} s = "
+        f"{cmp.rangetest_trials:.2f} trial-equivalents) for the rangetest prior"
+        if "rangetest" in priors
+        else "cost: to target (no range test was run)"
+    )
     notes = [
         f"target: {cmp.metric} within {cmp.tolerance:.0%} of the group's best "
         f"({fmt(cmp.best)}), i.e. {'<=' if cmp.direction == 'minimize' else '>='} "
         f"{fmt(cmp.target)}",
-        f"to target: finished trials until the first within target{never}; "
-        f"cost: to target + the range test ({cmp.rangetest_seconds:.1f} s = "
-        f"{cmp.rangetest_trials:.2f} trial-equivalents) for the rangetest prior",
+        f"to target: finished trials until the first within target{never}; {cost}",
     ]
     if repeats > 1:
         censored = sum(a.to_target.censored for a in cmp.arms if a.to_target)

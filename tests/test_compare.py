@@ -143,6 +143,7 @@ def test_trials_to_target_cost_and_winner() -> None:
         "study", "trials", "best", "val_loss", "lr", "schedule", "to", "target", "cost", "seconds"
     ]  # fmt: skip
     assert lines[1].split() == ["g.tpe.rangetest", "4/4", "0.101", "0.01", "-", "1", "2.5", "8.0"]
+    assert "the range test (3.0 s = 1.50 trial-equivalents) for the rangetest prior" in text
     assert lines[2].split() == ["*", "g.tpe.none", "4/4", "0.1", "0.02", "-", "2", "2", "9.0"]
     assert lines[3].split()[-3:] == ["-", "-", "8.0"]
     assert "i.e. <= 0.102" in text and "(3.0 s = 1.50 trial-equivalents)" in text
@@ -198,6 +199,8 @@ def test_maximize() -> None:
     assert best is not None and best.study == "g.grid.none"
     text = format_table(cmp)
     assert "best accuracy" in text and "i.e. >= 0.931" in text
+    # No study used the range-test prior: no range-test cost to speak of.
+    assert "cost: to target (no range test was run)" in text and "rangetest prior" not in text
     # A looser tolerance: 0.95 - 0.1 * 0.95 = 0.855, reached by every first trial; equal
     # cost 1, so the better best value (0.95) breaks the tie.
     loose = compare_group(storage, "g", tolerance=0.1)
@@ -255,6 +258,7 @@ def test_censored_repeats_median_iqr_and_winner() -> None:
     assert json.loads(json.dumps(cmp.to_dict()))["winner"] == "g.tpe.rangetest"
 
     text = format_table(cmp)
+    assert "the range test (3.0 s = 1.50 trial-equivalents) for the rangetest prior" in text
     lines = text.splitlines()
     # best: 0.1 (r1) and 1.0 twice -> median 1, q1 0.55, q3 1; seconds 8 x 0.5 = 4 each.
     assert lines[1].split() == [

@@ -240,7 +240,7 @@ def _options(
     """The sweep's training options (``None``: the task's own), checked."""
     if task.fit is not None and task.step_loss is None:
         raise UserError(
-            f"task {task.name} has its own fit but no step_loss: the range test needs "
+            f"task {task.name!r} has its own fit but no step_loss: the range test needs "
             "step_loss(model, batch) (or run the study with --prior none)"
         )
     options: dict[str, Any] = {
