@@ -271,7 +271,13 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     storage_flag = "" if shown in (None, "sqlite:///lrtune.db") else f" --storage '{shown}'"
     lines += [
         "",
-        f"Export it: `lrtune export --study {best_row.study}{storage_flag} --out lr.yaml`",
+        f"Export it: `lrtune export --study {best_row.study}{storage_flag} --out lr.yaml`"
+        + (
+            " (export writes the confirmed winner above, the configuration with the best "
+            "mean over fresh seeds, which need not be this best single-seed trial)"
+            if any(n.startswith("confirmed winner") for n in cmp.confirm)
+            else ""
+        ),
     ]
     winner_section = _Section("Winner and best trial", lines)
     sections.append(winner_section)
