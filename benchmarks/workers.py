@@ -120,6 +120,7 @@ def lrtune_ms(url: str, trials: int, group: str) -> float:
 
     argv = ["study", "--task", f"{HERE}:tiny", "--group", group, "--samplers", "random"]
     argv += ["--prior", "none", "--pruner", "none", "--trials", str(trials), "--device", "cpu"]
+    argv += ["--confirm", "0"]  # search trials only: what a trial costs the storage
     argv += ["--storage", url, "--create-only"]
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(argv) == 0
@@ -171,7 +172,7 @@ def throughput(workers: int, trials: int, epochs: int, tmp: Path) -> dict[str, A
     common = ("--storage", url)
     _lrtune(
         *("study", "--task", "digits", "--group", "tp", "--samplers", "random"),
-        *("--prior", "none", "--pruner", "none", "--trials", str(trials)),
+        *("--prior", "none", "--pruner", "none", "--trials", str(trials), "--confirm", "0"),
         *("--epochs", str(epochs), "--lr-low", "0.001", "--lr-high", "0.1"),
         *("--create-only", "--device", "cpu", *common),
         env=env,
