@@ -240,9 +240,7 @@ def make_confirm_objective(
     """Train the trial's enqueued configuration on each of ``seeds``; the mean is its value."""
 
     def objective(trial: optuna.Trial) -> float:
-        import torch
-
-        from lrtune.search.objective import Surplus, TrialFailed
+        from lrtune.search.objective import Surplus, trial_errors
         from lrtune.training.trainer import TrainConfig, run_trial
 
         if worker is not None:
@@ -287,15 +285,11 @@ def make_confirm_objective(
                 accumulate=spec.accumulate,
                 clip_grad_norm=spec.clip_grad_norm,
             )
-            try:
-                # run_trial: a task with its own fit() is confirmed through it too.
+            # The search trials' one error path: FAIL with fail_reason, Ctrl-C and a lost
+            # storage connection handled as in any trial. run_trial: a task with its own
+            # fit() is confirmed through it too.
+            with trial_errors(trial):
                 result = run_trial(spec.task, train_config, lambda _value, _step: None)
-            except torch.cuda.OutOfMemoryError as exc:
-                trial.set_user_attr("fail_reason", f"CUDA out of memory: {_first(exc)}")
-                raise TrialFailed("CUDA out of memory") from None
-            except Exception as exc:  # the user's task raised: record why, go on
-                trial.set_user_attr("fail_reason", f"seed {seed}: {_first(exc)}")
-                raise TrialFailed(_first(exc)) from None
             seconds += result.seconds
             config = config or result.config
             if result.diverged:
@@ -332,11 +326,6 @@ def confirm_record(seeds: list[int], values: list[float | None]) -> dict[str, An
 def _around(lr: float, spec: Any) -> tuple[float, float]:
     # Widened bounds may have moved past the spec's; the fixed value must lie inside.
     return min(lr, float(spec.lr_low)), max(lr, float(spec.lr_high))
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _earlier_duplicate(trial: optuna.Trial, params: dict[str, Any]) -> int | None:
