@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,6 +243,13 @@ def task_optimizer(task: str) -> str:
         return built.optimizer or "sgd"
 
 
+def _choice(value: Any, allowed: Sequence[str], what: str, where: str) -> Any:
+    """``value`` if it is one of ``allowed``, else one line naming them."""
+    if value not in allowed:
+        raise UserError(f"{where}: unknown {what} {value!r}: allowed are {', '.join(allowed)}")
+    return value
+
+
 def _check_field(key: str, value: Any, where: str) -> Any:
     if key in _LISTS:
         allowed = _LISTS[key]
@@ -265,25 +272,15 @@ def _check_field(key: str, value: Any, where: str) -> Any:
             raise UserError(f"{where}: {value!r} may not contain spaces, dots, slashes or colons")
         return value
     if key == "optimizer":
-        if value not in OPTIMIZERS:
-            raise UserError(
-                f"{where}: unknown optimizer {value!r}: allowed are {', '.join(OPTIMIZERS)}"
-            )
-        return value
+        return _choice(value, OPTIMIZERS, "optimizer", where)
     if key == "optimizer_params":
         if not isinstance(value, Mapping):
             raise UserError(f"{where}: expected a table of optimizer parameters")
         return dict(value)  # checked against the optimizer once it is known
     if key == "precision":
-        if value not in PRECISIONS:
-            raise UserError(
-                f"{where}: unknown precision {value!r}: allowed are {', '.join(PRECISIONS)}"
-            )
-        return value
+        return _choice(value, PRECISIONS, "precision", where)
     if key == "pruner":
-        if value not in PRUNERS:
-            raise UserError(f"{where}: unknown pruner {value!r}: allowed are {', '.join(PRUNERS)}")
-        return value
+        return _choice(value, PRUNERS, "pruner", where)
     if key in ("lr_low", "lr_high", "tolerance", "clip_grad_norm") or key.endswith("_lr"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
