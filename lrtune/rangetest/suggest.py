@@ -232,23 +232,20 @@ def _suggest(curve: _Curve) -> dict[str, Any]:
     ok = np.isfinite(raw_w) & np.isfinite(sm_w)
     if ok.sum() < 3:
         lr = float(lrs[0])
-        low, high = bounds_from(lr, lr)
-        return {
-            "steep": lr,
-            "valley": lr,
-            "min10": lr / 10,
-            "min_lr": lr,
-            "diagnosis": diagnosis,
-            "lr_low": low,
-            "lr_high": high,
-            "diverged_at": diverged_at,
-        }
+        return _suggestions(lr, lr, lr, diagnosis, diverged_at)
     lr_w, raw_w, sm_w = lr_w[ok], raw_w[ok], sm_w[ok]
     lagfree = _lagfree(raw_w)
     grads = np.gradient(lagfree, np.log10(lr_w))
     steep = float(lr_w[int(np.argmin(grads))])
     valley = float(lr_w[_valley(sm_w)])
     min_lr = float(lr_w[int(np.argmin(sm_w))])
+    return _suggestions(steep, valley, min_lr, diagnosis, diverged_at)
+
+
+def _suggestions(
+    steep: float, valley: float, min_lr: float, diagnosis: str, diverged_at: float | None
+) -> dict[str, Any]:
+    """One seed's suggestions and the bounds they give."""
     low, high = bounds_from(valley, min_lr)
     return {
         "steep": steep,
