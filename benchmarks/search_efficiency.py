@@ -69,10 +69,11 @@ from lrtune.compare import within
 from lrtune.rangetest import range_test
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.objective import make_objective
-from lrtune.search.samplers import make_pruner, make_sampler
+from lrtune.search.samplers import make_pruner, make_sampler, tpe_startup_trials
 from lrtune.search.space import grid_size, grid_space
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
+from lrtune.search.warmstart import warm_start_params
 from lrtune.search.widen import maybe_widen
 from lrtune.training.oracle import GridResult, log_grid
 from lrtune.training.tasks import resolve_task
@@ -214,13 +215,22 @@ def run_study(
     budget: int,
     direction: str,
     epochs: int,
+    warm: list[dict[str, Any]] | None = None,
+    startup: int | None = None,
 ) -> list[optuna.trial.FrozenTrial]:
-    """One study, run like `lrtune study` runs it, in memory; its finished trials in order."""
+    """One study, run like `lrtune study` runs it, in memory; its finished trials in order.
+    ``warm``: trial params enqueued first (a warm start); ``startup``: TPE's start-up count
+    instead of lrtune's (a candidate prior, not what `lrtune study` does)."""
+    made = make_sampler(sampler, seed=seed, budget=budget, grid=grid_space(spec, bounds))
+    if startup is not None:
+        made = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     study = optuna.create_study(
         direction=direction,
-        sampler=make_sampler(sampler, seed=seed, budget=budget, grid=grid_space(spec, bounds)),
+        sampler=made,
         pruner=make_pruner(spec.pruner, epochs=epochs),  # as workers do: the trial's epochs
     )
+    for params in warm or []:
+        study.enqueue_trial(params)
     attrs = {"prior": prior, "spec": spec.to_dict(), "sampler": sampler, "bounds": list(bounds)}
     for key, value in (attrs | {"budget": budget}).items():
         study.set_user_attr(key, value)
@@ -286,6 +296,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     robust = {s: grid.robust_best_lr(s) for s in schedules}
     checkpoints = [k for k in CHECKPOINTS if k < args.budget] + [args.budget]
     ks = args.confirm_k * args.confirm_seeds
+    arm_names = args.arms.split(",")
     arms: dict[str, dict[str, list[float]]] = {}
     coverage: list[float] = []
     spans: list[float] = []
@@ -304,11 +315,32 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         bounds = {"none": WIDE, "rangetest": (rt.lr_low, rt.lr_high)}
         spans.append(math.log10(rt.lr_high / rt.lr_low))
         coverage.append(sum(rt.lr_low <= lr <= rt.lr_high for lr in robust.values()) / len(robust))
-        plan = [(s, p, bounds[p], f"{s} / {p}") for p in ("none", "rangetest") for s in CORE]
-        plan.append(("tpe", "rangetest", (rt.lr_low / 100, rt.lr_high / 100), "tpe shifted"))
+        n_start = tpe_startup_trials(args.budget)
+        # label → (sampler, prior, bounds, warm-start params, TPE start-up count)
+        plan: dict[str, tuple[str, str, tuple[float, float], list[dict[str, Any]], int | None]]
+        plan = {f"{s} / {p}": (s, p, bounds[p], [], None) for p in bounds for s in CORE}
+        plan["tpe shifted"] = ("tpe", "rangetest", (rt.lr_low / 100, rt.lr_high / 100), [], None)
+        rtb = bounds["rangetest"]
+        warm = warm_start_params("suggestions", rt, schedules, rtb, n_start)
+        plan["tpe / warm"] = ("tpe", "rangetest", rtb, warm, None)
+        soft = warm_start_params("soft", rt, schedules, WIDE, n_start, seed=seed)
+        plan["tpe / soft"] = ("tpe", "none", WIDE, soft, None)
+        plan["tpe / startup 3"] = ("tpe", "rangetest", rtb, [], 3)
         secs: list[float] = []
-        for sampler, prior, b, label in plan:
-            trials = run_study(rspec, sampler, prior, b, seed, args.budget, grid.direction, epochs)
+        for label in [a for a in arm_names if a in plan]:
+            sampler, prior, b, warm_params, startup = plan[label]
+            trials = run_study(
+                rspec,
+                sampler,
+                prior,
+                b,
+                seed,
+                args.budget,
+                grid.direction,
+                epochs,
+                warm_params,
+                startup,
+            )
             secs += [float(t.user_attrs["seconds"]) for t in trials if "seconds" in t.user_attrs]
             arm = arms.setdefault(label, {})
             # The true value of the export after every k (few distinct configs: cached).
@@ -325,7 +357,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
                 args.budget + 1,
             )
             arm.setdefault("ttt", []).append(float(ttt))
-            if sampler == "tpe" and ks and label != "tpe shifted":
+            if ks and label in ("tpe / none", "tpe / rangetest"):
                 # Arm B: fewer trials, then confirm the K best on S fresh seeds.
                 short = run_study(
                     rspec, sampler, prior, b, seed, args.budget - ks, grid.direction, epochs
@@ -344,7 +376,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         runs.save()
         log(f"  {task} repeat {r + 1}/{args.repeats} done ({time.perf_counter() - t0:.0f} s)")
     for label, arm in arms.items():
-        extra = rt_trials if "rangetest" in label or "shifted" in label else [0.0] * len(rt_trials)
+        extra = [0.0] * len(rt_trials) if label in NO_RANGE_TEST else rt_trials
         arm["cost"] = [
             t + e if t <= args.budget else math.inf for t, e in zip(arm["ttt"], extra, strict=True)
         ]
@@ -377,6 +409,11 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 CORE = ("grid", "random", "tpe")
+#: Arms that run no range test (their cost is trials alone).
+NO_RANGE_TEST = tuple(f"{s} / none" for s in CORE)
+STANDARD_ARMS = (*NO_RANGE_TEST, *(f"{s} / rangetest" for s in CORE), "tpe shifted")
+#: Candidate better priors (issue 10, item 4): off unless ``--arms`` names them.
+CANDIDATE_ARMS = ("tpe / warm", "tpe / soft", "tpe / startup 3")
 
 
 def log(msg: str) -> None:
@@ -439,19 +476,22 @@ def summarize(res: dict[str, Any], budget: int) -> dict[str, Any]:
     # The goal's comparison: TPE with the prior at 10 trial-equivalents, range test
     # included (per repeat: the trials its range test leaves of 10), vs TPE without at 40.
     out: dict[str, Any] = {}
-    tp, tn = arms.get("tpe / rangetest"), arms.get("tpe / none")
-    if tp and tn:
+    tn = arms.get("tpe / none")
+    prior_arms = [a for a in arms if a.startswith("tpe /") and a != "tpe / none"]
+    for label in prior_arms if tn else []:
         ks = [
             min(budget, max(1, math.floor(10 - e)) if math.isfinite(e) else 10)
             for e in res["rt_trials"]
         ]
-        at10 = [c[min(k, len(c)) - 1] for c, k in zip(tp["curve"], ks, strict=True)]
-        out["tpe_prior_trials_at_10"] = statistics.median(ks)
-        out["tpe_prior_regret_at_10"] = quantile(at10, 0.5)
+        curves = arms[label]["curve"]
+        at10 = [c[min(k, len(c)) - 1] for c, k in zip(curves, ks, strict=True)]
+        out.setdefault("prior_at_10", {})[label] = {
+            "trials": statistics.median(ks),
+            "regret": quantile(at10, 0.5),
+            "not_worse": sum(x <= y for x, y in zip(at10, tn[f"r{budget}"], strict=True)),
+        }
+    if tn:
         out["tpe_none_regret_at_budget"] = quantile(tn[f"r{budget}"], 0.5)
-        out["prior_at_10_not_worse"] = sum(
-            x <= y for x, y in zip(at10, tn[f"r{budget}"], strict=True)
-        )
     out["reached"] = {a: sum(t <= budget for t in v["ttt"]) for a, v in arms.items()}
     out["ttt_median"] = {a: quantile(v["ttt"], 0.5) for a, v in arms.items()}
     out["cost_median"] = {a: quantile(v["cost"], 0.5) for a, v in arms.items()}
@@ -517,12 +557,12 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, header: st
             )
         s = res["summary"]
         lines.append("")
-        if "tpe_prior_regret_at_10" in s:
+        for label, p10 in s.get("prior_at_10", {}).items():
             lines.append(
-                f"- TPE + prior at 10 trial-equivalents (median {s['tpe_prior_trials_at_10']:g}"
-                f" trials + the range test): regret {pct(s['tpe_prior_regret_at_10'])}; TPE "
-                f"without prior after {b}: {pct(s['tpe_none_regret_at_budget'])}; prior not "
-                f"worse in {s['prior_at_10_not_worse']}/{len(res['rt_trials'])} repeats"
+                f"- {label} at 10 trial-equivalents (median {p10['trials']:g} trials + the "
+                f"range test): regret {pct(p10['regret'])}; TPE without prior after {b}: "
+                f"{pct(s['tpe_none_regret_at_budget'])}; not worse in "
+                f"{p10['not_worse']}/{len(res['rt_trials'])} repeats"
             )
         for label in ("tpe / none", "tpe / rangetest"):
             c = s.get(f"confirm {label}")
@@ -563,6 +603,12 @@ def main() -> None:
     parser.add_argument("--oracle-seeds", type=int, default=3, help="also the true value's")
     parser.add_argument("--schedules", help="comma list (default all): a coarser run")
     parser.add_argument("--tolerance", type=float, default=0.02, help="floor of the tolerance")
+    parser.add_argument(
+        "--arms",
+        default=",".join(STANDARD_ARMS),
+        help=f"comma list of strategies (default the standard ones); candidate priors: "
+        f"{', '.join(CANDIDATE_ARMS)}",
+    )
     parser.add_argument("--confirm-k", type=int, default=3)
     parser.add_argument("--confirm-seeds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1, help="tasks run in parallel")
@@ -580,6 +626,9 @@ def main() -> None:
         parser.error("--confirm-k × --confirm-seeds must leave some of --budget for trials")
     if args.oracle_seeds < 3:
         log("note: fewer than 3 oracle seeds: true values are means over fewer than 3 seeds")
+    unknown = set(args.arms.split(",")) - {*STANDARD_ARMS, *CANDIDATE_ARMS}
+    if unknown:
+        parser.error(f"--arms: unknown {', '.join(sorted(unknown))}")
     tasks, notes = available_tasks(args.tasks.split(","))
     if not tasks:
         parser.error("none of --tasks is known to lrtune")
