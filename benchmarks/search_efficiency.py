@@ -464,6 +464,8 @@ def med_iqr(values: list[float], fmt: Callable[[float], str], floor: float | Non
 
 
 def pct(x: float) -> str:
+    if math.isinf(x):
+        return "diverged"
     return f"{100 * x:.1f}%" if abs(x) < 10 else f"{x:.3g}×"
 
 
@@ -614,7 +616,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="tasks run in parallel")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 tasks, tiny")
     parser.add_argument("--no-write", action="store_true", help="do not update docs")
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        metavar="OUT",
+        help="train nothing: render the saved stdout of earlier runs as one section",
+    )
     args = parser.parse_args()
+    if args.from_json:
+        from_json(args)
+        return
     if args.quick:
         args.tasks, args.repeats, args.budget, args.oracle_lrs = "digits,wine", 2, 12, "6"
         args.schedules, args.no_write = "constant,cosine", True
@@ -643,14 +654,45 @@ def main() -> None:
         results = list(pool.map(bench_task, tasks, [args] * len(tasks)))
     for res in results:
         res["summary"] = summarize(res, args.budget)
-    cmd = "python benchmarks/search_efficiency.py " + " ".join(sys.argv[1:])
-    header = (
-        f"Command: `{cmd.strip()}` — {platform.machine()} ({platform.processor() or '?'}), "
-        f"{os.cpu_count()} cores, CPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')},"
-        f" {args.jobs} task process(es) of 1 torch thread, torch {torch.__version__}, "
-        f"{datetime.date.today()}; budget {args.budget} trials, {args.repeats} repeats, "
-        f"confirmation K={args.confirm_k} S={args.confirm_seeds}."
-        + "".join(f" {n}." for n in notes)
+    machine = {
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "date": str(datetime.date.today()),
+        "args": vars(args),
+        "notes": notes,
+    }
+    render(results, args, [header_of(machine)])
+    for res in results:  # the per-k curves are long; the JSON keeps the checkpoints
+        for arm in res["arms"].values():
+            arm.pop("curve", None)
+    print(json.dumps(finite(machine | {"tasks": {r["task"]: r for r in results}})))
+
+
+def header_of(machine: dict[str, Any]) -> str:
+    """One run's line: its options, the machine and the date (from its JSON)."""
+    a = machine["args"]
+    opts = (
+        f"--tasks {a['tasks']} --repeats {a['repeats']} --budget {a['budget']} "
+        f"--oracle-lrs {a['oracle_lrs']} --oracle-seeds {a['oracle_seeds']}"
+        + (f" --schedules {a['schedules']}" if a.get("schedules") else "")
+        + f" --confirm-k {a['confirm_k']} --confirm-seeds {a['confirm_seeds']}"
+        + (f" --arms '{a['arms']}'" if a.get("arms") else "")
+    )
+    return (
+        f"`python benchmarks/search_efficiency.py {opts}`: {machine['machine']}, "
+        f"{machine['cores']} cores, CPU, OMP_NUM_THREADS={machine.get('omp_threads') or '-'}, "
+        f"{a['jobs']} task process(es) of 1 torch thread, torch "
+        f"{machine.get('torch', torch.__version__)}, {machine['date']}."
+        + "".join(f" {n}." for n in machine.get("notes", []))
+    )
+
+
+def render(results: list[dict[str, Any]], args: argparse.Namespace, headers: list[str]) -> None:
+    """Print the markdown section and, unless ``--no-write``, put it in docs/benchmarks.md."""
+    header = "Runs (each line one command; the tables below follow them in order):\n\n" + (
+        "\n".join(f"- {h}" for h in headers)
     )
     text = markdown(results, args, header)
     print(text)
@@ -661,17 +703,35 @@ def main() -> None:
         # What follows the marker (the hand-written reading of the figures) is kept.
         tail = old.split(END_MARK, 1)[1] if END_MARK in old else "\n"
         doc.write_text(head + "\n\n" + text + "\n" + END_MARK + tail)
-    machine = {
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-        "date": str(datetime.date.today()),
-        "args": vars(args),
-    }
-    for res in results:  # the per-k curves are long; the JSON keeps the checkpoints
-        for arm in res["arms"].values():
-            arm.pop("curve", None)
-    print(json.dumps(finite(machine | {"tasks": {r["task"]: r for r in results}})))
+
+
+def unfinite(obj: Any) -> Any:
+    """The inverse of :func:`finite`: "inf", "-inf" and "nan" strings become floats."""
+    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: unfinite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unfinite(v) for v in obj]
+    return obj
+
+
+def from_json(args: argparse.Namespace) -> None:
+    """Render earlier runs' JSON lines (their output's last line) as one section: runs
+    with different budget flags per task (a coarser oracle for the slow tasks) side by side."""
+    results, headers = [], []
+    for file in args.from_json:
+        lines = [ln for ln in Path(file).read_text().splitlines() if ln.startswith("{")]
+        if not lines:
+            raise SystemExit(f"--from-json {file}: no JSON line (the run's stdout) in it")
+        data = unfinite(json.loads(lines[-1]))
+        if data["args"]["budget"] != args.budget:
+            raise SystemExit(
+                f"--from-json {file}: budget {data['args']['budget']}, not {args.budget}"
+            )
+        headers.append(header_of(data))
+        results += list(data["tasks"].values())
+    render(results, args, headers)
 
 
 if __name__ == "__main__":
