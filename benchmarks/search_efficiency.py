@@ -63,6 +63,7 @@ from typing import Any
 
 import optuna
 import torch
+from priors import warm_start_params  # benchmarks/priors.py: candidate priors
 
 # Every import from lrtune is here, in one place (modules may move; update them here).
 from lrtune.compare import within
@@ -73,7 +74,6 @@ from lrtune.search.samplers import make_pruner, make_sampler, tpe_startup_trials
 from lrtune.search.space import grid_size, grid_space
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
-from lrtune.search.warmstart import warm_start_params
 from lrtune.search.widen import maybe_widen
 from lrtune.training.oracle import GridResult, log_grid
 from lrtune.training.tasks import resolve_task

@@ -1,5 +1,6 @@
-"""Warm-start params from a hand-built range-test result (no training): which LRs and
-schedules each kind enqueues, clipping into the bounds, and bad kinds."""
+"""The search-efficiency benchmark's candidate priors (benchmarks/priors.py) on a hand-built
+range-test result (no training): which LRs and schedules each kind enqueues, clipping into
+the bounds, and bad kinds. Their measured verdict is in docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 
 import pytest
 
+from benchmarks.priors import WARM_STARTS, warm_start_params
 from lrtune.rangetest.result import RangeTestResult
-from lrtune.search.warmstart import WARM_STARTS, warm_start_params
 
 
 def result(valley: float = 0.01, steep: float = 0.003, min10: float = 0.02) -> RangeTestResult:

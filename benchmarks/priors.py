@@ -1,5 +1,7 @@
-"""Warm starts: the first trials of a study with the range-test prior, placed where the
-range test points instead of drawn at random.
+"""Candidate better priors (issue 10, item 4) for ``search_efficiency.py --arms``: warm
+starts, the first trials of a study with the range-test prior placed where the range test
+points instead of drawn at random. Measured and dropped (docs/benchmarks.md, "Better
+priors"): ``lrtune study`` uses neither; they live here to re-run the experiment.
 
 Both kinds are lists of trial params for Optuna's ``enqueue_trial``; they stand in for the
 TPE sampler's random start-up trials (enqueued trials count toward its start-up count), so a
@@ -12,8 +14,8 @@ study runs no more trials than without them.
   on the middle of the range test's bounds (sd: half their span). Once TPE models the
   trials, the prior's weight fades as trials accrue: it is only those first points.
 
-``benchmarks/search_efficiency.py`` measures both against plain hard bounds
-(docs/benchmarks.md, "Better priors"); ``lrtune study --warm-start`` picks one.
+``search_efficiency.py`` measures both against plain hard bounds (arms ``tpe / warm`` and
+``tpe / soft``).
 """
 
 from __future__ import annotations
