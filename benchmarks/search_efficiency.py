@@ -37,9 +37,15 @@ study). The small MLP tasks take minutes each; digits-cnn, finetune and charlm (
 trial) hours: give them a coarser oracle (``--oracle-lrs 36,charlm=21``; 21 LRs are 0.35
 decades apart), fewer schedules (``--schedules``) or their own run (``--tasks``).
 
+``--arms`` picks strategies; the candidate priors of ``priors.py`` (``tpe / warm``,
+``tpe / soft``, ``tpe / startup 3``) run only when named there.
+
 Run by hand (the full run is long: see ``--help`` for the budget flags):
     OMP_NUM_THREADS=1 python benchmarks/search_efficiency.py
     python benchmarks/search_efficiency.py --quick        # smoke test, ~2 minutes
+Slow tasks with their own flags, then one docs section from the saved outputs:
+    python benchmarks/search_efficiency.py --tasks charlm --oracle-lrs 21 ... > charlm.out
+    python benchmarks/search_efficiency.py --from-json small.out charlm.out cnn.out
 """
 
 from __future__ import annotations
