@@ -36,9 +36,9 @@ from lrtune.schedules import SCHEDULE_NAMES
 FIRST_SEED = 500
 
 
-def old_rule(valley: float, min_lr: float) -> tuple[float, float]:
-    """The previous rule, ``[2.4 × valley, 80 × valley]`` with the same cap."""
-    high = min(valley * 80, min_lr)
+def old_rule(valley: float, high: float) -> tuple[float, float]:
+    """The previous rule, ``[2.4 × valley, 80 × valley]``: the same top (``high``, from
+    :func:`bounds_from`), only the bottom differs."""
     return min(valley * 2.4, high / 10), high
 
 
@@ -80,7 +80,7 @@ def main() -> None:
             min_lr = math.exp(statistics.median(math.log(p["min_lr"]) for p in rt.per_seed))
             low, high = bounds_from(rt.valley, min_lr)
             assert math.isclose(low, rt.lr_low) and math.isclose(high, rt.lr_high)
-            o_low, o_high = old_rule(rt.valley, min_lr)
+            o_low, o_high = old_rule(rt.valley, high)
             held_new += low <= lo_best and hi_best <= high
             held_old += o_low <= lo_best and hi_best <= o_high
             valleys.append(rt.valley)
