@@ -78,7 +78,7 @@ from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.objective import make_objective
 from lrtune.search.samplers import make_pruner, make_sampler, tpe_startup_trials
 from lrtune.search.space import grid_size, grid_space
-from lrtune.search.spec import StudySpec
+from lrtune.search.spec import StudySpec, task_optimizer
 from lrtune.search.states import FINISHED
 from lrtune.search.widen import maybe_widen
 from lrtune.training.oracle import GridResult, log_grid
@@ -191,11 +191,6 @@ def oracle(
     return GridResult(lrs, values, direction, per_seed)
 
 
-def task_optimizer(task: str) -> str:
-    """The task's own optimizer (``Task.optimizer``), else sgd."""
-    return getattr(resolve_task(task)(0), "optimizer", None) or "sgd"
-
-
 def seed_noise(grid: GridResult, top: int = 10) -> tuple[float, float]:
     """Median relative sd and half-range of the seeds over the ``top`` best cells."""
     sign = 1.0 if grid.direction == "minimize" else -1.0
@@ -227,8 +222,9 @@ def run_study(
     """One study, run like `lrtune study` runs it, in memory; its finished trials in order.
     ``warm``: trial params enqueued first (a warm start); ``startup``: TPE's start-up count
     instead of lrtune's (a candidate prior, not what `lrtune study` does)."""
-    made = make_sampler(sampler, seed=seed, budget=budget, grid=grid_space(spec, bounds))
-    if startup is not None:
+    if startup is None:
+        made = make_sampler(sampler, seed=seed, budget=budget, grid=grid_space(spec, bounds))
+    else:
         made = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     study = optuna.create_study(
         direction=direction,
@@ -486,11 +482,11 @@ def summarize(res: dict[str, Any], budget: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     tn = arms.get("tpe / none")
     prior_arms = [a for a in arms if a.startswith("tpe /") and a != "tpe / none"]
+    ks = [
+        min(budget, max(1, math.floor(10 - e)) if math.isfinite(e) else 10)
+        for e in res["rt_trials"]
+    ]
     for label in prior_arms if tn else []:
-        ks = [
-            min(budget, max(1, math.floor(10 - e)) if math.isfinite(e) else 10)
-            for e in res["rt_trials"]
-        ]
         curves = arms[label]["curve"]
         at10 = [c[min(k, len(c)) - 1] for c, k in zip(curves, ks, strict=True)]
         out.setdefault("prior_at_10", {})[label] = {
