@@ -408,7 +408,14 @@ class _Storage(optuna.storages.RDBStorage):
     traceback), after which the live trial looks stale and another worker would fail it. Here
     a failed beat is logged and the next one tried: when the database comes back within the
     grace period the trial goes on; when it does not, the worker's own retry loop gives up.
+
+    Stale trials are failed by :class:`lrtune.faults.StaleWatch` alone, which records why.
+    Optuna's own check (run at the start of every trial) would race it: a trial that turns
+    stale between the two checks would be failed by Optuna, with no ``fail_reason``.
     """
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return []  # see the class docstring: lrtune.faults.StaleWatch fails them
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:

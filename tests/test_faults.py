@@ -319,6 +319,33 @@ def test_dead_trials_are_retried_on_postgres(tasks: Path, pg_url: str) -> None:
     _orphans_then_worker(pg_url, tasks)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_only_lrtune_fails_a_stale_trial_and_it_records_why(sqlite_url: str) -> None:
+    """Optuna fails stale trials at the start of each trial, without a reason; a trial
+    going stale between that check and lrtune's would then lose its ``fail_reason``. Only
+    lrtune's check may fail it (the race CI once hit, made certain here)."""
+    import warnings
+
+    from lrtune.faults import StaleWatch
+    from lrtune.storage import open_storage
+
+    storage = open_storage(sqlite_url, create=True, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(2.5)  # the heartbeat is now older than the grace period
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # what Optuna runs before each trial
+    assert study.trials[0].state == States.RUNNING
+    assert StaleWatch(1, 1).fail_stale(study) == [0]
+    dead, retry = study.trials
+    assert dead.state == States.FAIL
+    assert dead.user_attrs["fail_reason"].startswith("worker died: no heartbeat for")
+    assert retry.state == States.WAITING and retry.params == dead.params
+
+
 def test_describe_is_one_short_line() -> None:
     from lrtune.errors import UserError
     from lrtune.faults import MAX_REASON, describe
