@@ -5,11 +5,13 @@ is the user's: whatever it raises, ``sys.exit`` included, becomes one line. Insi
 that line is the trial's ``fail_reason`` (see :func:`lrtune.search.objective.trial_errors`);
 outside one (the range test, building the task) it is a :class:`UserError`.
 
-A trial whose worker died stays RUNNING in the storage. Optuna fails it once its heartbeat
-is older than the grace period, but a worker killed between creating the trial and its
-first heartbeat leaves a trial with no heartbeat at all, which Optuna never fails: the
-budget's last slot would then stay taken for ever. :func:`fail_stale` fails both kinds,
-with a reason, and re-queues them through the storage's retry callback as Optuna does.
+A trial whose worker died stays RUNNING in the storage. Optuna's own check fails it once
+its heartbeat is older than the grace period, but records no reason, and a worker killed
+between creating the trial and its first heartbeat leaves a trial with no heartbeat at all,
+which Optuna never fails: the budget's last slot would then stay taken for ever.
+:meth:`StaleWatch.fail_stale` fails both kinds, with a reason, and re-queues them through
+the storage's retry callback as Optuna does; lrtune's storage switches Optuna's check off
+(:class:`lrtune.storage._Storage`) so that the two never race.
 """
 
 from __future__ import annotations

@@ -182,8 +182,8 @@ def run_worker(
         interrupt.check()
         try:
             # Before counting: a trial whose worker died holds a slot until it is failed.
-            # (Optuna's own check at the start of a trial misses trials that never wrote a
-            # heartbeat and records no reason; see lrtune.faults.)
+            # (The only check: Optuna's own, at the start of a trial, is switched off in
+            # lrtune.storage; it misses trials that never beat and records no reason.)
             for n in names:
                 stale.fail_stale(loaded[n][0])
             state = {n: counts(loaded[n][0]) for n in names}
