@@ -76,7 +76,7 @@ from lrtune.compare import within
 from lrtune.rangetest import range_test
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.objective import make_objective
-from lrtune.search.samplers import make_pruner, make_sampler, tpe_startup_trials
+from lrtune.search.samplers import PRUNERS, make_pruner, make_sampler, tpe_startup_trials
 from lrtune.search.space import grid_size, grid_space
 from lrtune.search.spec import StudySpec, task_optimizer
 from lrtune.search.states import FINISHED
@@ -293,7 +293,13 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         """Relative regret; ``inf`` when nothing finished or the config diverged."""
         return sign * (value - best) / max(abs(best), 1e-12) if math.isfinite(value) else math.inf
 
-    spec = StudySpec(task=task, optimizer=optimizer, schedules=schedules, trials=args.budget)
+    spec = StudySpec(
+        task=task,
+        optimizer=optimizer,
+        schedules=schedules,
+        trials=args.budget,
+        pruner=args.pruner or StudySpec.pruner,
+    )
     range_test(task, optimizer=optimizer, seeds=1, steps=20, device="cpu", seed=RT_SEED - 1)
     robust = {s: grid.robust_best_lr(s) for s in schedules}
     checkpoints = [k for k in CHECKPOINTS if k < args.budget] + [args.budget]
@@ -345,6 +351,14 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
             )
             secs += [float(t.user_attrs["seconds"]) for t in trials if "seconds" in t.user_attrs]
             arm = arms.setdefault(label, {})
+            # What pruning bought and cost: the share of trials it stopped (a diverged
+            # trial is pruned too, by lrtune, whatever the pruner) and the study's seconds.
+            arm.setdefault("pruned", []).append(
+                sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) / len(trials)
+            )
+            arm.setdefault("train_s", []).append(
+                sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials)
+            )
             # The true value of the export after every k (few distinct configs: cached).
             values = [true_value(exported(trials, k, sign)) for k in range(1, args.budget + 1)]
             arm.setdefault("curve", []).append([regret(v) for v in values])
@@ -561,6 +575,13 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, header: st
             )
         s = res["summary"]
         lines.append("")
+        for label, arm in res["arms"].items():
+            if "pruned" in arm:  # runs saved before the pruner was recorded lack it
+                lines.append(
+                    f"- {label}: pruned (or diverged) {pct(quantile(arm['pruned'], 0.5))} of "
+                    f"the trials, {quantile(arm['train_s'], 0.5):.0f} s of training per "
+                    "study (medians)"
+                )
         for label, p10 in s.get("prior_at_10", {}).items():
             lines.append(
                 f"- {label} at 10 trial-equivalents (median {p10['trials']:g} trials + the "
@@ -612,6 +633,11 @@ def main() -> None:
         default=",".join(STANDARD_ARMS),
         help=f"comma list of strategies (default the standard ones); candidate priors: "
         f"{', '.join(CANDIDATE_ARMS)}",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        help=f"the studies' pruner (default: lrtune's, {StudySpec.pruner})",
     )
     parser.add_argument("--confirm-k", type=int, default=3)
     parser.add_argument("--confirm-seeds", type=int, default=2)
@@ -679,6 +705,7 @@ def header_of(machine: dict[str, Any]) -> str:
         f"--tasks {a['tasks']} --repeats {a['repeats']} --budget {a['budget']} "
         f"--oracle-lrs {a['oracle_lrs']} --oracle-seeds {a['oracle_seeds']}"
         + (f" --schedules {a['schedules']}" if a.get("schedules") else "")
+        + (f" --pruner {a['pruner']}" if a.get("pruner") else "")
         + f" --confirm-k {a['confirm_k']} --confirm-seeds {a['confirm_seeds']}"
         + (f" --arms '{a['arms']}'" if a.get("arms") else "")
     )
