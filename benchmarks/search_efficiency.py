@@ -162,7 +162,7 @@ class Runs:
 
     def save(self) -> None:
         CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")  # processes may share the cache
         tmp.write_text(json.dumps(self.data))
         tmp.replace(self.path)
         self.unsaved = 0
@@ -309,7 +309,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     coverage: list[float] = []
     spans: list[float] = []
     rt_trials: list[float] = []
-    for r in range(args.repeats):
+    for r in range(args.first_repeat, args.first_repeat + args.repeats):
         seed = STUDY_SEED + r
         rspec = dataclasses.replace(spec, seed=seed)
         rt = range_test(
@@ -390,7 +390,8 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         trial_s = statistics.median(secs) if secs else math.nan
         rt_trials.append(rt.seconds / trial_s if trial_s > 0 else math.nan)
         runs.save()
-        log(f"  {task} repeat {r + 1}/{args.repeats} done ({time.perf_counter() - t0:.0f} s)")
+        last = args.first_repeat + args.repeats
+        log(f"  {task} repeat {r + 1}/{last} done ({time.perf_counter() - t0:.0f} s)")
     for label, arm in arms.items():
         extra = [0.0] * len(rt_trials) if label in NO_RANGE_TEST else rt_trials
         arm["cost"] = [
@@ -414,6 +415,8 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         "tolerance": tol,
         "rt_trial_equivalents": statistics.median(rt_trials),
         "rt_trials": rt_trials,
+        "coverage": coverage,
+        "spans": spans,
         "full_coverage": sum(c == 1.0 for c in coverage) / len(coverage),
         "bounds_decades_median": statistics.median(spans),
         "bounds_decades_max": max(spans),
@@ -620,6 +623,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--budget", type=int, default=40, help="trials per study")
     parser.add_argument(
+        "--first-repeat",
+        type=int,
+        default=0,
+        help="index of the first repeat (its seeds): split a slow task's repeats over "
+        "processes, then join their outputs with --from-json",
+    )
+    parser.add_argument(
         "--oracle-lrs",
         default="36",
         help="LRs of the oracle grid, optionally per task: 36,charlm=21 (n − 1 a multiple "
@@ -657,8 +667,8 @@ def main() -> None:
     if args.quick:
         args.tasks, args.repeats, args.budget, args.oracle_lrs = "digits,wine", 2, 12, "6"
         args.schedules, args.no_write = "constant,cosine", True
-    if args.repeats < 1 or args.budget < 1 or args.oracle_seeds < 2:
-        parser.error("--repeats and --budget must be ≥ 1, --oracle-seeds ≥ 2")
+    if args.repeats < 1 or args.budget < 1 or args.oracle_seeds < 2 or args.first_repeat < 0:
+        parser.error("--repeats and --budget must be ≥ 1, --oracle-seeds ≥ 2, --first-repeat ≥ 0")
     if args.confirm_k < 0 or args.confirm_seeds < 0:
         parser.error("--confirm-k and --confirm-seeds must be ≥ 0 (0: no confirmation arm)")
     if args.confirm_k * args.confirm_seeds >= args.budget:
@@ -692,9 +702,7 @@ def main() -> None:
         "notes": notes,
     }
     render(results, args, [header_of(machine)])
-    for res in results:  # the per-k curves are long; the JSON keeps the checkpoints
-        for arm in res["arms"].values():
-            arm.pop("curve", None)
+    # The per-k curves stay: --from-json recomputes the summary of repeats split over runs.
     print(json.dumps(finite(machine | {"tasks": {r["task"]: r for r in results}})))
 
 
@@ -706,6 +714,7 @@ def header_of(machine: dict[str, Any]) -> str:
         f"--oracle-lrs {a['oracle_lrs']} --oracle-seeds {a['oracle_seeds']}"
         + (f" --schedules {a['schedules']}" if a.get("schedules") else "")
         + (f" --pruner {a['pruner']}" if a.get("pruner") else "")
+        + (f" --first-repeat {a['first_repeat']}" if a.get("first_repeat") else "")
         + f" --confirm-k {a['confirm_k']} --confirm-seeds {a['confirm_seeds']}"
         + (f" --arms '{a['arms']}'" if a.get("arms") else "")
     )
@@ -760,7 +769,36 @@ def from_json(args: argparse.Namespace) -> None:
             )
         headers.append(header_of(data))
         results += list(data["tasks"].values())
-    render(results, args, headers)
+    render(join_repeats(results, args.budget), args, headers)
+
+
+def join_repeats(results: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """One result per task: the repeats of runs that split a task (``--first-repeat``)
+    joined, their statistics recomputed. Runs saved without the per-repeat lists (curves,
+    coverage, spans) cannot be joined and stay apart."""
+    joined: dict[str, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for res in results:
+        first = joined.get(res["task"])
+        if first is None or "spans" not in res or "spans" not in first:
+            joined.setdefault(res["task"], res)
+            out.append(res)
+            continue
+        if first["oracle"] != res["oracle"]:
+            raise SystemExit(f"--from-json: the runs of {res['task']} have different oracles")
+        for key in ("rt_trials", "coverage", "spans"):
+            first[key] = first[key] + res[key]
+        for label, arm in res["arms"].items():
+            mine = first["arms"].setdefault(label, {})
+            for key, values in arm.items():
+                mine[key] = mine.get(key, []) + values
+        first["rt_trial_equivalents"] = statistics.median(first["rt_trials"])
+        first["full_coverage"] = sum(c == 1.0 for c in first["coverage"]) / len(first["coverage"])
+        first["bounds_decades_median"] = statistics.median(first["spans"])
+        first["bounds_decades_max"] = max(first["spans"])
+        first["seconds"] = max(first["seconds"], res["seconds"])
+        first["summary"] = summarize(first, budget)
+    return out
 
 
 if __name__ == "__main__":
