@@ -47,7 +47,11 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         help="studies per sampler x prior with different sampler seeds (default: 1)",
     )
-    p.add_argument("--pruner", help="median, hyperband or none (default: median)")
+    p.add_argument(
+        "--pruner",
+        help="none, median or hyperband (default: none; pruning on mid-training losses "
+        "favours schedules that decay early)",
+    )
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the task's)")
     p.add_argument(
         "--optimizer",

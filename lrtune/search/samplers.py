@@ -43,6 +43,9 @@ SAMPLER_FACTORIES: dict[str, Callable[[int, int, Grid | None], optuna.samplers.B
 
 #: pruner name → ``factory(epochs)``. The median pruner waits for 5 trials and the first
 #: third of the epochs: early epochs of a schedule with warmup say little about its end.
+#: Even so, a schedule that decays late (wsd, step, constant) looks worse mid-run than one
+#: that decays early (cosine) at the same LR and ends better, so lrtune's default is none
+#: (README, "Pruning").
 PRUNER_FACTORIES: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     "median": lambda epochs: optuna.pruners.MedianPruner(
         n_startup_trials=5, n_warmup_steps=max(1, epochs // 3)

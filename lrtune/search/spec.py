@@ -88,7 +88,7 @@ class StudySpec:
     trials: int = 30
     samplers: tuple[str, ...] = ("grid", "random", "tpe")
     prior: tuple[str, ...] = ("rangetest",)
-    pruner: str = "median"
+    pruner: str = "none"  # pruning is biased against late-decaying schedules: see README
     seed: int = 0
     repeats: int = 1
     tolerance: float = 0.02
