@@ -298,7 +298,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         optimizer=optimizer,
         schedules=schedules,
         trials=args.budget,
-        pruner=args.pruner or StudySpec.pruner,
+        pruner=args.pruner,
     )
     range_test(task, optimizer=optimizer, seeds=1, steps=20, device="cpu", seed=RT_SEED - 1)
     robust = {s: grid.robust_best_lr(s) for s in schedules}
@@ -413,13 +413,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         "noise_sd": noise_sd,
         "noise_half_range": noise_half,
         "tolerance": tol,
-        "rt_trial_equivalents": statistics.median(rt_trials),
-        "rt_trials": rt_trials,
-        "coverage": coverage,
-        "spans": spans,
-        "full_coverage": sum(c == 1.0 for c in coverage) / len(coverage),
-        "bounds_decades_median": statistics.median(spans),
-        "bounds_decades_max": max(spans),
+        **range_test_stats(rt_trials, coverage, spans),
         "checkpoints": checkpoints,
         "arms": arms,
         "runs_trained": runs.trained,
@@ -647,7 +641,8 @@ def main() -> None:
     parser.add_argument(
         "--pruner",
         choices=PRUNERS,
-        help=f"the studies' pruner (default: lrtune's, {StudySpec.pruner})",
+        default=StudySpec.pruner,
+        help="the studies' pruner (default: lrtune's, %(default)s)",
     )
     parser.add_argument("--confirm-k", type=int, default=3)
     parser.add_argument("--confirm-seeds", type=int, default=2)
@@ -772,6 +767,22 @@ def from_json(args: argparse.Namespace) -> None:
     render(join_repeats(results, args.budget), args, headers)
 
 
+def range_test_stats(
+    rt_trials: list[float], coverage: list[float], spans: list[float]
+) -> dict[str, Any]:
+    """The per-repeat range-test lists (cost in trials, share of schedules' best LRs inside
+    the bounds, bounds' decades) and their summaries."""
+    return {
+        "rt_trial_equivalents": statistics.median(rt_trials),
+        "rt_trials": rt_trials,
+        "coverage": coverage,
+        "spans": spans,
+        "full_coverage": sum(c == 1.0 for c in coverage) / len(coverage),
+        "bounds_decades_median": statistics.median(spans),
+        "bounds_decades_max": max(spans),
+    }
+
+
 def join_repeats(results: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
     """One result per task: the repeats of runs that split a task (``--first-repeat``)
     joined, their statistics recomputed. Runs saved without the per-repeat lists (curves,
@@ -786,16 +797,13 @@ def join_repeats(results: list[dict[str, Any]], budget: int) -> list[dict[str, A
             continue
         if first["oracle"] != res["oracle"]:
             raise SystemExit(f"--from-json: the runs of {res['task']} have different oracles")
-        for key in ("rt_trials", "coverage", "spans"):
-            first[key] = first[key] + res[key]
+        first.update(
+            range_test_stats(*(first[k] + res[k] for k in ("rt_trials", "coverage", "spans")))
+        )
         for label, arm in res["arms"].items():
             mine = first["arms"].setdefault(label, {})
             for key, values in arm.items():
                 mine[key] = mine.get(key, []) + values
-        first["rt_trial_equivalents"] = statistics.median(first["rt_trials"])
-        first["full_coverage"] = sum(c == 1.0 for c in first["coverage"]) / len(first["coverage"])
-        first["bounds_decades_median"] = statistics.median(first["spans"])
-        first["bounds_decades_max"] = max(first["spans"])
         first["seconds"] = max(first["seconds"], res["seconds"])
         first["summary"] = summarize(first, budget)
     return out
