@@ -81,8 +81,8 @@ from lrtune.search.space import grid_size, grid_space
 from lrtune.search.spec import StudySpec, task_optimizer
 from lrtune.search.states import FINISHED
 from lrtune.search.widen import maybe_widen
+from lrtune.training.loading import resolve_task
 from lrtune.training.oracle import GridResult, log_grid
-from lrtune.training.tasks import resolve_task
 from lrtune.training.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -28,7 +29,8 @@ from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, rang
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
-from lrtune.training.tasks import Task, resolve_task
+from lrtune.training.loading import resolve_task
+from lrtune.training.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,8 @@ def prepare_group(
             "lrtune_version": __version__,
             "group": group,
             "task": spec.task,
+            # A worker started in another folder finds a relative task file from here.
+            "task_dir": os.getcwd(),
             "spec": spec.to_dict(),
             "sampler": ref.sampler,
             "prior": ref.prior,

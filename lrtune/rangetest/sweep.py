@@ -37,8 +37,9 @@ from lrtune.rangetest.suggest import (
     should_stop,
 )
 from lrtune.training.data import Batches, is_pair
+from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import check_optimizer, make_optimizer
-from lrtune.training.tasks import Task, TaskFactory, resolve_task
+from lrtune.training.tasks import Task, TaskFactory
 from lrtune.training.trainer import Updater, batch_loss, check_precision
 
 log = logging.getLogger(__name__)
