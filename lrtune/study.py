@@ -25,7 +25,13 @@ from lrtune import __version__
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
-from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
+from lrtune.rangetest import (
+    DIAG_FLAT,
+    DIAG_NEVER_DIVERGED,
+    DIAG_OK,
+    RangeTestResult,
+    range_test,
+)
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
@@ -150,7 +156,7 @@ def prepare_group(
                 )
             if on_rangetest is not None:
                 on_rangetest(result)
-        if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED):
+        if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED, DIAG_FLAT):
             raise UserError(
                 f"range test on {spec.task}: {result.diagnosis}; fix the task or "
                 "run with --prior none"

@@ -92,7 +92,9 @@ def test_a_failed_sibling_import_says_how_to_fix_it(tmp_path: Path) -> None:
     assert f"with its folder {proj} on sys.path: put lrtune_models_gone.py" in line
 
 
-def test_a_missing_module_says_where_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_module_says_where_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="run lrtune in the folder that holds no_such_lab"):
         resolve_task("no_such_lab:make")
