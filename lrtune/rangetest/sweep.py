@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 
 from lrtune import interrupt
-from lrtune.device import resolve_device
+from lrtune.device import mps_available, resolve_device
 from lrtune.errors import UserError
 from lrtune.rangetest.result import RangeTestResult
 from lrtune.rangetest.suggest import (
@@ -46,15 +46,18 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def preserved_rng() -> Iterator[None]:
-    """Restore torch's CPU (and CUDA) RNG state on exit, whatever happens inside."""
+    """Restore torch's CPU (and CUDA or mps) RNG state on exit, whatever happens inside."""
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    mps_rng = torch.mps.get_rng_state() if mps_available() else None
     try:
         yield
     finally:
         torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+        if mps_rng is not None:
+            torch.mps.set_rng_state(mps_rng)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from lrtune import interrupt
-from lrtune.device import resolve_device
+from lrtune.device import PRECISIONS_BY_DEVICE, resolve_device
 from lrtune.errors import UserError
 from lrtune.export.load import ProductionConfig
 from lrtune.schedules import Schedule, resolve_params
@@ -99,11 +99,12 @@ class TrialParams(ProductionConfig):
 
 
 def check_precision(precision: str, device: torch.device) -> None:
-    """Raise :class:`UserError` for an unknown precision or fp16 without CUDA."""
+    """Raise :class:`UserError` for an unknown precision or fp16 without CUDA (the device
+    rules: :data:`lrtune.device.PRECISIONS_BY_DEVICE`)."""
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("precision fp16 needs CUDA (its grad scaler); use bf16 on CPU")
+    if precision not in PRECISIONS_BY_DEVICE.get(device.type, PRECISIONS):
+        raise UserError(f"precision fp16 needs CUDA (its grad scaler); use bf16 on {device.type}")
 
 
 def batch_loss(task: Task) -> Callable[[torch.nn.Module, Any], torch.Tensor]:
