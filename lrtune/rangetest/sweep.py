@@ -37,7 +37,7 @@ from lrtune.rangetest.suggest import (
     should_stop,
 )
 from lrtune.training.data import Batches, is_pair
-from lrtune.training.optimizers import check_optimizer, make_optimizer
+from lrtune.training.optimizers import check_optimizer, evaluating, has_modes, make_optimizer
 from lrtune.training.tasks import Task, TaskFactory, resolve_task
 from lrtune.training.trainer import Updater, batch_loss, check_precision
 
@@ -142,6 +142,8 @@ def _sweep(
     stream = batches.endless(torch.Generator().manual_seed(seed))
     model = task.model
     model.train()
+    if has_modes(optimizer):
+        optimizer.train()  # type: ignore[attr-defined]  # schedule-free: steps need train mode
     updater = Updater(
         model, optimizer, batch_loss(task), precision=precision, clip=clip_grad_norm, device=device
     )
@@ -189,7 +191,7 @@ def _sweep(
         lrs.append(lr)
         if metric_fn is not None and i % metric_every == 0:
             model.eval()
-            with torch.no_grad(), updater.autocast():
+            with evaluating(optimizer), torch.no_grad(), updater.autocast():
                 metrics.append(metric_fn(model))
             model.train()
             metric_steps.append(i)

@@ -26,7 +26,13 @@ from lrtune.errors import UserError
 from lrtune.export.load import ProductionConfig
 from lrtune.schedules import Schedule, resolve_params
 from lrtune.training.data import Batches, is_pair
-from lrtune.training.optimizers import check_optimizer, make_optimizer, optimizer_defaults
+from lrtune.training.optimizers import (
+    check_optimizer,
+    evaluating,
+    has_modes,
+    make_optimizer,
+    optimizer_defaults,
+)
 from lrtune.training.tasks import PRECISIONS, Task, TaskFactory, resolve_task
 
 log = logging.getLogger(__name__)
@@ -409,7 +415,8 @@ def _train(
         if reason is None and pending:
             step += updater.step()
         if reason is None:
-            value = evaluate(t, model, val_batches, updater.autocast)
+            with evaluating(optimizer):  # a schedule-free optimizer's averaged weights
+                value = evaluate(t, model, val_batches, updater.autocast)
             if not math.isfinite(value):
                 reason = f"non-finite {t.metric_name} after epoch {epoch + 1}"
         if reason is not None:
@@ -418,6 +425,8 @@ def _train(
         history.append(value)
         if on_epoch is not None:
             on_epoch(epoch, value)
+    if has_modes(optimizer):
+        optimizer.eval()  # type: ignore[attr-defined]  # the model returned is the one evaluated
     return TrainResult(
         value=math.nan if reason else history[-1],
         history=history,
