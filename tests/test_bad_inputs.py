@@ -69,6 +69,14 @@ def _c(argv: str, mention: str, *, storage: bool = True) -> Case:
     return Case(tuple(argv.split()), mention, storage)
 
 
+def _no_mps(argv: str) -> Any:
+    """``--device mps`` where torch has no mps: a bad input only on such a machine."""
+    from lrtune.device import mps_available
+
+    skip = pytest.mark.skipif(mps_available(), reason="this machine has mps")
+    return pytest.param(_c(argv, "no Apple GPU"), marks=skip)
+
+
 # command -> {case id: Case}
 CASES: dict[str, dict[str, Any]] = {
     "lrtune": {
@@ -101,6 +109,8 @@ CASES: dict[str, dict[str, Any]] = {
         "task factory wrong type": _c("rangetest --task {dir}/factory_wrong_type.py:make", "Task"),
         "task exits": _c("rangetest --task {dir}/exits.py:make", "exit"),
         "device tpu": _c("rangetest --device tpu", "tpu"),
+        "device mps:0": _c("rangetest --device mps:0", "mps:0"),
+        "device mps, none here": _no_mps("rangetest --device mps"),
         "json missing dir": _c("rangetest --json no/such/dir/r.json", "does not exist"),
         "json under a file": _c("rangetest --json {dir}/afile/r.json", "afile"),
         "json under /proc": _c("rangetest --json /proc/r.json", "/proc"),
@@ -135,6 +145,7 @@ CASES: dict[str, dict[str, Any]] = {
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),
         "epochs 0": _c("study --epochs 0", "--epochs"),
         "workers 0": _c("study --workers 0", "--workers"),
+        "device mps, none here": _no_mps("study --device mps --prior none"),
         "heartbeat 0": _c("study --heartbeat-interval 0", "--heartbeat-interval"),
         "no-widen value": _c("study --widen=yes", "--widen"),
         "task import error": _c("study --task {dir}/import_error.py:make", "ImportError"),
@@ -179,6 +190,7 @@ CASES: dict[str, dict[str, Any]] = {
         "gpus twice": _c(f"worker --group {GROUP} --gpus 0,0", "distinct"),
         "gpus negative": _c(f"worker --group {GROUP} --gpus -1", "--gpus"),
         "device tpu": _c(f"worker --group {GROUP} --device tpu", "tpu"),
+        "device mps, none here": _no_mps(f"worker --group {GROUP} --device mps"),
         "task pinned": _c(f"worker --group {GROUP} --task wine", "pinned"),
         "task pinned, 2 workers": _c(f"worker --group {GROUP} --task wine --workers 2", "pinned"),
         "task pinned, study": _c(f"worker --study {STUDY} --task mylab:make", "pinned"),

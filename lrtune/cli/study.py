@@ -55,7 +55,8 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the task's)")
     p.add_argument(
         "--optimizer",
-        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+        help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
+        "(default: the task's own, else sgd)",
     )
     p.add_argument("--schedules", help="comma list of schedules to search (default: all)")
     p.add_argument("--lr-low", type=_positive_float, help="no-prior lower LR bound (default: 1e-6)")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 
 from lrtune import interrupt
-from lrtune.device import resolve_device
+from lrtune.device import mps_available, resolve_device
 from lrtune.errors import UserError
 from lrtune.rangetest.result import RangeTestResult
 from lrtune.rangetest.suggest import (
@@ -37,7 +37,7 @@ from lrtune.rangetest.suggest import (
     should_stop,
 )
 from lrtune.training.data import Batches, is_pair
-from lrtune.training.optimizers import check_optimizer, make_optimizer
+from lrtune.training.optimizers import check_optimizer, evaluating, has_modes, make_optimizer
 from lrtune.training.tasks import Task, TaskFactory, resolve_task
 from lrtune.training.trainer import Updater, batch_loss, check_precision
 
@@ -46,15 +46,18 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def preserved_rng() -> Iterator[None]:
-    """Restore torch's CPU (and CUDA) RNG state on exit, whatever happens inside."""
+    """Restore torch's CPU (and CUDA or mps) RNG state on exit, whatever happens inside."""
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    mps_rng = torch.mps.get_rng_state() if mps_available() else None
     try:
         yield
     finally:
         torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+        if mps_rng is not None:
+            torch.mps.set_rng_state(mps_rng)
 
 
 @contextmanager
@@ -139,6 +142,8 @@ def _sweep(
     stream = batches.endless(torch.Generator().manual_seed(seed))
     model = task.model
     model.train()
+    if has_modes(optimizer):
+        optimizer.train()  # type: ignore[attr-defined]  # schedule-free: steps need train mode
     updater = Updater(
         model, optimizer, batch_loss(task), precision=precision, clip=clip_grad_norm, device=device
     )
@@ -186,7 +191,7 @@ def _sweep(
         lrs.append(lr)
         if metric_fn is not None and i % metric_every == 0:
             model.eval()
-            with torch.no_grad(), updater.autocast():
+            with evaluating(optimizer), torch.no_grad(), updater.autocast():
                 metrics.append(metric_fn(model))
             model.train()
             metric_steps.append(i)
