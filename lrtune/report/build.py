@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lrtune.errors import UserError
+from lrtune.errors import UserError, mask_url
 from lrtune.report import figures
 from lrtune.report.gather import (
     best_so_far,
@@ -79,7 +79,7 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
 
     from lrtune.compare import compare_group
     from lrtune.search.states import group_study_names
-    from lrtune.storage import mask_url, open_storage
+    from lrtune.storage import open_storage
 
     out = Path(out_dir)
     _check_out_dir(out)
@@ -268,6 +268,7 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
             f"{config.get('total_steps')} optimizer steps",
         ]
     shown = first.get("storage")
+    shown = None if shown is None else mask_url(str(shown))  # a study written before masking
     storage_flag = "" if shown in (None, "sqlite:///lrtune.db") else f" --storage '{shown}'"
     lines += [
         "",
