@@ -184,6 +184,8 @@ def _run_study(args: argparse.Namespace) -> int:
                 "going on",
                 file=sys.stderr,
             )
+        for warning in rt.warnings if rt is not None else []:
+            print(f"lrtune study: warning: range test: {warning}", file=sys.stderr)
         _say_bounds(group)
         _say_over_budget(url, group)
 

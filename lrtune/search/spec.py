@@ -252,7 +252,7 @@ def task_optimizer(task: str) -> str:
     import torch
 
     from lrtune.faults import call_task
-    from lrtune.training.tasks import resolve_task
+    from lrtune.training.loading import resolve_task
 
     with torch.random.fork_rng(devices=[]):
         # An error (or sys.exit) in the user's factory is one line, not a traceback.

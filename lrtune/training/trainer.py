@@ -26,6 +26,7 @@ from lrtune.errors import UserError
 from lrtune.export.load import ProductionConfig
 from lrtune.schedules import Schedule, resolve_params
 from lrtune.training.data import Batches, is_pair
+from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import (
     check_optimizer,
     evaluating,
@@ -33,7 +34,7 @@ from lrtune.training.optimizers import (
     make_optimizer,
     optimizer_defaults,
 )
-from lrtune.training.tasks import PRECISIONS, Task, TaskFactory, resolve_task
+from lrtune.training.tasks import PRECISIONS, Task, TaskFactory
 
 log = logging.getLogger(__name__)
 
