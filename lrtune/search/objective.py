@@ -15,6 +15,7 @@ from lrtune.faults import describe
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
+from lrtune.training.tblog import trial_run
 from lrtune.training.trainer import TrainConfig, run_trial
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def make_objective(
             precision=spec.precision,
             accumulate=spec.accumulate,
             clip_grad_norm=spec.clip_grad_norm,
+            log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
         )
         try:
             result = run_trial(spec.task, config, report)
