@@ -72,8 +72,9 @@ def _run_worker(args: argparse.Namespace) -> int:
         )
         return wait_workers(procs)
     from lrtune.device import resolve_device
-    from lrtune.workers import limit_cpu_threads, run_worker, worker_index
+    from lrtune.workers import limit_cpu_threads, run_worker, watch_parent, worker_index
 
+    watch_parent()  # a local worker of `study/worker --workers N` stops with its parent
     device = str(resolve_device(args.device))
     if device == "cpu" or args.threads is not None:
         limit_cpu_threads(args.threads)

@@ -312,11 +312,16 @@ def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
     history: list[float] = []
 
     def recorded(value: float, step: int) -> None:
+        # A deferred Ctrl-C or SIGTERM reaches the task's own loop here, at its next report.
+        interrupt.check()
         history.append(float(value))
         report(float(value), int(step))
 
     start = time.perf_counter()
     out = t.fit(hp, recorded)
+    # A loop that caught the interrupt (Lightning shuts down gracefully and returns) still
+    # stops the trial: it did not run to its end, and the user was told it is marked failed.
+    interrupt.check()
     if isinstance(out, torch.Tensor) and out.numel() == 1:
         out = out.item()
     if isinstance(out, bool) or not isinstance(out, numbers.Real):
