@@ -219,7 +219,8 @@ def compare_group(
     """Build the comparison of ``group`` from what is in ``storage``.
 
     The target is within ``tolerance`` (default: the spec's) of the group's best finite
-    value. The range test's cost in trials is its seconds ÷ the median trial's seconds.
+    value. The range test's cost in trials is its optimizer updates ÷ the median trial's
+    (:func:`rangetest_trials`).
     """
     studies = [
         optuna.load_study(study_name=n, storage=storage) for n in group_study_names(storage, group)
@@ -246,7 +247,8 @@ def compare_group(
     per_trial = statistics.median(durations) if durations else math.nan
     rt = next((s.user_attrs["rangetest"] for s in studies if "rangetest" in s.user_attrs), None)
     rt_seconds = float(rt["seconds"]) if rt else 0.0
-    rt_trials = rt_seconds / per_trial if rt and per_trial > 0 else 0.0
+    configs = [t.user_attrs.get("config") for ts in trials.values() for t in ts]
+    rt_trials = rangetest_trials(rt, [c for c in configs if isinstance(c, dict)], per_trial)
     cmp = Comparison(
         group,
         direction,
@@ -295,6 +297,34 @@ def compare_group(
     cmp.arms = arms_of(cmp)
     cmp.winner = judge(cmp)
     return cmp
+
+
+def rangetest_trials(
+    rt: dict[str, Any] | None, configs: list[dict[str, Any]], per_trial_seconds: float
+) -> float:
+    """The range test's cost in trial-equivalents: the rows it trained on (its optimizer
+    updates × its batch size) ÷ the median trial's (``total_steps`` × ``batch_size`` of the
+    trials' ``config``). At one batch size that is updates ÷ updates, so accumulation, which
+    makes every update of both cost more, does not change it; a machine busier during one
+    than the other does not either. Trials that recorded no ``total_steps`` (a ``fit`` task
+    over data without a length) fall back to seconds ÷ the median trial's seconds."""
+    if not rt:
+        return 0.0
+    updates = rt.get("updates")
+    if updates is None:  # stored before results counted them
+        updates = sum(len(lrs or []) for lrs in rt.get("lrs", []))
+    rows = [
+        float(c["total_steps"]) * float(c.get("batch_size") or 1)
+        for c in configs
+        if isinstance(c.get("total_steps"), int) and c["total_steps"] > 0
+    ]
+    if rows and updates:
+        batch = rt.get("batch_size") or statistics.median(
+            float(c.get("batch_size") or 1) for c in configs
+        )
+        return float(updates) * float(batch) / statistics.median(rows)
+    seconds = float(rt.get("seconds", 0.0))
+    return seconds / per_trial_seconds if per_trial_seconds > 0 else 0.0
 
 
 def _confirmed(state: ConfirmState | None, study: str) -> Confirmed | None:
