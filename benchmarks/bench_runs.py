@@ -29,8 +29,8 @@ import torch
 
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.spec import task_optimizer
+from lrtune.training.loading import resolve_task
 from lrtune.training.oracle import GridResult, log_grid
-from lrtune.training.tasks import resolve_task
 from lrtune.training.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -82,7 +82,7 @@ from lrtune.search.space import grid_size, grid_space
 from lrtune.search.spec import StudySpec, task_optimizer
 from lrtune.search.states import FINISHED
 from lrtune.search.widen import maybe_widen
-from lrtune.training.tasks import resolve_task
+from lrtune.training.loading import resolve_task
 
 CANDIDATES = ("digits", "breast-cancer", "wine", "synthetic", "digits-cnn", "charlm", "finetune")
 CHECKPOINTS = (5, 10, 20, 40)

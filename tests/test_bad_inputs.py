@@ -44,6 +44,7 @@ FILES: dict[str, bytes] = {
     "adam-momentum.toml": b'[optimizer]\nname = "adam"\nmomentum = 0.9\n',
     "import_error.py": b'raise ImportError("no module named torchvision_nightly")\n',
     "syntax_error.py": b"def make(seed):\n    return (\n",
+    "sibling_missing.py": b"from lrtune_sibling_nowhere import build\n",
     "no_factory.py": b"x = 1\n",
     "factory_raises.py": b'def make(seed):\n    raise RuntimeError("dataset not found")\n',
     "factory_wrong_type.py": b"def make(seed):\n    return 42\n",
@@ -103,6 +104,9 @@ CASES: dict[str, dict[str, Any]] = {
         "task missing file": _c("rangetest --task missing.py:make", "does not exist"),
         "task import error": _c("rangetest --task {dir}/import_error.py:make", "ImportError"),
         "task syntax error": _c("rangetest --task {dir}/syntax_error.py:make", "SyntaxError"),
+        "task sibling import fails": _c(
+            "rangetest --task {dir}/sibling_missing.py:make", "put lrtune_sibling_nowhere.py"
+        ),
         "task no factory": _c("rangetest --task {dir}/no_factory.py:make", "no function"),
         "task module missing": _c("rangetest --task no_such_module_xyz:make", "no_such"),
         "task factory raises": _c("rangetest --task {dir}/factory_raises.py:make", "dataset"),
@@ -140,6 +144,8 @@ CASES: dict[str, dict[str, Any]] = {
         "repeats x": _c("study --repeats x", "--repeats"),
         "samplers twice": _c("study --samplers tpe,tpe", "twice"),
         "optimizer foo": _c("study --optimizer foo", "foo"),
+        "baseline foo": _c("study --baseline foo", "foo"),
+        "baseline twice": _c("study --baseline schedulefree,schedulefree", "twice"),
         "lr-low 0": _c("study --lr-low 0", "--lr-low"),
         "group slash": _c("study --group a/b", "--group"),
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),
@@ -150,6 +156,9 @@ CASES: dict[str, dict[str, Any]] = {
         "no-widen value": _c("study --widen=yes", "--widen"),
         "task import error": _c("study --task {dir}/import_error.py:make", "ImportError"),
         "task syntax error": _c("study --task {dir}/syntax_error.py:make", "SyntaxError"),
+        "task sibling import fails": _c(
+            "study --task {dir}/sibling_missing.py:make", "put lrtune_sibling_nowhere.py"
+        ),
         "task factory raises": _c("study --task {dir}/factory_raises.py:make", "dataset"),
         "changed spec": _c(
             f"study --group {GROUP} --prior none --samplers random --schedules cosine",

@@ -29,16 +29,16 @@ from lrtune.rangetest.suggest import (
     MAX_SKIPPED,
     SKIP_END,
     SKIP_START,
+    Curve,
     Ema,
-    _combine,
-    _Curve,
-    _suggest,
+    combine,
     lr_at,
     should_stop,
 )
 from lrtune.training.data import Batches, is_pair
+from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import check_optimizer, evaluating, has_modes, make_optimizer
-from lrtune.training.tasks import Task, TaskFactory, resolve_task
+from lrtune.training.tasks import Task, TaskFactory
 from lrtune.training.trainer import Updater, batch_loss, check_precision
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def _sweep(
     precision: str,
     accumulate: int,
     clip_grad_norm: float | None,
-) -> _Curve:
+) -> Curve:
     batches = Batches(task.train, task.batch_size, device, "train")
     stream = batches.endless(torch.Generator().manual_seed(seed))
     model = task.model
@@ -219,7 +219,7 @@ def _sweep(
         if stop_reason:
             break
     n = len(raw)
-    return _Curve(lrs[:n], raw, smoothed, stop_reason, metric_steps, metrics, metric_name)
+    return Curve(lrs[:n], raw, smoothed, stop_reason, metric_steps, metrics, metric_name)
 
 
 def _check_args(start_lr: float, end_lr: float, steps: int, mode: str, seeds: int) -> None:
@@ -304,7 +304,7 @@ def range_test(
     # the range test's seconds too, keeping "trial-equivalents" a fair ratio.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     t0 = time.perf_counter()
-    curves: list[_Curve] = []
+    curves: list[Curve] = []
     seed_list = [seed + k for k in range(seeds)]
     metric_name = None
     with preserved_rng():
@@ -332,16 +332,14 @@ def range_test(
                 )
             curves.append(curve)
             metric_name = curve.metric_name
-    per_seed = [_suggest(c) for c in curves]
-    return _combine(
-        per_seed,
+    return combine(
         curves,
         seed_list,
-        opt_name,
-        mode,
-        start_lr,
-        end_lr,
-        steps,
-        time.perf_counter() - t0,
-        metric_name,
+        seconds=time.perf_counter() - t0,
+        optimizer=opt_name,
+        mode=mode,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        steps=steps,
+        metric_name=metric_name,
     )

@@ -26,6 +26,7 @@ from lrtune.errors import UserError
 from lrtune.export.load import ProductionConfig
 from lrtune.schedules import Schedule, resolve_params
 from lrtune.training.data import Batches, is_pair
+from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import (
     check_optimizer,
     evaluating,
@@ -33,7 +34,7 @@ from lrtune.training.optimizers import (
     make_optimizer,
     optimizer_defaults,
 )
-from lrtune.training.tasks import PRECISIONS, Task, TaskFactory, resolve_task
+from lrtune.training.tasks import PRECISIONS, Task, TaskFactory
 
 log = logging.getLogger(__name__)
 
@@ -319,11 +320,16 @@ def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
     history: list[float] = []
 
     def recorded(value: float, step: int) -> None:
+        # A deferred Ctrl-C or SIGTERM reaches the task's own loop here, at its next report.
+        interrupt.check()
         history.append(float(value))
         report(float(value), int(step))
 
     start = time.perf_counter()
     out = t.fit(hp, recorded)
+    # A loop that caught the interrupt (Lightning shuts down gracefully and returns) still
+    # stops the trial: it did not run to its end, and the user was told it is marked failed.
+    interrupt.check()
     if isinstance(out, torch.Tensor) and out.numel() == 1:
         out = out.item()
     if isinstance(out, bool) or not isinstance(out, numbers.Real):
