@@ -56,7 +56,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     use_log_dir(args)
     gpus = _parse_gpus(args.gpus) if args.gpus else None
     if gpus or args.workers > 1:
-        from lrtune.workers import spawn_workers, wait_workers
+        from lrtune.processes import spawn_workers, wait_workers
 
         if not args.group:
             raise UserError("--workers/--gpus need --group")
@@ -76,8 +76,10 @@ def _run_worker(args: argparse.Namespace) -> int:
         )
         return wait_workers(procs)
     from lrtune.device import resolve_device
+    from lrtune.processes import watch_parent
     from lrtune.workers import limit_cpu_threads, run_worker, worker_index
 
+    watch_parent()  # a local worker of `study/worker --workers N` stops with its parent
     device = str(resolve_device(args.device))
     if device == "cpu" or args.threads is not None:
         limit_cpu_threads(args.threads)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import optuna
 import torch
 
+from lrtune import interrupt
 from lrtune.errors import UserError
 from lrtune.faults import describe
 from lrtune.search.space import suggest, suggest_optimizer
@@ -137,7 +138,8 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
 
     Any exception from the task (``sys.exit`` included) sets the trial's ``fail_reason`` to
     its first line and becomes :class:`TrialFailed`, so Optuna records FAIL and the worker
-    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` and passes through, as do pruning,
+    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` (SIGTERM: ``"interrupted
+    (SIGTERM)"``) and passes through, as do pruning,
     Optuna's own errors (the trial was failed by another worker) and a lost database
     connection (the worker retries it; see :mod:`lrtune.workers`).
     """
@@ -146,8 +148,8 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     try:
         yield
         return
-    except KeyboardInterrupt:
-        _set_reason(trial, "interrupted (Ctrl-C)")
+    except KeyboardInterrupt as exc:
+        _set_reason(trial, f"interrupted ({interrupt.interrupted_by(exc)})")
         raise
     except (optuna.exceptions.OptunaError, TrialFailed, Surplus, UserError):
         raise  # UserError: a mistake in the task's options (e.g. fp16 on CPU), one line

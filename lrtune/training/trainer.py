@@ -326,6 +326,8 @@ def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
     tb = RunLog(config.log_dir)  # a fit task's own loop: its reported values only
 
     def recorded(value: float, step: int) -> None:
+        # A deferred Ctrl-C or SIGTERM reaches the task's own loop here, at its next report.
+        interrupt.check()
         history.append(float(value))
         tb.value(t.metric_name, float(value), int(step))
         report(float(value), int(step))
@@ -335,6 +337,9 @@ def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
         out = t.fit(hp, recorded)
     finally:
         tb.close()
+    # A loop that caught the interrupt (Lightning shuts down gracefully and returns) still
+    # stops the trial: it did not run to its end, and the user was told it is marked failed.
+    interrupt.check()
     if isinstance(out, torch.Tensor) and out.numel() == 1:
         out = out.item()
     if isinstance(out, bool) or not isinstance(out, numbers.Real):
