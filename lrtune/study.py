@@ -34,7 +34,7 @@ from lrtune.rangetest import (
     range_test,
 )
 from lrtune.search.space import decades, grid_size
-from lrtune.search.spec import StudySpec
+from lrtune.search.spec import StudySpec, check_group_name
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.training.loading import resolve_task
 from lrtune.training.tasks import Task
@@ -97,7 +97,11 @@ def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
 
 def default_group(spec: StudySpec, task: Task) -> str:
     """``spec.group``, else the name of ``task`` (the task built from ``spec``)."""
-    return spec.group or task.name.replace(" ", "-").replace(".", "-")
+    if spec.group:
+        return spec.group
+    name = task.name.replace(" ", "-").replace(".", "-")
+    check_group_name(name, f"task name {task.name!r} as the default --group (give --group NAME)")
+    return name
 
 
 @dataclass

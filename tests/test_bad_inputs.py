@@ -53,6 +53,11 @@ FILES: dict[str, bytes] = {
     b"def make(seed):\n"
     b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
     b"    return Task(nn.Linear(4, 3), (x, y), (x, y), nn.functional.mse_loss, batch_size=16)\n",
+    "newline_name.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
+    b"                name='a\\nb')\n",
     "afile": b"not a directory\n",
 }
 
@@ -150,6 +155,12 @@ CASES: dict[str, dict[str, Any]] = {
         "baseline twice": _c("study --baseline schedulefree,schedulefree", "twice"),
         "lr-low 0": _c("study --lr-low 0", "--lr-low"),
         "group slash": _c("study --group a/b", "--group"),
+        "group newline": Case(("study", "--group", "a\nb"), "U+000A"),
+        "group escape": Case(("study", "--group", "a\x1b[31mb"), "U+001B"),
+        "group tab": Case(("study", "--group", "a\tb"), "U+0009"),
+        "task name newline": _c(
+            "study --prior none --task {dir}/newline_name.py:make", "U+000A", storage=False
+        ),
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),
         "epochs 0": _c("study --epochs 0", "--epochs"),
         "workers 0": _c("study --workers 0", "--workers"),

@@ -38,6 +38,7 @@ from lrtune.report.gather import (
     value_of,
 )
 from lrtune.report.rangetest_plot import plot_range_test
+from lrtune.shell import command_line, storage_args
 from lrtune.table import fmt as _fmt
 
 REPORT_FILE = "report.md"
@@ -99,7 +100,7 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
     if cmp.best is None or cmp.best_row is None:
         raise UserError(
             f"group {group!r} has no complete trial yet: run `lrtune study` or "
-            f"`lrtune worker --group {group}` first"
+            f"`{command_line('worker', '--group', group)}` first"
         )
     studies = {n: optuna.load_study(study_name=n, storage=storage) for n in names}
 
@@ -267,12 +268,12 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
             f"- batch size {config.get('batch_size')}, {config.get('epochs')} epochs, "
             f"{config.get('total_steps')} optimizer steps",
         ]
-    shown = first.get("storage")
-    shown = None if shown is None else mask_url(str(shown))  # a study written before masking
-    storage_flag = "" if shown in (None, "sqlite:///lrtune.db") else f" --storage '{shown}'"
+    shown = first.get("storage")  # masked again: a study written by an older lrtune
+    storage = storage_args(str(shown) if shown else None)
+    export = command_line("export", "--study", best_row.study, *storage, "--out", "lr.yaml")
     lines += [
         "",
-        f"Export it: `lrtune export --study {best_row.study}{storage_flag} --out lr.yaml`"
+        f"Export it: `{export}`"
         + (
             " (export writes the confirmed winner above, the configuration with the best "
             "mean over fresh seeds, which need not be this best single-seed trial)"

@@ -267,6 +267,20 @@ def _choice(value: Any, allowed: Sequence[str], what: str, where: str) -> Any:
     return value
 
 
+def check_group_name(name: str, where: str) -> None:
+    """A one-line :class:`UserError` when ``name`` cannot name a group: a space, dot, slash
+    or colon (they separate study names and paths), or an unprintable character (a newline
+    would split the lines and headings that show the name)."""
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        raise UserError(
+            f"{where}: {name!r} holds the unprintable character U+{ord(bad):04X}: use letters, "
+            "digits, - and _"
+        )
+    if any(c in name for c in " ./\\:"):
+        raise UserError(f"{where}: {name!r} may not contain spaces, dots, slashes or colons")
+
+
 def _check_field(key: str, value: Any, where: str) -> Any:
     if key in _LISTS:
         allowed = _LISTS[key]
@@ -289,8 +303,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
     if key in ("task", "group"):
         if not isinstance(value, str) or not value.strip():
             raise UserError(f"{where}: expected a non-empty string, got {value!r}")
-        if key == "group" and any(c in value for c in " ./\\:"):
-            raise UserError(f"{where}: {value!r} may not contain spaces, dots, slashes or colons")
+        if key == "group":
+            check_group_name(value, where)
         return value
     if key == "optimizer":
         _choice(value, OPTIMIZERS, "optimizer", where)
