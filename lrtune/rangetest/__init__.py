@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from lrtune.rangetest.result import SPREAD_WARN, RangeTestResult
 from lrtune.rangetest.suggest import (
-    BETA,
     BOUNDS_HIGH_MUL,
     BOUNDS_LOW_MUL,
     DIAG_DIVERGED_AT_ONCE,
@@ -25,12 +24,12 @@ from lrtune.rangetest.suggest import (
     DIAG_NEVER_DIVERGED,
     DIAG_NO_DESCENT,
     DIAG_OK,
-    Ema,
     bounds_from,
     diagnose,
     lr_at,
     should_stop,
 )
+from lrtune.smoothing import BETA, Ema
 
 if TYPE_CHECKING:
     from lrtune.rangetest.sweep import preserved_rng, preserved_state, range_test

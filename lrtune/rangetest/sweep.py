@@ -30,11 +30,11 @@ from lrtune.rangetest.suggest import (
     SKIP_END,
     SKIP_START,
     Curve,
-    Ema,
     combine,
     lr_at,
     should_stop,
 )
+from lrtune.smoothing import Ema
 from lrtune.training.data import Batches, is_pair
 from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import check_optimizer, evaluating, has_modes, make_optimizer

@@ -8,6 +8,7 @@ Built-in tasks use data shipped inside scikit-learn (no download) or synthetic d
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from torch import nn
 from lrtune.errors import UserError
 from lrtune.training.data import check_batches, is_pair
 from lrtune.training.optimizers import OPTIMIZERS
+from lrtune.training.watch import DIVERGENCE_FACTOR
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -55,6 +57,10 @@ class Task:
         clip_grad_norm: clip the gradients' total norm to this before each update.
         fit: ``fit(hp, report) -> float``, the user's own training loop run in place of
             lrtune's in each trial (SPEC "Your own training code"); ``None``: lrtune's loop.
+        divergence_factor: lrtune's loop prunes a trial as diverged once its smoothed
+            training loss exceeds this multiple of its first loss (a positive loss; default
+            4, see :mod:`lrtune.training.watch`); ``None``: only a non-finite loss or one
+            batch 100x the first does.
     """
 
     model: nn.Module
@@ -74,6 +80,7 @@ class Task:
     precision: str = "fp32"
     accumulate: int = 1
     clip_grad_norm: float | None = None
+    divergence_factor: float | None = DIVERGENCE_FACTOR
 
 
 #: The values of ``Task.precision``.
@@ -267,3 +274,13 @@ def check_task(task: Any, label: str = "task") -> None:
         isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0
     ):
         raise UserError(f"task {label}: clip_grad_norm must be a positive number, got {clip!r}")
+    factor = task.divergence_factor
+    if factor is not None and (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not (math.isfinite(factor) and factor > 1)
+    ):
+        raise UserError(
+            f"task {label}: divergence_factor must be a number above 1 (a multiple of the "
+            f"first training loss) or None, got {factor!r}"
+        )

@@ -35,11 +35,9 @@ from lrtune.training.optimizers import (
     optimizer_defaults,
 )
 from lrtune.training.tasks import PRECISIONS, Task, TaskFactory
+from lrtune.training.watch import DivergenceWatch
 
 log = logging.getLogger(__name__)
-
-#: A positive training loss this many times its first value counts as diverged.
-EXPLODED = 100.0
 
 Report = Callable[[float, int], None]
 
@@ -377,7 +375,7 @@ def _train(
     step = 0
     start = time.perf_counter()
     reason: str | None = None
-    first_loss: float | None = None
+    watch = DivergenceWatch(t.divergence_factor)
     for epoch in range(epochs):
         pending = 0
         group = 1
@@ -393,20 +391,8 @@ def _train(
             loss = updater.forward(batch)
             # One host sync per micro-batch is cheap next to a trial; it lets a diverged run
             # stop at once instead of training on NaNs for the rest of its budget.
-            value_now = loss.item()
-            if not math.isfinite(value_now):
-                reason = f"non-finite training loss at step {step} (lr={lr:.3g})"
-                break
-            if first_loss is None:
-                first_loss = value_now
-            elif first_loss > 0 and value_now > EXPLODED * first_loss:
-                # Finite but astronomically high (1e13 .. 1e27 seen at high LRs): the run has
-                # diverged as surely as with a NaN; scoring it would flatten every plot and
-                # give samplers a meaningless number.
-                reason = (
-                    f"training loss exploded to {value_now:.3g} at step {step} "
-                    f"({EXPLODED:g}x its first value; lr={lr:.3g})"
-                )
+            reason = watch.check(loss.item(), step, lr)
+            if reason is not None:
                 break
             updater.backward(loss, 1.0 / group)
             pending += 1
