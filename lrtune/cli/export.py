@@ -1,11 +1,12 @@
-"""``lrtune export``: a study's best trial as a production config (file, stdout or merged)."""
+"""``lrtune export``: the group's confirmed winner, else a study's best trial (or the trial
+``--trial`` names), as a production config (file, stdout or merged)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from lrtune.cli.common import Command, _add_common, _positive_int, storage_url
+from lrtune.cli.common import Command, _add_common, _count, _positive_int, storage_url
 from lrtune.errors import UserError
 
 
@@ -14,7 +15,16 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         "--study",
         required=True,
         metavar="NAME",
-        help="the study to export (its best finished trial)",
+        help="the study to export: its group's confirmed winner when the group has one "
+        "(`study --confirm`, the configuration with the best mean over fresh seeds), else "
+        "the study's best finished trial",
+    )
+    p.add_argument(
+        "--trial",
+        type=_count,
+        metavar="N",
+        default=None,
+        help="export trial N of the study instead (default: as --study says)",
     )
     p.add_argument(
         "--format",
@@ -48,7 +58,9 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if args.dry_run and not args.into:
         raise UserError("--dry-run goes with --into PATH[:key]")
-    config = export.export_config(storage_url(args), args.study, batch_size=args.batch_size)
+    config = export.export_config(
+        storage_url(args), args.study, batch_size=args.batch_size, trial=args.trial
+    )
     if args.into:
         diff = export.merge_into(args.into, config, dry_run=args.dry_run)
         sys.stdout.write(diff)
@@ -69,9 +81,10 @@ def _run_export(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     "export",
-    "write a study's best trial as a production config",
+    "write the group's confirmed winner (else the study's best trial) as a production config",
     (
         "lrtune export --study digits.tpe.rangetest --out best.yaml",
+        "lrtune export --study digits.tpe.rangetest --trial 7",
         "lrtune export --study digits.tpe.rangetest --into train.yaml:optim --dry-run",
     ),
     _add_export,

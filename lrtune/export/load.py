@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError, one_line
-from lrtune.export.formats import _key_parts, format_for_path, split_target
+from lrtune.export.formats import _key_parts, format_for_path, holds_optimizer, split_target
 
 if TYPE_CHECKING:
     import torch
@@ -139,14 +139,20 @@ def load_config(path: str | os.PathLike[str], key: str | None = None) -> Product
         raise UserError(f"cannot load {file}: {one_line(exc)}") from None
     data = _parse(text, fmt, file)
     where = str(file)
+    parent: Any = None
     for part in _key_parts(key):
         if not isinstance(data, Mapping) or part not in data:
             raise UserError(f"cannot load {file}: no key {key!r} in it")
-        data = data[part]
+        parent, data = data, data[part]
         where = f"{file}:{key}"
+    block = parent is not None and holds_optimizer(data)
+    if block:
+        # `export --into file:train.optim` onto an optimizer block: the optimizer is there
+        # (beside the user's own keys, which lrtune leaves alone), the rest beside it.
+        data = {**parent, "optimizer": data}
     if not isinstance(data, Mapping):
         raise UserError(f"cannot load {where}: expected a table with optimizer and schedule")
-    return _config_from_mapping(data, where)
+    return _config_from_mapping(data, where, block=block)
 
 
 def _parse(text: str, fmt: str, file: Path) -> Any:
@@ -164,7 +170,9 @@ def _parse(text: str, fmt: str, file: Path) -> Any:
         raise UserError(f"cannot parse {file} as {fmt.upper()}: {one_line(exc)}") from None
 
 
-def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfig:
+def _config_from_mapping(
+    data: Mapping[str, Any], where: str, *, block: bool = False
+) -> ProductionConfig:
     from lrtune import schedules
     from lrtune.training.optimizers import PARAMS, check_optimizer, check_param
 
@@ -177,6 +185,8 @@ def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfi
         raise UserError(f"bad config {where}: optimizer lr must be a positive number, got {lr!r}")
     name = str(optimizer["name"])
     kwargs = {k: v for k, v in optimizer.items() if k not in ("name", "lr")}
+    if block:  # an optimizer block of the user's config: only the optimizer's own keys
+        kwargs = {k: v for k, v in kwargs.items() if k in PARAMS.get(name, ())}
     try:
         check_optimizer(name)
         unknown = sorted(set(kwargs) - set(PARAMS[name]))
