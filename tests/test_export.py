@@ -821,3 +821,26 @@ def test_export_package_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_trial_picks_one_trial_and_refuses_an_unfinished_one(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    code, out, err = _export(capsys, url, "--trial", "3", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["source"]["trial"] == 3 and data["source"]["value"] == 0.09
+    assert data["schedule"]["name"] == "wsd"
+    code, out, err = _export(capsys, url, "--trial", "2")
+    assert code == 2 and out == ""
+    assert "trial 2 of study" in err and "is FAIL, not COMPLETE" in err
+    assert err.count("\n") == 1
+
+
+def test_help_says_what_export_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "write the group's confirmed winner (else the study's best trial)" in text
+    assert "its group's confirmed winner when the group has one" in text
+    assert "--trial N export trial N of the study instead" in text
