@@ -32,9 +32,9 @@ from lrtune.rangetest.suggest import (
 from lrtune.smoothing import BETA, Ema
 
 if TYPE_CHECKING:
-    from lrtune.rangetest.sweep import preserved_rng, preserved_state, range_test
+    from lrtune.rangetest.sweep import lr_find, preserved_rng, preserved_state, range_test
 
-_LAZY = {"range_test", "preserved_state", "preserved_rng"}
+_LAZY = {"range_test", "lr_find", "preserved_state", "preserved_rng"}
 
 __all__ = [
     "BETA",
@@ -51,6 +51,7 @@ __all__ = [
     "bounds_from",
     "diagnose",
     "lr_at",
+    "lr_find",
     "preserved_rng",
     "preserved_state",
     "range_test",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,6 +79,17 @@ class RangeTestResult:
                 "seeds or steps"
             )
         return out
+
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """The curves, bounds and suggestions as a matplotlib ``Figure`` (a notebook shows
+        it as the cell's value); with ``path``, also written there as a PNG."""
+        from lrtune.canvas import displayable, save_figure
+        from lrtune.rangetest.plot import draw_range_test
+
+        fig = draw_range_test(self)
+        if path is not None:
+            save_figure(fig, os.fspath(path))
+        return displayable(fig)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite losses become ``None``), with ``updates`` and

@@ -24,6 +24,7 @@ import torch
 from lrtune import interrupt
 from lrtune.device import mps_available, resolve_device
 from lrtune.errors import UserError
+from lrtune.rangetest.quick import task_from_parts
 from lrtune.rangetest.result import RangeTestResult
 from lrtune.rangetest.suggest import (
     MAX_SKIPPED,
@@ -261,8 +262,13 @@ def _options(
 
 
 def range_test(
-    task: str | TaskFactory | Task,
+    task: str | TaskFactory | Task | None = None,
     *,
+    model: torch.nn.Module | None = None,
+    train: Any = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    step_loss: Callable[[torch.nn.Module, Any], torch.Tensor] | None = None,
+    batch_size: int | None = None,
     optimizer: str | torch.optim.Optimizer = "sgd",
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
@@ -280,6 +286,10 @@ def range_test(
 
     ``task`` is a built-in name, a factory ``make(seed) -> Task`` (a fresh model per seed),
     or a :class:`Task` (its model is swept ``seeds`` times and restored exactly afterwards).
+    Or, fastai-style, no task but ``model=``, ``train=`` (a ``DataLoader``, ``(X, y)``
+    tensors, a ``Dataset`` or any re-iterable of batches) and ``loss_fn=`` (or
+    ``step_loss=``), with ``batch_size=`` for tensor data (default: the loader's, else 64):
+    ``range_test(model=net, train=loader, loss_fn=F.cross_entropy).plot()``.
     ``optimizer`` is a name (``sgd``, ``adam``, ...) or an optimizer over the task's model;
     with several param groups their LR ratios are kept. Seeds are ``seed, seed+1, ...``.
 
@@ -290,6 +300,14 @@ def range_test(
     model rejects) is raised as :class:`UserError` with its first line.
     """
     _check_args(start_lr, end_lr, steps, mode, seeds)
+    task = task_from_parts(
+        task,
+        model=model,
+        train=train,
+        loss_fn=loss_fn,
+        step_loss=step_loss,
+        batch_size=batch_size,
+    )
     if isinstance(optimizer, str):
         try:
             check_optimizer(optimizer)
@@ -343,3 +361,7 @@ def range_test(
         steps=steps,
         metric_name=metric_name,
     )
+
+
+lr_find = range_test
+"""fastai's name for :func:`range_test` (``lrtune.lr_find(model=..., train=..., loss_fn=...)``)."""
