@@ -24,12 +24,16 @@ EXPORTED_FIELDS: tuple[str, ...] = (
     "optimizer",
     "schedule",
     "batch_size",
+    "micro_batch_size",
+    "task",
     "training",
     "recommendation",
     "source",
 )
 """Top-level fields of an exported config, in order (``recommendation`` only sometimes,
-``training`` when the trial recorded its precision, accumulate and clip_grad_norm)."""
+``training`` when the trial recorded its precision, accumulate and clip_grad_norm,
+``micro_batch_size`` and ``task`` when it recorded them: ``batch_size`` is the effective
+batch, micro-batch × accumulate; ``task`` the task's own searched parameters)."""
 
 TRAINING_FIELDS: tuple[str, ...] = ("precision", "accumulate", "clip_grad_norm")
 """The ``training`` block: how the trial trained, besides optimizer and schedule."""
@@ -116,6 +120,10 @@ def _export_trial(
         "schedule": config["schedule"],
         "batch_size": config["batch_size"],
     }
+    if trained.get("micro_batch_size") is not None and batch_size is None:
+        out["micro_batch_size"] = trained["micro_batch_size"]  # rescaled: yours to choose
+    if isinstance(trained.get("task"), Mapping) and trained["task"]:
+        out["task"] = dict(trained["task"])
     if any(key in trained for key in TRAINING_FIELDS):
         out["training"] = {key: trained.get(key) for key in TRAINING_FIELDS}
     if recommendation:

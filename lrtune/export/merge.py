@@ -208,7 +208,7 @@ def _merge_fields(
     lrtune owns the exported fields at the target key: a stale ``recommendation`` or
     ``training`` of an earlier merge goes.
     """
-    for field in ("recommendation", "training"):  # stale ones of an earlier merge
+    for field in ("recommendation", "training", "micro_batch_size"):  # of an earlier merge
         if field not in fields and field in node:
             del node[field]
     old_bs, new_bs = node.get("batch_size"), fields.get("batch_size")

@@ -37,10 +37,12 @@ from lrtune.rangetest.suggest import (
 )
 from lrtune.smoothing import Ema
 from lrtune.training.data import Batches, is_pair
+from lrtune.training.groups import at_base_lr, task_groups
 from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import check_optimizer, evaluating, has_modes, make_optimizer
+from lrtune.training.resolved import micro_batch_size
 from lrtune.training.tasks import Task, TaskFactory
-from lrtune.training.trainer import Updater, batch_loss, check_precision
+from lrtune.training.updater import Updater, batch_loss, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +293,9 @@ def range_test(
     ``step_loss=``), with ``batch_size=`` for tensor data (default: the loader's, else 64):
     ``range_test(model=net, train=loader, loss_fn=F.cross_entropy).plot()``.
     ``optimizer`` is a name (``sgd``, ``adam``, ...) or an optimizer over the task's model;
-    with several param groups their LR ratios are kept. Seeds are ``seed, seed+1, ...``.
+    with several param groups their LR ratios are kept: the sweep moves the base LR, each
+    group of ``Task.param_groups`` at it × its ``lr_mult`` (the result's ``groups``).
+    Seeds are ``seed, seed+1, ...``.
 
     ``precision``, ``accumulate`` (micro-batches per sweep step: ``steps`` counts optimizer
     updates) and ``clip_grad_norm`` of ``None`` take the task's own. The task's batches go
@@ -325,6 +329,7 @@ def range_test(
     curves: list[Curve] = []
     seed_list = [seed + k for k in range(seeds)]
     metric_name = None
+    setup: dict[str, Any] = {}
     with preserved_rng():
         for s in seed_list:
             torch.manual_seed(s)
@@ -332,9 +337,12 @@ def range_test(
             options = _options(t, dev, precision, accumulate, clip_grad_norm)
             with preserved_state(t.model, given_opt):
                 t.model.to(dev)
-                opt = given_opt or make_optimizer(str(optimizer), t.model.parameters(), start_lr)
-                base = opt.param_groups[0]["lr"]
-                ratios = [g["lr"] / base for g in opt.param_groups]
+                opt, ratios, groups = _optimizer(t, given_opt, str(optimizer), start_lr)
+                setup = {
+                    "batch_size": micro_batch_size(t) * options["accumulate"],
+                    "micro_batch_size": micro_batch_size(t),
+                    "groups": groups,
+                }
                 curve = _sweep(
                     t,
                     opt,
@@ -360,7 +368,26 @@ def range_test(
         end_lr=end_lr,
         steps=steps,
         metric_name=metric_name,
+        **setup,
     )
+
+
+def _optimizer(
+    task: Task, given: torch.optim.Optimizer | None, name: str, start_lr: float
+) -> tuple[torch.optim.Optimizer, list[float], dict[str, float]]:
+    """The sweep's optimizer, each group's LR as a multiple of the swept LR, and the task's
+    groups' multipliers by name (empty without ``param_groups``). The sweep moves the base
+    LR: a task's group runs at it × its ``lr_mult``; a given optimizer's groups keep the
+    ratios of their LRs to the first group's."""
+    if given is not None:
+        base = given.param_groups[0]["lr"]
+        return given, [g["lr"] / base for g in given.param_groups], {}
+    groups = task_groups(task.param_groups, task.model, task.name)
+    if groups is None:
+        return make_optimizer(name, task.model.parameters(), start_lr), [1.0], {}
+    opt = make_optimizer(name, at_base_lr(groups, start_lr), start_lr)
+    mults = [float(g["lr_mult"]) for g in groups]
+    return opt, mults, {g["name"]: float(g["lr_mult"]) for g in groups}
 
 
 lr_find = range_test

@@ -40,7 +40,9 @@ class Task:
             ``None`` means the validation loss.
         metric_name: how the metric is called in tables and exports.
         direction: ``"minimize"`` or ``"maximize"`` the metric.
-        batch_size: mini-batch size for training and the range test.
+        batch_size: the micro-batch: rows of one forward pass, in training and the range
+            test (a ``DataLoader``'s own batch size wins). With ``accumulate`` k, the batch
+            size lrtune shows, stores and exports is the effective one, k × this.
         epochs: default number of training epochs for a trial.
         name: a short name used as the default study group.
         optimizer: the optimizer a study or range test uses when none is named (``None``:
@@ -57,6 +59,11 @@ class Task:
         clip_grad_norm: clip the gradients' total norm to this before each update.
         fit: ``fit(hp, report) -> float``, the user's own training loop run in place of
             lrtune's in each trial (SPEC "Your own training code"); ``None``: lrtune's loop.
+        param_groups: ``param_groups(model) -> list[dict]``, torch's param groups, each
+            with an optional ``name`` and ``lr_mult`` (its LR is the base LR times it,
+            default 1): trials, the range test (the ratios kept), ``fit``'s
+            ``hp.build_optimizer(groups)`` and the export use them
+            (:mod:`lrtune.training.groups`).
         divergence_factor: lrtune's loop prunes a trial as diverged once its smoothed
             training loss exceeds this multiple of its first loss (a positive loss; default
             4, see :mod:`lrtune.training.watch`); ``None``: only a non-finite loss or one
@@ -81,6 +88,7 @@ class Task:
     accumulate: int = 1
     clip_grad_norm: float | None = None
     divergence_factor: float | None = DIVERGENCE_FACTOR
+    param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None
 
 
 #: The values of ``Task.precision``.
@@ -256,7 +264,7 @@ def check_task(task: Any, label: str = "task") -> None:
             f"task {label}: unknown optimizer {task.optimizer!r}: "
             f"allowed are {', '.join(OPTIMIZERS)}"
         )
-    for name in ("step_loss", "evaluate", "fit"):
+    for name in ("step_loss", "evaluate", "fit", "param_groups"):
         if getattr(task, name) is not None and not callable(getattr(task, name)):
             raise UserError(f"task {label}: {name} is not callable")
     if task.precision not in PRECISIONS:
