@@ -144,6 +144,8 @@ CASES: dict[str, dict[str, Any]] = {
         "repeats x": _c("study --repeats x", "--repeats"),
         "samplers twice": _c("study --samplers tpe,tpe", "twice"),
         "optimizer foo": _c("study --optimizer foo", "foo"),
+        "baseline foo": _c("study --baseline foo", "foo"),
+        "baseline twice": _c("study --baseline schedulefree,schedulefree", "twice"),
         "lr-low 0": _c("study --lr-low 0", "--lr-low"),
         "group slash": _c("study --group a/b", "--group"),
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),

@@ -59,6 +59,11 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         "(default: the task's own, else sgd)",
     )
     p.add_argument("--schedules", help="comma list of schedules to search (default: all)")
+    p.add_argument(
+        "--baseline",
+        help="schedulefree: add a schedule-free arm (LR and warmup searched, no schedule) "
+        "to the comparison (default: none)",
+    )
     p.add_argument("--lr-low", type=_positive_float, help="no-prior lower LR bound (default: 1e-6)")
     p.add_argument("--lr-high", type=_positive_float, help="no-prior upper LR bound (default: 10)")
     p.add_argument(
@@ -143,6 +148,7 @@ _SPEC_FLAGS = (
     "rangetest_end_lr",
     "rangetest_steps",
     "rangetest_seeds",
+    "baseline",
 )
 
 
@@ -229,6 +235,13 @@ def _say_bounds(group: Group) -> None:
                 f"prior {prior}: lr in [{bounds[0]:.3g}, {bounds[1]:.3g}] "
                 f"({decades(bounds):.1f} decades)"
             )
+    if group.spec.baseline and "rangetest" in group.spec.prior:
+        low, high = group.baseline_bounds["rangetest"]
+        rt = group.baseline_rangetest
+        print(
+            f"baseline {', '.join(group.spec.baseline)} ({rt.optimizer if rt else '-'}), "
+            f"prior rangetest: lr in [{low:.3g}, {high:.3g}] ({decades((low, high)):.1f} decades)"
+        )
     spec = group.spec
     if "grid" in spec.samplers:
         from lrtune.search.space import grid_size
