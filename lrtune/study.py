@@ -33,10 +33,10 @@ from lrtune.rangetest import (
     RangeTestResult,
     range_test,
 )
+from lrtune.search.dims import build_checked, setup_lines
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
-from lrtune.training.loading import resolve_task
 from lrtune.training.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def prepare_group(
     once the range test passed.
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
-        task = resolve_task(spec.task)(spec.seed)
+        task = build_checked(spec)  # and the searched setup (lrtune.search.dims)
     group = default_group(spec, task)
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
@@ -348,6 +348,7 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
         f"- budget: {group.budget(ref)} finished trials",
         f"- schedules: {', '.join(spec.schedules)}",
+        *setup_lines(spec),
     ]
     if ref.baseline:
         lines.append(

@@ -117,8 +117,19 @@ def _load(
         device=device,
         worker=worker_id(),
         follow_bounds=attrs["prior"] == "rangetest" and spec.widen and attrs["sampler"] != "grid",
+        reference_batch=reference_batch(attrs),
     )
     return study, objective, budget
+
+
+def reference_batch(attrs: dict) -> int | None:
+    """The batch size a ``rangetest``-prior study's bounds were measured at (its range
+    test's); ``None`` for fixed bounds (prior ``none``, or a range test that did not record
+    it)."""
+    if attrs.get("prior") != "rangetest":
+        return None
+    batch = (attrs.get("rangetest") or {}).get("batch_size")
+    return int(batch) if isinstance(batch, int) else None
 
 
 def check_task_pin(study: str, task: str, pinned: str | None) -> None:
