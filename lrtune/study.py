@@ -38,6 +38,7 @@ from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.training.tasks import Task
+from lrtune.training.tblog import log_root, write_range_test
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +173,10 @@ def prepare_group(
     prepared.bounds = {"none": (spec.lr_low, spec.lr_high)}
     prepared.baseline_bounds = dict(prepared.bounds)
     if "rangetest" in spec.prior:
-        prepared.rangetest = _prior_test(spec, stored[False], device, on_rangetest)
+        prepared.rangetest = _prior_test(spec, group, stored[False], device, on_rangetest)
         prepared.bounds["rangetest"] = (prepared.rangetest.lr_low, prepared.rangetest.lr_high)
         if spec.baseline:
-            rt = _prior_test(baseline_spec(spec), stored[True], device, on_rangetest)
+            rt = _prior_test(baseline_spec(spec), group, stored[True], device, on_rangetest)
             prepared.baseline_rangetest = rt
             prepared.baseline_bounds["rangetest"] = (rt.lr_low, rt.lr_high)
     if storage is None:
@@ -194,6 +195,7 @@ def prepare_group(
 
 def _prior_test(
     spec: StudySpec,
+    group: str,
     stored: dict[str, Any] | None,
     device: str,
     on_rangetest: Callable[[RangeTestResult], None] | None,
@@ -214,6 +216,9 @@ def _prior_test(
                 seed=spec.seed,
                 **_training_options(spec),
             )
+        root = log_root()
+        if root is not None:  # --log-dir: the curve in TensorBoard too
+            write_range_test(result, os.path.join(root, group, f"rangetest-{spec.optimizer}"))
         if on_rangetest is not None:
             on_rangetest(result)
     if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED, DIAG_FLAT):

@@ -119,6 +119,8 @@ CASES: dict[str, dict[str, Any]] = {
         "json under a file": _c("rangetest --json {dir}/afile/r.json", "afile"),
         "json under /proc": _c("rangetest --json /proc/r.json", "/proc"),
         "plot not png": _c("rangetest --plot r.jpg", ".png"),
+        "log-dir under a file": _c("rangetest --log-dir {dir}/afile/tb", "--log-dir"),
+        "log-dir a file": _c("rangetest --log-dir {dir}/afile", "not a directory"),
         "plot under /proc": _c("rangetest --plot /proc/r.png", "/proc"),
         "study, no storage": _c("rangetest --study nope", "no storage at lrtune.db", storage=False),
         "study nope": _c(f"rangetest --study nope{STUDY}", "no study"),
@@ -151,6 +153,8 @@ CASES: dict[str, dict[str, Any]] = {
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),
         "epochs 0": _c("study --epochs 0", "--epochs"),
         "workers 0": _c("study --workers 0", "--workers"),
+        "log-dir under a file": _c("study --prior none --log-dir {dir}/afile/tb", "--log-dir"),
+        "log-dir under /proc": _c("study --prior none --log-dir /proc/lrtune-tb", "--log-dir"),
         "device mps, none here": _no_mps("study --device mps --prior none"),
         "heartbeat 0": _c("study --heartbeat-interval 0", "--heartbeat-interval"),
         "no-widen value": _c("study --widen=yes", "--widen"),
@@ -204,6 +208,7 @@ CASES: dict[str, dict[str, Any]] = {
         "task pinned, 2 workers": _c(f"worker --group {GROUP} --task wine --workers 2", "pinned"),
         "task pinned, study": _c(f"worker --study {STUDY} --task mylab:make", "pinned"),
         "grace-period x": _c(f"worker --group {GROUP} --grace-period x", "--grace-period"),
+        "log-dir under a file": _c(f"worker --group {GROUP} --log-dir {{dir}}/afile/t", "afile"),
         "unknown flag": _c(f"worker --group {GROUP} --frob", "--frob"),
         "storage missing": _c(
             "worker --group x --storage sqlite:///lrtnue.db", "no storage at", storage=False

@@ -13,6 +13,7 @@ from lrtune.cli.common import (
     Command,
     _add_common,
     _add_heartbeat,
+    _add_log_dir,
     _add_threads,
     _count,
     _heartbeat,
@@ -20,6 +21,7 @@ from lrtune.cli.common import (
     _positive_int,
     _threads_flags,
     storage_url,
+    use_log_dir,
 )
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     _add_heartbeat(p)
     _add_threads(p)
+    _add_log_dir(p)
 
 
 _SPEC_FLAGS = (
@@ -163,6 +166,7 @@ def _run_study(args: argparse.Namespace) -> int:
         values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
     )
     url = storage_url(args)
+    use_log_dir(args)
     from lrtune.group import run_group
 
     # The tables are printed once the group is ready: when the range test is unusable (a

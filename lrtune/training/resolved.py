@@ -49,6 +49,9 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     lr_mults: Mapping[str, float] = field(default_factory=dict)
     task_params: Mapping[str, Any] = field(default_factory=dict)
+    #: A TensorBoard run directory for this run (per-step LR and loss, per-epoch metric;
+    #: :mod:`lrtune.training.tblog`); ``None``: none.
+    log_dir: str | None = None
 
 
 def micro_batch_size(task: Task) -> int:

@@ -42,6 +42,7 @@ from lrtune.training.resolved import (
     with_micro_batch,
 )
 from lrtune.training.tasks import Task, TaskFactory
+from lrtune.training.tblog import RunLog
 from lrtune.training.updater import Updater, batch_loss, check_precision
 from lrtune.training.watch import DivergenceWatch
 
@@ -214,12 +215,23 @@ def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
     )
     history: list[float] = []
 
+    tb = RunLog(config.log_dir)  # a fit task's own loop: its reported values only
+
     def recorded(value: float, step: int) -> None:
+        # A deferred Ctrl-C or SIGTERM reaches the task's own loop here, at its next report.
+        interrupt.check()
         history.append(float(value))
+        tb.value(t.metric_name, float(value), int(step))
         report(float(value), int(step))
 
     start = time.perf_counter()
-    out = t.fit(hp, recorded)
+    try:
+        out = t.fit(hp, recorded)
+    finally:
+        tb.close()
+    # A loop that caught the interrupt (Lightning shuts down gracefully and returns) still
+    # stops the trial: it did not run to its end, and the user was told it is marked failed.
+    interrupt.check()
     if isinstance(out, torch.Tensor) and out.numel() == 1:
         out = out.item()
     if isinstance(out, bool) or not isinstance(out, numbers.Real):
@@ -277,6 +289,8 @@ def _train(
     start = time.perf_counter()
     reason: str | None = None
     watch = DivergenceWatch(t.divergence_factor)
+    tb = RunLog(config.log_dir)
+    update_loss = 0.0
     for epoch in range(epochs):
         pending = 0
         group = 1
@@ -291,16 +305,24 @@ def _train(
             loss = updater.forward(batch)
             # One host sync per micro-batch is cheap next to a trial; it lets a diverged run
             # stop at once instead of training on NaNs for the rest of its budget.
-            reason = watch.check(loss.item(), step, lr)
+            value_now = loss.item()
+            reason = watch.check(value_now, step, lr)
             if reason is not None:
                 break
             updater.backward(loss, 1.0 / group)
+            update_loss += value_now / group
             pending += 1
             if pending >= group:
                 pending = 0
-                step += updater.step()  # an fp16 step skipped on overflow is no step
+                if updater.step():  # an fp16 step skipped on overflow is no step
+                    tb.step(step, lr, update_loss)
+                    step += 1
+                update_loss = 0.0
         if reason is None and pending:
-            step += updater.step()
+            if updater.step():
+                tb.step(step, lr, update_loss * group / pending)
+                step += 1
+            update_loss = 0.0
         if reason is None:
             with evaluating(optimizer):  # a schedule-free optimizer's averaged weights
                 value = evaluate(t, model, val_batches, updater.autocast)
@@ -310,8 +332,10 @@ def _train(
             log.info("diverged: %s", reason)
             break
         history.append(value)
+        tb.value(t.metric_name, value, epoch + 1)
         if on_epoch is not None:
             on_epoch(epoch, value)
+    tb.close()
     if has_modes(optimizer):
         optimizer.eval()  # type: ignore[attr-defined]  # the model returned is the one evaluated
     return TrainResult(
