@@ -241,6 +241,7 @@ CASES: dict[str, dict[str, Any]] = {
         "no study": _c("export", "--study"),
         "study nosuch": _c("export --study nosuch", "nosuch"),
         "format xml": _c(f"export --study {STUDY} --format xml", "--format"),
+        "format hf into": _c(f"export --study {STUDY} --format hf --into b.yaml", "--into"),
         "out and into": _c(f"export --study {STUDY} --out a.yaml --into b.yaml", "--into"),
         "dry-run alone": _c(f"export --study {STUDY} --dry-run", "--dry-run"),
         "batch-size 0": _c(f"export --study {STUDY} --batch-size 0", "--batch-size"),
