@@ -266,7 +266,8 @@ def _create_study(
         study.set_user_attr(key, value)
     result = group.rangetest_of(ref)
     if result is not None:
-        plot = plot_dir / f"{result.optimizer}.png"
+        name = f"rangetest-{result.optimizer}.png" if ref.baseline else "rangetest.png"
+        plot = plot_dir / name
         record_range_test(
             study, result, storage_url, plot_path=plot if plot.exists() else _plot(result, plot)
         )
@@ -387,6 +388,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     group's best-so-far graph)."""
     from lrtune.dashboard import write_study_note
     from lrtune.dashboard.graphs import save_best_so_far_graph
+    from lrtune.dashboard.trial_graphs import save_trial_graphs, save_trial_notes
     from lrtune.table import format_table
 
     data = cmp.to_dict()
@@ -396,6 +398,8 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     for row in cmp.rows:
         study = optuna.load_study(study_name=row.study, storage=storage)
         studies.append(study)
+        save_trial_graphs(study, cmp.metric)
+        save_trial_notes(study)  # trials of workers that predate the notes, too
         study.set_user_attr("comparison", data)
         attrs = study.user_attrs
         low, high = attrs.get("bounds", [math.nan, math.nan])

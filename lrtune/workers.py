@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from lrtune import confirm, interrupt
+from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
 from lrtune.search.objective import Surplus, TrialFailed, make_objective
@@ -257,6 +258,7 @@ def run_worker(
             report.trials[name] += 1
             if mine.state == optuna.trial.TrialState.COMPLETE and widens.get(name, False):
                 maybe_widen(study)
+            show_trial(study, mine)  # the dashboard: config note, per-epoch and importance
         if on_trial is not None:
             on_trial(name, mine)
     report.seconds = time.perf_counter() - start
