@@ -48,7 +48,7 @@ from lrtune.baseline import baseline_spec
 from lrtune.rangetest import range_test
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.spec import StudySpec, task_optimizer
-from lrtune.training.tasks import resolve_task
+from lrtune.training.loading import resolve_task
 from lrtune.training.trainer import TrainConfig, train
 
 COMPLETE = optuna.trial.TrialState.COMPLETE

@@ -5,7 +5,7 @@ there), checks that the group exists and has a finished trial, then draws every 
 a fresh temporary directory next to the output directory and moves the files into place
 only once all of them are written: a failure leaves no half-written report behind.
 
-Figures (see :mod:`lrtune.report.figures` and :mod:`lrtune.report.rangetest_plot`):
+Figures (see :mod:`lrtune.report.figures` and :mod:`lrtune.rangetest.plot`):
 
 - ``best-so-far.png``: best value so far against finished trials, per sampler × prior
   (median and IQR band over repeats);
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lrtune.errors import UserError, mask_url
+from lrtune.rangetest.plot import plot_range_test
 from lrtune.report import figures
 from lrtune.report.gather import (
     best_so_far,
@@ -37,7 +38,6 @@ from lrtune.report.gather import (
     start_bounds,
     value_of,
 )
-from lrtune.report.rangetest_plot import plot_range_test
 from lrtune.shell import command_line, storage_args
 from lrtune.table import fmt as _fmt
 
