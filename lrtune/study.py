@@ -10,10 +10,8 @@ machine needs only the storage URL and the group name.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from lrtune.search.dims import build_checked, setup_lines
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec, check_group_name
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
+from lrtune.study_record import range_test_png, record_range_test
 from lrtune.training.tasks import Task
 from lrtune.training.tblog import log_root, write_range_test
 
@@ -273,7 +272,10 @@ def _create_study(
         name = f"rangetest-{result.optimizer}.png" if ref.baseline else "rangetest.png"
         plot = plot_dir / name
         record_range_test(
-            study, result, storage_url, plot_path=plot if plot.exists() else _plot(result, plot)
+            study,
+            result,
+            storage_url,
+            plot_path=plot if plot.exists() else range_test_png(result, plot),
         )
     _write_note(study, group, ref)
 
@@ -316,36 +318,6 @@ def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None
         )
 
 
-def _plot(result: RangeTestResult, path: Path) -> Path:
-    """The range test's PNG at ``path`` (a ``.png`` file, or a directory to put it in)."""
-    from lrtune.report import plot_range_test
-
-    return plot_range_test(result, path if path.suffix == ".png" else path / "rangetest.png")
-
-
-def record_range_test(
-    study: optuna.Study,
-    result: RangeTestResult,
-    storage_url: str,
-    *,
-    plot_path: Path | None = None,
-) -> None:
-    """Store ``result`` on ``study`` (user attr ``rangetest``), its plot as an artifact and
-    its interactive graph on the dashboard's study page."""
-    from lrtune.dashboard import artifact_store
-    from lrtune.dashboard.graphs import save_rangetest_graph
-
-    study.set_user_attr("rangetest", result.to_dict())
-    with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        path = plot_path or _plot(result, Path(tmp))
-        artifact_id = optuna.artifacts.upload_artifact(
-            study_or_trial=study, file_path=str(path), artifact_store=artifact_store(storage_url)
-        )
-    study.set_user_attr("rangetest_plot_artifact", artifact_id)
-    save_rangetest_graph(study, result)
-
-
 def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "") -> None:
     from lrtune.dashboard import write_study_note
 
@@ -385,46 +357,3 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
         hint = f"; studies there: {', '.join(sorted(names)[:6])}" if names else ""
         raise UserError(f"no study {name!r} in {mask_url(storage_url)}{hint}")
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
-    """Store the comparison on every study of its group (user attr, dashboard note and the
-    group's best-so-far graph)."""
-    from lrtune.dashboard import write_study_note
-    from lrtune.dashboard.graphs import save_best_so_far_graph
-    from lrtune.dashboard.trial_graphs import save_trial_graphs, save_trial_notes
-    from lrtune.table import format_table
-
-    data = cmp.to_dict()
-    table, _, notes = format_table(cmp, markdown=True).partition("\n\n")
-    table += "\n\n" + "\n".join(f"- {line}" for line in notes.splitlines())
-    studies = []
-    for row in cmp.rows:
-        study = optuna.load_study(study_name=row.study, storage=storage)
-        studies.append(study)
-        save_trial_graphs(study, cmp.metric)
-        save_trial_notes(study)  # trials of workers that predate the notes, too
-        study.set_user_attr("comparison", data)
-        attrs = study.user_attrs
-        low, high = attrs.get("bounds", [math.nan, math.nan])
-        write_study_note(
-            study,
-            "\n".join(
-                [
-                    f"## {row.study}",
-                    f"- task: `{attrs.get('task')}`, sampler **{attrs.get('sampler')}**, "
-                    f"prior **{attrs.get('prior')}**, LR bounds {low:.3g} … {high:.3g}",
-                    f"- budget: {attrs.get('budget')} finished trials",
-                    "",
-                    "### Comparison of the group",
-                    "",
-                    table,
-                ]
-            ),
-        )
-    save_best_so_far_graph(
-        studies, group=cmp.group, metric=cmp.metric, direction=cmp.direction, target=cmp.target
-    )
-    from lrtune.confirmed import write_note
-
-    write_note(storage, cmp.group, cmp.confirm)  # the confirm study's own note
