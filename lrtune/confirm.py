@@ -32,7 +32,7 @@ from typing import Any
 
 import optuna
 
-from lrtune.search.states import FINISHED, group_study_names
+from lrtune.search.states import FINISHED, group_study_names, unfinished_studies
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ def ensure(storage: optuna.storages.BaseStorage, group: str) -> optuna.Study | N
     distinct configurations it must confirm; ``asked``/``found`` record ``--confirm`` and
     the distinct finished configurations there were.
     """
+    if unfinished_studies(storage, group):
+        return None  # a study of the group is not fully created: its budget is to come
     studies = [
         optuna.load_study(study_name=n, storage=storage) for n in group_study_names(storage, group)
     ]
@@ -142,13 +144,15 @@ def ensure(storage: optuna.storages.BaseStorage, group: str) -> optuna.Study | N
             if key in first.user_attrs
         }
         attrs.update(
-            confirm_of=group,
             sampler="confirm",
             prior="-",
             seeds=confirm_seeds(int(spec.get("seed", 0)), count),
         )
         for name, value in attrs.items():
             study.set_user_attr(name, value)
+        # Last: a confirm study is one (is_confirm_study) only once every attr is written,
+        # so the next call writes again what a crash cut short.
+        study.set_user_attr("confirm_of", group)
     elif len(study.user_attrs.get("seeds", [])) != count:
         log.warning(
             "%s keeps its seeds %s (confirm_seeds changed to %d after it was created)",

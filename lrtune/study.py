@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import optuna
 
 from lrtune import __version__
+from lrtune.creation import plot_png, write_study
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
@@ -34,6 +34,7 @@ from lrtune.rangetest import (
 )
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
+from lrtune.search.states import is_created, study_name
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.training.loading import resolve_task
 from lrtune.training.tasks import Task
@@ -70,10 +71,9 @@ def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
     for repeat in range(1, spec.repeats + 1):
         for prior in spec.prior:
             for sampler in spec.samplers:
-                suffix = "" if repeat == 1 else f".r{repeat}"
                 refs.append(
                     StudyRef(
-                        f"{group}.{sampler}.{prior}{suffix}",
+                        study_name(group, sampler, prior, repeat),
                         sampler,
                         prior,
                         repeat,
@@ -118,7 +118,8 @@ def prepare_group(
     Checks everything before writing: the task builds, the storage opens, studies that
     already exist were made with the same spec (only ``trials`` may change). The range test
     runs at most once per group; its result is reused when the command is run again. A new
-    SQLite file is created only once the range test passed.
+    SQLite file is created only once the range test passed. A study a crash left
+    half-written is written again (:mod:`lrtune.creation`).
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = resolve_task(spec.task)(spec.seed)
@@ -132,77 +133,93 @@ def prepare_group(
     new_file = new_sqlite_file(storage_url) is not None
     storage = None if new_file else open_storage(storage_url, create=True)
     existing = _existing(storage, refs) if storage is not None else {}
-    stored_rt: dict[str, Any] | None = None
-    for name, attrs in existing.items():
-        _check_same_spec(name, attrs.get("spec", {}), spec)
-        stored_rt = stored_rt or attrs.get("rangetest")
-    bounds = {"none": (spec.lr_low, spec.lr_high)}
-    result: RangeTestResult | None = None
-    if "rangetest" in spec.prior:
-        if stored_rt is not None:
-            result = RangeTestResult.from_dict(stored_rt)
-        else:
-            with task_errors(f"range test on {spec.task}"):
-                result = range_test(
-                    spec.task,
-                    optimizer=spec.optimizer,
-                    start_lr=spec.rangetest_start_lr,
-                    end_lr=spec.rangetest_end_lr,
-                    steps=spec.rangetest_steps,
-                    seeds=spec.rangetest_seeds,
-                    device=device,
-                    seed=spec.seed,
-                    **_training_options(spec),
-                )
-            if on_rangetest is not None:
-                on_rangetest(result)
-        if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED, DIAG_FLAT):
-            raise UserError(
-                f"range test on {spec.task}: {result.diagnosis}; fix the task or "
-                "run with --prior none"
-            )
-        bounds["rangetest"] = (result.lr_low, result.lr_high)
+    bounds, result = _prior(spec, _stored_range_test(existing, spec), device, on_rangetest)
     if storage is None:
         storage = open_storage(storage_url, create=True)
     prepared = Group(group, spec, refs, bounds, result, [])
-    plot_dir = tempfile.TemporaryDirectory(prefix="lrtune-")
-    plot_path = None
-    for ref in refs:
-        if ref.name in existing:
-            study = optuna.load_study(study_name=ref.name, storage=storage)
-            study.set_user_attr("budget", prepared.budget(ref))  # --trials may have changed
-            set_metric_name(study, task.metric_name)  # studies made before lrtune named it
-            continue
-        study = optuna.create_study(
-            storage=storage, study_name=ref.name, direction=task.direction, load_if_exists=True
-        )
-        set_metric_name(study, task.metric_name)  # the dashboard says val_loss, not Objective 0
-        attrs = {
-            "lrtune_version": __version__,
-            "group": group,
-            "task": spec.task,
-            # A worker started in another folder finds a relative task file from here.
-            "task_dir": os.getcwd(),
-            "spec": spec.to_dict(),
-            "sampler": ref.sampler,
-            "prior": ref.prior,
-            "repeat": ref.repeat,
-            "seed": ref.seed,
-            "bounds": list(bounds[ref.prior]),
-            "budget": prepared.budget(ref),
-            "epochs": spec.epochs or task.epochs,
-            "metric": task.metric_name,
-            "storage": mask_url(storage_url),
-        }
-        for key, value in attrs.items():
-            study.set_user_attr(key, value)
-        if ref.prior == "rangetest" and result is not None:
-            plot_path = plot_path or _plot(result, Path(plot_dir.name))
-            record_range_test(study, result, storage_url, plot_path=plot_path)
-        _write_note(study, prepared, ref)
-        prepared.created.append(ref.name)
-    plot_dir.cleanup()
+    with tempfile.TemporaryDirectory(prefix="lrtune-") as plot_dir:
+        plot_path = None
+        for ref in refs:
+            summary = existing.get(ref.name)
+            if summary is not None and is_created(summary.user_attrs):
+                study = optuna.load_study(study_name=ref.name, storage=storage)
+                study.set_user_attr("budget", prepared.budget(ref))  # --trials may have changed
+                set_metric_name(study, task.metric_name)  # studies made before lrtune named it
+                continue
+            tested = result if ref.prior == "rangetest" else None
+            if tested is not None:
+                plot_path = plot_path or plot_png(tested, Path(plot_dir))
+            write_study(
+                storage,
+                ref.name,
+                direction=task.direction,
+                metric=task.metric_name,
+                attrs=_study_attrs(prepared, ref, task, storage_url),
+                storage_url=storage_url,
+                rangetest=tested,
+                plot_path=plot_path,
+                note=_note(prepared, ref),
+            )
+            prepared.created.append(ref.name)
     return prepared
+
+
+def _prior(
+    spec: StudySpec,
+    stored_rt: dict[str, Any] | None,
+    device: str,
+    on_rangetest: Callable[[RangeTestResult], None] | None,
+) -> tuple[dict[str, tuple[float, float]], RangeTestResult | None]:
+    """The bounds of each prior, and the range test (``stored_rt``, else run now) when the
+    spec's priors need one."""
+    bounds = {"none": (spec.lr_low, spec.lr_high)}
+    if "rangetest" not in spec.prior:
+        return bounds, None
+    if stored_rt is not None:
+        result = RangeTestResult.from_dict(stored_rt)
+    else:
+        with task_errors(f"range test on {spec.task}"):
+            result = range_test(
+                spec.task,
+                optimizer=spec.optimizer,
+                start_lr=spec.rangetest_start_lr,
+                end_lr=spec.rangetest_end_lr,
+                steps=spec.rangetest_steps,
+                seeds=spec.rangetest_seeds,
+                device=device,
+                seed=spec.seed,
+                **_training_options(spec),
+            )
+        if on_rangetest is not None:
+            on_rangetest(result)
+    if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED, DIAG_FLAT):
+        raise UserError(
+            f"range test on {spec.task}: {result.diagnosis}; fix the task or run with --prior none"
+        )
+    bounds["rangetest"] = (result.lr_low, result.lr_high)
+    return bounds, result
+
+
+def _study_attrs(group: Group, ref: StudyRef, task: Task, storage_url: str) -> dict[str, Any]:
+    """The user attrs of a new study (``group`` is written last: :mod:`lrtune.creation`)."""
+    spec = group.spec
+    return {
+        "lrtune_version": __version__,
+        "group": group.name,
+        "task": spec.task,
+        # A worker started in another folder finds a relative task file from here.
+        "task_dir": os.getcwd(),
+        "spec": spec.to_dict(),
+        "sampler": ref.sampler,
+        "prior": ref.prior,
+        "repeat": ref.repeat,
+        "seed": ref.seed,
+        "bounds": list(group.bounds[ref.prior]),
+        "budget": group.budget(ref),
+        "epochs": spec.epochs or task.epochs,
+        "metric": task.metric_name,
+        "storage": mask_url(storage_url),
+    }
 
 
 def _training_options(spec: StudySpec) -> dict[str, Any]:
@@ -211,61 +228,56 @@ def _training_options(spec: StudySpec) -> dict[str, Any]:
     return {k: getattr(spec, k) for k in names if getattr(spec, k) is not None}
 
 
-def _existing(storage: optuna.storages.BaseStorage, refs: list[StudyRef]) -> dict[str, dict]:
+def _existing(
+    storage: optuna.storages.BaseStorage, refs: list[StudyRef]
+) -> dict[str, optuna.study.StudySummary]:
     names = {ref.name for ref in refs}
     return {
-        s.study_name: dict(s.user_attrs)
+        s.study_name: s
         for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
         if s.study_name in names
     }
 
 
-def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None:
+def _stored_range_test(
+    existing: dict[str, optuna.study.StudySummary], spec: StudySpec
+) -> dict[str, Any] | None:
+    """The range test a study of the group holds for this spec, after checking that the
+    studies that exist were made with it.
+
+    A study a crash left half-written (:func:`lrtune.search.states.is_created`) and that
+    has no trial is no conflict: it is written again with this spec.
+    """
+    found = None
+    for name, summary in existing.items():
+        attrs = summary.user_attrs
+        differs = _spec_difference(name, attrs.get("spec", {}), spec)
+        if differs is not None and (is_created(attrs) or summary.n_trials > 0):
+            raise UserError(differs)
+        if differs is None and "spec" in attrs:
+            found = found or attrs.get("rangetest")
+    return found
+
+
+def _spec_difference(name: str, stored: dict[str, Any], spec: StudySpec) -> str | None:
+    """What tells ``stored`` (a study's ``spec`` attr) from ``spec``, or None when the
+    study can be resumed with it."""
     current = spec.to_dict()
     base = StudySpec().to_dict()  # a key stored before it existed had its default
     # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
     free = {"trials", "repeats", "prior", "samplers", "group", "confirm", "confirm_seeds"}
     differs = [k for k in current if k not in free and stored.get(k, base[k]) != current[k]]
-    if differs:
-        raise UserError(
-            f"study {name} exists with a different {differs[0]} ({stored.get(differs[0])!r} "
-            f"there, {current[differs[0]]!r} now): re-run with the same settings to resume, "
-            "or pass --group NAME to start a new set"
-        )
+    if not differs:
+        return None
+    return (
+        f"study {name} exists with a different {differs[0]} ({stored.get(differs[0])!r} "
+        f"there, {current[differs[0]]!r} now): re-run with the same settings to resume, "
+        "or pass --group NAME to start a new set"
+    )
 
 
-def _plot(result: RangeTestResult, directory: Path) -> Path:
-    from lrtune.report import plot_range_test
-
-    return plot_range_test(result, directory / "rangetest.png")
-
-
-def record_range_test(
-    study: optuna.Study,
-    result: RangeTestResult,
-    storage_url: str,
-    *,
-    plot_path: Path | None = None,
-) -> None:
-    """Store ``result`` on ``study`` (user attr ``rangetest``), its plot as an artifact and
-    its interactive graph on the dashboard's study page."""
-    from lrtune.dashboard import artifact_store
-    from lrtune.dashboard.graphs import save_rangetest_graph
-
-    study.set_user_attr("rangetest", result.to_dict())
-    with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        path = plot_path or _plot(result, Path(tmp))
-        artifact_id = optuna.artifacts.upload_artifact(
-            study_or_trial=study, file_path=str(path), artifact_store=artifact_store(storage_url)
-        )
-    study.set_user_attr("rangetest_plot_artifact", artifact_id)
-    save_rangetest_graph(study, result)
-
-
-def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "") -> None:
-    from lrtune.dashboard import write_study_note
-
+def _note(group: Group, ref: StudyRef) -> str:
+    """The dashboard note of a new study (markdown)."""
     low, high = group.bounds[ref.prior]
     lines = [
         f"## {ref.name}",
@@ -282,9 +294,7 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
             f"min/10 {rt.min10:.3g}, diagnosis {rt.diagnosis}, {rt.seconds:.1f} s "
             "(plot in the artifacts)"
         )
-    if table:
-        lines += ["", "### Comparison of the group", "", table]
-    write_study_note(study, "\n".join(lines))
+    return "\n".join(lines)
 
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from lrtune import confirm, interrupt
+from lrtune.creation import wait_created
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
 from lrtune.search.objective import Surplus, TrialFailed, make_objective
@@ -160,6 +161,13 @@ def run_worker(
         storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
     )
     names = list(studies or [])
+    known = set(optuna.get_all_study_names(storage))
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"no study {missing[0]!r} in {mask_url(storage_url)} (see `lrtune ls`)")
+    # A study `lrtune study` is still writing (or stopped writing) is no member of its
+    # group yet: wait for it as long as for a silent trial, then say to run study again.
+    wait_created(storage, names, group, grace_period)
     if group is not None:
         names += [n for n in group_study_names(storage, group) if n not in names]
     if not names:
@@ -168,10 +176,6 @@ def run_worker(
             f"no studies for {what} in {mask_url(storage_url)}: create them with "
             "`lrtune study ... --create-only` (see `lrtune ls`)"
         )
-    known = set(optuna.get_all_study_names(storage))
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise UserError(f"no study {missing[0]!r} in {mask_url(storage_url)} (see `lrtune ls`)")
     loaded = {n: _load(storage, n, worker, device, task) for n in names}
     # Whether a study widens is fixed at creation: ask once, not after every trial (a
     # storage read per trial for the studies that never widen).

@@ -84,7 +84,7 @@ def _run_rangetest(args: argparse.Namespace) -> int:
         plot_range_test(result, args.plot)
         print(f"wrote {args.plot}")
     if study is not None:
-        from lrtune.study import record_range_test
+        from lrtune.creation import record_range_test
 
         record_range_test(study, result, storage_url(args))
         print(f"recorded on study {args.study}")

@@ -58,7 +58,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             raise UserError("--workers/--gpus need --group")
         # Check here what every child would check, so that a mistake is said once, not
         # once per process.
-        _check_group(url, args.group, args.task)
+        _check_group(url, args.group, args.task, _heartbeat(args)["grace_period"])
         extra = _heartbeat_flags(args)
         if args.task is not None:
             extra.append(f"--task={args.task}")
@@ -95,15 +95,17 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_group(url: str, group: str, task: str | None) -> None:
+def _check_group(url: str, group: str, task: str | None, grace_period: int) -> None:
     """The checks ``run_worker`` makes before its first trial: the group has studies and
     each runs the pinned task."""
+    from lrtune.creation import wait_created
     from lrtune.search.states import group_study_names
     from lrtune.storage import mask_url, open_storage, require_existing
     from lrtune.workers import check_task_pin
 
     require_existing(url)
     storage = open_storage(url)
+    wait_created(storage, [], group, grace_period)
     names = group_study_names(storage, group)
     if not names:
         raise UserError(
