@@ -71,6 +71,8 @@ class Row:
     cost: float | None
     seconds: float
     confirmed: Confirmed | None = None
+    #: A baseline arm's study (``--baseline``, :mod:`lrtune.baseline`), not the search's.
+    baseline: bool = False
 
     @property
     def censored_at(self) -> int:
@@ -245,7 +247,15 @@ def compare_group(
         if "seconds" in t.user_attrs
     ]
     per_trial = statistics.median(durations) if durations else math.nan
-    rt = next((s.user_attrs["rangetest"] for s in studies if "rangetest" in s.user_attrs), None)
+    # The search's range test; a baseline's own (same sweep, another optimizer) costs as much.
+    rt = next(
+        (
+            s.user_attrs["rangetest"]
+            for s in studies
+            if "rangetest" in s.user_attrs and "baseline" not in s.user_attrs
+        ),
+        None,
+    )
     rt_seconds = float(rt["seconds"]) if rt else 0.0
     configs = [t.user_attrs.get("config") for ts in trials.values() for t in ts]
     rt_trials = rangetest_trials(rt, [c for c in configs if isinstance(c, dict)], per_trial)
@@ -278,7 +288,8 @@ def compare_group(
         cmp.rows.append(
             Row(
                 study=s.study_name,
-                sampler=str(attrs.get("sampler")),
+                # A baseline arm (lrtune.baseline) is its own row: "schedulefree / none".
+                sampler=str(attrs.get("baseline") or attrs.get("sampler")),
                 prior=str(attrs.get("prior")),
                 repeat=int(attrs.get("repeat", 1)),
                 done=len(ts),
@@ -291,6 +302,7 @@ def compare_group(
                 cost=None if to_target is None else to_target + _extra(cmp, attrs.get("prior")),
                 seconds=sum(float(t.user_attrs.get("seconds", 0.0)) for t in ts),
                 confirmed=_confirmed(confirmations, s.study_name),
+                baseline="baseline" in attrs,
             )
         )
     cmp.confirm = confirm_notes(confirmations, cmp.metric)

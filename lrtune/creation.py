@@ -90,11 +90,12 @@ def _create_or_load(
     return optuna.create_study(storage=storage, study_name=name, direction=wanted)
 
 
-def plot_png(result: RangeTestResult, directory: Path) -> Path:
-    """Draw ``result`` into ``directory`` (the file the study's artifact is made from)."""
+def plot_png(result: RangeTestResult, path: Path) -> Path:
+    """The range test's PNG at ``path`` (a ``.png`` file, or a directory to put it in as
+    :data:`PLOT_NAME`): the file the study's artifact is made from."""
     from lrtune.report import plot_range_test
 
-    return plot_range_test(result, directory / PLOT_NAME)
+    return plot_range_test(result, path if path.suffix == ".png" else path / PLOT_NAME)
 
 
 def record_range_test(
@@ -113,7 +114,8 @@ def record_range_test(
 
     data = result.to_dict()
     store = artifact_store(storage_url)
-    artifact_id = _uploaded_plot(study, data, artifact_dir_for(storage_url))
+    filename = plot_path.name if plot_path is not None else PLOT_NAME
+    artifact_id = _uploaded_plot(study, data, filename, artifact_dir_for(storage_url))
     study.set_user_attr("rangetest", data)
     if artifact_id is None:
         with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
@@ -126,18 +128,21 @@ def record_range_test(
     save_rangetest_graph(study, result)
 
 
-def _uploaded_plot(study: optuna.Study, data: dict[str, Any], directory: Path) -> str | None:
-    """The id of a range-test plot of ``data`` that ``study`` already lists, else None."""
+def _uploaded_plot(
+    study: optuna.Study, data: dict[str, Any], filename: str, directory: Path
+) -> str | None:
+    """The id of the plot ``filename`` of range test ``data`` that ``study`` already lists
+    (uploaded to this machine's ``directory``), else None."""
     stored = study.user_attrs.get("rangetest")
     if stored is None or json.dumps(stored, sort_keys=True) != json.dumps(data, sort_keys=True):
         return None  # no plot yet, or one of another range test
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         metas = optuna.artifacts.get_all_artifact_meta(study)
-    listed = [m.artifact_id for m in metas if m.filename == PLOT_NAME]
+    listed = [m.artifact_id for m in metas if m.filename == filename]
     named = study.user_attrs.get("rangetest_plot_artifact")
     for artifact_id in sorted(listed, key=lambda a: a != named):
-        if (directory / artifact_id).is_file():  # uploaded to this machine's store
+        if (directory / artifact_id).is_file():
             return artifact_id
     return None
 

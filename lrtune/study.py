@@ -14,13 +14,14 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from lrtune import __version__
+from lrtune.baseline import BASELINE_SAMPLER, baseline_spec
 from lrtune.creation import plot_png, write_study
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
@@ -38,6 +39,7 @@ from lrtune.search.states import is_created, study_name
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.training.loading import resolve_task
 from lrtune.training.tasks import Task
+from lrtune.training.tblog import log_root, write_range_test
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +61,35 @@ class StudyRef:
     prior: str
     repeat: int
     seed: int
+    #: A baseline arm's name (``schedulefree``: :mod:`lrtune.baseline`); ``None``: the search.
+    baseline: str | None = None
 
 
 def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
-    """The studies of ``group``: prior × sampler × repeat, with their sampler seeds.
+    """The studies of ``group``: prior × sampler × repeat, with their sampler seeds, then
+    each baseline × prior × repeat (``{group}.{baseline}.{prior}``, TPE).
 
     The same sampler gets the same seed with and without the prior (a paired comparison);
     repeats get different seeds.
     """
     refs = []
     for repeat in range(1, spec.repeats + 1):
+        seed = spec.seed + 100 * (repeat - 1)
         for prior in spec.prior:
             for sampler in spec.samplers:
                 refs.append(
+                    StudyRef(study_name(group, sampler, prior, repeat), sampler, prior, repeat, seed)
+                )
+        for prior in spec.prior:
+            for name in spec.baseline:
+                refs.append(
                     StudyRef(
-                        study_name(group, sampler, prior, repeat),
-                        sampler,
+                        study_name(group, name, prior, repeat),
+                        BASELINE_SAMPLER,
                         prior,
                         repeat,
-                        spec.seed + 100 * (repeat - 1),
+                        seed,
+                        baseline=name,
                     )
                 )
     return refs
@@ -98,12 +110,29 @@ class Group:
     bounds: dict[str, tuple[float, float]]
     rangetest: RangeTestResult | None
     created: list[str]
+    #: The baseline arms' bounds per prior and range test (their own optimizer's).
+    baseline_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    baseline_rangetest: RangeTestResult | None = None
 
     def budget(self, ref: StudyRef) -> int:
         """Finished trials ``ref`` must have; a grid study stops at its grid's size."""
         if ref.sampler == "grid":
             return min(self.spec.trials, grid_size(self.spec))
         return self.spec.trials
+
+    def spec_of(self, ref: StudyRef) -> StudySpec:
+        """The spec ``ref``'s trials run: the group's, or its baseline's."""
+        return baseline_spec(self.spec, ref.baseline) if ref.baseline else self.spec
+
+    def bounds_of(self, ref: StudyRef) -> tuple[float, float]:
+        """The LR bounds ``ref`` searches."""
+        return (self.baseline_bounds if ref.baseline else self.bounds)[ref.prior]
+
+    def rangetest_of(self, ref: StudyRef) -> RangeTestResult | None:
+        """The range test behind ``ref``'s bounds (``None`` without the prior)."""
+        if ref.prior != "rangetest":
+            return None
+        return self.baseline_rangetest if ref.baseline else self.rangetest
 
 
 def prepare_group(
@@ -117,9 +146,10 @@ def prepare_group(
 
     Checks everything before writing: the task builds, the storage opens, studies that
     already exist were made with the same spec (only ``trials`` may change). The range test
-    runs at most once per group; its result is reused when the command is run again. A new
-    SQLite file is created only once the range test passed. A study a crash left
-    half-written is written again (:mod:`lrtune.creation`).
+    runs at most once per group (once more for a baseline arm, with its own optimizer);
+    its result is reused when the command is run again. A new SQLite file is created only
+    once the range test passed. A study a crash left half-written is written again
+    (:mod:`lrtune.creation`).
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = resolve_task(spec.task)(spec.seed)
@@ -127,18 +157,26 @@ def prepare_group(
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
         check_study_name(ref.name)
+    prepared = Group(group, spec, refs, {}, None, [])
     # A new SQLite file is created only after the range test: a test that fails (a NaN
     # loss, a task error, Ctrl-C) must leave no empty database behind. An existing storage
     # is opened first, as its studies may hold the range test to reuse.
     new_file = new_sqlite_file(storage_url) is not None
     storage = None if new_file else open_storage(storage_url, create=True)
     existing = _existing(storage, refs) if storage is not None else {}
-    bounds, result = _prior(spec, _stored_range_test(existing, spec), device, on_rangetest)
+    stored = _stored_range_tests(prepared, existing)
+    prepared.bounds = {"none": (spec.lr_low, spec.lr_high)}
+    prepared.baseline_bounds = dict(prepared.bounds)
+    if "rangetest" in spec.prior:
+        prepared.rangetest = _prior_test(spec, group, stored[False], device, on_rangetest)
+        prepared.bounds["rangetest"] = (prepared.rangetest.lr_low, prepared.rangetest.lr_high)
+        if spec.baseline:
+            rt = _prior_test(baseline_spec(spec), group, stored[True], device, on_rangetest)
+            prepared.baseline_rangetest = rt
+            prepared.baseline_bounds["rangetest"] = (rt.lr_low, rt.lr_high)
     if storage is None:
         storage = open_storage(storage_url, create=True)
-    prepared = Group(group, spec, refs, bounds, result, [])
     with tempfile.TemporaryDirectory(prefix="lrtune-") as plot_dir:
-        plot_path = None
         for ref in refs:
             summary = existing.get(ref.name)
             if summary is not None and is_created(summary.user_attrs):
@@ -146,37 +184,21 @@ def prepare_group(
                 study.set_user_attr("budget", prepared.budget(ref))  # --trials may have changed
                 set_metric_name(study, task.metric_name)  # studies made before lrtune named it
                 continue
-            tested = result if ref.prior == "rangetest" else None
-            if tested is not None:
-                plot_path = plot_path or plot_png(tested, Path(plot_dir))
-            write_study(
-                storage,
-                ref.name,
-                direction=task.direction,
-                metric=task.metric_name,
-                attrs=_study_attrs(prepared, ref, task, storage_url),
-                storage_url=storage_url,
-                rangetest=tested,
-                plot_path=plot_path,
-                note=_note(prepared, ref),
-            )
+            _create_study(storage, storage_url, prepared, ref, task, Path(plot_dir))
             prepared.created.append(ref.name)
     return prepared
 
 
-def _prior(
+def _prior_test(
     spec: StudySpec,
-    stored_rt: dict[str, Any] | None,
+    group: str,
+    stored: dict[str, Any] | None,
     device: str,
     on_rangetest: Callable[[RangeTestResult], None] | None,
-) -> tuple[dict[str, tuple[float, float]], RangeTestResult | None]:
-    """The bounds of each prior, and the range test (``stored_rt``, else run now) when the
-    spec's priors need one."""
-    bounds = {"none": (spec.lr_low, spec.lr_high)}
-    if "rangetest" not in spec.prior:
-        return bounds, None
-    if stored_rt is not None:
-        result = RangeTestResult.from_dict(stored_rt)
+) -> RangeTestResult:
+    """The range test of ``spec``'s optimizer: the one stored on the group, else a new one."""
+    if stored is not None:
+        result = RangeTestResult.from_dict(stored)
     else:
         with task_errors(f"range test on {spec.task}"):
             result = range_test(
@@ -190,20 +212,31 @@ def _prior(
                 seed=spec.seed,
                 **_training_options(spec),
             )
+        root = log_root()
+        if root is not None:  # --log-dir: the curve in TensorBoard too
+            write_range_test(result, os.path.join(root, group, f"rangetest-{spec.optimizer}"))
         if on_rangetest is not None:
             on_rangetest(result)
     if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED, DIAG_FLAT):
         raise UserError(
-            f"range test on {spec.task}: {result.diagnosis}; fix the task or run with --prior none"
+            f"range test on {spec.task} ({spec.optimizer}): {result.diagnosis}; fix the task "
+            "or run with --prior none"
         )
-    bounds["rangetest"] = (result.lr_low, result.lr_high)
-    return bounds, result
+    return result
 
 
-def _study_attrs(group: Group, ref: StudyRef, task: Task, storage_url: str) -> dict[str, Any]:
-    """The user attrs of a new study (``group`` is written last: :mod:`lrtune.creation`)."""
-    spec = group.spec
-    return {
+def _create_study(
+    storage: optuna.storages.BaseStorage,
+    storage_url: str,
+    group: Group,
+    ref: StudyRef,
+    task: Task,
+    plot_dir: Path,
+) -> None:
+    """Create study ``ref`` with everything a worker needs in its user attrs, or finish
+    writing it (:mod:`lrtune.creation`)."""
+    spec = group.spec_of(ref)
+    attrs = {
         "lrtune_version": __version__,
         "group": group.name,
         "task": spec.task,
@@ -214,12 +247,30 @@ def _study_attrs(group: Group, ref: StudyRef, task: Task, storage_url: str) -> d
         "prior": ref.prior,
         "repeat": ref.repeat,
         "seed": ref.seed,
-        "bounds": list(group.bounds[ref.prior]),
+        "bounds": list(group.bounds_of(ref)),
         "budget": group.budget(ref),
         "epochs": spec.epochs or task.epochs,
         "metric": task.metric_name,
         "storage": mask_url(storage_url),
     }
+    if ref.baseline:
+        attrs["baseline"] = ref.baseline
+    result = group.rangetest_of(ref)
+    plot = None
+    if result is not None:
+        plot = plot_dir / f"{result.optimizer}.png"
+        plot = plot if plot.exists() else plot_png(result, plot)
+    write_study(
+        storage,
+        ref.name,
+        direction=task.direction,
+        metric=task.metric_name,
+        attrs=attrs,
+        storage_url=storage_url,
+        rangetest=result,
+        plot_path=plot,
+        note=_note(group, ref),
+    )
 
 
 def _training_options(spec: StudySpec) -> dict[str, Any]:
@@ -239,24 +290,28 @@ def _existing(
     }
 
 
-def _stored_range_test(
-    existing: dict[str, optuna.study.StudySummary], spec: StudySpec
-) -> dict[str, Any] | None:
-    """The range test a study of the group holds for this spec, after checking that the
-    studies that exist were made with it.
+def _stored_range_tests(
+    group: Group, existing: dict[str, optuna.study.StudySummary]
+) -> dict[bool, dict[str, Any] | None]:
+    """The range tests the group's studies hold for this spec (key: a baseline arm's?),
+    after checking that the studies that exist were made with it.
 
     A study a crash left half-written (:func:`lrtune.search.states.is_created`) and that
     has no trial is no conflict: it is written again with this spec.
     """
-    found = None
-    for name, summary in existing.items():
+    stored: dict[bool, dict[str, Any] | None] = {False: None, True: None}
+    for ref in group.refs:
+        summary = existing.get(ref.name)
+        if summary is None:
+            continue
         attrs = summary.user_attrs
-        differs = _spec_difference(name, attrs.get("spec", {}), spec)
+        differs = _spec_difference(ref.name, attrs.get("spec", {}), group.spec_of(ref))
         if differs is not None and (is_created(attrs) or summary.n_trials > 0):
             raise UserError(differs)
         if differs is None and "spec" in attrs:
-            found = found or attrs.get("rangetest")
-    return found
+            baseline = ref.baseline is not None
+            stored[baseline] = stored[baseline] or attrs.get("rangetest")
+    return stored
 
 
 def _spec_difference(name: str, stored: dict[str, Any], spec: StudySpec) -> str | None:
@@ -265,7 +320,16 @@ def _spec_difference(name: str, stored: dict[str, Any], spec: StudySpec) -> str 
     current = spec.to_dict()
     base = StudySpec().to_dict()  # a key stored before it existed had its default
     # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
-    free = {"trials", "repeats", "prior", "samplers", "group", "confirm", "confirm_seeds"}
+    free = {
+        "trials",
+        "repeats",
+        "prior",
+        "samplers",
+        "group",
+        "confirm",
+        "confirm_seeds",
+        "baseline",
+    }
     differs = [k for k in current if k not in free and stored.get(k, base[k]) != current[k]]
     if not differs:
         return None
@@ -278,17 +342,23 @@ def _spec_difference(name: str, stored: dict[str, Any], spec: StudySpec) -> str 
 
 def _note(group: Group, ref: StudyRef) -> str:
     """The dashboard note of a new study (markdown)."""
-    low, high = group.bounds[ref.prior]
+    low, high = group.bounds_of(ref)
+    spec = group.spec_of(ref)
     lines = [
         f"## {ref.name}",
-        f"- task: `{group.spec.task}`, optimizer `{group.spec.optimizer}`",
+        f"- task: `{spec.task}`, optimizer `{spec.optimizer}`",
         f"- sampler: **{ref.sampler}** (seed {ref.seed}), prior: **{ref.prior}**",
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
         f"- budget: {group.budget(ref)} finished trials",
-        f"- schedules: {', '.join(group.spec.schedules)}",
+        f"- schedules: {', '.join(spec.schedules)}",
     ]
-    if ref.prior == "rangetest" and group.rangetest is not None:
-        rt = group.rangetest
+    if ref.baseline:
+        lines.append(
+            f"- baseline **{ref.baseline}**: LR and warmup searched, no schedule "
+            "(the comparison's answer to: was tuning the schedule worth it?)"
+        )
+    rt = group.rangetest_of(ref)
+    if rt is not None:
         lines.append(
             f"- range test: steep {rt.steep:.3g}, valley {rt.valley:.3g}, "
             f"min/10 {rt.min10:.3g}, diagnosis {rt.diagnosis}, {rt.seconds:.1f} s "

@@ -108,7 +108,7 @@ def _assert_budget(url: str, names: list[str], trials: int) -> None:
                 plots = [
                     m
                     for m in optuna.artifacts.get_all_artifact_meta(study)
-                    if m.filename == "rangetest.png"
+                    if m.filename.endswith(".png")
                 ]
                 assert len(plots) == 1, plots
                 assert study.user_attrs["rangetest_plot_artifact"] == plots[0].artifact_id

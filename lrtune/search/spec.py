@@ -78,6 +78,8 @@ class StudySpec:
         confirm: once the budgets are met, re-train this many best distinct
             configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
         confirm_seeds: fresh training seeds per confirmed configuration.
+        baseline: baseline arms studied beside the schedule search (``schedulefree``:
+            :mod:`lrtune.baseline`); empty: none.
     """
 
     task: str = "digits"
@@ -107,6 +109,7 @@ class StudySpec:
     widen: bool = True
     confirm: int = 3
     confirm_seeds: int = 2
+    baseline: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -122,7 +125,14 @@ class StudySpec:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(StudySpec)}
-_LISTS = {"schedules": SCHEDULE_NAMES, "samplers": SAMPLERS, "prior": PRIORS}
+#: The baselines ``baseline`` may list (lrtune.baseline.BASELINES; that module imports this one).
+BASELINE_NAMES: tuple[str, ...] = ("schedulefree",)
+_LISTS = {
+    "schedules": SCHEDULE_NAMES,
+    "samplers": SAMPLERS,
+    "prior": PRIORS,
+    "baseline": BASELINE_NAMES,
+}
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:
@@ -261,6 +271,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
     if key in _LISTS:
         allowed = _LISTS[key]
         items = value.split(",") if isinstance(value, str) else value
+        if key == "baseline" and isinstance(items, (list, tuple)) and not items:
+            return ()  # no baseline arm
         if not isinstance(items, (list, tuple)) or not items:
             raise UserError(f"{where}: expected a non-empty list of {', '.join(allowed)}")
         items = [str(i).strip() for i in items]
@@ -271,6 +283,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
                 )
         if len(set(items)) != len(items):
             raise UserError(f"{where}: {', '.join(items)} lists a value twice")
+        if key == "baseline" and "schedulefree" in items:
+            require_schedulefree("schedulefree_*")  # before anything is written
         return tuple(items)
     if key in ("task", "group"):
         if not isinstance(value, str) or not value.strip():
