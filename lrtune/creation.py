@@ -27,6 +27,7 @@ import optuna
 from lrtune import interrupt
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
+from lrtune.search.spec import StudySpec
 from lrtune.search.states import is_created, unfinished_studies
 
 if TYPE_CHECKING:
@@ -88,6 +89,32 @@ def _create_or_load(
     # fixed at creation, so make it again.
     optuna.delete_study(study_name=name, storage=storage)
     return optuna.create_study(storage=storage, study_name=name, direction=wanted)
+
+
+def spec_difference(name: str, stored: dict[str, Any], spec: StudySpec) -> str | None:
+    """Why study ``name``, made with spec ``stored`` (its ``spec`` attr), cannot be resumed
+    with ``spec`` (one line), or None when it can."""
+    current = spec.to_dict()
+    base = StudySpec().to_dict()  # a key stored before it existed had its default
+    # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
+    free = {
+        "trials",
+        "repeats",
+        "prior",
+        "samplers",
+        "group",
+        "confirm",
+        "confirm_seeds",
+        "baseline",
+    }
+    differs = [k for k in current if k not in free and stored.get(k, base[k]) != current[k]]
+    if not differs:
+        return None
+    return (
+        f"study {name} exists with a different {differs[0]} ({stored.get(differs[0])!r} "
+        f"there, {current[differs[0]]!r} now): re-run with the same settings to resume, "
+        "or pass --group NAME to start a new set"
+    )
 
 
 def plot_png(result: RangeTestResult, path: Path) -> Path:

@@ -22,7 +22,7 @@ import optuna
 
 from lrtune import __version__
 from lrtune.baseline import BASELINE_SAMPLER, baseline_spec
-from lrtune.creation import plot_png, write_study
+from lrtune.creation import plot_png, spec_difference, write_study
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
@@ -78,7 +78,9 @@ def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
         for prior in spec.prior:
             for sampler in spec.samplers:
                 refs.append(
-                    StudyRef(study_name(group, sampler, prior, repeat), sampler, prior, repeat, seed)
+                    StudyRef(
+                        study_name(group, sampler, prior, repeat), sampler, prior, repeat, seed
+                    )
                 )
         for prior in spec.prior:
             for name in spec.baseline:
@@ -305,39 +307,13 @@ def _stored_range_tests(
         if summary is None:
             continue
         attrs = summary.user_attrs
-        differs = _spec_difference(ref.name, attrs.get("spec", {}), group.spec_of(ref))
+        differs = spec_difference(ref.name, attrs.get("spec", {}), group.spec_of(ref))
         if differs is not None and (is_created(attrs) or summary.n_trials > 0):
             raise UserError(differs)
         if differs is None and "spec" in attrs:
             baseline = ref.baseline is not None
             stored[baseline] = stored[baseline] or attrs.get("rangetest")
     return stored
-
-
-def _spec_difference(name: str, stored: dict[str, Any], spec: StudySpec) -> str | None:
-    """What tells ``stored`` (a study's ``spec`` attr) from ``spec``, or None when the
-    study can be resumed with it."""
-    current = spec.to_dict()
-    base = StudySpec().to_dict()  # a key stored before it existed had its default
-    # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
-    free = {
-        "trials",
-        "repeats",
-        "prior",
-        "samplers",
-        "group",
-        "confirm",
-        "confirm_seeds",
-        "baseline",
-    }
-    differs = [k for k in current if k not in free and stored.get(k, base[k]) != current[k]]
-    if not differs:
-        return None
-    return (
-        f"study {name} exists with a different {differs[0]} ({stored.get(differs[0])!r} "
-        f"there, {current[differs[0]]!r} now): re-run with the same settings to resume, "
-        "or pass --group NAME to start a new set"
-    )
 
 
 def _note(group: Group, ref: StudyRef) -> str:

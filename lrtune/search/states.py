@@ -79,6 +79,38 @@ def unfinished_studies(storage: optuna.storages.BaseStorage, group: str) -> list
     return unfinished + [n for n in expected if n not in present]
 
 
+def counts(study: optuna.Study) -> tuple[int, int]:
+    """``(finished, running)`` trials; finished = complete or pruned."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in FINISHED for t in trials)
+    running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    return done, running
+
+
+def list_studies(storage_url: str, group: str | None = None) -> list[dict[str, Any]]:
+    """One dict per study: name, sampler, prior, done, budget, best value."""
+    storage = open_storage(storage_url, readonly=True)
+    rows = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        attrs = s.user_attrs
+        if group is not None and group not in (attrs.get("group"), attrs.get("confirm_of")):
+            continue
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        done, _running = counts(study)
+        best = s.best_trial.value if s.best_trial is not None else None
+        rows.append(
+            {
+                "study": s.study_name,
+                "sampler": attrs.get("sampler", "-"),
+                "prior": attrs.get("prior", "-"),
+                "done": done,
+                "budget": attrs.get("budget", "-"),
+                "best": "-" if best is None else f"{best:.4g}",
+            }
+        )
+    return rows
+
+
 def _spec_names(attrs: dict[str, Any], group: str) -> list[str]:
     """The study names the spec stored on a search study of ``group`` makes (as
     ``lrtune.study.study_refs``: samplers, then baselines, per prior and repeat). A
