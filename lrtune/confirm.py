@@ -196,12 +196,12 @@ def join(
     names: list[str],
     loaded: dict[str, Any],
     *,
-    device: str,
-    worker: str | None,
+    load_study: Callable[[str], tuple[optuna.Study, Callable[[optuna.Trial], float], int]],
 ) -> bool:
     """The worker's hook once its studies have their budgets: add (or refresh) the confirm
-    study of each of their groups to ``names``/``loaded``. True when confirmations are left
-    to run."""
+    study of each of their groups to ``names``/``loaded``, loaded by ``load_study`` (the
+    worker's, which checks the task it may import, as for any study). True when
+    confirmations are left to run."""
     groups: list[str] = []
     for n in names:
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(n))
@@ -217,7 +217,7 @@ def join(
         budget = int(study.user_attrs["budget"])
         if name not in loaded:
             names.append(name)
-            loaded[name] = load(storage, name, device=device, worker=worker)
+            loaded[name] = load_study(name)
         loaded[name] = (loaded[name][0], loaded[name][1], budget)
         done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
         work = work or done < budget
@@ -225,11 +225,17 @@ def join(
 
 
 def load(
-    storage: optuna.storages.BaseStorage, name: str, *, device: str, worker: str | None
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    *,
+    task: str,
+    device: str,
+    worker: str | None,
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
-    """A confirm study as the worker runs it: ``(study, objective, budget)``."""
+    """A confirm study as the worker runs it: ``(study, objective, budget)``, training
+    ``task`` (the one the worker's trust check let through: ``lrtune.workers.trusted_task``),
+    never another the study names."""
     from lrtune.search.spec import StudySpec
-    from lrtune.training.loading import locate_task
 
     # Only enqueued trials train; a random sampler keeps a stray fresh trial cheap.
     study = optuna.load_study(
@@ -237,7 +243,7 @@ def load(
     )
     attrs = study.user_attrs
     spec = StudySpec.from_dict(attrs["spec"])
-    spec = dataclasses.replace(spec, task=locate_task(spec.task, attrs.get("task_dir")))
+    spec = dataclasses.replace(spec, task=task)
     seeds = [int(s) for s in attrs["seeds"]]
     objective = make_confirm_objective(spec, seeds, device=device, worker=worker)
     return study, objective, int(attrs.get("budget", 0))

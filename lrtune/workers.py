@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 
@@ -93,11 +94,10 @@ def _load(
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     # The sampler is built from what the study stores, so read its attrs before loading it.
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    trusted = trusted_task(name, attrs, task)  # every study, search and confirm alike
     if confirm.is_confirm_study(attrs):
-        return confirm.load(storage, name, device=device, worker=worker_id())
-    spec = StudySpec.from_dict(attrs["spec"])
-    check_task_pin(name, spec.task, task)
-    spec = dataclasses.replace(spec, task=locate_task(spec.task, attrs.get("task_dir")))
+        return confirm.load(storage, name, task=trusted, device=device, worker=worker_id())
+    spec = dataclasses.replace(StudySpec.from_dict(attrs["spec"]), task=trusted)
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
     budget = int(attrs["budget"])
     sampler = make_sampler(
@@ -117,6 +117,25 @@ def _load(
         follow_bounds=attrs["prior"] == "rangetest" and spec.widen and attrs["sampler"] != "grid",
     )
     return study, objective, budget
+
+
+def trusted_task(study: str, attrs: dict[str, Any], pinned: str | None) -> str:
+    """The task a worker may import for ``study`` (its user ``attrs``; a search or a
+    confirm study): the one trust check of every study a worker loads, made before anything
+    of the study is imported.
+
+    With ``pinned`` (``worker --task``) the study must name that task, and the pinned name
+    is what is imported, as the operator wrote it (a relative task file from the worker's
+    folder: the ``task_dir`` the study names does not move it). Unpinned, a relative task
+    file is found from the folder the study was created in
+    (:func:`~lrtune.training.loading.locate_task`).
+    """
+    spec = attrs.get("spec")
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not isinstance(task, str):
+        raise UserError(f"study {study} names no task: not an lrtune study; nothing was imported")
+    check_task_pin(study, task, pinned)
+    return task if pinned is not None else locate_task(task, attrs.get("task_dir"))
 
 
 def check_task_pin(study: str, task: str, pinned: str | None) -> None:
@@ -195,7 +214,12 @@ def run_worker(
             if not open_slots:
                 if all(state[n][0] >= loaded[n][2] for n in names):
                     # Budgets met: confirm the group's best configurations (once).
-                    if confirm.join(storage, names, loaded, device=device, worker=worker_id()):
+                    if confirm.join(
+                        storage,
+                        names,
+                        loaded,
+                        load_study=lambda n: _load(storage, n, worker, device, task),
+                    ):
                         report.trials.update(dict.fromkeys(set(names) - set(report.trials), 0))
                         continue
                     break

@@ -24,9 +24,9 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         metavar="NAME",
-        help="run only studies of this task (exactly as the study names it): a worker "
-        "imports the study's task, so pin it on storages others can write to "
-        "(default: any task)",
+        help="run only studies of this task (exactly as the study names it), the confirm "
+        "study included: a worker imports the study's task, so pin it on storages others "
+        "can write to; a pinned task file is read from this folder (default: any task)",
     )
     p.add_argument("--group", help="run the studies of this group")
     p.add_argument("--study", action="append", help="run this study (repeatable)")
@@ -107,7 +107,7 @@ def _check_group(url: str, group: str, task: str | None, grace_period: int) -> N
     from lrtune.creation import wait_created
     from lrtune.search.states import group_study_names
     from lrtune.storage import mask_url, open_storage, require_existing
-    from lrtune.workers import check_task_pin
+    from lrtune.workers import trusted_task
 
     require_existing(url)
     storage = open_storage(url)
@@ -120,7 +120,7 @@ def _check_group(url: str, group: str, task: str | None, grace_period: int) -> N
         )
     for name in names:
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
-        check_task_pin(name, str(attrs.get("spec", {}).get("task")), task)
+        trusted_task(name, attrs, task)
 
 
 COMMAND = Command(
