@@ -33,11 +33,11 @@ from lrtune.rangetest import (
     RangeTestResult,
     range_test,
 )
+from lrtune.search.dims import build_checked, setup_lines
 from lrtune.search.space import decades, grid_size
-from lrtune.search.spec import StudySpec
+from lrtune.search.spec import StudySpec, check_group_name
 from lrtune.search.states import is_created, study_name
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
-from lrtune.training.loading import resolve_task
 from lrtune.training.tasks import Task
 from lrtune.training.tblog import log_root, write_range_test
 
@@ -99,7 +99,11 @@ def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
 
 def default_group(spec: StudySpec, task: Task) -> str:
     """``spec.group``, else the name of ``task`` (the task built from ``spec``)."""
-    return spec.group or task.name.replace(" ", "-").replace(".", "-")
+    if spec.group:
+        return spec.group
+    name = task.name.replace(" ", "-").replace(".", "-")
+    check_group_name(name, f"task name {task.name!r} as the default --group (give --group NAME)")
+    return name
 
 
 @dataclass
@@ -154,7 +158,7 @@ def prepare_group(
     (:mod:`lrtune.creation`).
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
-        task = resolve_task(spec.task)(spec.seed)
+        task = build_checked(spec)  # and the searched setup (lrtune.search.dims)
     group = default_group(spec, task)
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
@@ -260,7 +264,8 @@ def _create_study(
     result = group.rangetest_of(ref)
     plot = None
     if result is not None:
-        plot = plot_dir / f"{result.optimizer}.png"
+        name = f"rangetest-{result.optimizer}.png" if ref.baseline else "rangetest.png"
+        plot = plot_dir / name
         plot = plot if plot.exists() else plot_png(result, plot)
     write_study(
         storage,
@@ -327,6 +332,7 @@ def _note(group: Group, ref: StudyRef) -> str:
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
         f"- budget: {group.budget(ref)} finished trials",
         f"- schedules: {', '.join(spec.schedules)}",
+        *setup_lines(spec),
     ]
     if ref.baseline:
         lines.append(
@@ -358,6 +364,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     group's best-so-far graph)."""
     from lrtune.dashboard import write_study_note
     from lrtune.dashboard.graphs import save_best_so_far_graph
+    from lrtune.dashboard.trial_graphs import save_trial_graphs, save_trial_notes
     from lrtune.table import format_table
 
     data = cmp.to_dict()
@@ -367,6 +374,8 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     for row in cmp.rows:
         study = optuna.load_study(study_name=row.study, storage=storage)
         studies.append(study)
+        save_trial_graphs(study, cmp.metric)
+        save_trial_notes(study)  # trials of workers that predate the notes, too
         study.set_user_attr("comparison", data)
         attrs = study.user_attrs
         low, high = attrs.get("bounds", [math.nan, math.nan])

@@ -19,6 +19,7 @@ import optuna
 
 from lrtune import confirm, interrupt
 from lrtune.creation import wait_created
+from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
 from lrtune.search.objective import Surplus, TrialFailed, make_objective
@@ -115,6 +116,7 @@ def _load(
         device=device,
         worker=worker_id(),
         follow_bounds=attrs["prior"] == "rangetest" and spec.widen and attrs["sampler"] != "grid",
+        reference_batch=reference_batch(attrs),
     )
     return study, objective, budget
 
@@ -136,6 +138,16 @@ def trusted_task(study: str, attrs: dict[str, Any], pinned: str | None) -> str:
         raise UserError(f"study {study} names no task: not an lrtune study; nothing was imported")
     check_task_pin(study, task, pinned)
     return task if pinned is not None else locate_task(task, attrs.get("task_dir"))
+
+
+def reference_batch(attrs: dict) -> int | None:
+    """The batch size a ``rangetest``-prior study's bounds were measured at (its range
+    test's); ``None`` for fixed bounds (prior ``none``, or a range test that did not record
+    it)."""
+    if attrs.get("prior") != "rangetest":
+        return None
+    batch = (attrs.get("rangetest") or {}).get("batch_size")
+    return int(batch) if isinstance(batch, int) else None
 
 
 def check_task_pin(study: str, task: str, pinned: str | None) -> None:
@@ -274,6 +286,7 @@ def run_worker(
             report.trials[name] += 1
             if mine.state == optuna.trial.TrialState.COMPLETE and widens.get(name, False):
                 maybe_widen(study)
+            show_trial(study, mine)  # the dashboard: config note, per-epoch and importance
         if on_trial is not None:
             on_trial(name, mine)
     report.seconds = time.perf_counter() - start

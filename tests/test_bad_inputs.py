@@ -53,6 +53,11 @@ FILES: dict[str, bytes] = {
     b"def make(seed):\n"
     b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
     b"    return Task(nn.Linear(4, 3), (x, y), (x, y), nn.functional.mse_loss, batch_size=16)\n",
+    "newline_name.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
+    b"                name='a\\nb')\n",
     "afile": b"not a directory\n",
 }
 
@@ -150,6 +155,12 @@ CASES: dict[str, dict[str, Any]] = {
         "baseline twice": _c("study --baseline schedulefree,schedulefree", "twice"),
         "lr-low 0": _c("study --lr-low 0", "--lr-low"),
         "group slash": _c("study --group a/b", "--group"),
+        "group newline": Case(("study", "--group", "a\nb"), "U+000A"),
+        "group escape": Case(("study", "--group", "a\x1b[31mb"), "U+001B"),
+        "group tab": Case(("study", "--group", "a\tb"), "U+0009"),
+        "task name newline": _c(
+            "study --prior none --task {dir}/newline_name.py:make", "U+000A", storage=False
+        ),
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),
         "epochs 0": _c("study --epochs 0", "--epochs"),
         "workers 0": _c("study --workers 0", "--workers"),
@@ -245,6 +256,9 @@ CASES: dict[str, dict[str, Any]] = {
         "out and into": _c(f"export --study {STUDY} --out a.yaml --into b.yaml", "--into"),
         "dry-run alone": _c(f"export --study {STUDY} --dry-run", "--dry-run"),
         "batch-size 0": _c(f"export --study {STUDY} --batch-size 0", "--batch-size"),
+        "trial x": _c(f"export --study {STUDY} --trial x", "--trial"),
+        "trial -1": _c(f"export --study {STUDY} --trial -1", "--trial"),
+        "trial nosuch": _c(f"export --study {STUDY} --trial 99", "no trial 99"),
         "into missing": _c(f"export --study {STUDY} --into nosuch.yaml", "nosuch.yaml"),
         "into binary": _c(f"export --study {STUDY} --into {{dir}}/binary.toml", "binary.toml"),
         "out missing dir": _c(f"export --study {STUDY} --out no/such/c.yaml", "no/such"),

@@ -1,11 +1,12 @@
-"""``lrtune export``: a study's best trial as a production config (file, stdout or merged)."""
+"""``lrtune export``: the group's confirmed winner, else a study's best trial (or the trial
+``--trial`` names), as a production config (file, stdout or merged)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from lrtune.cli.common import Command, _add_common, _positive_int, storage_url
+from lrtune.cli.common import Command, _add_common, _count, _positive_int, storage_url
 from lrtune.errors import UserError
 
 
@@ -14,7 +15,16 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         "--study",
         required=True,
         metavar="NAME",
-        help="the study to export (its best finished trial)",
+        help="the study to export: its group's confirmed winner when the group has one "
+        "(`study --confirm`, the configuration with the best mean over fresh seeds), else "
+        "the study's best finished trial",
+    )
+    p.add_argument(
+        "--trial",
+        type=_count,
+        metavar="N",
+        default=None,
+        help="export trial N of the study instead (default: as --study says)",
     )
     p.add_argument(
         "--format",
@@ -51,7 +61,9 @@ def _run_export(args: argparse.Namespace) -> int:
         raise UserError("--dry-run goes with --into PATH[:key]")
     if args.format == "hf" and args.into:
         raise UserError("--format hf writes Python for TrainingArguments: use --out, not --into")
-    config = export.export_config(storage_url(args), args.study, batch_size=args.batch_size)
+    config = export.export_config(
+        storage_url(args), args.study, batch_size=args.batch_size, trial=args.trial
+    )
     if args.format == "hf":
         from lrtune.export.hf_args import hf_text
 
@@ -81,9 +93,10 @@ def _write(text: str, out: str | None) -> int:
 
 COMMAND = Command(
     "export",
-    "write a study's best trial as a production config",
+    "write the group's confirmed winner (else the study's best trial) as a production config",
     (
         "lrtune export --study digits.tpe.rangetest --out best.yaml",
+        "lrtune export --study digits.tpe.rangetest --trial 7",
         "lrtune export --study digits.tpe.rangetest --into train.yaml:optim --dry-run",
     ),
     _add_export,
