@@ -119,6 +119,11 @@ def hf_task(
     if direction not in ("minimize", "maximize"):
         raise UserError(f"hf_task: direction is {direction!r}, expected 'minimize' or 'maximize'")
     key = _metric_key(metric)
+    if compute_metrics is None and key != "eval_loss":
+        raise UserError(
+            f"hf_task: metric {metric!r}: without compute_metrics the evaluation gives "
+            "eval_loss only; pass compute_metrics= that returns it, or metric='eval_loss'"
+        )
     collate = data_collator or transformers.default_data_collator
     batch_size = int(args.per_device_train_batch_size) * int(args.gradient_accumulation_steps)
 

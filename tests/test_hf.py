@@ -55,9 +55,18 @@ def test_bad_arguments_are_one_line() -> None:
 
 def test_a_metric_the_evaluation_does_not_give_is_one_line() -> None:
     data = hf_tiny._windows(32, 0)
-    make = hf_task(hf_tiny.model_init, data, data, args=_args(num_train_epochs=1), metric="acc")
+    with pytest.raises(UserError, match="without compute_metrics the evaluation gives eval_loss"):
+        hf_task(hf_tiny.model_init, data, data, args=_args(), metric="accuracy")
+    make = hf_task(
+        hf_tiny.model_init,
+        data,
+        data,
+        args=_args(num_train_epochs=1),
+        metric="acc",
+        compute_metrics=lambda prediction: {"accuracy": 0.5},  # no "acc"
+    )
     config = TrainConfig(lr=1e-3, optimizer="adamw", epochs=1, device="cpu")
-    with pytest.raises(UserError, match=r"no 'eval_acc' .*gives: eval_loss"):
+    with pytest.raises(UserError, match=r"no 'eval_acc' .*gives: eval_accuracy, eval_loss"):
         run_trial(make, config, lambda value, step: None)
 
 
