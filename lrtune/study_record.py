@@ -1,49 +1,15 @@
-"""What a group writes for people to read beside its trials: the range test (user attr,
-PNG artifact, dashboard graph) and the comparison (user attr, notes, graphs)."""
+"""What a group writes for people to read once its comparison is computed: the comparison
+on every study (user attr, dashboard note), the group's best-so-far graph, each study's
+per-trial graphs and notes (:mod:`lrtune.dashboard.trial_graphs`)."""
 
 from __future__ import annotations
 
 import math
-import tempfile
-import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
 
-from lrtune.rangetest import RangeTestResult
-
-__all__ = ["range_test_png", "record_range_test", "save_comparison"]
-
-
-def range_test_png(result: RangeTestResult, path: Path) -> Path:
-    """The range test's PNG at ``path`` (a ``.png`` file, or a directory to put it in)."""
-    from lrtune.report import plot_range_test
-
-    return plot_range_test(result, path if path.suffix == ".png" else path / "rangetest.png")
-
-
-def record_range_test(
-    study: optuna.Study,
-    result: RangeTestResult,
-    storage_url: str,
-    *,
-    plot_path: Path | None = None,
-) -> None:
-    """Store ``result`` on ``study`` (user attr ``rangetest``), its plot as an artifact and
-    its interactive graph on the dashboard's study page."""
-    from lrtune.dashboard import artifact_store
-    from lrtune.dashboard.graphs import save_rangetest_graph
-
-    study.set_user_attr("rangetest", result.to_dict())
-    with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        path = plot_path or range_test_png(result, Path(tmp))
-        artifact_id = optuna.artifacts.upload_artifact(
-            study_or_trial=study, file_path=str(path), artifact_store=artifact_store(storage_url)
-        )
-    study.set_user_attr("rangetest_plot_artifact", artifact_id)
-    save_rangetest_graph(study, result)
+__all__ = ["save_comparison"]
 
 
 def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:

@@ -238,6 +238,9 @@ CASES: dict[str, dict[str, Any]] = {
         "port x": _c("dashboard --port x", "--port"),
         "port 70000": _c("dashboard --port 70000", "--port"),
         "host not local": _c("dashboard --host 192.0.2.1 --port 18123", "cannot listen"),
+        "allow-host url": _c("dashboard --allow-host http://lr.example/", "--allow-host"),
+        "allow-host port": _c("dashboard --allow-host lr.example:8080", "--allow-host"),
+        "allow-host empty": Case(("dashboard", "--allow-host", ""), "--allow-host"),
         "unknown flag": _c("dashboard --frob", "--frob"),
         "storage missing": _c(
             "dashboard --storage sqlite:///lrtnue.db", "no storage at", storage=False
