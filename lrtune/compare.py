@@ -71,6 +71,8 @@ class Row:
     cost: float | None
     seconds: float
     confirmed: Confirmed | None = None
+    #: A baseline arm's study (``--baseline``, :mod:`lrtune.baseline`), not the search's.
+    baseline: bool = False
 
     @property
     def censored_at(self) -> int:
@@ -219,7 +221,8 @@ def compare_group(
     """Build the comparison of ``group`` from what is in ``storage``.
 
     The target is within ``tolerance`` (default: the spec's) of the group's best finite
-    value. The range test's cost in trials is its seconds ÷ the median trial's seconds.
+    value. The range test's cost in trials is its optimizer updates ÷ the median trial's
+    (:func:`rangetest_trials`).
     """
     studies = [
         optuna.load_study(study_name=n, storage=storage) for n in group_study_names(storage, group)
@@ -244,9 +247,18 @@ def compare_group(
         if "seconds" in t.user_attrs
     ]
     per_trial = statistics.median(durations) if durations else math.nan
-    rt = next((s.user_attrs["rangetest"] for s in studies if "rangetest" in s.user_attrs), None)
+    # The search's range test; a baseline's own (same sweep, another optimizer) costs as much.
+    rt = next(
+        (
+            s.user_attrs["rangetest"]
+            for s in studies
+            if "rangetest" in s.user_attrs and "baseline" not in s.user_attrs
+        ),
+        None,
+    )
     rt_seconds = float(rt["seconds"]) if rt else 0.0
-    rt_trials = rt_seconds / per_trial if rt and per_trial > 0 else 0.0
+    configs = [t.user_attrs.get("config") for ts in trials.values() for t in ts]
+    rt_trials = rangetest_trials(rt, [c for c in configs if isinstance(c, dict)], per_trial)
     cmp = Comparison(
         group,
         direction,
@@ -276,7 +288,8 @@ def compare_group(
         cmp.rows.append(
             Row(
                 study=s.study_name,
-                sampler=str(attrs.get("sampler")),
+                # A baseline arm (lrtune.baseline) is its own row: "schedulefree / none".
+                sampler=str(attrs.get("baseline") or attrs.get("sampler")),
                 prior=str(attrs.get("prior")),
                 repeat=int(attrs.get("repeat", 1)),
                 done=len(ts),
@@ -289,12 +302,41 @@ def compare_group(
                 cost=None if to_target is None else to_target + _extra(cmp, attrs.get("prior")),
                 seconds=sum(float(t.user_attrs.get("seconds", 0.0)) for t in ts),
                 confirmed=_confirmed(confirmations, s.study_name),
+                baseline="baseline" in attrs,
             )
         )
     cmp.confirm = confirm_notes(confirmations, cmp.metric)
     cmp.arms = arms_of(cmp)
     cmp.winner = judge(cmp)
     return cmp
+
+
+def rangetest_trials(
+    rt: dict[str, Any] | None, configs: list[dict[str, Any]], per_trial_seconds: float
+) -> float:
+    """The range test's cost in trial-equivalents: the rows it trained on (its optimizer
+    updates × its batch size) ÷ the median trial's (``total_steps`` × ``batch_size`` of the
+    trials' ``config``). At one batch size that is updates ÷ updates, so accumulation, which
+    makes every update of both cost more, does not change it; a machine busier during one
+    than the other does not either. Trials that recorded no ``total_steps`` (a ``fit`` task
+    over data without a length) fall back to seconds ÷ the median trial's seconds."""
+    if not rt:
+        return 0.0
+    updates = rt.get("updates")
+    if updates is None:  # stored before results counted them
+        updates = sum(len(lrs or []) for lrs in rt.get("lrs", []))
+    rows = [
+        float(c["total_steps"]) * float(c.get("batch_size") or 1)
+        for c in configs
+        if isinstance(c.get("total_steps"), int) and c["total_steps"] > 0
+    ]
+    if rows and updates:
+        batch = rt.get("batch_size") or statistics.median(
+            float(c.get("batch_size") or 1) for c in configs
+        )
+        return float(updates) * float(batch) / statistics.median(rows)
+    seconds = float(rt.get("seconds", 0.0))
+    return seconds / per_trial_seconds if per_trial_seconds > 0 else 0.0
 
 
 def _confirmed(state: ConfirmState | None, study: str) -> Confirmed | None:

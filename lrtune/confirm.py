@@ -21,6 +21,7 @@ confirm study for the comparison, its dashboard note and ``export``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -124,7 +125,9 @@ def ensure(storage: optuna.storages.BaseStorage, group: str) -> optuna.Study | N
     count = int(spec.get("confirm_seeds", 2))
     if asked <= 0:
         return None
-    found = candidates(studies)
+    # A baseline arm (lrtune.baseline) trains another optimizer than the spec's: the
+    # confirmation re-trains the schedule search's configurations only.
+    found = candidates([s for s in studies if "baseline" not in s.user_attrs])
     if not found:
         return None
     first = studies[0]
@@ -137,7 +140,7 @@ def ensure(storage: optuna.storages.BaseStorage, group: str) -> optuna.Study | N
     if not is_confirm_study(study.user_attrs):
         attrs: dict[str, Any] = {
             key: first.user_attrs[key]
-            for key in ("lrtune_version", "task", "spec", "epochs", "metric", "storage")
+            for key in ("lrtune_version", "task", "task_dir", "spec", "epochs", "metric", "storage")
             if key in first.user_attrs
         }
         attrs.update(
@@ -222,6 +225,7 @@ def load(
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     """A confirm study as the worker runs it: ``(study, objective, budget)``."""
     from lrtune.search.spec import StudySpec
+    from lrtune.training.loading import locate_task
 
     # Only enqueued trials train; a random sampler keeps a stray fresh trial cheap.
     study = optuna.load_study(
@@ -229,6 +233,7 @@ def load(
     )
     attrs = study.user_attrs
     spec = StudySpec.from_dict(attrs["spec"])
+    spec = dataclasses.replace(spec, task=locate_task(spec.task, attrs.get("task_dir")))
     seeds = [int(s) for s in attrs["seeds"]]
     objective = make_confirm_objective(spec, seeds, device=device, worker=worker)
     return study, objective, int(attrs.get("budget", 0))
@@ -240,6 +245,7 @@ def make_confirm_objective(
     """Train the trial's enqueued configuration on each of ``seeds``; the mean is its value."""
 
     def objective(trial: optuna.Trial) -> float:
+        from lrtune.search.dims import setup_of
         from lrtune.search.objective import Surplus, trial_errors
         from lrtune.training.trainer import TrainConfig, run_trial
 
@@ -268,6 +274,7 @@ def make_confirm_objective(
             **spec.optimizer_params,
             **{k[len("optimizer.") :]: v for k, v in params.items() if k.startswith("optimizer.")},
         }
+        setup = setup_of(params)  # the batch size, multipliers and task parameters it searched
         values: list[float | None] = []
         seconds = 0.0
         config: dict[str, Any] | None = None
@@ -284,6 +291,9 @@ def make_confirm_objective(
                 precision=spec.precision,
                 accumulate=spec.accumulate,
                 clip_grad_norm=spec.clip_grad_norm,
+                batch_size=setup.batch_size,
+                lr_mults=setup.lr_mults,
+                task_params=setup.task_params,
             )
             # The search trials' one error path: FAIL with fail_reason, Ctrl-C and a lost
             # storage connection handled as in any trial. run_trial: a task with its own

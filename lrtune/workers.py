@@ -7,11 +7,9 @@ let a live worker fail (and re-queue) the trial of a worker that died.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from lrtune import confirm, interrupt
+from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
 from lrtune.search.objective import Surplus, TrialFailed, make_objective
@@ -40,6 +39,7 @@ from lrtune.study import (
     MAX_CONSECUTIVE_FAILURES,
     WORKER_SEED_STRIDE,
 )
+from lrtune.training.loading import locate_task
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def _load(
         return confirm.load(storage, name, device=device, worker=worker_id())
     spec = StudySpec.from_dict(attrs["spec"])
     check_task_pin(name, spec.task, task)
+    spec = dataclasses.replace(spec, task=locate_task(spec.task, attrs.get("task_dir")))
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
     budget = int(attrs["budget"])
     sampler = make_sampler(
@@ -114,8 +115,19 @@ def _load(
         device=device,
         worker=worker_id(),
         follow_bounds=attrs["prior"] == "rangetest" and spec.widen and attrs["sampler"] != "grid",
+        reference_batch=reference_batch(attrs),
     )
     return study, objective, budget
+
+
+def reference_batch(attrs: dict) -> int | None:
+    """The batch size a ``rangetest``-prior study's bounds were measured at (its range
+    test's); ``None`` for fixed bounds (prior ``none``, or a range test that did not record
+    it)."""
+    if attrs.get("prior") != "rangetest":
+        return None
+    batch = (attrs.get("rangetest") or {}).get("batch_size")
+    return int(batch) if isinstance(batch, int) else None
 
 
 def check_task_pin(study: str, task: str, pinned: str | None) -> None:
@@ -246,6 +258,7 @@ def run_worker(
             report.trials[name] += 1
             if mine.state == optuna.trial.TrialState.COMPLETE and widens.get(name, False):
                 maybe_widen(study)
+            show_trial(study, mine)  # the dashboard: config note, per-epoch and importance
         if on_trial is not None:
             on_trial(name, mine)
     report.seconds = time.perf_counter() - start
@@ -319,67 +332,6 @@ def _collect(
         into.append(trial)
 
     return callback
-
-
-def spawn_workers(
-    storage_url: str,
-    group: str,
-    n: int,
-    *,
-    device: str = "auto",
-    gpus: Sequence[int] | None = None,
-    extra_args: Sequence[str] = (),
-) -> list[subprocess.Popen[bytes]]:
-    """Start ``n`` ``lrtune worker`` processes (one per GPU when ``gpus`` is given).
-
-    The URL travels in the environment (``LRTUNE_STORAGE``), not on the command line, so a
-    password never shows in ``ps``.
-    """
-    procs = []
-    slots: list[int | None] = list(gpus) if gpus else [None] * n
-    for index, gpu in enumerate(slots):
-        env = dict(os.environ, LRTUNE_STORAGE=storage_url, LRTUNE_WORKER_INDEX=str(index + 1))
-        dev = device
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-            dev = "cuda"
-        cmd = [
-            sys.executable,
-            "-m",
-            "lrtune",
-            "worker",
-            "--group",
-            group,
-            "--device",
-            dev,
-            *extra_args,
-        ]
-        procs.append(subprocess.Popen(cmd, env=env))
-    return procs
-
-
-def wait_workers(
-    procs: list[subprocess.Popen[bytes]],
-    on_tick: Callable[[], None] | None = None,
-    poll: float = 1.0,
-) -> int:
-    """Wait for all, calling ``on_tick`` every ``poll`` seconds; on Ctrl-C pass SIGINT on to
-    them and wait again. Worst exit code."""
-    try:
-        while any(p.poll() is None for p in procs):
-            interrupt.check()
-            if on_tick is not None:
-                on_tick()
-            time.sleep(poll)
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
-        raise
-    return max(codes, default=0)
 
 
 def worker_id() -> str:

@@ -44,6 +44,7 @@ FILES: dict[str, bytes] = {
     "adam-momentum.toml": b'[optimizer]\nname = "adam"\nmomentum = 0.9\n',
     "import_error.py": b'raise ImportError("no module named torchvision_nightly")\n',
     "syntax_error.py": b"def make(seed):\n    return (\n",
+    "sibling_missing.py": b"from lrtune_sibling_nowhere import build\n",
     "no_factory.py": b"x = 1\n",
     "factory_raises.py": b'def make(seed):\n    raise RuntimeError("dataset not found")\n',
     "factory_wrong_type.py": b"def make(seed):\n    return 42\n",
@@ -52,6 +53,11 @@ FILES: dict[str, bytes] = {
     b"def make(seed):\n"
     b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
     b"    return Task(nn.Linear(4, 3), (x, y), (x, y), nn.functional.mse_loss, batch_size=16)\n",
+    "newline_name.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
+    b"                name='a\\nb')\n",
     "afile": b"not a directory\n",
 }
 
@@ -67,6 +73,14 @@ class Case:
 
 def _c(argv: str, mention: str, *, storage: bool = True) -> Case:
     return Case(tuple(argv.split()), mention, storage)
+
+
+def _no_mps(argv: str) -> Any:
+    """``--device mps`` where torch has no mps: a bad input only on such a machine."""
+    from lrtune.device import mps_available
+
+    skip = pytest.mark.skipif(mps_available(), reason="this machine has mps")
+    return pytest.param(_c(argv, "no Apple GPU"), marks=skip)
 
 
 # command -> {case id: Case}
@@ -95,16 +109,23 @@ CASES: dict[str, dict[str, Any]] = {
         "task missing file": _c("rangetest --task missing.py:make", "does not exist"),
         "task import error": _c("rangetest --task {dir}/import_error.py:make", "ImportError"),
         "task syntax error": _c("rangetest --task {dir}/syntax_error.py:make", "SyntaxError"),
+        "task sibling import fails": _c(
+            "rangetest --task {dir}/sibling_missing.py:make", "put lrtune_sibling_nowhere.py"
+        ),
         "task no factory": _c("rangetest --task {dir}/no_factory.py:make", "no function"),
         "task module missing": _c("rangetest --task no_such_module_xyz:make", "no_such"),
         "task factory raises": _c("rangetest --task {dir}/factory_raises.py:make", "dataset"),
         "task factory wrong type": _c("rangetest --task {dir}/factory_wrong_type.py:make", "Task"),
         "task exits": _c("rangetest --task {dir}/exits.py:make", "exit"),
         "device tpu": _c("rangetest --device tpu", "tpu"),
+        "device mps:0": _c("rangetest --device mps:0", "mps:0"),
+        "device mps, none here": _no_mps("rangetest --device mps"),
         "json missing dir": _c("rangetest --json no/such/dir/r.json", "does not exist"),
         "json under a file": _c("rangetest --json {dir}/afile/r.json", "afile"),
         "json under /proc": _c("rangetest --json /proc/r.json", "/proc"),
         "plot not png": _c("rangetest --plot r.jpg", ".png"),
+        "log-dir under a file": _c("rangetest --log-dir {dir}/afile/tb", "--log-dir"),
+        "log-dir a file": _c("rangetest --log-dir {dir}/afile", "not a directory"),
         "plot under /proc": _c("rangetest --plot /proc/r.png", "/proc"),
         "study, no storage": _c("rangetest --study nope", "no storage at lrtune.db", storage=False),
         "study nope": _c(f"rangetest --study nope{STUDY}", "no study"),
@@ -130,15 +151,29 @@ CASES: dict[str, dict[str, Any]] = {
         "repeats x": _c("study --repeats x", "--repeats"),
         "samplers twice": _c("study --samplers tpe,tpe", "twice"),
         "optimizer foo": _c("study --optimizer foo", "foo"),
+        "baseline foo": _c("study --baseline foo", "foo"),
+        "baseline twice": _c("study --baseline schedulefree,schedulefree", "twice"),
         "lr-low 0": _c("study --lr-low 0", "--lr-low"),
         "group slash": _c("study --group a/b", "--group"),
+        "group newline": Case(("study", "--group", "a\nb"), "U+000A"),
+        "group escape": Case(("study", "--group", "a\x1b[31mb"), "U+001B"),
+        "group tab": Case(("study", "--group", "a\tb"), "U+0009"),
+        "task name newline": _c(
+            "study --prior none --task {dir}/newline_name.py:make", "U+000A", storage=False
+        ),
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),
         "epochs 0": _c("study --epochs 0", "--epochs"),
         "workers 0": _c("study --workers 0", "--workers"),
+        "log-dir under a file": _c("study --prior none --log-dir {dir}/afile/tb", "--log-dir"),
+        "log-dir under /proc": _c("study --prior none --log-dir /proc/lrtune-tb", "--log-dir"),
+        "device mps, none here": _no_mps("study --device mps --prior none"),
         "heartbeat 0": _c("study --heartbeat-interval 0", "--heartbeat-interval"),
         "no-widen value": _c("study --widen=yes", "--widen"),
         "task import error": _c("study --task {dir}/import_error.py:make", "ImportError"),
         "task syntax error": _c("study --task {dir}/syntax_error.py:make", "SyntaxError"),
+        "task sibling import fails": _c(
+            "study --task {dir}/sibling_missing.py:make", "put lrtune_sibling_nowhere.py"
+        ),
         "task factory raises": _c("study --task {dir}/factory_raises.py:make", "dataset"),
         "changed spec": _c(
             f"study --group {GROUP} --prior none --samplers random --schedules cosine",
@@ -179,10 +214,12 @@ CASES: dict[str, dict[str, Any]] = {
         "gpus twice": _c(f"worker --group {GROUP} --gpus 0,0", "distinct"),
         "gpus negative": _c(f"worker --group {GROUP} --gpus -1", "--gpus"),
         "device tpu": _c(f"worker --group {GROUP} --device tpu", "tpu"),
+        "device mps, none here": _no_mps(f"worker --group {GROUP} --device mps"),
         "task pinned": _c(f"worker --group {GROUP} --task wine", "pinned"),
         "task pinned, 2 workers": _c(f"worker --group {GROUP} --task wine --workers 2", "pinned"),
         "task pinned, study": _c(f"worker --study {STUDY} --task mylab:make", "pinned"),
         "grace-period x": _c(f"worker --group {GROUP} --grace-period x", "--grace-period"),
+        "log-dir under a file": _c(f"worker --group {GROUP} --log-dir {{dir}}/afile/t", "afile"),
         "unknown flag": _c(f"worker --group {GROUP} --frob", "--frob"),
         "storage missing": _c(
             "worker --group x --storage sqlite:///lrtnue.db", "no storage at", storage=False
@@ -201,6 +238,9 @@ CASES: dict[str, dict[str, Any]] = {
         "port x": _c("dashboard --port x", "--port"),
         "port 70000": _c("dashboard --port 70000", "--port"),
         "host not local": _c("dashboard --host 192.0.2.1 --port 18123", "cannot listen"),
+        "allow-host url": _c("dashboard --allow-host http://lr.example/", "--allow-host"),
+        "allow-host port": _c("dashboard --allow-host lr.example:8080", "--allow-host"),
+        "allow-host empty": Case(("dashboard", "--allow-host", ""), "--allow-host"),
         "unknown flag": _c("dashboard --frob", "--frob"),
         "storage missing": _c(
             "dashboard --storage sqlite:///lrtnue.db", "no storage at", storage=False
@@ -215,9 +255,13 @@ CASES: dict[str, dict[str, Any]] = {
         "no study": _c("export", "--study"),
         "study nosuch": _c("export --study nosuch", "nosuch"),
         "format xml": _c(f"export --study {STUDY} --format xml", "--format"),
+        "format hf into": _c(f"export --study {STUDY} --format hf --into b.yaml", "--into"),
         "out and into": _c(f"export --study {STUDY} --out a.yaml --into b.yaml", "--into"),
         "dry-run alone": _c(f"export --study {STUDY} --dry-run", "--dry-run"),
         "batch-size 0": _c(f"export --study {STUDY} --batch-size 0", "--batch-size"),
+        "trial x": _c(f"export --study {STUDY} --trial x", "--trial"),
+        "trial -1": _c(f"export --study {STUDY} --trial -1", "--trial"),
+        "trial nosuch": _c(f"export --study {STUDY} --trial 99", "no trial 99"),
         "into missing": _c(f"export --study {STUDY} --into nosuch.yaml", "nosuch.yaml"),
         "into binary": _c(f"export --study {STUDY} --into {{dir}}/binary.toml", "binary.toml"),
         "out missing dir": _c(f"export --study {STUDY} --out no/such/c.yaml", "no/such"),

@@ -8,19 +8,23 @@ import os
 from lrtune.cli.common import (
     Command,
     _add_common,
+    _add_log_dir,
     _add_threads,
     _positive_float,
     _positive_int,
     storage_url,
+    use_log_dir,
 )
 from lrtune.errors import UserError
 
 
 def _add_rangetest(p: argparse.ArgumentParser) -> None:
     _add_common(p)
+    _add_log_dir(p)
     p.add_argument(
         "--optimizer",
-        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+        help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
+        "(default: the task's own, else sgd)",
     )
     p.add_argument("--seeds", type=_positive_int, default=3, help="sweeps to run")
     p.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first LR of the sweep")
@@ -43,6 +47,7 @@ def _run_rangetest(args: argparse.Namespace) -> int:
 
     _check_out_path(args.json, ".json", "--json")
     _check_out_path(args.plot, ".png", "--plot")
+    use_log_dir(args)
     from lrtune.device import resolve_device
     from lrtune.workers import limit_cpu_threads
 
@@ -82,6 +87,13 @@ def _run_rangetest(args: argparse.Namespace) -> int:
 
         plot_range_test(result, args.plot)
         print(f"wrote {args.plot}")
+    from lrtune.training.tblog import log_root, write_range_test
+
+    root = log_root()
+    if root is not None:
+        run = os.path.join(root, f"rangetest-{os.path.basename(task).replace(':', '-')}")
+        write_range_test(result, run)
+        print(f"wrote TensorBoard run {run}")
     if study is not None:
         from lrtune.study import record_range_test
 

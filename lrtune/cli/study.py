@@ -9,10 +9,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from lrtune.cli.common import (
-    DEFAULT_STORAGE,
     Command,
     _add_common,
     _add_heartbeat,
+    _add_log_dir,
     _add_threads,
     _count,
     _heartbeat,
@@ -20,7 +20,9 @@ from lrtune.cli.common import (
     _positive_int,
     _threads_flags,
     storage_url,
+    use_log_dir,
 )
+from lrtune.shell import command_line, storage_args
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,9 +57,15 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the task's)")
     p.add_argument(
         "--optimizer",
-        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+        help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
+        "(default: the task's own, else sgd)",
     )
     p.add_argument("--schedules", help="comma list of schedules to search (default: all)")
+    p.add_argument(
+        "--baseline",
+        help="schedulefree: add a schedule-free arm (LR and warmup searched, no schedule) "
+        "to the comparison (default: none)",
+    )
     p.add_argument("--lr-low", type=_positive_float, help="no-prior lower LR bound (default: 1e-6)")
     p.add_argument("--lr-high", type=_positive_float, help="no-prior upper LR bound (default: 10)")
     p.add_argument(
@@ -114,6 +122,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     _add_heartbeat(p)
     _add_threads(p)
+    _add_log_dir(p)
 
 
 _SPEC_FLAGS = (
@@ -142,6 +151,7 @@ _SPEC_FLAGS = (
     "rangetest_end_lr",
     "rangetest_steps",
     "rangetest_seeds",
+    "baseline",
 )
 
 
@@ -156,6 +166,7 @@ def _run_study(args: argparse.Namespace) -> int:
         values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
     )
     url = storage_url(args)
+    use_log_dir(args)
     from lrtune.group import run_group
 
     # The tables are printed once the group is ready: when the range test is unusable (a
@@ -177,6 +188,8 @@ def _run_study(args: argparse.Namespace) -> int:
                 "going on",
                 file=sys.stderr,
             )
+        for warning in rt.warnings if rt is not None else []:
+            print(f"lrtune study: warning: range test: {warning}", file=sys.stderr)
         _say_bounds(group)
         _say_over_budget(url, group)
 
@@ -197,7 +210,8 @@ def _run_study(args: argparse.Namespace) -> int:
         group = prepared[0]
         made = ", ".join(group.created) or "none (all existed)"
         print(f"created studies: {made}")
-        print(f"run workers with: lrtune worker --group {group.name} --storage URL")
+        workers = command_line("worker", "--group", group.name) + " --storage URL"
+        print(f"run workers with: {workers}")
         return 0
     return _finish_group(url, cmp)
 
@@ -226,6 +240,13 @@ def _say_bounds(group: Group) -> None:
                 f"prior {prior}: lr in [{bounds[0]:.3g}, {bounds[1]:.3g}] "
                 f"({decades(bounds):.1f} decades)"
             )
+    if group.spec.baseline and "rangetest" in group.spec.prior:
+        low, high = group.baseline_bounds["rangetest"]
+        rt = group.baseline_rangetest
+        print(
+            f"baseline {', '.join(group.spec.baseline)} ({rt.optimizer if rt else '-'}), "
+            f"prior rangetest: lr in [{low:.3g}, {high:.3g}] ({decades((low, high)):.1f} decades)"
+        )
     spec = group.spec
     if "grid" in spec.samplers:
         from lrtune.search.space import grid_size
@@ -268,16 +289,12 @@ def _finish_group(url: str, cmp: Comparison) -> int:
     print(format_table(cmp))
     best = cmp.best_row
     print()
-    print(f"watch:  lrtune dashboard{_storage_flag(url)}")
+    # Quoted for the shell: a group is the user's text (`--group '$(id)'`), and pasting the
+    # line must run this command, nothing else.
+    print(f"watch:  {command_line('dashboard', *storage_args(url))}")
     if best is not None:
-        print(f"export: lrtune export --study {best.study}{_storage_flag(url)}")
+        print(f"export: {command_line('export', '--study', best.study, *storage_args(url))}")
     return 0
-
-
-def _storage_flag(url: str) -> str:
-    from lrtune.storage import mask_url
-
-    return "" if url == DEFAULT_STORAGE else f" --storage '{mask_url(url)}'"
 
 
 COMMAND = Command(

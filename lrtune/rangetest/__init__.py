@@ -15,40 +15,43 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lrtune.rangetest.result import RangeTestResult
+from lrtune.rangetest.result import SPREAD_WARN, RangeTestResult
 from lrtune.rangetest.suggest import (
-    BETA,
     BOUNDS_HIGH_MUL,
     BOUNDS_LOW_MUL,
     DIAG_DIVERGED_AT_ONCE,
+    DIAG_FLAT,
     DIAG_NEVER_DIVERGED,
     DIAG_NO_DESCENT,
     DIAG_OK,
-    Ema,
     bounds_from,
     diagnose,
     lr_at,
     should_stop,
 )
+from lrtune.smoothing import BETA, Ema
 
 if TYPE_CHECKING:
-    from lrtune.rangetest.sweep import preserved_rng, preserved_state, range_test
+    from lrtune.rangetest.sweep import lr_find, preserved_rng, preserved_state, range_test
 
-_LAZY = {"range_test", "preserved_state", "preserved_rng"}
+_LAZY = {"range_test", "lr_find", "preserved_state", "preserved_rng"}
 
 __all__ = [
     "BETA",
     "BOUNDS_HIGH_MUL",
     "BOUNDS_LOW_MUL",
     "DIAG_DIVERGED_AT_ONCE",
+    "DIAG_FLAT",
     "DIAG_NEVER_DIVERGED",
     "DIAG_NO_DESCENT",
     "DIAG_OK",
+    "SPREAD_WARN",
     "Ema",
     "RangeTestResult",
     "bounds_from",
     "diagnose",
     "lr_at",
+    "lr_find",
     "preserved_rng",
     "preserved_state",
     "range_test",

@@ -10,11 +10,14 @@ from contextlib import contextmanager
 import optuna
 import torch
 
+from lrtune import interrupt
 from lrtune.errors import UserError
 from lrtune.faults import describe
+from lrtune.search.dims import scaled_bounds, scaling_rule, suggest_setup
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
+from lrtune.training.tblog import trial_run
 from lrtune.training.trainer import TrainConfig, run_trial
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ def make_objective(
     device: str = "auto",
     worker: str | None = None,
     follow_bounds: bool = False,
+    reference_batch: int | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective of one study: suggest, train, report each epoch, prune on divergence.
 
@@ -64,6 +68,10 @@ def make_objective(
 
     ``worker`` (e.g. ``host:pid``) is recorded on each trial (user attr ``worker``), so a
     trial can be traced to the process that ran it.
+
+    ``reference_batch`` is the batch size the bounds were measured at (the range test's):
+    a trial that searches ``batch_size`` then searches the bounds moved to its batch by
+    the spec's scaling rule (:mod:`lrtune.search.dims`; user attr ``lr_bounds``).
     """
 
     def objective(trial: optuna.Trial) -> float:
@@ -80,6 +88,10 @@ def make_objective(
         if follow_bounds:
             stored = trial.study.user_attrs.get("bounds", bounds)
             current = (float(stored[0]), float(stored[1]))
+        setup = suggest_setup(trial, spec)  # before lr: a searched batch moves its bounds
+        if setup.batch_size is not None and reference_batch is not None:
+            current = scaled_bounds(current, setup.batch_size, reference_batch, scaling_rule(spec))
+            trial.set_user_attr("lr_bounds", list(current))
         lr, schedule, params = suggest(trial, spec, current)
 
         storage_error: list[BaseException] = []
@@ -108,6 +120,10 @@ def make_objective(
             precision=spec.precision,
             accumulate=spec.accumulate,
             clip_grad_norm=spec.clip_grad_norm,
+            batch_size=setup.batch_size,
+            lr_mults=setup.lr_mults,
+            task_params=setup.task_params,
+            log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
         )
         try:
             result = run_trial(spec.task, config, report)
@@ -135,7 +151,8 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
 
     Any exception from the task (``sys.exit`` included) sets the trial's ``fail_reason`` to
     its first line and becomes :class:`TrialFailed`, so Optuna records FAIL and the worker
-    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` and passes through, as do pruning,
+    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` (SIGTERM: ``"interrupted
+    (SIGTERM)"``) and passes through, as do pruning,
     Optuna's own errors (the trial was failed by another worker) and a lost database
     connection (the worker retries it; see :mod:`lrtune.workers`).
     """
@@ -144,8 +161,8 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     try:
         yield
         return
-    except KeyboardInterrupt:
-        _set_reason(trial, "interrupted (Ctrl-C)")
+    except KeyboardInterrupt as exc:
+        _set_reason(trial, f"interrupted ({interrupt.interrupted_by(exc)})")
         raise
     except (optuna.exceptions.OptunaError, TrialFailed, Surplus, UserError):
         raise  # UserError: a mistake in the task's options (e.g. fp16 on CPU), one line

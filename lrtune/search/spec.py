@@ -18,9 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from lrtune.errors import UserError
-from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
+from lrtune.schedules import SCHEDULE_NAMES
+from lrtune.search.ranges import SETUP_TABLES, check_params
 from lrtune.search.samplers import PRUNERS, SAMPLERS
-from lrtune.training.optimizers import OPTIMIZERS, PARAMS, SEARCH_SPACE, check_param
+from lrtune.training.optimizers import (
+    OPTIMIZERS,
+    PARAMS,
+    SCHEDULE_FREE,
+    SEARCH_SPACE,
+    check_param,
+    require_schedulefree,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,6 +38,8 @@ else:  # pragma: no cover
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
 PRIORS: tuple[str, ...] = ("rangetest", "none")
+#: The rules ``--batch-scaling`` takes (:mod:`lrtune.search.dims`).
+BATCH_SCALINGS: tuple[str, ...] = ("linear", "sqrt", "none")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
@@ -71,6 +81,8 @@ class StudySpec:
         confirm: once the budgets are met, re-train this many best distinct
             configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
         confirm_seeds: fresh training seeds per confirmed configuration.
+        baseline: baseline arms studied beside the schedule search (``schedulefree``:
+            :mod:`lrtune.baseline`); empty: none.
     """
 
     task: str = "digits"
@@ -100,6 +112,8 @@ class StudySpec:
     widen: bool = True
     confirm: int = 3
     confirm_seeds: int = 2
+    batch_scaling: str | None = None
+    baseline: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -115,7 +129,14 @@ class StudySpec:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(StudySpec)}
-_LISTS = {"schedules": SCHEDULE_NAMES, "samplers": SAMPLERS, "prior": PRIORS}
+#: The baselines ``baseline`` may list (lrtune.baseline.BASELINES; that module imports this one).
+BASELINE_NAMES: tuple[str, ...] = ("schedulefree",)
+_LISTS = {
+    "schedules": SCHEDULE_NAMES,
+    "samplers": SAMPLERS,
+    "prior": PRIORS,
+    "baseline": BASELINE_NAMES,
+}
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:
@@ -170,7 +191,7 @@ def resolve_spec(
         )
     spec = dataclasses.replace(spec, optimizer_params=_check_optimizer_params(spec, source))
     for name in spec.params:
-        if name != "optimizer" and name not in spec.schedules:
+        if name not in SETUP_TABLES and name not in spec.schedules:
             raise UserError(
                 f"{source}: params.{name}: schedule {name!r} is not in schedules "
                 f"({', '.join(spec.schedules)})"
@@ -235,7 +256,7 @@ def task_optimizer(task: str) -> str:
     import torch
 
     from lrtune.faults import call_task
-    from lrtune.training.tasks import resolve_task
+    from lrtune.training.loading import resolve_task
 
     with torch.random.fork_rng(devices=[]):
         # An error (or sys.exit) in the user's factory is one line, not a traceback.
@@ -250,10 +271,26 @@ def _choice(value: Any, allowed: Sequence[str], what: str, where: str) -> Any:
     return value
 
 
+def check_group_name(name: str, where: str) -> None:
+    """A one-line :class:`UserError` when ``name`` cannot name a group: a space, dot, slash
+    or colon (they separate study names and paths), or an unprintable character (a newline
+    would split the lines and headings that show the name)."""
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        raise UserError(
+            f"{where}: {name!r} holds the unprintable character U+{ord(bad):04X}: use letters, "
+            "digits, - and _"
+        )
+    if any(c in name for c in " ./\\:"):
+        raise UserError(f"{where}: {name!r} may not contain spaces, dots, slashes or colons")
+
+
 def _check_field(key: str, value: Any, where: str) -> Any:
     if key in _LISTS:
         allowed = _LISTS[key]
         items = value.split(",") if isinstance(value, str) else value
+        if key == "baseline" and isinstance(items, (list, tuple)) and not items:
+            return ()  # no baseline arm
         if not isinstance(items, (list, tuple)) or not items:
             raise UserError(f"{where}: expected a non-empty list of {', '.join(allowed)}")
         items = [str(i).strip() for i in items]
@@ -264,15 +301,20 @@ def _check_field(key: str, value: Any, where: str) -> Any:
                 )
         if len(set(items)) != len(items):
             raise UserError(f"{where}: {', '.join(items)} lists a value twice")
+        if key == "baseline" and "schedulefree" in items:
+            require_schedulefree("schedulefree_*")  # before anything is written
         return tuple(items)
     if key in ("task", "group"):
         if not isinstance(value, str) or not value.strip():
             raise UserError(f"{where}: expected a non-empty string, got {value!r}")
-        if key == "group" and any(c in value for c in " ./\\:"):
-            raise UserError(f"{where}: {value!r} may not contain spaces, dots, slashes or colons")
+        if key == "group":
+            check_group_name(value, where)
         return value
     if key == "optimizer":
-        return _choice(value, OPTIMIZERS, "optimizer", where)
+        _choice(value, OPTIMIZERS, "optimizer", where)
+        if value in SCHEDULE_FREE:
+            require_schedulefree(value)  # before anything is written: how to install it
+        return value
     if key == "optimizer_params":
         if not isinstance(value, Mapping):
             raise UserError(f"{where}: expected a table of optimizer parameters")
@@ -281,6 +323,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         return _choice(value, PRECISIONS, "precision", where)
     if key == "pruner":
         return _choice(value, PRUNERS, "pruner", where)
+    if key == "batch_scaling":
+        return _choice(value, BATCH_SCALINGS, "batch scaling", where)
     if key in ("lr_low", "lr_high", "tolerance", "clip_grad_norm") or key.endswith("_lr"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
@@ -316,91 +360,5 @@ def _check_field(key: str, value: Any, where: str) -> Any:
             raise UserError(f"{where}: expected true or false, got {value!r}")
         return value
     if key == "params":
-        return _check_params(value, where)
+        return check_params(value, where)
     raise AssertionError(key)  # pragma: no cover - every field is handled above
-
-
-def _check_params(value: Any, where: str) -> dict[str, dict[str, Any]]:
-    if not isinstance(value, Mapping):
-        raise UserError(f"{where}: expected a table of [params.<schedule>] tables")
-    out: dict[str, dict[str, Any]] = {}
-    for sched, table in value.items():
-        if sched == "optimizer" and isinstance(table, Mapping):
-            out[sched] = {}
-            for pname, rng in table.items():
-                if pname not in SEARCH_SPACE:
-                    raise UserError(
-                        f"{where}.optimizer.{pname}: not searchable: searchable are "
-                        f"{', '.join(SEARCH_SPACE)} (fix betas under [optimizer])"
-                    )
-                checked = _check_range(
-                    rng, SEARCH_SPACE[pname], "float", f"{where}.optimizer.{pname}"
-                )
-                if checked[0] != "float":
-                    raise UserError(f"{where}.optimizer.{pname}: expected [low, high] numbers")
-                out[sched][pname] = checked
-            continue
-        if sched not in SCHEDULES:
-            raise UserError(
-                f"{where}.{sched}: unknown schedule: allowed are {', '.join(SCHEDULE_NAMES)}"
-            )
-        if not isinstance(table, Mapping):
-            raise UserError(f"{where}.{sched}: expected a table of parameter ranges")
-        space = SCHEDULES[sched].space
-        out[sched] = {}
-        for pname, rng in table.items():
-            if pname not in SCHEDULES[sched].defaults:
-                raise UserError(
-                    f"{where}.{sched}.{pname}: unknown parameter: allowed are "
-                    f"{', '.join(SCHEDULES[sched].defaults) or 'none'}"
-                )
-            checked = _check_range(
-                rng, space.get(pname), param_kind(sched, pname), f"{where}.{sched}.{pname}"
-            )
-            ends = checked[1] if checked[0] == "categorical" else checked[1:3]
-            for v in ends:  # each end of the range must itself be a valid value
-                try:
-                    resolve_params(sched, 1000, **{pname: v})
-                except ValueError as exc:
-                    raise UserError(f"{where}.{sched}.{pname}: {exc}") from None
-            out[sched][pname] = checked
-    return out
-
-
-def _check_resolved(rng: list[Any], where: str) -> list[Any]:
-    kind = rng[0]
-    if kind == "categorical" and len(rng) == 2 and isinstance(rng[1], list) and rng[1]:
-        return [kind, list(rng[1])]
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng[1:3])
-    if kind == "int" and len(rng) == 3 and numbers and rng[1] < rng[2]:
-        return [kind, int(rng[1]), int(rng[2])]
-    if kind == "float" and len(rng) == 4 and numbers and rng[1] < rng[2]:
-        return [kind, float(rng[1]), float(rng[2]), bool(rng[3])]
-    raise UserError(f"{where}: malformed range {rng}")
-
-
-def _check_range(rng: Any, default: tuple[Any, ...] | None, kind: str, where: str) -> list[Any]:
-    # `true` asks for lrtune's default range of that parameter.
-    if rng is True:
-        if default is None:
-            raise UserError(f"{where}: has no default range; give [low, high] or choices")
-        return ["categorical", list(default[1])] if default[0] == "categorical" else list(default)
-    if not isinstance(rng, list) or not rng:
-        raise UserError(f"{where}: expected [low, high], a list of choices, or true")
-    if rng[0] in ("float", "int", "categorical"):
-        return _check_resolved(rng, where)  # the form stored on studies, read back
-    if all(isinstance(v, str) for v in rng):
-        return ["categorical", list(rng)]
-    if len(rng) != 2 or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng
-    ):
-        raise UserError(f"{where}: expected [low, high] numbers or a list of strings, got {rng}")
-    low, high = rng
-    if not low < high:
-        raise UserError(f"{where}: low ({low}) must be below high ({high})")
-    # The parameter's type decides, not how the ends are written: `[5, 100]` for a float
-    # parameter (div_factor) is a float range, not 96 integers.
-    if kind != "float" and isinstance(low, int) and isinstance(high, int):
-        return ["int", low, high]
-    log = default is not None and len(default) > 3 and bool(default[3])
-    return ["float", float(low), float(high), log]

@@ -1,4 +1,4 @@
-"""What a trial trains: :class:`Task`, the built-in tasks and loading a user's task.
+"""What a trial trains: :class:`Task`, its checks and the built-in tasks.
 
 A task factory is ``def make(seed: int) -> Task``. The seed sets the model's initial
 weights; the data split is fixed so that every trial is scored on the same validation set.
@@ -8,12 +8,9 @@ Built-in tasks use data shipped inside scikit-learn (no download) or synthetic d
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
-import sys
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +20,7 @@ from torch import nn
 from lrtune.errors import UserError
 from lrtune.training.data import check_batches, is_pair
 from lrtune.training.optimizers import OPTIMIZERS
+from lrtune.training.watch import DIVERGENCE_FACTOR
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -42,7 +40,9 @@ class Task:
             ``None`` means the validation loss.
         metric_name: how the metric is called in tables and exports.
         direction: ``"minimize"`` or ``"maximize"`` the metric.
-        batch_size: mini-batch size for training and the range test.
+        batch_size: the micro-batch: rows of one forward pass, in training and the range
+            test (a ``DataLoader``'s own batch size wins). With ``accumulate`` k, the batch
+            size lrtune shows, stores and exports is the effective one, k × this.
         epochs: default number of training epochs for a trial.
         name: a short name used as the default study group.
         optimizer: the optimizer a study or range test uses when none is named (``None``:
@@ -59,6 +59,15 @@ class Task:
         clip_grad_norm: clip the gradients' total norm to this before each update.
         fit: ``fit(hp, report) -> float``, the user's own training loop run in place of
             lrtune's in each trial (SPEC "Your own training code"); ``None``: lrtune's loop.
+        param_groups: ``param_groups(model) -> list[dict]``, torch's param groups, each
+            with an optional ``name`` and ``lr_mult`` (its LR is the base LR times it,
+            default 1): trials, the range test (the ratios kept), ``fit``'s
+            ``hp.build_optimizer(groups)`` and the export use them
+            (:mod:`lrtune.training.groups`).
+        divergence_factor: lrtune's loop prunes a trial as diverged once its smoothed
+            training loss exceeds this multiple of its first loss (a positive loss; default
+            4, see :mod:`lrtune.training.watch`); ``None``: only a non-finite loss or one
+            batch 100x the first does.
     """
 
     model: nn.Module
@@ -78,6 +87,8 @@ class Task:
     precision: str = "fp32"
     accumulate: int = 1
     clip_grad_norm: float | None = None
+    divergence_factor: float | None = DIVERGENCE_FACTOR
+    param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None
 
 
 #: The values of ``Task.precision``.
@@ -221,75 +232,6 @@ def _zoo(name: str) -> TaskFactory:
 
 BUILTIN_TASKS.update({"charlm": _zoo("charlm"), "finetune": _zoo("finetune")})
 
-_EXPECTED = (
-    f"a built-in task ({', '.join(BUILTIN_TASKS)}), module:function, or path/to/file.py:function"
-)
-
-
-def resolve_task(spec: str | TaskFactory | Task) -> TaskFactory:
-    """Turn a built-in name, ``module:function``, ``file.py:function``, factory or Task into a
-    factory. Raises :class:`UserError` with one line when it cannot."""
-    if isinstance(spec, Task):
-        task = spec
-        return lambda seed: task
-    if callable(spec):
-        return _checked(spec, getattr(spec, "__name__", "factory"))
-    if spec in BUILTIN_TASKS:
-        return BUILTIN_TASKS[spec]
-    module_part, sep, func_name = spec.rpartition(":")
-    if not sep or not module_part or not func_name:
-        raise UserError(f"unknown task {spec!r}: expected {_EXPECTED}")
-    module = _load_module(spec, module_part)
-    factory = getattr(module, func_name, None)
-    if factory is None or not callable(factory):
-        raise UserError(f"task {spec!r}: {module_part} has no function {func_name!r}")
-    return _checked(factory, spec)
-
-
-def _load_module(spec: str, module_part: str) -> Any:
-    try:
-        if module_part.endswith(".py"):
-            path = Path(module_part)
-            if not path.is_file():
-                raise UserError(f"task {spec!r}: file {module_part} does not exist")
-            name = f"lrtune_user_task_{abs(hash(str(path.resolve())))}"
-            if name in sys.modules:
-                return sys.modules[name]
-            mod_spec = importlib.util.spec_from_file_location(name, path)
-            assert mod_spec is not None and mod_spec.loader is not None
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module
-            try:
-                mod_spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[name]
-                raise
-            return module
-        return importlib.import_module(module_part)
-    except UserError:
-        raise
-    except Exception as exc:  # any error in the user's module is theirs to fix: one line
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(
-            f"task {spec!r}: importing {module_part} failed: {type(exc).__name__}: {first}"
-        ) from exc
-
-
-def _checked(factory: Callable[..., Any], label: str) -> TaskFactory:
-    def make(seed: int) -> Task:
-        try:
-            task = factory(seed)
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(
-                f"task {label}: the factory raised {type(exc).__name__}: {exc}".splitlines()[0]
-            ) from exc
-        check_task(task, label)
-        return task
-
-    return make
-
 
 def check_task(task: Any, label: str = "task") -> None:
     """Raise :class:`UserError` naming the first field of ``task`` that is wrong."""
@@ -322,7 +264,7 @@ def check_task(task: Any, label: str = "task") -> None:
             f"task {label}: unknown optimizer {task.optimizer!r}: "
             f"allowed are {', '.join(OPTIMIZERS)}"
         )
-    for name in ("step_loss", "evaluate", "fit"):
+    for name in ("step_loss", "evaluate", "fit", "param_groups"):
         if getattr(task, name) is not None and not callable(getattr(task, name)):
             raise UserError(f"task {label}: {name} is not callable")
     if task.precision not in PRECISIONS:
@@ -340,3 +282,13 @@ def check_task(task: Any, label: str = "task") -> None:
         isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0
     ):
         raise UserError(f"task {label}: clip_grad_norm must be a positive number, got {clip!r}")
+    factor = task.divergence_factor
+    if factor is not None and (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not (math.isfinite(factor) and factor > 1)
+    ):
+        raise UserError(
+            f"task {label}: divergence_factor must be a number above 1 (a multiple of the "
+            f"first training loss) or None, got {factor!r}"
+        )
