@@ -291,6 +291,7 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
+@pytest.mark.slow
 def test_a_fit_task_runs_a_study_with_reports(fit_file: Path, sqlite_url: str) -> None:
     assert _study(sqlite_url, f"{fit_file}:make", "--prior", "none", "--trials", "3") == 0
     trials = _trials(sqlite_url, "fit-task.random.none")
@@ -316,6 +317,7 @@ def test_a_fit_that_raises_fails_its_trials_with_the_reason(
     assert reasons == {"RuntimeError: the user's loop broke"}
 
 
+@pytest.mark.slow
 def test_a_fit_returning_nan_is_pruned_and_text_fails(fit_file: Path, sqlite_url: str) -> None:
     assert _study(sqlite_url, f"{fit_file}:make_nan", "--prior", "none", "--trials", "2") == 0
     trials = _trials(sqlite_url, "fit-task.random.none")

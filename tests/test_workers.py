@@ -585,6 +585,7 @@ def every_trial(seed: int) -> Task:
 """
 
 
+@pytest.mark.slow
 def test_cuda_oom_fails_the_trial_and_the_worker_goes_on(
     tmp_path: Path, sqlite_url: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
