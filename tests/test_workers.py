@@ -766,6 +766,7 @@ def ok(seed):
 """
 
 
+@pytest.mark.slow
 def test_a_pinned_worker_trusts_no_study_more_than_its_pin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
