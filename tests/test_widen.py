@@ -107,6 +107,7 @@ def _run(url: str, *extra: str) -> optuna.Study:
     return optuna.load_study(study_name="digits.tpe.rangetest", storage=url)
 
 
+@pytest.mark.slow
 def test_shifted_prior_recovers(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     study = _run(sqlite_url)
     shifted_high = study.user_attrs["bounds_history"][0][1]
@@ -131,6 +132,7 @@ def test_shifted_prior_recovers(sqlite_url: str, capsys: pytest.CaptureFixture[s
     assert min(lrs) >= final_low and max(lrs) <= min(final_high, 10.0)
 
 
+@pytest.mark.slow
 def test_no_widen_keeps_the_bounds(sqlite_url: str) -> None:
     study = _run(sqlite_url, "--no-widen")
     assert "bounds_history" not in study.user_attrs
