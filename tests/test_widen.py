@@ -120,7 +120,8 @@ def test_shifted_prior_recovers(sqlite_url: str, capsys: pytest.CaptureFixture[s
     # The range-test graph on the dashboard shows every move (one graph, redrawn each time).
     attrs = study._storage.get_study_system_attrs(study._study_id)
     graphs = get_plotly_graph_objects(attrs)
-    assert list(graphs) == ["lrtune-rangetest"]
+    # (Beside it, the worker's per-trial graphs: lrtune.dashboard.trial_graphs.)
+    assert sorted(graphs) == ["lrtune-importance", "lrtune-intermediate", "lrtune-rangetest"]
     shapes = json.loads(graphs["lrtune-rangetest"])["layout"]["shapes"]
     moves = len(study.user_attrs["bounds_history"]) - 1
     assert sum(s["name"].startswith("widened") and "edge" not in s["name"] for s in shapes) == moves
