@@ -86,16 +86,20 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def engine_kwargs(url: str, *, pool_size: int = 2, wal: bool = True) -> dict[str, Any]:
+def engine_kwargs(url: str, *, pool_size: int = 1, wal: bool = True) -> dict[str, Any]:
     """SQLAlchemy engine options for one lrtune process.
 
     SQLite: wait up to a minute for a write lock instead of failing with "database is
     locked" when several local workers write at once, in WAL mode with
     ``synchronous=NORMAL`` (see :class:`_SQLiteConnection`). PostgreSQL: a pool of
-    ``pool_size`` (+1 overflow) connections per process, so dozens of workers stay under the
-    server's default ``max_connections`` of 100, pre-ping to survive server restarts, a
-    connect timeout so an unreachable server fails fast, and ``synchronous_commit=off``
-    for lrtune's own sessions.
+    ``pool_size`` connections per process plus one overflow connection that is closed as
+    soon as it is given back: a worker holds one connection at rest and two while a trial
+    runs (its heartbeat thread writes beside the trial), so a hundred workers stay near the
+    server's default ``max_connections`` of 100 only at their busiest (SPEC "Clusters";
+    more workers: ``lrtune proxy``). Pre-ping to survive server restarts, a connect timeout
+    so an unreachable server fails fast, ``synchronous_commit=off`` for lrtune's own
+    sessions, and ``application_name=lrtune:PID`` so that ``pg_stat_activity`` tells
+    which process holds which connection.
 
     Why the last two: a trial makes about ten small commits (ask, two params, heartbeat,
     one report per epoch, user attrs, tell), and a commit that waits for the disk cost
@@ -117,6 +121,8 @@ def engine_kwargs(url: str, *, pool_size: int = 2, wal: bool = True) -> dict[str
         connect_args: dict[str, Any] = {"connect_timeout": 5}
         if "options=" not in url:  # the user's own server options win
             connect_args["options"] = "-c synchronous_commit=off"
+        if "application_name=" not in url:
+            connect_args["application_name"] = f"lrtune:{os.getpid()}"
         return {
             "pool_size": pool_size,
             "max_overflow": 1,
@@ -163,7 +169,7 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     max_retry: int = 3,
-    pool_size: int = 2,
+    pool_size: int = 1,
 ) -> optuna.storages.RDBStorage:
     """The one way lrtune opens a storage: the RDB storage at ``url``, or a one-line
     :class:`UserError` that names the URL (password masked) and the cause.
