@@ -619,7 +619,8 @@ def test_threads_flag(sqlite_url: str, capfd: pytest.CaptureFixture[str]) -> Non
     assert exit_.value.code == 2
     err = capfd.readouterr().err
     assert err.strip() == (
-        "lrtune study: error: argument --threads: expected an integer >= 0, got '-1' (see --help)"
+        "lrtune study: error: argument --threads: expected an integer 0..1024, got '-1' "
+        "(see --help)"
     )
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
     common = ["--prior", "none", "--samplers", "random", "--trials", "1", "--epochs", "1"]
