@@ -10,7 +10,6 @@ machine needs only the storage URL and the group name.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -363,46 +362,3 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
         hint = f"; studies there: {', '.join(sorted(names)[:6])}" if names else ""
         raise UserError(f"no study {name!r} in {mask_url(storage_url)}{hint}")
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
-    """Store the comparison on every study of its group (user attr, dashboard note and the
-    group's best-so-far graph)."""
-    from lrtune.dashboard import write_study_note
-    from lrtune.dashboard.graphs import save_best_so_far_graph
-    from lrtune.dashboard.trial_graphs import save_trial_graphs, save_trial_notes
-    from lrtune.table import format_table
-
-    data = cmp.to_dict()
-    table, _, notes = format_table(cmp, markdown=True).partition("\n\n")
-    table += "\n\n" + "\n".join(f"- {line}" for line in notes.splitlines())
-    studies = []
-    for row in cmp.rows:
-        study = optuna.load_study(study_name=row.study, storage=storage)
-        studies.append(study)
-        save_trial_graphs(study, cmp.metric)
-        save_trial_notes(study)  # trials of workers that predate the notes, too
-        study.set_user_attr("comparison", data)
-        attrs = study.user_attrs
-        low, high = attrs.get("bounds", [math.nan, math.nan])
-        write_study_note(
-            study,
-            "\n".join(
-                [
-                    f"## {row.study}",
-                    f"- task: `{attrs.get('task')}`, sampler **{attrs.get('sampler')}**, "
-                    f"prior **{attrs.get('prior')}**, LR bounds {low:.3g} … {high:.3g}",
-                    f"- budget: {attrs.get('budget')} finished trials",
-                    "",
-                    "### Comparison of the group",
-                    "",
-                    table,
-                ]
-            ),
-        )
-    save_best_so_far_graph(
-        studies, group=cmp.group, metric=cmp.metric, direction=cmp.direction, target=cmp.target
-    )
-    from lrtune.confirmed import write_note
-
-    write_note(storage, cmp.group, cmp.confirm)  # the confirm study's own note
