@@ -20,9 +20,8 @@ from typing import Any
 import optuna
 
 from lrtune.confirmed import ConfirmState, confirm_notes, read_confirmations
+from lrtune.search.ladder import Ladder, is_result, trained
 from lrtune.search.states import finished, group_study_names
-
-_COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,11 @@ class Row:
     """One study's line of the table.
 
     ``to_target`` counts finished trials (complete or pruned, in order) up to and including
-    the first complete one within the target; ``None`` when none was. ``cost`` adds the
-    range test's cost in trial-equivalents for the prior arm.
+    the first complete one within the target (with rungs: the first on the top rung);
+    ``None`` when none was. ``cost`` is the compute those trials trained, in full-trial
+    equivalents (epochs trained ÷ the full epochs: a pruned or short-rung trial counts its
+    share), plus the range test's cost for the prior arm. ``spent`` is the compute of all
+    finished trials; ``rungs`` the study's rungs (empty: none).
     """
 
     study: str
@@ -71,12 +73,20 @@ class Row:
     cost: float | None
     seconds: float
     confirmed: Confirmed | None = None
+    spent: float = 0.0
+    rungs: tuple[int, ...] = ()
 
     @property
     def censored_at(self) -> int:
         """What a study that never reached the target counts as: its finished trials + 1
         (= budget + 1 once it has its budget), a lower bound of its trials-to-target."""
         return self.done + 1
+
+    @property
+    def censored_cost(self) -> float:
+        """The cost a study that never reached the target counts as (before the range
+        test): its compute + one full trial, the least a trial reaching it would add."""
+        return self.spent + 1.0
 
 
 @dataclass(frozen=True)
@@ -209,10 +219,6 @@ def within(value: float, best: float, tolerance: float, direction: str) -> bool:
     return value <= best + slack if direction == "minimize" else value >= best - slack
 
 
-def _finite(trial: optuna.trial.FrozenTrial) -> bool:
-    return trial.state == _COMPLETE and trial.value is not None and math.isfinite(trial.value)
-
-
 def compare_group(
     storage: optuna.storages.BaseStorage, group: str, *, tolerance: float | None = None
 ) -> Comparison:
@@ -235,11 +241,15 @@ def compare_group(
     )
     sign = 1 if direction == "minimize" else -1
     trials = {s.study_name: finished(s.get_trials(deepcopy=False)) for s in studies}
-    values = [float(t.value or 0.0) for ts in trials.values() for t in ts if _finite(t)]
+    ladders = {s.study_name: Ladder.from_attrs(s.user_attrs) for s in studies}
+    full = {s.study_name: int(s.user_attrs.get("epochs") or 1) for s in studies}
+    # Only what can be exported is a result: with rungs, the top rung's trials.
+    results = {n: [t for t in ts if is_result(t, ladders[n])] for n, ts in trials.items()}
+    values = [float(t.value or 0.0) for ts in results.values() for t in ts]
     best = min(values, key=lambda v: sign * v) if values else None
-    durations = [
-        float(t.user_attrs["seconds"])
-        for ts in trials.values()
+    durations = [  # seconds of a full-length trial: a rung trial's scaled by its epochs
+        float(t.user_attrs["seconds"]) * full[n] / int(t.user_attrs.get("epochs") or full[n])
+        for n, ts in trials.items()
         for t in ts
         if "seconds" in t.user_attrs
     ]
@@ -261,18 +271,23 @@ def compare_group(
     for s in studies:
         attrs = s.user_attrs
         ts = trials[s.study_name]
-        complete = [t for t in ts if _finite(t)]
+        ladder = ladders[s.study_name]
+        complete = results[s.study_name]
         top = min(complete, key=lambda t: sign * float(t.value or 0.0)) if complete else None
+        costs = [trained(t, full[s.study_name]) for t in ts]
         to_target = None
         if best is not None:
             to_target = next(
                 (
                     i + 1
                     for i, t in enumerate(ts)
-                    if _finite(t) and within(float(t.value or 0.0), best, tol, direction)
+                    if is_result(t, ladder) and within(float(t.value or 0.0), best, tol, direction)
                 ),
                 None,
             )
+        cost = (
+            None if to_target is None else sum(costs[:to_target]) + _extra(cmp, attrs.get("prior"))
+        )
         cmp.rows.append(
             Row(
                 study=s.study_name,
@@ -286,9 +301,11 @@ def compare_group(
                 schedule=top.params.get("schedule") if top else None,
                 best_trial=top.number if top else None,
                 to_target=to_target,
-                cost=None if to_target is None else to_target + _extra(cmp, attrs.get("prior")),
+                cost=cost,
                 seconds=sum(float(t.user_attrs.get("seconds", 0.0)) for t in ts),
                 confirmed=_confirmed(confirmations, s.study_name),
+                spent=sum(costs),
+                rungs=ladder.rungs if ladder is not None else (),
             )
         )
     cmp.confirm = confirm_notes(confirmations, cmp.metric)
@@ -323,7 +340,12 @@ def arms_of(cmp: Comparison) -> list[Arm]:
         if cmp.target is not None:
             reach = [(float(r.to_target or r.censored_at), r.to_target is None) for r in rows]
             to_target = summarize(reach)
-            cost = summarize([(v + extra, c) for v, c in reach])
+            cost = summarize(
+                [
+                    (r.cost, False) if r.cost is not None else (r.censored_cost + extra, True)
+                    for r in rows
+                ]
+            )
         confirmed = [r.confirmed for r in rows if r.confirmed is not None]
         arms.append(
             Arm(

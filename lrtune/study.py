@@ -25,6 +25,7 @@ from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
 from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
+from lrtune.search.ladder import Ladder, check_ladder
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
@@ -115,6 +116,14 @@ def prepare_group(
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = resolve_task(spec.task)(spec.seed)
     group = default_group(spec, task)
+    if spec.rungs:  # the spec checked the rest; the last rung is the task's own epochs here
+        check_ladder(
+            spec.rungs,
+            epochs=spec.epochs or task.epochs,
+            pruner=spec.pruner,
+            samplers=spec.samplers,
+            where="--rungs",
+        )
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
         check_study_name(ref.name)
@@ -262,7 +271,7 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
         f"- task: `{group.spec.task}`, optimizer `{group.spec.optimizer}`",
         f"- sampler: **{ref.sampler}** (seed {ref.seed}), prior: **{ref.prior}**",
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
-        f"- budget: {group.budget(ref)} finished trials",
+        f"- budget: {_budget_text(group.budget(ref), group.spec)}",
         f"- schedules: {', '.join(group.spec.schedules)}",
     ]
     if ref.prior == "rangetest" and group.rangetest is not None:
@@ -275,6 +284,23 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
     if table:
         lines += ["", "### Comparison of the group", "", table]
     write_study_note(study, "\n".join(lines))
+
+
+def _stored_budget_text(attrs: dict[str, Any]) -> str:
+    ladder = Ladder.from_attrs(attrs)
+    if ladder is None:
+        return f"{attrs.get('budget')} finished trials"
+    return f"{ladder.budget:g} full-trial equivalents, rungs {list(ladder.rungs)} epochs"
+
+
+def _budget_text(budget: int, spec: StudySpec) -> str:
+    if not spec.rungs:
+        return f"{budget} finished trials"
+    return (
+        f"{budget} full-trial equivalents of training, on rungs of "
+        f"{', '.join(map(str, spec.rungs))} epochs (the top 1/{spec.reduction_factor} of a "
+        "rung is promoted)"
+    )
 
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:
@@ -311,7 +337,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
                     f"## {row.study}",
                     f"- task: `{attrs.get('task')}`, sampler **{attrs.get('sampler')}**, "
                     f"prior **{attrs.get('prior')}**, LR bounds {low:.3g} … {high:.3g}",
-                    f"- budget: {attrs.get('budget')} finished trials",
+                    f"- budget: {_stored_budget_text(attrs)}",
                     "",
                     "### Comparison of the group",
                     "",

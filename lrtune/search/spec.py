@@ -19,6 +19,7 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
+from lrtune.search.ladder import check_ladder, parse_rungs
 from lrtune.search.samplers import PRUNERS, SAMPLERS
 from lrtune.training.optimizers import OPTIMIZERS, PARAMS, SEARCH_SPACE, check_param
 
@@ -71,6 +72,9 @@ class StudySpec:
         confirm: once the budgets are met, re-train this many best distinct
             configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
         confirm_seeds: fresh training seeds per confirmed configuration.
+        rungs: epochs per rung, ascending, the last = ``epochs`` (empty: no rungs);
+            with rungs ``trials`` counts full-trial equivalents (:mod:`lrtune.search.ladder`).
+        reduction_factor: η, the top ``1/η`` of a rung is promoted to the next.
     """
 
     task: str = "digits"
@@ -100,6 +104,8 @@ class StudySpec:
     widen: bool = True
     confirm: int = 3
     confirm_seeds: int = 2
+    rungs: tuple[int, ...] = ()
+    reduction_factor: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -115,6 +121,7 @@ class StudySpec:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(StudySpec)}
+_MINIMUM = {"seed": 0, "confirm": 0, "grid_points": 2, "rangetest_steps": 20, "reduction_factor": 2}
 _LISTS = {"schedules": SCHEDULE_NAMES, "samplers": SAMPLERS, "prior": PRIORS}
 
 
@@ -158,7 +165,15 @@ def resolve_spec(
         kwargs[key] = _check_field(key, value, "--" + key.replace("_", "-"))
     if "optimizer" not in kwargs:  # neither file nor flag names one: the task's own
         kwargs["optimizer"] = task_optimizer(kwargs.get("task", StudySpec.task))
+    if kwargs.get("rungs") and "samplers" not in kwargs:  # a grid has no rungs
+        kwargs["samplers"] = tuple(s for s in StudySpec.samplers if s != "grid")
     spec = StudySpec(**kwargs)
+    if spec.rungs:  # the last rung against the task's own epochs: lrtune.study
+        where = "--rungs" if "rungs" in flags else f"{source}: rungs"
+        epochs = spec.epochs or spec.rungs[-1]
+        check_ladder(
+            spec.rungs, epochs=epochs, pruner=spec.pruner, samplers=spec.samplers, where=where
+        )
     if spec.lr_low >= spec.lr_high:
         raise UserError(
             f"{source}: lr_low ({spec.lr_low:g}) must be below lr_high ({spec.lr_high:g})"
@@ -300,17 +315,20 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         "accumulate",
         "confirm",
         "confirm_seeds",
+        "reduction_factor",
     ):
         if value is None and key == "epochs":
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{where}: expected an integer, got {value!r}")
-        minimum = {"seed": 0, "confirm": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
+        minimum = _MINIMUM.get(key, 1)
         if value < minimum:
             raise UserError(f"{where}: must be at least {minimum}, got {value}")
         if key == "seed" and value > MAX_SEED:
             raise UserError(f"{where}: must be at most {MAX_SEED}, got {value}")
         return value
+    if key == "rungs":
+        return parse_rungs(value, where) if value else ()
     if key == "widen":
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true or false, got {value!r}")

@@ -66,6 +66,8 @@ class TrainResult:
     the trained model (for a :class:`Task` instance a copy: the task's own model is not
     trained; ``None`` for a ``fit`` task). ``steps`` counts optimizer updates (0 for
     ``fit``); ``total_steps`` is ``None`` when a ``fit`` task's data has no length.
+    ``final_lr`` is the LR of the last update (``None`` for ``fit`` or no update): the
+    schedule's final LR when the run trained its whole length.
     """
 
     value: float
@@ -79,6 +81,7 @@ class TrainResult:
     metric_name: str = "val_loss"
     direction: str = "minimize"
     model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+    final_lr: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +373,7 @@ def _train(
     start = time.perf_counter()
     reason: str | None = None
     first_loss: float | None = None
+    lr: float | None = None
     for epoch in range(epochs):
         pending = 0
         group = 1
@@ -429,4 +433,5 @@ def _train(
         metric_name=t.metric_name,
         direction=t.direction,
         model=model,
+        final_lr=lr if step else None,
     )
