@@ -41,8 +41,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import lrtune
 from lrtune.device import resolve_device
 from lrtune.rangetest import lr_at
+from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import make_optimizer
-from lrtune.training.tasks import Task, resolve_task
+from lrtune.training.tasks import Task
 
 START_LR = 1e-7
 

@@ -6,7 +6,8 @@ not what a study saw. For each built-in task (``--tasks``):
 
 - **oracle**: a dense grid over the wide space (``--oracle-lrs`` log-spaced LRs from 1e-6 to
   10 × every schedule × ``--oracle-seeds`` training seeds 0, 1, …), every run cached in
-  benchmarks/.cache by task + config + seed + a hash of the training code. Its best seed
+  benchmarks/.cache by task + config + seed + a fingerprint of what the training code does
+  (``bench_runs.py``, shared with ``rung_rank.py``). Its best seed
   mean is the reference; the **seed noise** is the median, over the 10 best cells, of the
   seeds' relative sd (the half-range is printed too).
 - **true value** of a configuration: its mean over the oracle's seeds (the oracle cell when
@@ -54,21 +55,21 @@ import argparse
 import concurrent.futures
 import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import os
 import platform
 import statistics
-import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+from bench_runs import ROOT, WIDE, Config, Runs, oracle, seed_noise
+from bench_stats import finite, log, med_iqr, num, pct, per_task, quantile, unfinite
 from priors import warm_start_params  # benchmarks/priors.py: candidate priors
 
 # Every import from lrtune is here, in one place (modules may move; update them here).
@@ -81,21 +82,13 @@ from lrtune.search.space import grid_size, grid_space
 from lrtune.search.spec import StudySpec, task_optimizer
 from lrtune.search.states import FINISHED
 from lrtune.search.widen import maybe_widen
-from lrtune.training.oracle import GridResult, log_grid
-from lrtune.training.tasks import resolve_task
-from lrtune.training.trainer import TrainConfig, train
+from lrtune.training.loading import resolve_task
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "benchmarks" / ".cache"
-#: Bump when the benchmark changes how a cached run is trained.
-BENCH_VERSION = "2"
 CANDIDATES = ("digits", "breast-cancer", "wine", "synthetic", "digits-cnn", "charlm", "finetune")
-WIDE = (1e-6, 10.0)
 CHECKPOINTS = (5, 10, 20, 40)
 STUDY_SEED, RT_SEED, CONFIRM_SEED = 1000, 5000, 10000
 END_MARK = "<!-- end of the section written by benchmarks/search_efficiency.py -->"
 COMPLETE = optuna.trial.TrialState.COMPLETE
-Config = tuple[str, float]  # (schedule, lr): the default spec searches no schedule params
 
 
 def available_tasks(names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -108,103 +101,6 @@ def available_tasks(names: Sequence[str]) -> tuple[list[str], list[str]]:
         except Exception as exc:  # an unknown task is skipped, not fatal
             notes.append(f"skipped {name}: {str(exc).splitlines()[0]}")
     return known, notes
-
-
-def code_version(task: str) -> str:
-    """Hash of the code that decides a run's value: the trainer's module and the lrtune
-    modules it uses, the task modules, torch's version. Editing the CLI keeps the cache."""
-    mods = {train.__module__, resolve_task.__module__}
-    for obj in list(vars(sys.modules[train.__module__]).values()):
-        name = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
-        if isinstance(name, str) and name.startswith("lrtune"):
-            mods.add(name)
-    mods |= {m for m in sys.modules if m.startswith("lrtune.") and m.endswith(("zoo", "tasks"))}
-    h = hashlib.sha256(f"{BENCH_VERSION} {task} {torch.__version__}".encode())
-    for m in sorted(mods):
-        file = getattr(sys.modules.get(m), "__file__", None)
-        if file and file.endswith(".py"):
-            h.update(Path(file).read_bytes())
-    return h.hexdigest()[:12]
-
-
-class Runs:
-    """Every training run of one task, cached on disk by config and seed."""
-
-    def __init__(self, task: str, optimizer: str) -> None:
-        self.task, self.optimizer = task, optimizer
-        self.path = CACHE / f"runs-{task}-{optimizer}-{code_version(task)}.json"
-        self.data: dict[str, float | None] = (
-            json.loads(self.path.read_text()) if self.path.exists() else {}
-        )
-        self.trained = self.unsaved = 0
-        self.direction = "minimize"
-
-    def value(self, schedule: str, lr: float, seed: int) -> float:
-        key = f"{schedule}|{lr:.10g}|{seed}"
-        if key not in self.data:
-            cfg = TrainConfig(
-                lr=lr, optimizer=self.optimizer, schedule=schedule, seed=seed, device="cpu"
-            )
-            res = train(self.task, cfg)
-            self.direction = res.direction
-            self.data[key] = None if res.diverged or not math.isfinite(res.value) else res.value
-            self.trained += 1
-            self.unsaved += 1
-            if self.unsaved >= 50:
-                self.save()
-        v = self.data[key]
-        return math.nan if v is None else float(v)
-
-    def mean(self, config: Config, seeds: Sequence[int]) -> float:
-        """Seed mean (``nan`` when any seed diverged: it counts as the worst)."""
-        vals = [self.value(config[0], config[1], s) for s in seeds]
-        return statistics.fmean(vals) if all(math.isfinite(v) for v in vals) else math.nan
-
-    def save(self) -> None:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")  # processes may share the cache
-        tmp.write_text(json.dumps(self.data))
-        tmp.replace(self.path)
-        self.unsaved = 0
-
-
-def oracle(
-    task: str,
-    n_lrs: int,
-    seeds: int,
-    schedules: Sequence[str] = SCHEDULE_NAMES,
-    runs: Runs | None = None,
-) -> GridResult:
-    """The dense grid (every run cached on disk): mean and per-seed values per cell."""
-    if runs is None:
-        runs = Runs(task, task_optimizer(task))
-    lrs = log_grid(*WIDE, n_lrs)
-    values: dict[str, list[float]] = {}
-    per_seed: dict[str, list[list[float]]] = {}
-    for s in schedules:
-        per_seed[s] = [[runs.value(s, lr, k) for k in range(seeds)] for lr in lrs]
-        values[s] = [runs.mean((s, lr), range(seeds)) for lr in lrs]
-    runs.save()
-    direction = runs.direction
-    if runs.trained == 0:  # all cached: ask the task which way is better
-        direction = resolve_task(task)(0).direction
-    return GridResult(lrs, values, direction, per_seed)
-
-
-def seed_noise(grid: GridResult, top: int = 10) -> tuple[float, float]:
-    """Median relative sd and half-range of the seeds over the ``top`` best cells."""
-    sign = 1.0 if grid.direction == "minimize" else -1.0
-    cells = sorted(
-        (sign * v, s, i)
-        for s, vs in grid.values.items()
-        for i, v in enumerate(vs)
-        if math.isfinite(v)
-    )[:top]
-    runs = [grid.runs[s][i] for _, s, i in cells]
-    den = [max(abs(statistics.fmean(r)), 1e-12) for r in runs]
-    sd = [statistics.stdev(r) / d for r, d in zip(runs, den, strict=True) if len(r) > 1]
-    half = [(max(r) - min(r)) / 2 / d for r, d in zip(runs, den, strict=True)]
-    return (statistics.median(sd) if sd else math.nan), statistics.median(half)
 
 
 def run_study(
@@ -429,63 +325,6 @@ STANDARD_ARMS = (*NO_RANGE_TEST, *(f"{s} / rangetest" for s in CORE), "tpe shift
 CANDIDATE_ARMS = ("tpe / warm", "tpe / soft", "tpe / startup 3")
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def per_task(option: str, task: str) -> int:
-    """``36`` or ``36,charlm=21,finetune=21``: the value for ``task``."""
-    default, special = None, {}
-    for part in option.split(","):
-        name, sep, value = part.rpartition("=")
-        if sep:
-            special[name] = int(value)
-        else:
-            default = int(value)
-    return special.get(task, default if default is not None else 36)
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Linear-interpolated quantile that keeps ``inf`` (censored or diverged) as ``inf``."""
-    v = sorted(values)
-    pos = q * (len(v) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    if math.isinf(v[lo]) or math.isinf(v[hi]):
-        return v[hi]
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
-
-
-def med_iqr(values: list[float], fmt: Callable[[float], str], floor: float | None = None) -> str:
-    """``median [q1–q3]``. ``inf`` is censored (never reached: counted as ``floor``) or,
-    without a floor, diverged; a quantile that leans on one is a lower bound, shown ≥."""
-    if not values:
-        return "-"
-    v = sorted(values)
-
-    def at(q: float) -> str:
-        pos = q * (len(v) - 1)
-        lo, hi = math.floor(pos), math.ceil(pos)
-        if not math.isinf(v[hi]):
-            return fmt(v[lo] + (v[hi] - v[lo]) * (pos - lo))
-        if math.isinf(v[lo]) and floor is None:
-            return "diverged"
-        low = floor if math.isinf(v[lo]) else v[lo]
-        top = floor if floor is not None else v[lo]
-        return "≥" + fmt(low + (top - low) * (pos - lo))  # type: ignore[operator]
-
-    return f"{at(0.5)} [{at(0.25)}–{at(0.75)}]"
-
-
-def pct(x: float) -> str:
-    if math.isinf(x):
-        return "diverged"
-    return f"{100 * x:.1f}%" if abs(x) < 10 else f"{x:.3g}×"
-
-
-def num(x: float) -> str:
-    return f"{x:.3g}"
-
-
 def summarize(res: dict[str, Any], budget: int) -> dict[str, Any]:
     arms = res["arms"]
     # The goal's comparison: TPE with the prior at 10 trial-equivalents, range test
@@ -600,17 +439,6 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, header: st
     return "\n".join(lines)
 
 
-def finite(obj: Any) -> Any:
-    """JSON-safe: a censored or diverged ``inf`` becomes the string "inf" (strict JSON)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj if isinstance(obj, (int, float, str, bool, type(None))) else str(obj)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(CANDIDATES), help="comma list")
@@ -687,7 +515,15 @@ def main() -> None:
         results = list(pool.map(bench_task, tasks, [args] * len(tasks)))
     for res in results:
         res["summary"] = summarize(res, args.budget)
-    machine = {
+    machine = machine_info(args, notes)
+    render(results, args, [header_of(machine)])
+    # The per-k curves stay: --from-json recomputes the summary of repeats split over runs.
+    print(json.dumps(finite(machine | {"tasks": {r["task"]: r for r in results}})))
+
+
+def machine_info(args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
+    """The run's machine, date and options (the header of its docs section)."""
+    return {
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -696,9 +532,6 @@ def main() -> None:
         "args": vars(args),
         "notes": notes,
     }
-    render(results, args, [header_of(machine)])
-    # The per-k curves stay: --from-json recomputes the summary of repeats split over runs.
-    print(json.dumps(finite(machine | {"tasks": {r["task"]: r for r in results}})))
 
 
 def header_of(machine: dict[str, Any]) -> str:
@@ -736,17 +569,6 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, headers: lis
         # What follows the marker (the hand-written reading of the figures) is kept.
         tail = old.split(END_MARK, 1)[1] if END_MARK in old else "\n"
         doc.write_text(head + "\n\n" + text + "\n" + END_MARK + tail)
-
-
-def unfinite(obj: Any) -> Any:
-    """The inverse of :func:`finite`: "inf", "-inf" and "nan" strings become floats."""
-    if isinstance(obj, str) and obj in ("inf", "-inf", "nan"):
-        return float(obj)
-    if isinstance(obj, dict):
-        return {k: unfinite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [unfinite(v) for v in obj]
-    return obj
 
 
 def from_json(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from lrtune.censored import Stat, summarize
 from lrtune.confirmed import ConfirmState, confirm_notes, read_confirmations
 from lrtune.search.ladder import Ladder, is_result, trained
 from lrtune.search.states import finished, group_study_names
@@ -87,57 +88,6 @@ class Row:
         """The cost a study that never reached the target counts as (before the range
         test): its compute + one full trial, the least a trial reaching it would add."""
         return self.spent + 1.0
-
-
-@dataclass(frozen=True)
-class Bound:
-    """A statistic over repeats; ``at_least`` when it rests on a censored repeat, so the
-    true value is at least ``value``."""
-
-    value: float
-    at_least: bool = False
-
-    def text(self, spec: str = ".4g") -> str:
-        """``value`` formatted, with ``≥`` in front of a lower bound."""
-        return ("≥" if self.at_least else "") + format(self.value, spec)
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Median and quartiles (inclusive method) of ``n`` values, ``censored`` of them
-    counted at their lower bound."""
-
-    median: Bound
-    q1: Bound
-    q3: Bound
-    n: int
-    censored: int = 0
-
-    def text(self, spec: str = ".4g") -> str:
-        """``median [q1-q3]``, or the one value when ``n`` is 1."""
-        if self.n == 1:
-            return self.median.text(spec)
-        return f"{self.median.text(spec)} [{self.q1.text('.3g')}-{self.q3.text('.3g')}]"
-
-
-def summarize(values: list[tuple[float, bool]]) -> Stat | None:
-    """Median and IQR of ``(value, censored)`` pairs; ``None`` for no values.
-
-    A censored value is a lower bound. Raising any value never lowers an order statistic,
-    so every quantile here is a lower bound of the true one; it is exact when no censored
-    value sorts at or before the order statistics it interpolates, else marked ``≥``.
-    """
-    if not values:
-        return None
-    data = sorted(values, key=lambda v: (v[0], v[1]))  # ties: the exact value first
-
-    def quantile(p: float) -> Bound:
-        h = (len(data) - 1) * p
-        lo, hi = math.floor(h), math.ceil(h)
-        value = data[lo][0] + (h - lo) * (data[hi][0] - data[lo][0])
-        return Bound(value, any(c for _, c in data[: hi + 1]))
-
-    return Stat(quantile(0.5), quantile(0.25), quantile(0.75), len(data), sum(c for _, c in data))
 
 
 @dataclass
@@ -225,7 +175,8 @@ def compare_group(
     """Build the comparison of ``group`` from what is in ``storage``.
 
     The target is within ``tolerance`` (default: the spec's) of the group's best finite
-    value. The range test's cost in trials is its seconds ÷ the median trial's seconds.
+    value. The range test's cost in trials is its optimizer updates ÷ the median trial's
+    (:func:`rangetest_trials`).
     """
     studies = [
         optuna.load_study(study_name=n, storage=storage) for n in group_study_names(storage, group)
@@ -256,7 +207,13 @@ def compare_group(
     per_trial = statistics.median(durations) if durations else math.nan
     rt = next((s.user_attrs["rangetest"] for s in studies if "rangetest" in s.user_attrs), None)
     rt_seconds = float(rt["seconds"]) if rt else 0.0
-    rt_trials = rt_seconds / per_trial if rt and per_trial > 0 else 0.0
+    configs = [
+        _full_length(t.user_attrs["config"], full[n])
+        for n, ts in trials.items()
+        for t in ts
+        if isinstance(t.user_attrs.get("config"), dict)
+    ]
+    rt_trials = rangetest_trials(rt, configs, per_trial)
     cmp = Comparison(
         group,
         direction,
@@ -312,6 +269,43 @@ def compare_group(
     cmp.arms = arms_of(cmp)
     cmp.winner = judge(cmp)
     return cmp
+
+
+def _full_length(config: dict[str, Any], full_epochs: int) -> dict[str, Any]:
+    """``config`` of a rung trial as if it had trained the full epochs (its updates
+    scaled), so that a range test is counted against full-length trials."""
+    steps, epochs = config.get("total_steps"), config.get("epochs")
+    if not isinstance(steps, int) or not isinstance(epochs, int) or epochs in (0, full_epochs):
+        return config
+    return {**config, "total_steps": round(steps * full_epochs / epochs)}
+
+
+def rangetest_trials(
+    rt: dict[str, Any] | None, configs: list[dict[str, Any]], per_trial_seconds: float
+) -> float:
+    """The range test's cost in trial-equivalents: the rows it trained on (its optimizer
+    updates × its batch size) ÷ the median trial's (``total_steps`` × ``batch_size`` of the
+    trials' ``config``). At one batch size that is updates ÷ updates, so accumulation, which
+    makes every update of both cost more, does not change it; a machine busier during one
+    than the other does not either. Trials that recorded no ``total_steps`` (a ``fit`` task
+    over data without a length) fall back to seconds ÷ the median trial's seconds."""
+    if not rt:
+        return 0.0
+    updates = rt.get("updates")
+    if updates is None:  # stored before results counted them
+        updates = sum(len(lrs or []) for lrs in rt.get("lrs", []))
+    rows = [
+        float(c["total_steps"]) * float(c.get("batch_size") or 1)
+        for c in configs
+        if isinstance(c.get("total_steps"), int) and c["total_steps"] > 0
+    ]
+    if rows and updates:
+        batch = rt.get("batch_size") or statistics.median(
+            float(c.get("batch_size") or 1) for c in configs
+        )
+        return float(updates) * float(batch) / statistics.median(rows)
+    seconds = float(rt.get("seconds", 0.0))
+    return seconds / per_trial_seconds if per_trial_seconds > 0 else 0.0
 
 
 def _confirmed(state: ConfirmState | None, study: str) -> Confirmed | None:

@@ -21,6 +21,7 @@ confirm study for the comparison, its dashboard note and ``export``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -139,7 +140,7 @@ def ensure(storage: optuna.storages.BaseStorage, group: str) -> optuna.Study | N
     if not is_confirm_study(study.user_attrs):
         attrs: dict[str, Any] = {
             key: first.user_attrs[key]
-            for key in ("lrtune_version", "task", "spec", "epochs", "metric", "storage")
+            for key in ("lrtune_version", "task", "task_dir", "spec", "epochs", "metric", "storage")
             if key in first.user_attrs
         }
         attrs.update(
@@ -224,6 +225,7 @@ def load(
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     """A confirm study as the worker runs it: ``(study, objective, budget)``."""
     from lrtune.search.spec import StudySpec
+    from lrtune.training.loading import locate_task
 
     # Only enqueued trials train; a random sampler keeps a stray fresh trial cheap.
     study = optuna.load_study(
@@ -231,6 +233,7 @@ def load(
     )
     attrs = study.user_attrs
     spec = StudySpec.from_dict(attrs["spec"])
+    spec = dataclasses.replace(spec, task=locate_task(spec.task, attrs.get("task_dir")))
     seeds = [int(s) for s in attrs["seeds"]]
     objective = make_confirm_objective(spec, seeds, device=device, worker=worker)
     return study, objective, int(attrs.get("budget", 0))

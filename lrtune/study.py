@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -24,12 +25,19 @@ from lrtune import __version__
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
-from lrtune.rangetest import DIAG_NEVER_DIVERGED, DIAG_OK, RangeTestResult, range_test
+from lrtune.rangetest import (
+    DIAG_FLAT,
+    DIAG_NEVER_DIVERGED,
+    DIAG_OK,
+    RangeTestResult,
+    range_test,
+)
 from lrtune.search.ladder import Ladder, check_ladder
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
-from lrtune.training.tasks import Task, resolve_task
+from lrtune.training.loading import resolve_task
+from lrtune.training.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +165,7 @@ def prepare_group(
                 )
             if on_rangetest is not None:
                 on_rangetest(result)
-        if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED):
+        if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED, DIAG_FLAT):
             raise UserError(
                 f"range test on {spec.task}: {result.diagnosis}; fix the task or "
                 "run with --prior none"
@@ -182,6 +190,8 @@ def prepare_group(
             "lrtune_version": __version__,
             "group": group,
             "task": spec.task,
+            # A worker started in another folder finds a relative task file from here.
+            "task_dir": os.getcwd(),
             "spec": spec.to_dict(),
             "sampler": ref.sampler,
             "prior": ref.prior,

@@ -76,8 +76,8 @@ def _notes(cmp: Comparison) -> list[str]:
     # The range test's cost only means something when a study used its prior.
     priors = {row.prior for row in cmp.rows}
     cost = (
-        f"cost: compute to target + the range test ({cmp.rangetest_seconds:.1f} s = "
-        f"{cmp.rangetest_trials:.2f} trial-equivalents) for the rangetest prior"
+        f"cost: compute to target + the range test ({cmp.rangetest_trials:.2f} trial-equivalents "
+        f"of optimizer updates, {cmp.rangetest_seconds:.1f} s) for the rangetest prior"
         if "rangetest" in priors
         else "cost: compute to target (no range test was run)"
     )

@@ -7,6 +7,7 @@ let a live worker fail (and re-queue) the trial of a worker that died.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from lrtune.study import (
     MAX_CONSECUTIVE_FAILURES,
     WORKER_SEED_STRIDE,
 )
+from lrtune.training.loading import locate_task
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ def _load(
         return confirm.load(storage, name, device=device, worker=worker_id())
     spec = StudySpec.from_dict(attrs["spec"])
     check_task_pin(name, spec.task, task)
+    spec = dataclasses.replace(spec, task=locate_task(spec.task, attrs.get("task_dir")))
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
     budget = int(attrs["budget"])
     ladder = rungs.Ladder.from_attrs(attrs)

@@ -44,6 +44,7 @@ FILES: dict[str, bytes] = {
     "adam-momentum.toml": b'[optimizer]\nname = "adam"\nmomentum = 0.9\n',
     "import_error.py": b'raise ImportError("no module named torchvision_nightly")\n',
     "syntax_error.py": b"def make(seed):\n    return (\n",
+    "sibling_missing.py": b"from lrtune_sibling_nowhere import build\n",
     "no_factory.py": b"x = 1\n",
     "factory_raises.py": b'def make(seed):\n    raise RuntimeError("dataset not found")\n',
     "factory_wrong_type.py": b"def make(seed):\n    return 42\n",
@@ -72,6 +73,14 @@ def _c(argv: str, mention: str, *, storage: bool = True) -> Case:
     return Case(tuple(argv.split()), mention, storage)
 
 
+def _no_mps(argv: str) -> Any:
+    """``--device mps`` where torch has no mps: a bad input only on such a machine."""
+    from lrtune.device import mps_available
+
+    skip = pytest.mark.skipif(mps_available(), reason="this machine has mps")
+    return pytest.param(_c(argv, "no Apple GPU"), marks=skip)
+
+
 # command -> {case id: Case}
 CASES: dict[str, dict[str, Any]] = {
     "lrtune": {
@@ -98,12 +107,17 @@ CASES: dict[str, dict[str, Any]] = {
         "task missing file": _c("rangetest --task missing.py:make", "does not exist"),
         "task import error": _c("rangetest --task {dir}/import_error.py:make", "ImportError"),
         "task syntax error": _c("rangetest --task {dir}/syntax_error.py:make", "SyntaxError"),
+        "task sibling import fails": _c(
+            "rangetest --task {dir}/sibling_missing.py:make", "put lrtune_sibling_nowhere.py"
+        ),
         "task no factory": _c("rangetest --task {dir}/no_factory.py:make", "no function"),
         "task module missing": _c("rangetest --task no_such_module_xyz:make", "no_such"),
         "task factory raises": _c("rangetest --task {dir}/factory_raises.py:make", "dataset"),
         "task factory wrong type": _c("rangetest --task {dir}/factory_wrong_type.py:make", "Task"),
         "task exits": _c("rangetest --task {dir}/exits.py:make", "exit"),
         "device tpu": _c("rangetest --device tpu", "tpu"),
+        "device mps:0": _c("rangetest --device mps:0", "mps:0"),
+        "device mps, none here": _no_mps("rangetest --device mps"),
         "json missing dir": _c("rangetest --json no/such/dir/r.json", "does not exist"),
         "json under a file": _c("rangetest --json {dir}/afile/r.json", "afile"),
         "json under /proc": _c("rangetest --json /proc/r.json", "/proc"),
@@ -138,10 +152,14 @@ CASES: dict[str, dict[str, Any]] = {
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),
         "epochs 0": _c("study --epochs 0", "--epochs"),
         "workers 0": _c("study --workers 0", "--workers"),
+        "device mps, none here": _no_mps("study --device mps --prior none"),
         "heartbeat 0": _c("study --heartbeat-interval 0", "--heartbeat-interval"),
         "no-widen value": _c("study --widen=yes", "--widen"),
         "task import error": _c("study --task {dir}/import_error.py:make", "ImportError"),
         "task syntax error": _c("study --task {dir}/syntax_error.py:make", "SyntaxError"),
+        "task sibling import fails": _c(
+            "study --task {dir}/sibling_missing.py:make", "put lrtune_sibling_nowhere.py"
+        ),
         "task factory raises": _c("study --task {dir}/factory_raises.py:make", "dataset"),
         "changed spec": _c(
             f"study --group {GROUP} --prior none --samplers random --schedules cosine",
@@ -205,6 +223,7 @@ CASES: dict[str, dict[str, Any]] = {
         "gpus twice": _c(f"worker --group {GROUP} --gpus 0,0", "distinct"),
         "gpus negative": _c(f"worker --group {GROUP} --gpus -1", "--gpus"),
         "device tpu": _c(f"worker --group {GROUP} --device tpu", "tpu"),
+        "device mps, none here": _no_mps(f"worker --group {GROUP} --device mps"),
         "task pinned": _c(f"worker --group {GROUP} --task wine", "pinned"),
         "task pinned, 2 workers": _c(f"worker --group {GROUP} --task wine --workers 2", "pinned"),
         "task pinned, study": _c(f"worker --study {STUDY} --task mylab:make", "pinned"),

@@ -15,7 +15,8 @@ import sys
 import optuna
 import pytest
 
-from lrtune.compare import Bound, Comparison, compare_group, summarize
+from lrtune.censored import Bound, summarize
+from lrtune.compare import Comparison, compare_group
 from lrtune.table import format_table
 from tests.conftest import REPO
 
@@ -143,10 +144,10 @@ def test_trials_to_target_cost_and_winner() -> None:
         "study", "trials", "best", "val_loss", "lr", "schedule", "to", "target", "cost", "seconds"
     ]  # fmt: skip
     assert lines[1].split() == ["g.tpe.rangetest", "4/4", "0.101", "0.01", "-", "1", "2.5", "8.0"]
-    assert "the range test (3.0 s = 1.50 trial-equivalents) for the rangetest prior" in text
+    assert "the range test (1.50 trial-equivalents of optimizer updates, 3.0 s)" in text
     assert lines[2].split() == ["*", "g.tpe.none", "4/4", "0.1", "0.02", "-", "2", "2", "9.0"]
     assert lines[3].split()[-3:] == ["-", "-", "8.0"]
-    assert "i.e. <= 0.102" in text and "(3.0 s = 1.50 trial-equivalents)" in text
+    assert "i.e. <= 0.102" in text
     assert "winner (*): g.tpe.none, reached the target at cost 2 trial-equivalents" in text
     assert "('-': never)" in text
     assert "median [IQR]" not in text and "censored" not in text
@@ -359,3 +360,20 @@ def test_imports_neither_torch_nor_study() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True)
     assert run.returncode == 0, run.stderr.decode()
+
+
+def test_the_range_test_costs_its_updates_not_its_seconds() -> None:
+    """3 seeds x 100 updates against trials of 110 updates: 300 / 110 trial-equivalents,
+    whatever the seconds say (accumulation made each sweep update cost 4 micro-batches, as
+    it does each trial update); a sweep at another batch size counts its rows."""
+    from lrtune.compare import rangetest_trials
+
+    rt = {"seconds": 50.0, "lrs": [[0.1] * 100] * 3}
+    configs = [{"total_steps": 110, "batch_size": 128}] * 5
+    assert rangetest_trials(rt, configs, 2.0) == pytest.approx(300 / 110)
+    assert rangetest_trials({**rt, "updates": 300, "batch_size": 64}, configs, 2.0) == (
+        pytest.approx(300 * 64 / (110 * 128))
+    )
+    # No total_steps recorded (a fit task over data without a length): seconds.
+    assert rangetest_trials(rt, [{"total_steps": None}], 2.0) == pytest.approx(25.0)
+    assert rangetest_trials(None, configs, 2.0) == 0.0

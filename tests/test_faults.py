@@ -82,6 +82,18 @@ def exits(seed):
 
 def first_fails(seed):
     return _task(seed, model=FirstCallFails(4, 2))
+
+
+def no_rows(seed):
+    task = _task(seed)
+    return Task(task.model, (torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), task.val,
+                task.loss_fn, batch_size=16, epochs=1, name="tiny")
+
+
+def no_items(seed):
+    task = _task(seed)
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    return Task(task.model, empty, task.val, task.loss_fn, batch_size=16, epochs=1, name="tiny")
 """
 
 #: What each broken task's trials fail with (the start of the exception's first line).
@@ -240,6 +252,83 @@ def test_sys_exit_while_building_the_task_is_one_line(
         proc = _main(capfd, *command, "--task", f"{path}:make")
         assert proc.returncode == 2, proc.stderr
         assert "SystemExit: the task called sys.exit(3)" in _error_line(proc, command[0])
+
+
+EMPTY_CASES = """
+import sys
+
+import torch
+from torch import nn
+
+import lrtune
+from lrtune.cli import main
+from lrtune.training.data import Batches
+
+tasks, url = sys.argv[1], sys.argv[2]
+for kind in ("no_rows", "no_items"):
+    print("rangetest", kind, main(["rangetest", "--task", f"{tasks}:{kind}", "--steps", "20"]))
+    print("study", kind, main(["study", "--task", f"{tasks}:{kind}", "--storage", url,
+                               "--prior", "rangetest", "--samplers", "random", "--trials", "1"]))
+x = torch.randn(8, 4)
+val = (x, torch.zeros(8, dtype=torch.long))
+task = lrtune.Task(nn.Linear(4, 2), (torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)), val,
+                   nn.CrossEntropyLoss())
+try:
+    lrtune.range_test(task, steps=20, seeds=1, device="cpu")
+except lrtune.errors.UserError as exc:
+    print("api", exc)
+
+
+class EmptiesLater:  # batches on its first pass only: the stream must not spin on the next
+    def __init__(self):
+        self.passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter([val] if self.passes == 1 else [])
+
+
+stream = Batches(EmptiesLater(), 8, torch.device("cpu"), "train").endless(None)
+next(stream)
+try:
+    next(stream)
+except lrtune.errors.UserError as exc:
+    print("endless", exc)
+"""
+
+
+@pytest.mark.slow
+def test_empty_training_data_is_one_line_never_an_endless_range_test(
+    tasks: Path, tmp_path: Path
+) -> None:
+    """Zero training rows (a tensor pair, a Dataset) made the range test's endless stream
+    repeat an empty epoch for ever: the range test, ``study`` with the prior and the API
+    hung. Each is one line now, exit 2, with nothing written."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    script = tmp_path / "empty_cases.py"
+    script.write_text(EMPTY_CASES)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(script), str(tasks), url],
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the range test on empty training data never ended")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for command in ("rangetest", "study"):
+        for kind in ("no_rows", "no_items"):
+            assert f"{command} {kind} 2" in proc.stdout.splitlines(), proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ": error: " in ln]
+    assert len(errors) == 4, proc.stderr
+    assert all("train has 0 rows" in ln for ln in errors), proc.stderr
+    assert "api train has 0 rows" in proc.stdout
+    assert "endless train has 0 batches" in proc.stdout
+    assert not (tmp_path / "empty.db").exists()
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------

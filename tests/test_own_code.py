@@ -159,7 +159,7 @@ def test_bad_training_options_are_one_line(change: dict[str, Any], expected: str
 def test_fp16_on_cpu_is_one_line() -> None:
     task = dataclasses.replace(digits(0), precision="fp16")
     check_task(task)  # fine as a task: it needs CUDA only when it trains
-    expected = "precision fp16 needs CUDA .*use bf16 on CPU"
+    expected = "precision fp16 needs CUDA .*use bf16 on cpu"
     with pytest.raises(UserError, match=expected):
         train(task, TrainConfig(lr=0.05, epochs=1, device="cpu"))
     with pytest.raises(UserError, match=expected):

@@ -344,7 +344,9 @@ def test_registry_order_and_defaults() -> None:
         assert info.name == name
         assert set(info.space) <= set(info.defaults)
         assert resolve_params(name, 10) == info.defaults
-    assert SCHEDULES["constant"].space == {}
+    # constant's one parameter is the schedule-free arm's warmup (0: none, the default).
+    assert SCHEDULES["constant"].space == {"warmup_frac": ("float", 0.0, 0.2, False)}
+    assert resolve_params("constant", 10) == {"warmup_frac": 0.0}
     assert resolve_params("step", 10, gamma=1) == {"step_frac": 0.33, "gamma": 1.0}
     assert resolve_params("onecycle", 10, three_phase=1)["three_phase"] is True
 
@@ -401,7 +403,7 @@ def _any(value: object) -> Any:
         ),
         (
             lambda: resolve_params("constant", 10, gamma=0.5),
-            "schedule 'constant': unknown parameter 'gamma': expected no parameters",
+            "schedule 'constant': unknown parameter 'gamma': expected warmup_frac",
         ),
         (
             lambda: resolve_params("step", 10, gamma=1.5),
@@ -493,3 +495,11 @@ def test_error_messages(call: Callable[[], object], message: str) -> None:
         call()
     assert str(info.value) == message
     assert "\n" not in str(info.value)
+
+
+def test_constant_with_warmup_rises_linearly_then_holds() -> None:
+    # T = 100, warmup_frac 0.1: W = 10 steps of (step + 1) / 11, then the peak.
+    lrs = [schedule_lr("constant", s, 100, 0.5, warmup_frac=0.1) for s in range(100)]
+    assert lrs[:10] == pytest.approx([0.5 * (s + 1) / 11 for s in range(10)])
+    assert lrs[10:] == [0.5] * 90
+    assert [schedule_lr("constant", s, 100, 0.5) for s in range(100)] == [0.5] * 100

@@ -14,7 +14,8 @@ from lrtune.cli import main
 from lrtune.errors import UserError
 from lrtune.search.spec import StudySpec, resolve_spec
 from lrtune.training import zoo
-from lrtune.training.tasks import Task, check_task, resolve_task
+from lrtune.training.loading import resolve_task
+from lrtune.training.tasks import Task, check_task
 from lrtune.training.trainer import TrainConfig, evaluate, train
 
 ZOO = {"charlm": "adamw", "digits-cnn": "sgd", "finetune": "adam"}

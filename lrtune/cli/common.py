@@ -126,7 +126,11 @@ def _add_common(
             "(default: digits)",
         )
     if device:
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        p.add_argument(
+            "--device",
+            default="auto",
+            help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps",
+        )
     if seed:
         p.add_argument("--seed", type=_seed, default=None, help="random seed (default: 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

@@ -20,7 +20,8 @@ def _add_rangetest(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument(
         "--optimizer",
-        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+        help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
+        "(default: the task's own, else sgd)",
     )
     p.add_argument("--seeds", type=_positive_int, default=3, help="sweeps to run")
     p.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first LR of the sweep")

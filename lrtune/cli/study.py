@@ -69,7 +69,8 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--optimizer",
-        help="sgd, adam, adamw, rmsprop, adagrad (default: the task's own, else sgd)",
+        help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
+        "(default: the task's own, else sgd)",
     )
     p.add_argument("--schedules", help="comma list of schedules to search (default: all)")
     p.add_argument("--lr-low", type=_positive_float, help="no-prior lower LR bound (default: 1e-6)")
@@ -193,6 +194,8 @@ def _run_study(args: argparse.Namespace) -> int:
                 "going on",
                 file=sys.stderr,
             )
+        for warning in rt.warnings if rt is not None else []:
+            print(f"lrtune study: warning: range test: {warning}", file=sys.stderr)
         _say_bounds(group)
         _say_over_budget(url, group)
 

@@ -53,6 +53,10 @@ class ProductionConfig:
         ``params`` are tensors (e.g. ``model.parameters()``) or param-group dicts. A group
         may set its own ``lr``, or ``lr_mult``: its LR is then the exported LR times
         ``lr_mult``. The scheduler scales every group by the same factor.
+
+        A schedule-free optimizer (``schedulefree_adamw``, ``schedulefree_sgd``) comes back
+        in train mode; call ``optimizer.eval()`` before evaluating or saving the model and
+        ``optimizer.train()`` before training again, as the trials did.
         """
         items = list(params)
         groups: list[Any] = []

@@ -15,12 +15,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lrtune.rangetest.result import RangeTestResult
+from lrtune.rangetest.result import SPREAD_WARN, RangeTestResult
 from lrtune.rangetest.suggest import (
     BETA,
     BOUNDS_HIGH_MUL,
     BOUNDS_LOW_MUL,
     DIAG_DIVERGED_AT_ONCE,
+    DIAG_FLAT,
     DIAG_NEVER_DIVERGED,
     DIAG_NO_DESCENT,
     DIAG_OK,
@@ -41,9 +42,11 @@ __all__ = [
     "BOUNDS_HIGH_MUL",
     "BOUNDS_LOW_MUL",
     "DIAG_DIVERGED_AT_ONCE",
+    "DIAG_FLAT",
     "DIAG_NEVER_DIVERGED",
     "DIAG_NO_DESCENT",
     "DIAG_OK",
+    "SPREAD_WARN",
     "Ema",
     "RangeTestResult",
     "bounds_from",

@@ -10,6 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: Above this many decades between the seeds' upper bounds the result carries a warning.
+SPREAD_WARN = 0.5
+
 
 @dataclass(frozen=True, kw_only=True)
 class RangeTestResult:
@@ -28,9 +31,11 @@ class RangeTestResult:
             :func:`~lrtune.rangetest.diagnose`).
         diagnosis: ``ok``, ``no descent: ...``, ``non-finite loss at lr=...``,
             ``diverged at once: lower start_lr`` or ``never diverged: raise end_lr``.
-        spread_decades: how far apart the seeds' ``lr_high`` are, in decades.
+        spread_decades: how far apart the seeds' ``lr_high`` are, in decades (above
+            :data:`SPREAD_WARN`, :attr:`warnings` says so).
         seconds: wall time of the whole test.
-        lrs, losses, smoothed: the curves, one list per seed.
+        lrs, losses, smoothed: the curves, one list per seed; each point is one optimizer
+            update (of ``accumulate`` micro-batches): :attr:`updates` counts them.
     """
 
     lr_low: float
@@ -56,9 +61,28 @@ class RangeTestResult:
     metric_steps: list[list[int]] = field(default_factory=list)
     metrics: list[list[float]] = field(default_factory=list)
 
+    @property
+    def updates(self) -> int:
+        """The optimizer updates the sweeps took, all seeds together: the test's cost in the
+        unit a trial's ``total_steps`` counts (accumulation does not multiply it)."""
+        return sum(len(lrs) for lrs in self.lrs)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader of the bounds should know: seeds that disagree."""
+        out = []
+        if self.spread_decades > SPREAD_WARN:
+            out.append(
+                f"the {len(self.seeds)} seeds' upper bounds are {self.spread_decades:.2f} "
+                f"decades apart (above {SPREAD_WARN:g}): the bounds are uncertain; run more "
+                "seeds or steps"
+            )
+        return out
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (non-finite losses become ``None``)."""
-        return _jsonable(asdict(self))
+        """A JSON-ready dict (non-finite losses become ``None``), with ``updates`` and
+        ``warnings``."""
+        return _jsonable({**asdict(self), "updates": self.updates, "warnings": self.warnings})
 
     def to_json(self, indent: int | None = 2) -> str:
         """The result as JSON text (the ``--json`` file)."""
@@ -88,6 +112,7 @@ class RangeTestResult:
         )
         lines = [head, f"  {'':<12} {'lr':<22} note"]
         lines += [f"  {k:<12} {v:<22} {n}".rstrip() for k, v, n in rows]
+        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     @classmethod

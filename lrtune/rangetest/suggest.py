@@ -32,6 +32,11 @@ DIAG_OK = "ok"
 DIAG_NO_DESCENT = "no descent: check model and data"
 DIAG_NEVER_DIVERGED = "never diverged: raise end_lr"
 DIAG_DIVERGED_AT_ONCE = "diverged at once: lower start_lr"
+DIAG_FLAT = "flat: the loss barely fell before it diverged (raise steps, or check the model)"
+#: A descent smaller than this fraction of the start level, then a divergence, reads as
+#: ``flat``: the built-in and example tasks fall by 33% (charlm) to 99% (finetune) of it, a
+#: curve that moves a few percent before it blows up gives bounds that mean little.
+FLAT_DEPTH = 0.1
 #: :func:`diagnose`'s thresholds: a descent must exceed DESCENT_MIN × the start level; a
 #: divergence is a rise above the minimum of RISE_OF_MIN × its magnitude and
 #: RISE_OF_DESCENT × the descent; both must exceed NOISE_SIGMAS standard errors.
@@ -132,7 +137,7 @@ def bounds_from(valley: float, min_lr: float) -> tuple[float, float]:
 
 
 @dataclass
-class _Curve:
+class Curve:
     """One seed's sweep: what :func:`~lrtune.rangetest.sweep._sweep` recorded."""
 
     lrs: list[float]
@@ -164,7 +169,8 @@ def diagnose(
       the largest of: the minimum's magnitude (2× for positive losses) but at most the
       descent, a fifth of the descent, and the noise. ``diverged_at`` is where the stop
       happened, or where the curve last rose past that level. A non-finite loss after a
-      descent is a divergence.
+      descent is a divergence. For a positive loss, a divergence after a descent of less
+      than ``FLAT_DEPTH`` of the start level is ``flat``, else ``ok``.
     - otherwise ``never diverged: raise end_lr``.
     """
     lr = np.asarray(lrs, dtype=float)
@@ -204,18 +210,23 @@ def diagnose(
     depth = start - low
     if not depth > max(DESCENT_MIN * max(abs(start), 1e-12), noise):
         return failed()
+    # Only a positive loss has a scale to measure the descent against (0 is its floor);
+    # a log-likelihood from -99 to -101 may have come a long way.
+    ok = DIAG_FLAT if low > 0 and depth < FLAT_DEPTH * start else DIAG_OK
     if stop_at is not None:
-        return DIAG_OK, stop_at
+        return ok, stop_at
     # 2x the minimum for positive losses; capped at the descent because a negative loss's
     # magnitude says nothing about its scale (-101 after -100 is a long way down).
     level = low + max(RISE_OF_MIN * min(abs(low), depth), RISE_OF_DESCENT * depth, noise)
     if smooth[-1] > level:
         below = np.nonzero(smooth[i_min:] <= level)[0]
-        return DIAG_OK, float(lr[i_min + int(below[-1]) + 1 + off])
+        return ok, float(lr[i_min + int(below[-1]) + 1 + off])
     return DIAG_NEVER_DIVERGED, None
 
 
-def _suggest(curve: _Curve) -> dict[str, Any]:
+def read_curve(curve: Curve) -> dict[str, Any]:
+    """One seed's diagnosis, ``diverged_at``, suggestions (``steep`` read before the
+    divergence) and bounds."""
     lrs = np.asarray(curve.lrs)
     losses = np.asarray(curve.losses, dtype=float)
     smoothed = np.asarray(curve.smoothed, dtype=float)
@@ -235,6 +246,10 @@ def _suggest(curve: _Curve) -> dict[str, Any]:
     lr_w, raw_w, sm_w = lr_w[ok], raw_w[ok], sm_w[ok]
     lagfree = _lagfree(raw_w)
     grads = np.gradient(lagfree, np.log10(lr_w))
+    if diverged_at is not None and (lr_w < diverged_at).sum() >= 3:
+        # The steepest fall is read before the divergence only: past it the loss swings,
+        # and a drop from a spike would suggest an LR that already diverged.
+        grads = np.where(lr_w < diverged_at, grads, np.inf)
     steep = float(lr_w[int(np.argmin(grads))])
     valley = float(lr_w[_valley(sm_w)])
     min_lr = float(lr_w[int(np.argmin(sm_w))])
@@ -262,18 +277,14 @@ def _median_log(values: list[float]) -> float:
     return float(10 ** statistics.median(math.log10(v) for v in values))
 
 
-def _combine(
-    per_seed: list[dict[str, Any]],
-    curves: list[_Curve],
-    seed_list: list[int],
-    opt_name: str,
-    mode: str,
-    start_lr: float,
-    end_lr: float,
-    steps: int,
-    seconds: float,
-    metric_name: str | None,
+def combine(
+    curves: list[Curve], seeds: list[int], *, seconds: float, **fields: Any
 ) -> RangeTestResult:
+    """The result of the sweeps ``curves`` (one per seed of ``seeds``): each read by
+    :func:`read_curve`, suggestions and bounds from their medians (log scale), the majority
+    diagnosis. ``fields`` are the result's other fields (``optimizer``, ``mode``,
+    ``start_lr``, ...)."""
+    per_seed = [read_curve(c) for c in curves]
     diagnoses = [p["diagnosis"] for p in per_seed]
     # The majority diagnosis; ties go to the first non-ok one so a problem is not hidden.
     diagnosis = max(diagnoses, key=lambda d: (diagnoses.count(d), d != DIAG_OK))
@@ -282,27 +293,28 @@ def _combine(
     lr_low, lr_high = bounds_from(
         _median_log([p["valley"] for p in per_seed]), _median_log([p["min_lr"] for p in per_seed])
     )
+    diverged_at = _median_log(div) if len(div) * 2 > len(per_seed) else None
+    steep = _median_log([p["steep"] for p in per_seed])
+    if diverged_at is not None:
+        # Each seed's steep lies below its divergence; the medians over different sets of
+        # seeds need not.
+        steep = min(steep, diverged_at)
     return RangeTestResult(
         lr_low=lr_low,
         lr_high=lr_high,
-        steep=_median_log([p["steep"] for p in per_seed]),
+        steep=steep,
         valley=_median_log([p["valley"] for p in per_seed]),
         min10=_median_log([p["min10"] for p in per_seed]),
-        diverged_at=_median_log(div) if len(div) * 2 > len(per_seed) else None,
+        diverged_at=diverged_at,
         diagnosis=diagnosis,
         spread_decades=float(math.log10(max(highs) / min(highs))),
         seconds=seconds,
         lrs=[c.lrs for c in curves],
         losses=[c.losses for c in curves],
         smoothed=[c.smoothed for c in curves],
-        seeds=seed_list,
-        optimizer=opt_name,
-        mode=mode,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        steps=steps,
+        seeds=seeds,
         per_seed=per_seed,
-        metric_name=metric_name,
         metric_steps=[c.metric_steps for c in curves],
         metrics=[c.metrics for c in curves],
+        **fields,
     )

@@ -22,23 +22,23 @@ from typing import Any, Literal
 import torch
 
 from lrtune import interrupt
-from lrtune.device import resolve_device
+from lrtune.device import mps_available, resolve_device
 from lrtune.errors import UserError
 from lrtune.rangetest.result import RangeTestResult
 from lrtune.rangetest.suggest import (
     MAX_SKIPPED,
     SKIP_END,
     SKIP_START,
+    Curve,
     Ema,
-    _combine,
-    _Curve,
-    _suggest,
+    combine,
     lr_at,
     should_stop,
 )
 from lrtune.training.data import Batches, is_pair
-from lrtune.training.optimizers import check_optimizer, make_optimizer
-from lrtune.training.tasks import Task, TaskFactory, resolve_task
+from lrtune.training.loading import resolve_task
+from lrtune.training.optimizers import check_optimizer, evaluating, has_modes, make_optimizer
+from lrtune.training.tasks import Task, TaskFactory
 from lrtune.training.trainer import Updater, batch_loss, check_precision
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,18 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def preserved_rng() -> Iterator[None]:
-    """Restore torch's CPU (and CUDA) RNG state on exit, whatever happens inside."""
+    """Restore torch's CPU (and CUDA or mps) RNG state on exit, whatever happens inside."""
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    mps_rng = torch.mps.get_rng_state() if mps_available() else None
     try:
         yield
     finally:
         torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+        if mps_rng is not None:
+            torch.mps.set_rng_state(mps_rng)
 
 
 @contextmanager
@@ -134,11 +137,13 @@ def _sweep(
     precision: str,
     accumulate: int,
     clip_grad_norm: float | None,
-) -> _Curve:
+) -> Curve:
     batches = Batches(task.train, task.batch_size, device, "train")
     stream = batches.endless(torch.Generator().manual_seed(seed))
     model = task.model
     model.train()
+    if has_modes(optimizer):
+        optimizer.train()  # type: ignore[attr-defined]  # schedule-free: steps need train mode
     updater = Updater(
         model, optimizer, batch_loss(task), precision=precision, clip=clip_grad_norm, device=device
     )
@@ -186,7 +191,7 @@ def _sweep(
         lrs.append(lr)
         if metric_fn is not None and i % metric_every == 0:
             model.eval()
-            with torch.no_grad(), updater.autocast():
+            with evaluating(optimizer), torch.no_grad(), updater.autocast():
                 metrics.append(metric_fn(model))
             model.train()
             metric_steps.append(i)
@@ -214,7 +219,7 @@ def _sweep(
         if stop_reason:
             break
     n = len(raw)
-    return _Curve(lrs[:n], raw, smoothed, stop_reason, metric_steps, metrics, metric_name)
+    return Curve(lrs[:n], raw, smoothed, stop_reason, metric_steps, metrics, metric_name)
 
 
 def _check_args(start_lr: float, end_lr: float, steps: int, mode: str, seeds: int) -> None:
@@ -299,7 +304,7 @@ def range_test(
     # the range test's seconds too, keeping "trial-equivalents" a fair ratio.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     t0 = time.perf_counter()
-    curves: list[_Curve] = []
+    curves: list[Curve] = []
     seed_list = [seed + k for k in range(seeds)]
     metric_name = None
     with preserved_rng():
@@ -327,16 +332,14 @@ def range_test(
                 )
             curves.append(curve)
             metric_name = curve.metric_name
-    per_seed = [_suggest(c) for c in curves]
-    return _combine(
-        per_seed,
+    return combine(
         curves,
         seed_list,
-        opt_name,
-        mode,
-        start_lr,
-        end_lr,
-        steps,
-        time.perf_counter() - t0,
-        metric_name,
+        seconds=time.perf_counter() - t0,
+        optimizer=opt_name,
+        mode=mode,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        steps=steps,
+        metric_name=metric_name,
     )

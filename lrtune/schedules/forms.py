@@ -58,8 +58,16 @@ def _cos_anneal(frac_done: float) -> float:
 # --------------------------------------------------------------------------- closed forms
 
 
-def _constant(step: int, total_steps: int) -> float:
-    """``lr`` at every step."""
+def _constant(step: int, total_steps: int, *, warmup_frac: float = 0.0) -> float:
+    """``lr`` at every step, after an optional linear warmup.
+
+    ``W = max(1, round(warmup_frac * T))`` capped at ``T - 1`` (0 when ``warmup_frac == 0``):
+    ``lr * (step + 1) / (W + 1)`` for ``step < W``, then ``lr``. With warmup it is the
+    schedule of a schedule-free optimizer (``schedulefree_adamw``), which needs no decay.
+    """
+    w = _warmup_steps(warmup_frac, total_steps, total_steps - 1)
+    if step < w:
+        return (step + 1) / (w + 1)
     return 1.0
 
 

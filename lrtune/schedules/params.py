@@ -206,7 +206,7 @@ def _schedule(name: str, rule: Rule | None = None, **params: Param) -> ScheduleI
 SCHEDULES: dict[str, ScheduleInfo] = {
     info.name: info
     for info in (
-        _schedule("constant"),
+        _schedule("constant", warmup_frac=_warmup(0.0, _lin(0.0, 0.2))),
         _schedule(
             "step",
             step_frac=_frac(0.33, _lin(0.2, 0.5)),

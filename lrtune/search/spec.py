@@ -21,7 +21,14 @@ from lrtune.errors import UserError
 from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
 from lrtune.search.ladder import check_ladder, parse_rungs
 from lrtune.search.samplers import PRUNERS, SAMPLERS
-from lrtune.training.optimizers import OPTIMIZERS, PARAMS, SEARCH_SPACE, check_param
+from lrtune.training.optimizers import (
+    OPTIMIZERS,
+    PARAMS,
+    SCHEDULE_FREE,
+    SEARCH_SPACE,
+    check_param,
+    require_schedulefree,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -250,7 +257,7 @@ def task_optimizer(task: str) -> str:
     import torch
 
     from lrtune.faults import call_task
-    from lrtune.training.tasks import resolve_task
+    from lrtune.training.loading import resolve_task
 
     with torch.random.fork_rng(devices=[]):
         # An error (or sys.exit) in the user's factory is one line, not a traceback.
@@ -287,7 +294,10 @@ def _check_field(key: str, value: Any, where: str) -> Any:
             raise UserError(f"{where}: {value!r} may not contain spaces, dots, slashes or colons")
         return value
     if key == "optimizer":
-        return _choice(value, OPTIMIZERS, "optimizer", where)
+        _choice(value, OPTIMIZERS, "optimizer", where)
+        if value in SCHEDULE_FREE:
+            require_schedulefree(value)  # before anything is written: how to install it
+        return value
     if key == "optimizer_params":
         if not isinstance(value, Mapping):
             raise UserError(f"{where}: expected a table of optimizer parameters")

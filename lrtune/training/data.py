@@ -110,6 +110,9 @@ def check_batches(data: Any, what: str) -> None:
             raise UserError(f"{what} has 0 batches: give it at least one batch")
         return
     if is_pair(data) or isinstance(data, Dataset):
+        rows = _rows(data)
+        if rows == 0:
+            raise UserError(f"{what} has 0 rows: give it at least one sample")
         return
     expected = (
         "expected a torch Dataset, an (X, y) pair of tensors, a DataLoader or a "
@@ -130,6 +133,16 @@ def check_batches(data: Any, what: str) -> None:
                 f"{what} is {type(data).__name__} of {type(data[0]).__name__}, {expected} "
                 "(tensors nested in tuples, lists, dicts or dataclasses)"
             )
+
+
+def _rows(data: Any) -> int | None:
+    """Rows of a tensor pair or a sized ``Dataset``; None when it has no length."""
+    if is_pair(data):
+        return len(data[0])
+    try:
+        return len(data)
+    except TypeError:  # an iterable-style Dataset
+        return None
 
 
 class Batches:
@@ -159,6 +172,8 @@ class Batches:
         else:
             self._loader = data
             self.n = -1
+        if self.n == 0:
+            raise UserError(f"{what} has 0 rows: give it at least one sample")
 
     def __len__(self) -> int:
         """Number of mini-batches in one pass (the last one may be short); a re-iterable
@@ -204,6 +219,15 @@ class Batches:
         return self.epoch(None, shuffle=False)
 
     def endless(self, generator: torch.Generator | None) -> Iterator[Any]:
-        """Shuffled batches forever, a new order each pass (the range test's stream)."""
+        """Shuffled batches forever, a new order each pass (the range test's stream).
+
+        A pass that yields no batch raises :class:`UserError`: repeating it would loop for
+        ever without yielding (and a deferred Ctrl-C is only seen between batches).
+        """
         while True:
-            yield from self.epoch(generator)
+            empty = True
+            for batch in self.epoch(generator):
+                empty = False
+                yield batch
+            if empty:
+                raise UserError(f"{self.what} has 0 batches: give it at least one batch")

@@ -1,14 +1,36 @@
-"""Optimizers by name: the five that lrtune searches and exports."""
+"""Optimizers by name: the five of torch that lrtune searches and exports, and the two
+schedule-free ones of the ``schedulefree`` package (Defazio et al., 2024).
+
+A schedule-free optimizer keeps two points of the weights: the one gradients are taken at
+(train mode) and the average the model is evaluated and saved at (eval mode). It must be
+switched with ``optimizer.train()`` before training steps and ``optimizer.eval()`` before
+evaluating or saving (:func:`has_modes`, :func:`evaluating`); lrtune's loop, the range test
+and ``load_config`` do so.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+from lrtune.errors import UserError
+
+OPTIMIZERS: tuple[str, ...] = (
+    "sgd",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "adagrad",
+    "schedulefree_adamw",
+    "schedulefree_sgd",
+)
+
+#: The optimizers of the ``schedulefree`` package (extra ``lrtune[schedulefree]``).
+SCHEDULE_FREE: tuple[str, ...] = ("schedulefree_adamw", "schedulefree_sgd")
 
 # Defaults a user of torch expects; SGD gets momentum because plain SGD is rarely what
 # anyone trains with, and the range test's bounds depend on it.
@@ -18,6 +40,9 @@ _DEFAULTS: dict[str, dict[str, float]] = {
     "adamw": {"weight_decay": 0.01},
     "rmsprop": {"momentum": 0.0, "weight_decay": 0.0},
     "adagrad": {"weight_decay": 0.0},
+    # As adamw and sgd: the schedule-free arm differs from them by its averaging alone.
+    "schedulefree_adamw": {"weight_decay": 0.01},
+    "schedulefree_sgd": {"momentum": 0.9, "weight_decay": 0.0},
 }
 
 
@@ -28,6 +53,10 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "adamw": ("weight_decay", "betas", "eps"),
     "rmsprop": ("momentum", "weight_decay", "eps"),
     "adagrad": ("weight_decay", "eps"),
+    # warmup is the schedule's (constant's warmup_frac), not the package's warmup_steps:
+    # a fraction of the run carries over to a run of another length.
+    "schedulefree_adamw": ("weight_decay", "betas", "eps"),
+    "schedulefree_sgd": ("momentum", "weight_decay"),
 }
 
 #: The range each searchable parameter gets with ``[params.optimizer] name = true``:
@@ -103,6 +132,12 @@ def make_optimizer(
         kwargs["betas"] = tuple(kwargs["betas"])
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    if name in SCHEDULE_FREE:
+        sf = require_schedulefree(name)
+        cls = sf.AdamWScheduleFree if name == "schedulefree_adamw" else sf.SGDScheduleFree
+        optimizer: torch.optim.Optimizer = cls(params, lr=lr, **kwargs)
+        optimizer.train()  # type: ignore[attr-defined]  # it refuses to step in eval mode
+        return optimizer
     cls = {
         "sgd": torch.optim.SGD,
         "adam": torch.optim.Adam,
@@ -111,3 +146,39 @@ def make_optimizer(
         "adagrad": torch.optim.Adagrad,
     }[name]
     return cls(params, lr=lr, **kwargs)
+
+
+def require_schedulefree(name: str) -> Any:
+    """The ``schedulefree`` module, or :class:`UserError` saying how to install it."""
+    try:
+        import schedulefree
+    except ImportError:
+        raise UserError(
+            f"optimizer {name} needs the schedulefree package: "
+            "pip install 'lrtune[schedulefree]' (or pip install schedulefree)"
+        ) from None
+    return schedulefree
+
+
+def has_modes(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` has train/eval modes (the schedule-free ones)."""
+    return callable(getattr(optimizer, "train", None)) and callable(
+        getattr(optimizer, "eval", None)
+    )
+
+
+@contextlib.contextmanager
+def evaluating(optimizer: torch.optim.Optimizer | None) -> Iterator[None]:
+    """The model's weights at the point it is evaluated at, then back to training.
+
+    For a schedule-free optimizer: ``optimizer.eval()`` (the averaged weights), then
+    ``optimizer.train()``; for any other optimizer (or ``None``) nothing changes.
+    """
+    if optimizer is None or not has_modes(optimizer):
+        yield
+        return
+    optimizer.eval()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        optimizer.train()  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""What a trial trains: :class:`Task`, the built-in tasks and loading a user's task.
+"""What a trial trains: :class:`Task`, its checks and the built-in tasks.
 
 A task factory is ``def make(seed: int) -> Task``. The seed sets the model's initial
 weights; the data split is fixed so that every trial is scored on the same validation set.
@@ -8,12 +8,8 @@ Built-in tasks use data shipped inside scikit-learn (no download) or synthetic d
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -220,75 +216,6 @@ def _zoo(name: str) -> TaskFactory:
 
 
 BUILTIN_TASKS.update({"charlm": _zoo("charlm"), "finetune": _zoo("finetune")})
-
-_EXPECTED = (
-    f"a built-in task ({', '.join(BUILTIN_TASKS)}), module:function, or path/to/file.py:function"
-)
-
-
-def resolve_task(spec: str | TaskFactory | Task) -> TaskFactory:
-    """Turn a built-in name, ``module:function``, ``file.py:function``, factory or Task into a
-    factory. Raises :class:`UserError` with one line when it cannot."""
-    if isinstance(spec, Task):
-        task = spec
-        return lambda seed: task
-    if callable(spec):
-        return _checked(spec, getattr(spec, "__name__", "factory"))
-    if spec in BUILTIN_TASKS:
-        return BUILTIN_TASKS[spec]
-    module_part, sep, func_name = spec.rpartition(":")
-    if not sep or not module_part or not func_name:
-        raise UserError(f"unknown task {spec!r}: expected {_EXPECTED}")
-    module = _load_module(spec, module_part)
-    factory = getattr(module, func_name, None)
-    if factory is None or not callable(factory):
-        raise UserError(f"task {spec!r}: {module_part} has no function {func_name!r}")
-    return _checked(factory, spec)
-
-
-def _load_module(spec: str, module_part: str) -> Any:
-    try:
-        if module_part.endswith(".py"):
-            path = Path(module_part)
-            if not path.is_file():
-                raise UserError(f"task {spec!r}: file {module_part} does not exist")
-            name = f"lrtune_user_task_{abs(hash(str(path.resolve())))}"
-            if name in sys.modules:
-                return sys.modules[name]
-            mod_spec = importlib.util.spec_from_file_location(name, path)
-            assert mod_spec is not None and mod_spec.loader is not None
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module
-            try:
-                mod_spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[name]
-                raise
-            return module
-        return importlib.import_module(module_part)
-    except UserError:
-        raise
-    except Exception as exc:  # any error in the user's module is theirs to fix: one line
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(
-            f"task {spec!r}: importing {module_part} failed: {type(exc).__name__}: {first}"
-        ) from exc
-
-
-def _checked(factory: Callable[..., Any], label: str) -> TaskFactory:
-    def make(seed: int) -> Task:
-        try:
-            task = factory(seed)
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(
-                f"task {label}: the factory raised {type(exc).__name__}: {exc}".splitlines()[0]
-            ) from exc
-        check_task(task, label)
-        return task
-
-    return make
 
 
 def check_task(task: Any, label: str = "task") -> None:

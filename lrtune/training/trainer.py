@@ -21,13 +21,20 @@ from typing import Any
 import torch
 
 from lrtune import interrupt
-from lrtune.device import resolve_device
+from lrtune.device import PRECISIONS_BY_DEVICE, resolve_device
 from lrtune.errors import UserError
 from lrtune.export.load import ProductionConfig
 from lrtune.schedules import Schedule, resolve_params
 from lrtune.training.data import Batches, is_pair
-from lrtune.training.optimizers import check_optimizer, make_optimizer, optimizer_defaults
-from lrtune.training.tasks import PRECISIONS, Task, TaskFactory, resolve_task
+from lrtune.training.loading import resolve_task
+from lrtune.training.optimizers import (
+    check_optimizer,
+    evaluating,
+    has_modes,
+    make_optimizer,
+    optimizer_defaults,
+)
+from lrtune.training.tasks import PRECISIONS, Task, TaskFactory
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +109,12 @@ class TrialParams(ProductionConfig):
 
 
 def check_precision(precision: str, device: torch.device) -> None:
-    """Raise :class:`UserError` for an unknown precision or fp16 without CUDA."""
+    """Raise :class:`UserError` for an unknown precision or fp16 without CUDA (the device
+    rules: :data:`lrtune.device.PRECISIONS_BY_DEVICE`)."""
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError("precision fp16 needs CUDA (its grad scaler); use bf16 on CPU")
+    if precision not in PRECISIONS_BY_DEVICE.get(device.type, PRECISIONS):
+        raise UserError(f"precision fp16 needs CUDA (its grad scaler); use bf16 on {device.type}")
 
 
 def batch_loss(task: Task) -> Callable[[torch.nn.Module, Any], torch.Tensor]:
@@ -412,7 +420,8 @@ def _train(
         if reason is None and pending:
             step += updater.step()
         if reason is None:
-            value = evaluate(t, model, val_batches, updater.autocast)
+            with evaluating(optimizer):  # a schedule-free optimizer's averaged weights
+                value = evaluate(t, model, val_batches, updater.autocast)
             if not math.isfinite(value):
                 reason = f"non-finite {t.metric_name} after epoch {epoch + 1}"
         if reason is not None:
@@ -421,6 +430,8 @@ def _train(
         history.append(value)
         if on_epoch is not None:
             on_epoch(epoch, value)
+    if has_modes(optimizer):
+        optimizer.eval()  # type: ignore[attr-defined]  # the model returned is the one evaluated
     return TrainResult(
         value=math.nan if reason else history[-1],
         history=history,
