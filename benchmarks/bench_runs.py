@@ -23,6 +23,7 @@ import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,7 +55,8 @@ def full_epochs(task: str) -> int:
 
 def ladder(full: int, eta: int) -> list[int]:
     """The geometric ladder EN, EN/η, EN/η², … (rounded, ≥ 1, distinct), ascending."""
-    out, e = [], float(full)
+    out: list[int] = []
+    e = float(full)
     while round(e) >= 1 and (not out or round(e) < out[-1]):
         out.append(round(e))
         e /= eta
@@ -81,13 +83,13 @@ class Runs:
         self.optimizer = optimizer or task_optimizer(task_ref(task))
         self.epochs = full_epochs(task)
         self.path = CACHE / f"runs-{task}-{self.optimizer}-{fingerprint(task, self.optimizer)}.json"
-        self.data: dict[str, dict[str, object]] = (
+        self.data: dict[str, dict[str, Any]] = (
             json.loads(self.path.read_text()) if self.path.exists() else {}
         )
         self.trained = self.unsaved = 0
         self.direction = resolve_task(task_ref(task))(0).direction
 
-    def run(self, schedule: str, lr: float, seed: int, epochs: int | None = None) -> dict:
+    def run(self, schedule: str, lr: float, seed: int, epochs: int | None = None) -> dict[str, Any]:
         """``{"v": final value or None (diverged), "h": per-epoch history}``."""
         epochs = epochs or self.epochs
         key = f"{schedule}|{lr:.10g}|{seed}|{epochs}"
@@ -112,7 +114,7 @@ class Runs:
     def value(self, schedule: str, lr: float, seed: int, epochs: int | None = None) -> float:
         """The run's final value (``nan`` when it diverged)."""
         v = self.run(schedule, lr, seed, epochs)["v"]
-        return math.nan if v is None else float(v)  # type: ignore[arg-type]
+        return math.nan if v is None else float(v)
 
     def truncated(self, schedule: str, lr: float, seed: int, epoch: int) -> float:
         """The value after ``epoch`` epochs of the *full-length* run (``nan``: diverged

@@ -220,10 +220,22 @@ def horizon(res: dict[str, Any], schedule: str) -> dict[str, Any]:
         return best_log_lr(res["lrs"], vals, sign)
 
     mean_star = [star(e, None) for e in epochs]
+    # What a correction fitted on the lower rungs would predict for the top, seed by seed
+    # (a study sees one seed): the error of LR*(E_{N-1}) as is, and extrapolated by the β of
+    # the rungs below the top, against the seed-mean LR* at full length (decades).
+    plain, fitted = [], []
+    if len(epochs) >= 3:
+        gap = math.log10(epochs[-1] / epochs[-2])
+        for k in range(n):
+            low = [star(e, k) for e in epochs[:-1]]
+            plain.append(abs(low[-1] - mean_star[-1]))
+            fitted.append(abs(low[-1] - beta(epochs[:-1], low) * gap - mean_star[-1]))
     return {
         "log_lr_star": mean_star,
         "beta": beta(epochs, mean_star),
         "beta_seeds": [beta(epochs, [star(e, k) for e in epochs]) for k in range(n)],
+        "top_error_plain": plain,
+        "top_error_fitted": fitted,
     }
 
 
@@ -271,11 +283,15 @@ def markdown(results: list[dict[str, Any]], header: str) -> str:
         "### Horizon: the best LR per rung",
         "",
         "LR* of the seed-mean curve (refined between grid points), per rung's epochs; β of "
-        "LR* ∝ E^-β (positive: the best LR falls as the horizon grows); β per seed in "
-        "brackets.",
+        "LR* ∝ E^-β (positive: the best LR falls as the horizon grows), on the seed means "
+        "and per seed. Top LR* error: decades between the full-length LR* (seed mean) and "
+        "one seed's LR* on the rung below the top, as is and moved by the β fitted on that "
+        "seed's lower rungs (what a correction fitted inside a study could do at best; "
+        "needs two rungs below the top), mean over seeds.",
         "",
-        "| task | schedule | LR* per rung (epochs: LR*) | β | β per seed |",
-        "|---|---|---|---|---|",
+        "| task | schedule | LR* per rung (epochs: LR*) | β | β per seed | top LR* error: "
+        "as is → β of the lower rungs |",
+        "|---|---|---|---|---|---|",
     ]
     for res in results:
         for s, h in res["analysis"]["horizon"].items():
@@ -284,7 +300,13 @@ def markdown(results: list[dict[str, Any]], header: str) -> str:
                 for e, y in zip(res["rungs"], h["log_lr_star"], strict=True)
             )
             seeds = ", ".join(f"{b:+.2f}" for b in h["beta_seeds"])
-            lines.append(f"| {res['task']} | {s} | {stars} | {h['beta']:+.2f} | {seeds} |")
+            err = "-"
+            if h.get("top_error_plain"):
+                err = (
+                    f"{statistics.fmean(h['top_error_plain']):.2f} → "
+                    f"{statistics.fmean(h['top_error_fitted']):.2f}"
+                )
+            lines.append(f"| {res['task']} | {s} | {stars} | {h['beta']:+.2f} | {seeds} | {err} |")
     return "\n".join(lines)
 
 

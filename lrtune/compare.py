@@ -76,6 +76,8 @@ class Row:
     confirmed: Confirmed | None = None
     spent: float = 0.0
     rungs: tuple[int, ...] = ()
+    #: A baseline arm's study (``--baseline``, :mod:`lrtune.baseline`), not the search's.
+    baseline: bool = False
 
     @property
     def censored_at(self) -> int:
@@ -205,7 +207,15 @@ def compare_group(
         if "seconds" in t.user_attrs
     ]
     per_trial = statistics.median(durations) if durations else math.nan
-    rt = next((s.user_attrs["rangetest"] for s in studies if "rangetest" in s.user_attrs), None)
+    # The search's range test; a baseline's own (same sweep, another optimizer) costs as much.
+    rt = next(
+        (
+            s.user_attrs["rangetest"]
+            for s in studies
+            if "rangetest" in s.user_attrs and "baseline" not in s.user_attrs
+        ),
+        None,
+    )
     rt_seconds = float(rt["seconds"]) if rt else 0.0
     configs = [
         _full_length(t.user_attrs["config"], full[n])
@@ -248,7 +258,8 @@ def compare_group(
         cmp.rows.append(
             Row(
                 study=s.study_name,
-                sampler=str(attrs.get("sampler")),
+                # A baseline arm (lrtune.baseline) is its own row: "schedulefree / none".
+                sampler=str(attrs.get("baseline") or attrs.get("sampler")),
                 prior=str(attrs.get("prior")),
                 repeat=int(attrs.get("repeat", 1)),
                 done=len(ts),
@@ -263,6 +274,7 @@ def compare_group(
                 confirmed=_confirmed(confirmations, s.study_name),
                 spent=sum(costs),
                 rungs=ladder.rungs if ladder is not None else (),
+                baseline="baseline" in attrs,
             )
         )
     cmp.confirm = confirm_notes(confirmations, cmp.metric)

@@ -127,7 +127,9 @@ def ensure(storage: optuna.storages.BaseStorage, group: str) -> optuna.Study | N
     count = int(spec.get("confirm_seeds", 2))
     if asked <= 0:
         return None
-    found = candidates(studies)
+    # A baseline arm (lrtune.baseline) trains another optimizer than the spec's: the
+    # confirmation re-trains the schedule search's configurations only.
+    found = candidates([s for s in studies if "baseline" not in s.user_attrs])
     if not found:
         return None
     first = studies[0]

@@ -145,7 +145,7 @@ def best_for_export(storage_url: str, attrs: dict[str, Any]) -> Confirmation | N
     from lrtune.storage import open_storage
 
     group = group_of(attrs)
-    if group is None:
+    if group is None or "baseline" in attrs:  # a baseline arm exports its own best trial
         return None
     state = read_confirmations(open_storage(storage_url), group)
     return state.best if state is not None else None

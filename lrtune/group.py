@@ -97,8 +97,9 @@ def _run_trials(
     worker_args: Sequence[str],
     on_progress: ProgressCallback | None,
 ) -> None:
+    from lrtune.processes import spawn_workers, wait_workers
     from lrtune.storage import open_storage
-    from lrtune.workers import run_worker, spawn_workers, wait_workers
+    from lrtune.workers import run_worker
 
     refs = group.refs
     storage = open_storage(url)

@@ -1,4 +1,4 @@
-"""Ctrl-C that stops a study cleanly, wherever it lands.
+"""Ctrl-C and SIGTERM that stop a study cleanly, wherever they land.
 
 Python raises ``KeyboardInterrupt`` wherever the main thread is when SIGINT arrives. Two
 places break a study: inside a weakref callback or ``__del__`` (torch and SQLAlchemy run
@@ -6,8 +6,12 @@ many) the exception is printed as "Exception ignored" and dropped, so the study 
 the end of its budget; inside a SQLite read it can leave that connection holding its lock,
 so the next write waits for the busy timeout. While :func:`deferred_sigint` is active the
 first Ctrl-C only records the request, and :func:`check` (called at every training and
-range-test step and between trials) raises ``KeyboardInterrupt`` there: the running trial
-is marked failed and the command exits 130. A second Ctrl-C raises at once.
+range-test step, at every ``report()`` of a task's own ``fit`` loop, and between trials)
+raises :class:`Interrupted` there: the running trial is marked failed and the command exits
+130. A second Ctrl-C raises at once.
+
+SIGTERM (what ``kill``, SLURM, Kubernetes and spot instances send) is deferred the same way,
+so that a terminated worker never leaves its trial RUNNING for the heartbeat to find.
 """
 
 from __future__ import annotations
@@ -17,39 +21,74 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-_requested = False
+#: The signals deferred to :func:`check`.
+DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+_requested: int | None = None  # the signal received since the block began, if any
+
+
+class Interrupted(KeyboardInterrupt):
+    """A deferred Ctrl-C or SIGTERM, raised by :func:`check` (a ``KeyboardInterrupt``, so
+    every ``except KeyboardInterrupt`` sees it)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    """``"Ctrl-C"`` for SIGINT, else the signal's name (``"SIGTERM"``)."""
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def interrupted_by(exc: BaseException) -> str:
+    """What stopped the run, for messages and ``fail_reason``: ``"Ctrl-C"`` or
+    ``"SIGTERM"`` (any other ``KeyboardInterrupt`` is a Ctrl-C)."""
+    return signal_name(exc.signum) if isinstance(exc, Interrupted) else "Ctrl-C"
+
+
+def exit_code(exc: BaseException) -> int:
+    """The shell's exit code for a run stopped by ``exc``: 128 + the signal number."""
+    return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     global _requested
-    if _requested:
-        raise KeyboardInterrupt  # the second Ctrl-C: stop now
-    _requested = True
+    if _requested is not None:
+        raise Interrupted(signum)  # the second signal: stop now
+    _requested = signum
 
 
 @contextmanager
 def deferred_sigint() -> Iterator[None]:
-    """Within the block, defer Ctrl-C to the next :func:`check`; afterwards restore the
-    previous handler.
+    """Within the block, defer Ctrl-C and SIGTERM to the next :func:`check`; afterwards
+    restore the previous handlers.
 
-    A SIGINT the parent set to be ignored (a background job of a non-interactive shell)
-    stays ignored, as does any handler other than Python's default.
+    A signal the parent set to be ignored (SIGINT of a background job of a non-interactive
+    shell) stays ignored, as does any handler other than Python's default.
     """
     global _requested
-    _requested = False
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:
-        yield
-        return
-    signal.signal(signal.SIGINT, _handler)
+    _requested = None
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous = {signum: signal.getsignal(signum) for signum in DEFERRED}
+    mine = [signum for signum in DEFERRED if previous[signum] is defaults[signum]]
+    for signum in mine:
+        signal.signal(signum, _handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        _requested = False
+        for signum in mine:
+            signal.signal(signum, previous[signum])
+        _requested = None
+
+
+def requested() -> int | None:
+    """The signal received since the block began (``None``: none)."""
+    return _requested
 
 
 def check() -> None:
-    """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed since the block began."""
-    if _requested:
-        raise KeyboardInterrupt
+    """Raise :class:`Interrupted` if Ctrl-C was pressed (or SIGTERM received) since the
+    block began."""
+    if _requested is not None:
+        raise Interrupted(_requested)

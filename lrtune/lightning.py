@@ -323,4 +323,5 @@ def _run(trainer: pl.Trainer, module: pl.LightningModule, train: Any, val: Any) 
             raise
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
-        raise KeyboardInterrupt from None
+        signum = interrupt.requested()
+        raise (KeyboardInterrupt() if signum is None else interrupt.Interrupted(signum)) from None

@@ -15,13 +15,14 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from lrtune import __version__
+from lrtune.baseline import BASELINE_SAMPLER, baseline_spec
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
@@ -32,12 +33,13 @@ from lrtune.rangetest import (
     RangeTestResult,
     range_test,
 )
-from lrtune.search.ladder import Ladder, check_ladder
+from lrtune.search.ladder import Ladder, budget_text, check_ladder
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.training.loading import resolve_task
 from lrtune.training.tasks import Task
+from lrtune.training.tblog import log_root, write_range_test
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +61,36 @@ class StudyRef:
     prior: str
     repeat: int
     seed: int
+    #: A baseline arm's name (``schedulefree``: :mod:`lrtune.baseline`); ``None``: the search.
+    baseline: str | None = None
 
 
 def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
-    """The studies of ``group``: prior × sampler × repeat, with their sampler seeds.
+    """The studies of ``group``: prior × sampler × repeat, with their sampler seeds, then
+    each baseline × prior × repeat (``{group}.{baseline}.{prior}``, TPE).
 
     The same sampler gets the same seed with and without the prior (a paired comparison);
     repeats get different seeds.
     """
     refs = []
     for repeat in range(1, spec.repeats + 1):
+        suffix = "" if repeat == 1 else f".r{repeat}"
+        seed = spec.seed + 100 * (repeat - 1)
         for prior in spec.prior:
             for sampler in spec.samplers:
-                suffix = "" if repeat == 1 else f".r{repeat}"
+                refs.append(
+                    StudyRef(f"{group}.{sampler}.{prior}{suffix}", sampler, prior, repeat, seed)
+                )
+        for prior in spec.prior:
+            for name in spec.baseline:
                 refs.append(
                     StudyRef(
-                        f"{group}.{sampler}.{prior}{suffix}",
-                        sampler,
+                        f"{group}.{name}.{prior}{suffix}",
+                        BASELINE_SAMPLER,
                         prior,
                         repeat,
-                        spec.seed + 100 * (repeat - 1),
+                        seed,
+                        baseline=name,
                     )
                 )
     return refs
@@ -99,12 +111,29 @@ class Group:
     bounds: dict[str, tuple[float, float]]
     rangetest: RangeTestResult | None
     created: list[str]
+    #: The baseline arms' bounds per prior and range test (their own optimizer's).
+    baseline_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    baseline_rangetest: RangeTestResult | None = None
 
     def budget(self, ref: StudyRef) -> int:
         """Finished trials ``ref`` must have; a grid study stops at its grid's size."""
         if ref.sampler == "grid":
             return min(self.spec.trials, grid_size(self.spec))
         return self.spec.trials
+
+    def spec_of(self, ref: StudyRef) -> StudySpec:
+        """The spec ``ref``'s trials run: the group's, or its baseline's."""
+        return baseline_spec(self.spec, ref.baseline) if ref.baseline else self.spec
+
+    def bounds_of(self, ref: StudyRef) -> tuple[float, float]:
+        """The LR bounds ``ref`` searches."""
+        return (self.baseline_bounds if ref.baseline else self.bounds)[ref.prior]
+
+    def rangetest_of(self, ref: StudyRef) -> RangeTestResult | None:
+        """The range test behind ``ref``'s bounds (``None`` without the prior)."""
+        if ref.prior != "rangetest":
+            return None
+        return self.baseline_rangetest if ref.baseline else self.rangetest
 
 
 def prepare_group(
@@ -118,8 +147,9 @@ def prepare_group(
 
     Checks everything before writing: the task builds, the storage opens, studies that
     already exist were made with the same spec (only ``trials`` may change). The range test
-    runs at most once per group; its result is reused when the command is run again. A new
-    SQLite file is created only once the range test passed.
+    runs at most once per group (once more for a baseline arm, with its own optimizer);
+    its result is reused when the command is run again. A new SQLite file is created only
+    once the range test passed.
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = resolve_task(spec.task)(spec.seed)
@@ -135,83 +165,121 @@ def prepare_group(
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
         check_study_name(ref.name)
+    prepared = Group(group, spec, refs, {}, None, [])
     # A new SQLite file is created only after the range test: a test that fails (a NaN
     # loss, a task error, Ctrl-C) must leave no empty database behind. An existing storage
     # is opened first, as its studies may hold the range test to reuse.
     new_file = new_sqlite_file(storage_url) is not None
     storage = None if new_file else open_storage(storage_url, create=True)
     existing = _existing(storage, refs) if storage is not None else {}
-    stored_rt: dict[str, Any] | None = None
-    for name, attrs in existing.items():
-        _check_same_spec(name, attrs.get("spec", {}), spec)
-        stored_rt = stored_rt or attrs.get("rangetest")
-    bounds = {"none": (spec.lr_low, spec.lr_high)}
-    result: RangeTestResult | None = None
+    stored: dict[bool, dict[str, Any] | None] = {False: None, True: None}
+    for ref in refs:
+        attrs = existing.get(ref.name)
+        if attrs is not None:
+            _check_same_spec(ref.name, attrs.get("spec", {}), prepared.spec_of(ref))
+            baseline = ref.baseline is not None
+            stored[baseline] = stored[baseline] or attrs.get("rangetest")
+    prepared.bounds = {"none": (spec.lr_low, spec.lr_high)}
+    prepared.baseline_bounds = dict(prepared.bounds)
     if "rangetest" in spec.prior:
-        if stored_rt is not None:
-            result = RangeTestResult.from_dict(stored_rt)
-        else:
-            with task_errors(f"range test on {spec.task}"):
-                result = range_test(
-                    spec.task,
-                    optimizer=spec.optimizer,
-                    start_lr=spec.rangetest_start_lr,
-                    end_lr=spec.rangetest_end_lr,
-                    steps=spec.rangetest_steps,
-                    seeds=spec.rangetest_seeds,
-                    device=device,
-                    seed=spec.seed,
-                    **_training_options(spec),
-                )
-            if on_rangetest is not None:
-                on_rangetest(result)
-        if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED, DIAG_FLAT):
-            raise UserError(
-                f"range test on {spec.task}: {result.diagnosis}; fix the task or "
-                "run with --prior none"
-            )
-        bounds["rangetest"] = (result.lr_low, result.lr_high)
+        prepared.rangetest = _prior_test(spec, group, stored[False], device, on_rangetest)
+        prepared.bounds["rangetest"] = (prepared.rangetest.lr_low, prepared.rangetest.lr_high)
+        if spec.baseline:
+            rt = _prior_test(baseline_spec(spec), group, stored[True], device, on_rangetest)
+            prepared.baseline_rangetest = rt
+            prepared.baseline_bounds["rangetest"] = (rt.lr_low, rt.lr_high)
     if storage is None:
         storage = open_storage(storage_url, create=True)
-    prepared = Group(group, spec, refs, bounds, result, [])
-    plot_dir = tempfile.TemporaryDirectory(prefix="lrtune-")
-    plot_path = None
-    for ref in refs:
-        if ref.name in existing:
-            study = optuna.load_study(study_name=ref.name, storage=storage)
-            study.set_user_attr("budget", prepared.budget(ref))  # --trials may have changed
-            set_metric_name(study, task.metric_name)  # studies made before lrtune named it
-            continue
-        study = optuna.create_study(
-            storage=storage, study_name=ref.name, direction=task.direction, load_if_exists=True
-        )
-        set_metric_name(study, task.metric_name)  # the dashboard says val_loss, not Objective 0
-        attrs = {
-            "lrtune_version": __version__,
-            "group": group,
-            "task": spec.task,
-            # A worker started in another folder finds a relative task file from here.
-            "task_dir": os.getcwd(),
-            "spec": spec.to_dict(),
-            "sampler": ref.sampler,
-            "prior": ref.prior,
-            "repeat": ref.repeat,
-            "seed": ref.seed,
-            "bounds": list(bounds[ref.prior]),
-            "budget": prepared.budget(ref),
-            "epochs": spec.epochs or task.epochs,
-            "metric": task.metric_name,
-            "storage": mask_url(storage_url),
-        }
-        for key, value in attrs.items():
-            study.set_user_attr(key, value)
-        if ref.prior == "rangetest" and result is not None:
-            plot_path = plot_path or _plot(result, Path(plot_dir.name))
-            record_range_test(study, result, storage_url, plot_path=plot_path)
-        _write_note(study, prepared, ref)
-        prepared.created.append(ref.name)
-    plot_dir.cleanup()
+    with tempfile.TemporaryDirectory(prefix="lrtune-") as plot_dir:
+        for ref in refs:
+            if ref.name in existing:
+                study = optuna.load_study(study_name=ref.name, storage=storage)
+                study.set_user_attr("budget", prepared.budget(ref))  # --trials may have changed
+                set_metric_name(study, task.metric_name)  # studies made before lrtune named it
+                continue
+            _create_study(storage, storage_url, prepared, ref, task, Path(plot_dir))
+            prepared.created.append(ref.name)
     return prepared
+
+
+def _prior_test(
+    spec: StudySpec,
+    group: str,
+    stored: dict[str, Any] | None,
+    device: str,
+    on_rangetest: Callable[[RangeTestResult], None] | None,
+) -> RangeTestResult:
+    """The range test of ``spec``'s optimizer: the one stored on the group, else a new one."""
+    if stored is not None:
+        result = RangeTestResult.from_dict(stored)
+    else:
+        with task_errors(f"range test on {spec.task}"):
+            result = range_test(
+                spec.task,
+                optimizer=spec.optimizer,
+                start_lr=spec.rangetest_start_lr,
+                end_lr=spec.rangetest_end_lr,
+                steps=spec.rangetest_steps,
+                seeds=spec.rangetest_seeds,
+                device=device,
+                seed=spec.seed,
+                **_training_options(spec),
+            )
+        root = log_root()
+        if root is not None:  # --log-dir: the curve in TensorBoard too
+            write_range_test(result, os.path.join(root, group, f"rangetest-{spec.optimizer}"))
+        if on_rangetest is not None:
+            on_rangetest(result)
+    if result.diagnosis not in (DIAG_OK, DIAG_NEVER_DIVERGED, DIAG_FLAT):
+        raise UserError(
+            f"range test on {spec.task} ({spec.optimizer}): {result.diagnosis}; fix the task "
+            "or run with --prior none"
+        )
+    return result
+
+
+def _create_study(
+    storage: optuna.storages.BaseStorage,
+    storage_url: str,
+    group: Group,
+    ref: StudyRef,
+    task: Task,
+    plot_dir: Path,
+) -> None:
+    """Create study ``ref`` with everything a worker needs in its user attrs."""
+    study = optuna.create_study(
+        storage=storage, study_name=ref.name, direction=task.direction, load_if_exists=True
+    )
+    set_metric_name(study, task.metric_name)  # the dashboard says val_loss, not Objective 0
+    spec = group.spec_of(ref)
+    attrs = {
+        "lrtune_version": __version__,
+        "group": group.name,
+        "task": spec.task,
+        # A worker started in another folder finds a relative task file from here.
+        "task_dir": os.getcwd(),
+        "spec": spec.to_dict(),
+        "sampler": ref.sampler,
+        "prior": ref.prior,
+        "repeat": ref.repeat,
+        "seed": ref.seed,
+        "bounds": list(group.bounds_of(ref)),
+        "budget": group.budget(ref),
+        "epochs": spec.epochs or task.epochs,
+        "metric": task.metric_name,
+        "storage": mask_url(storage_url),
+    }
+    if ref.baseline:
+        attrs["baseline"] = ref.baseline
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    result = group.rangetest_of(ref)
+    if result is not None:
+        plot = plot_dir / f"{result.optimizer}.png"
+        record_range_test(
+            study, result, storage_url, plot_path=plot if plot.exists() else _plot(result, plot)
+        )
+    _write_note(study, group, ref)
 
 
 def _training_options(spec: StudySpec) -> dict[str, Any]:
@@ -233,7 +301,16 @@ def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None
     current = spec.to_dict()
     base = StudySpec().to_dict()  # a key stored before it existed had its default
     # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
-    free = {"trials", "repeats", "prior", "samplers", "group", "confirm", "confirm_seeds"}
+    free = {
+        "trials",
+        "repeats",
+        "prior",
+        "samplers",
+        "group",
+        "confirm",
+        "confirm_seeds",
+        "baseline",
+    }
     differs = [k for k in current if k not in free and stored.get(k, base[k]) != current[k]]
     if differs:
         raise UserError(
@@ -243,10 +320,11 @@ def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None
         )
 
 
-def _plot(result: RangeTestResult, directory: Path) -> Path:
+def _plot(result: RangeTestResult, path: Path) -> Path:
+    """The range test's PNG at ``path`` (a ``.png`` file, or a directory to put it in)."""
     from lrtune.report import plot_range_test
 
-    return plot_range_test(result, directory / "rangetest.png")
+    return plot_range_test(result, path if path.suffix == ".png" else path / "rangetest.png")
 
 
 def record_range_test(
@@ -275,17 +353,23 @@ def record_range_test(
 def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "") -> None:
     from lrtune.dashboard import write_study_note
 
-    low, high = group.bounds[ref.prior]
+    low, high = group.bounds_of(ref)
+    spec = group.spec_of(ref)
     lines = [
         f"## {ref.name}",
-        f"- task: `{group.spec.task}`, optimizer `{group.spec.optimizer}`",
+        f"- task: `{spec.task}`, optimizer `{spec.optimizer}`",
         f"- sampler: **{ref.sampler}** (seed {ref.seed}), prior: **{ref.prior}**",
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
-        f"- budget: {_budget_text(group.budget(ref), group.spec)}",
-        f"- schedules: {', '.join(group.spec.schedules)}",
+        f"- budget: {budget_text(group.budget(ref), spec.rungs, spec.reduction_factor)}",
+        f"- schedules: {', '.join(spec.schedules)}",
     ]
-    if ref.prior == "rangetest" and group.rangetest is not None:
-        rt = group.rangetest
+    if ref.baseline:
+        lines.append(
+            f"- baseline **{ref.baseline}**: LR and warmup searched, no schedule "
+            "(the comparison's answer to: was tuning the schedule worth it?)"
+        )
+    rt = group.rangetest_of(ref)
+    if rt is not None:
         lines.append(
             f"- range test: steep {rt.steep:.3g}, valley {rt.valley:.3g}, "
             f"min/10 {rt.min10:.3g}, diagnosis {rt.diagnosis}, {rt.seconds:.1f} s "
@@ -296,21 +380,9 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
     write_study_note(study, "\n".join(lines))
 
 
-def _stored_budget_text(attrs: dict[str, Any]) -> str:
+def _ladder_of(attrs: dict[str, Any]) -> tuple[tuple[int, ...], int]:
     ladder = Ladder.from_attrs(attrs)
-    if ladder is None:
-        return f"{attrs.get('budget')} finished trials"
-    return f"{ladder.budget:g} full-trial equivalents, rungs {list(ladder.rungs)} epochs"
-
-
-def _budget_text(budget: int, spec: StudySpec) -> str:
-    if not spec.rungs:
-        return f"{budget} finished trials"
-    return (
-        f"{budget} full-trial equivalents of training, on rungs of "
-        f"{', '.join(map(str, spec.rungs))} epochs (the top 1/{spec.reduction_factor} of a "
-        "rung is promoted)"
-    )
+    return (ladder.rungs, ladder.eta) if ladder is not None else ((), 3)
 
 
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:
@@ -347,7 +419,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
                     f"## {row.study}",
                     f"- task: `{attrs.get('task')}`, sampler **{attrs.get('sampler')}**, "
                     f"prior **{attrs.get('prior')}**, LR bounds {low:.3g} … {high:.3g}",
-                    f"- budget: {_stored_budget_text(attrs)}",
+                    f"- budget: {budget_text(attrs.get('budget'), *_ladder_of(attrs))}",
                     "",
                     "### Comparison of the group",
                     "",

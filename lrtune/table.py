@@ -125,6 +125,7 @@ def _notes(cmp: Comparison) -> list[str]:
             "exact median cost"
         )
     notes += cmp.confirm
+    notes += _baseline_notes(cmp)
     best = cmp.best_row
     if best is not None:
         notes.append(
@@ -132,6 +133,30 @@ def _notes(cmp: Comparison) -> list[str]:
             f"{fmt(best.best)} (lr {fmt(best.lr, '.3g')}, {best.schedule or '-'})"
         )
     return notes
+
+
+def _baseline_notes(cmp: Comparison) -> list[str]:
+    """Was tuning the schedule worth it: the search's best against each baseline's."""
+    sign = 1 if cmp.direction == "minimize" else -1
+
+    def best(rows: list) -> float | None:
+        values = [r.best for r in rows if r.best is not None]
+        return min(values, key=lambda v: sign * v) if values else None
+
+    tuned = best([r for r in cmp.rows if not r.baseline])
+    out = []
+    for name in dict.fromkeys(r.sampler for r in cmp.rows if r.baseline):
+        free = best([r for r in cmp.rows if r.baseline and r.sampler == name])
+        if tuned is None or free is None:
+            continue
+        gain = sign * (free - tuned) / max(abs(free), 1e-12)
+        verdict = "gained" if gain > 0 else "lost"
+        out.append(
+            f"schedule worth it? tuned schedules' best {cmp.metric} {fmt(tuned)} vs {name}'s "
+            f"{fmt(free)}: tuning the schedule {verdict} {abs(gain):.1%} (single-seed bests; "
+            f"the seed noise of the task applies)"
+        )
+    return out
 
 
 def _layout(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -352,67 +349,6 @@ def _collect(
         into.append(trial)
 
     return callback
-
-
-def spawn_workers(
-    storage_url: str,
-    group: str,
-    n: int,
-    *,
-    device: str = "auto",
-    gpus: Sequence[int] | None = None,
-    extra_args: Sequence[str] = (),
-) -> list[subprocess.Popen[bytes]]:
-    """Start ``n`` ``lrtune worker`` processes (one per GPU when ``gpus`` is given).
-
-    The URL travels in the environment (``LRTUNE_STORAGE``), not on the command line, so a
-    password never shows in ``ps``.
-    """
-    procs = []
-    slots: list[int | None] = list(gpus) if gpus else [None] * n
-    for index, gpu in enumerate(slots):
-        env = dict(os.environ, LRTUNE_STORAGE=storage_url, LRTUNE_WORKER_INDEX=str(index + 1))
-        dev = device
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-            dev = "cuda"
-        cmd = [
-            sys.executable,
-            "-m",
-            "lrtune",
-            "worker",
-            "--group",
-            group,
-            "--device",
-            dev,
-            *extra_args,
-        ]
-        procs.append(subprocess.Popen(cmd, env=env))
-    return procs
-
-
-def wait_workers(
-    procs: list[subprocess.Popen[bytes]],
-    on_tick: Callable[[], None] | None = None,
-    poll: float = 1.0,
-) -> int:
-    """Wait for all, calling ``on_tick`` every ``poll`` seconds; on Ctrl-C pass SIGINT on to
-    them and wait again. Worst exit code."""
-    try:
-        while any(p.poll() is None for p in procs):
-            interrupt.check()
-            if on_tick is not None:
-                on_tick()
-            time.sleep(poll)
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
-        raise
-    return max(codes, default=0)
 
 
 def worker_id() -> str:

@@ -88,3 +88,164 @@ def test_ctrl_c_to_the_parent_of_local_workers_reaches_them(tmp_path: Path) -> N
     ]
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.FAIL) == 2  # each worker's trial, marked
+
+
+# --- issue 22 item 9: SIGTERM, local workers with their parent, Ctrl-C in a fit loop ------
+
+
+def _wait_running(url: str, study: str, want: int, seconds: float = 120) -> list[str]:
+    """Wait until ``want`` trials of ``study`` run; their ``worker`` attrs (host:pid)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            trials = optuna.load_study(study_name=study, storage=url).trials
+        except KeyError:  # not created yet
+            continue
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        workers = [str(t.user_attrs.get("worker", "")) for t in running]
+        if len(running) >= want and all(workers):
+            return workers
+    pytest.fail(f"{want} trials of {study} should be running")
+
+
+def _alive(pid: int) -> bool:
+    # A zombie is gone for this purpose (in a container nobody may reap an orphan).
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _states(url: str, study: str) -> list[tuple[str, object]]:
+    trials = optuna.load_study(study_name=study, storage=url).trials
+    return [(t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_study_like_ctrl_c(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    proc = spawn_lrtune([*SLOW_STUDY, "--storage", url, "--trials", "2"], tmp_path)
+    try:
+        _wait_running(url, "digits.random.none", 1)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
+    assert "interrupted (SIGTERM)" in err
+    assert _states(url, "digits.random.none") == [("FAIL", "interrupted (SIGTERM)")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_local_workers_stop_with_their_parent(tmp_path: Path, signum: int) -> None:
+    """SIGTERM to `study --workers 2` reaches its workers; SIGKILL of it (nothing passed on)
+    too: each worker sees its parent gone. No trial is left RUNNING either way."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    proc = spawn_lrtune(
+        [*SLOW_STUDY, "--storage", url, "--trials", "6", "--workers", "2"], tmp_path
+    )
+    try:
+        workers = _wait_running(url, "digits.random.none", 2)
+        pids = [int(w.rpartition(":")[2]) for w in workers]
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not [p for p in pids if _alive(p)], "the workers outlived their parent"
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+        assert "Traceback" not in err
+    states = _states(url, "digits.random.none")
+    assert states.count(("FAIL", "interrupted (SIGTERM)")) == 2, states
+    assert not [s for s in states if s[0] == "RUNNING"], states
+
+
+def _reporting_fit(reports: list[int], *, swallow: bool, count: int = 400) -> object:
+    """A task whose own loop reports every 10 ms; ``swallow``: it catches the interrupt and
+    returns (as Lightning's graceful shutdown does)."""
+    import torch
+
+    from lrtune import Task
+
+    def fit(hp: object, report: object) -> float:
+        try:
+            for step in range(count):
+                time.sleep(0.01)
+                reports.append(step)
+                report(1.0 / (step + 1), step)  # type: ignore[operator]
+                if step == 2:
+                    _sigint_self()
+        except KeyboardInterrupt:
+            if not swallow:
+                raise
+        return 0.5
+
+    x = torch.zeros(8, 2)
+    y = torch.zeros(8, dtype=torch.long)
+    return Task(
+        torch.nn.Linear(2, 2), (x, y), (x, y), torch.nn.CrossEntropyLoss(), epochs=1, fit=fit
+    )
+
+
+@pytest.mark.parametrize("swallow", [False, True])
+def test_ctrl_c_reaches_a_fit_loop_at_its_next_report(swallow: bool) -> None:
+    from lrtune.training.trainer import run_trial
+
+    reports: list[int] = []
+    task = _reporting_fit(reports, swallow=swallow)
+    with interrupt.deferred_sigint(), pytest.raises(KeyboardInterrupt):
+        run_trial(task, TrainConfig(lr=0.1, device="cpu"), lambda v, s: None)  # type: ignore[arg-type]
+    # Ctrl-C after report 2 stops the loop at report 3; one that swallows it still fails.
+    assert reports == [0, 1, 2, 3]
+
+
+FIT_TASK = """
+import time
+
+import torch
+
+from lrtune import Task
+
+
+def make(seed):
+    def fit(hp, report):
+        try:
+            for step in range(3000):  # 30 s when nothing stops it
+                time.sleep(0.01)
+                report(1.0 / (step + 1), step)
+        except KeyboardInterrupt:
+            pass  # a loop that shuts down gracefully, as Lightning does
+        return 0.5
+
+    x, y = torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)
+    return Task(torch.nn.Linear(2, 2), (x, y), (x, y), torch.nn.CrossEntropyLoss(),
+                epochs=1, fit=fit, name="fit")
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_fit_study_fails_the_trial_as_the_message_says(tmp_path: Path) -> None:
+    (tmp_path / "fit_task.py").write_text(FIT_TASK)
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    args = ["study", "--task", "fit_task.py:make", "--prior", "none", "--samplers", "random",
+            "--trials", "2", "--confirm", "0", "--storage", url]  # fmt: skip
+    proc = spawn_lrtune(args, tmp_path)
+    try:
+        _wait_running(url, "fit.random.none", 1)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "the running trial is marked failed" in err
+    assert _states(url, "fit.random.none") == [("FAIL", "interrupted (Ctrl-C)")]

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy
 import torch
 
-from lrtune import workers
+from lrtune import processes, workers
 from lrtune.cli import main
 from lrtune.search.states import FINISHED
 from lrtune.storage import mask_url, open_storage
@@ -435,10 +435,10 @@ class _FakePopen:
 
 
 def test_spawn_workers_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workers.subprocess, "Popen", _FakePopen)
+    monkeypatch.setattr(processes.subprocess, "Popen", _FakePopen)
     _FakePopen.started = []
     url = "postgresql+psycopg://u:secret@db/lrtune"
-    workers.spawn_workers(url, "digits", 2, gpus=[0, 3], extra_args=["--grace-period=9"])
+    processes.spawn_workers(url, "digits", 2, gpus=[0, 3], extra_args=["--grace-period=9"])
     assert len(_FakePopen.started) == 2
     for index, (gpu, (cmd, env)) in enumerate(zip((0, 3), _FakePopen.started, strict=True)):
         assert cmd[1:] == [
@@ -451,7 +451,7 @@ def test_spawn_workers_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> N
         assert "secret" not in " ".join(cmd)  # the URL is not on the command line (ps)
 
     _FakePopen.started = []
-    workers.spawn_workers(url, "digits", 3, device="cpu")
+    processes.spawn_workers(url, "digits", 3, device="cpu")
     assert [env["LRTUNE_WORKER_INDEX"] for _, env in _FakePopen.started] == ["1", "2", "3"]
     for cmd, env in _FakePopen.started:
         assert cmd[cmd.index("--device") + 1] == "cpu"

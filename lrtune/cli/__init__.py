@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lrtune.interrupt import deferred_sigint
 
     try:
-        # Commands that run trials stop at the next training step on Ctrl-C (see
-        # lrtune.interrupt); the others (dashboard) stop where it lands.
+        # Commands that run trials stop at the next training step on Ctrl-C or SIGTERM
+        # (see lrtune.interrupt); the others (dashboard) stop where it lands.
         with deferred_sigint() if args.command in ("study", "worker") else nullcontext():
             return int(args._run(args))
     except UserError as exc:
@@ -118,10 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lrtune {args.command}: error: {failure}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from lrtune.interrupt import exit_code, interrupted_by
+
         print(
-            f"lrtune {args.command}: interrupted; the running trial is marked failed, "
-            "run the same command again to continue",
+            f"lrtune {args.command}: interrupted ({interrupted_by(exc)}); the running trial "
+            "is marked failed, run the same command again to continue",
             file=sys.stderr,
         )
-        return 130
+        return exit_code(exc)

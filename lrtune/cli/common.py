@@ -193,3 +193,23 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
 
 def _threads_flags(args: argparse.Namespace) -> list[str]:
     return [f"--threads={args.threads}"] if args.threads is not None else []
+
+
+def _add_log_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="write TensorBoard runs there: per trial DIR/STUDY/trial-NNNN (per-step LR and "
+        "training loss, per-epoch metric) and the range test's curve (default: "
+        "$LRTUNE_LOG_DIR, else none)",
+    )
+
+
+def use_log_dir(args: argparse.Namespace) -> None:
+    """``--log-dir``, checked (one line when it is not writable) and handed to this
+    process and the workers it starts as ``$LRTUNE_LOG_DIR``."""
+    if getattr(args, "log_dir", None) is None:
+        return
+    from lrtune.training.tblog import LOG_DIR_ENV, check_log_dir
+
+    os.environ[LOG_DIR_ENV] = check_log_dir(args.log_dir)

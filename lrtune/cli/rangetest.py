@@ -8,16 +8,19 @@ import os
 from lrtune.cli.common import (
     Command,
     _add_common,
+    _add_log_dir,
     _add_threads,
     _positive_float,
     _positive_int,
     storage_url,
+    use_log_dir,
 )
 from lrtune.errors import UserError
 
 
 def _add_rangetest(p: argparse.ArgumentParser) -> None:
     _add_common(p)
+    _add_log_dir(p)
     p.add_argument(
         "--optimizer",
         help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
@@ -44,6 +47,7 @@ def _run_rangetest(args: argparse.Namespace) -> int:
 
     _check_out_path(args.json, ".json", "--json")
     _check_out_path(args.plot, ".png", "--plot")
+    use_log_dir(args)
     from lrtune.device import resolve_device
     from lrtune.workers import limit_cpu_threads
 
@@ -83,6 +87,13 @@ def _run_rangetest(args: argparse.Namespace) -> int:
 
         plot_range_test(result, args.plot)
         print(f"wrote {args.plot}")
+    from lrtune.training.tblog import log_root, write_range_test
+
+    root = log_root()
+    if root is not None:
+        run = os.path.join(root, f"rangetest-{os.path.basename(task).replace(':', '-')}")
+        write_range_test(result, run)
+        print(f"wrote TensorBoard run {run}")
     if study is not None:
         from lrtune.study import record_range_test
 

@@ -13,6 +13,7 @@ from lrtune.cli.common import (
     Command,
     _add_common,
     _add_heartbeat,
+    _add_log_dir,
     _add_threads,
     _count,
     _heartbeat,
@@ -21,6 +22,7 @@ from lrtune.cli.common import (
     _positive_int,
     _threads_flags,
     storage_url,
+    use_log_dir,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +75,11 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         "(default: the task's own, else sgd)",
     )
     p.add_argument("--schedules", help="comma list of schedules to search (default: all)")
+    p.add_argument(
+        "--baseline",
+        help="schedulefree: add a schedule-free arm (LR and warmup searched, no schedule) "
+        "to the comparison (default: none)",
+    )
     p.add_argument("--lr-low", type=_positive_float, help="no-prior lower LR bound (default: 1e-6)")
     p.add_argument("--lr-high", type=_positive_float, help="no-prior upper LR bound (default: 10)")
     p.add_argument(
@@ -129,6 +136,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     _add_heartbeat(p)
     _add_threads(p)
+    _add_log_dir(p)
 
 
 _SPEC_FLAGS = (
@@ -159,6 +167,7 @@ _SPEC_FLAGS = (
     "rangetest_seeds",
     "rungs",
     "reduction_factor",
+    "baseline",
 )
 
 
@@ -173,6 +182,7 @@ def _run_study(args: argparse.Namespace) -> int:
         values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
     )
     url = storage_url(args)
+    use_log_dir(args)
     from lrtune.group import run_group
 
     # The tables are printed once the group is ready: when the range test is unusable (a
@@ -245,6 +255,13 @@ def _say_bounds(group: Group) -> None:
                 f"prior {prior}: lr in [{bounds[0]:.3g}, {bounds[1]:.3g}] "
                 f"({decades(bounds):.1f} decades)"
             )
+    if group.spec.baseline and "rangetest" in group.spec.prior:
+        low, high = group.baseline_bounds["rangetest"]
+        rt = group.baseline_rangetest
+        print(
+            f"baseline {', '.join(group.spec.baseline)} ({rt.optimizer if rt else '-'}), "
+            f"prior rangetest: lr in [{low:.3g}, {high:.3g}] ({decades((low, high)):.1f} decades)"
+        )
     spec = group.spec
     if spec.rungs:
         from lrtune.search.ladder import Ladder

@@ -8,11 +8,13 @@ from lrtune.cli.common import (
     Command,
     _add_common,
     _add_heartbeat,
+    _add_log_dir,
     _add_threads,
     _heartbeat,
     _heartbeat_flags,
     _positive_int,
     storage_url,
+    use_log_dir,
 )
 from lrtune.errors import UserError
 
@@ -31,6 +33,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int, default=1, help="processes on this host")
     p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU (default: none)")
     _add_heartbeat(p)
+    _add_log_dir(p)
     _add_threads(p)
 
 
@@ -50,9 +53,10 @@ def _run_worker(args: argparse.Namespace) -> int:
     if not args.group and not args.study:
         raise UserError("give --group NAME or --study NAME (see `lrtune ls`)")
     url = storage_url(args)
+    use_log_dir(args)
     gpus = _parse_gpus(args.gpus) if args.gpus else None
     if gpus or args.workers > 1:
-        from lrtune.workers import spawn_workers, wait_workers
+        from lrtune.processes import spawn_workers, wait_workers
 
         if not args.group:
             raise UserError("--workers/--gpus need --group")
@@ -72,8 +76,10 @@ def _run_worker(args: argparse.Namespace) -> int:
         )
         return wait_workers(procs)
     from lrtune.device import resolve_device
+    from lrtune.processes import watch_parent
     from lrtune.workers import limit_cpu_threads, run_worker, worker_index
 
+    watch_parent()  # a local worker of `study/worker --workers N` stops with its parent
     device = str(resolve_device(args.device))
     if device == "cpu" or args.threads is not None:
         limit_cpu_threads(args.threads)

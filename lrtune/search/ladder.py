@@ -92,6 +92,16 @@ class Ladder:
         )
 
 
+def budget_text(budget: Any, rungs: Sequence[int], eta: int) -> str:
+    """A study's budget in words (its dashboard note)."""
+    if not rungs:
+        return f"{budget} finished trials"
+    return (
+        f"{budget} full-trial equivalents of training, on rungs of "
+        f"{', '.join(map(str, rungs))} epochs (the top 1/{eta} of a rung is promoted)"
+    )
+
+
 def parse_rungs(value: Any, where: str) -> tuple[int, ...]:
     """``--rungs 1,3,9`` or ``rungs = [1, 3, 9]``: positive integers, strictly ascending, at
     least two; else one line naming ``where``."""

@@ -10,12 +10,14 @@ from contextlib import contextmanager
 import optuna
 import torch
 
+from lrtune import interrupt
 from lrtune.errors import UserError
 from lrtune.faults import describe
 from lrtune.search.ladder import EPOCHS, RUNG, Ladder, rung_of, surplus_reason
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
+from lrtune.training.tblog import trial_run
 from lrtune.training.trainer import TrainConfig, run_trial
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,7 @@ def make_objective(
             precision=spec.precision,
             accumulate=spec.accumulate,
             clip_grad_norm=spec.clip_grad_norm,
+            log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
         )
         try:
             result = run_trial(spec.task, config, report)
@@ -177,7 +180,8 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
 
     Any exception from the task (``sys.exit`` included) sets the trial's ``fail_reason`` to
     its first line and becomes :class:`TrialFailed`, so Optuna records FAIL and the worker
-    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` and passes through, as do pruning,
+    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` (SIGTERM: ``"interrupted
+    (SIGTERM)"``) and passes through, as do pruning,
     Optuna's own errors (the trial was failed by another worker) and a lost database
     connection (the worker retries it; see :mod:`lrtune.workers`).
     """
@@ -186,8 +190,8 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     try:
         yield
         return
-    except KeyboardInterrupt:
-        _set_reason(trial, "interrupted (Ctrl-C)")
+    except KeyboardInterrupt as exc:
+        _set_reason(trial, f"interrupted ({interrupt.interrupted_by(exc)})")
         raise
     except (optuna.exceptions.OptunaError, TrialFailed, Surplus, UserError):
         raise  # UserError: a mistake in the task's options (e.g. fp16 on CPU), one line

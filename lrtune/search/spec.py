@@ -82,6 +82,8 @@ class StudySpec:
         rungs: epochs per rung, ascending, the last = ``epochs`` (empty: no rungs);
             with rungs ``trials`` counts full-trial equivalents (:mod:`lrtune.search.ladder`).
         reduction_factor: η, the top ``1/η`` of a rung is promoted to the next.
+        baseline: baseline arms studied beside the schedule search (``schedulefree``:
+            :mod:`lrtune.baseline`); empty: none.
     """
 
     task: str = "digits"
@@ -113,6 +115,7 @@ class StudySpec:
     confirm_seeds: int = 2
     rungs: tuple[int, ...] = ()
     reduction_factor: int = 3
+    baseline: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -129,7 +132,14 @@ class StudySpec:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(StudySpec)}
 _MINIMUM = {"seed": 0, "confirm": 0, "grid_points": 2, "rangetest_steps": 20, "reduction_factor": 2}
-_LISTS = {"schedules": SCHEDULE_NAMES, "samplers": SAMPLERS, "prior": PRIORS}
+#: The baselines ``baseline`` may list (lrtune.baseline.BASELINES; that module imports this one).
+BASELINE_NAMES: tuple[str, ...] = ("schedulefree",)
+_LISTS = {
+    "schedules": SCHEDULE_NAMES,
+    "samplers": SAMPLERS,
+    "prior": PRIORS,
+    "baseline": BASELINE_NAMES,
+}
 
 
 def load_spec_file(path: str | Path) -> dict[str, Any]:
@@ -276,6 +286,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
     if key in _LISTS:
         allowed = _LISTS[key]
         items = value.split(",") if isinstance(value, str) else value
+        if key == "baseline" and isinstance(items, (list, tuple)) and not items:
+            return ()  # no baseline arm
         if not isinstance(items, (list, tuple)) or not items:
             raise UserError(f"{where}: expected a non-empty list of {', '.join(allowed)}")
         items = [str(i).strip() for i in items]
@@ -286,6 +298,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
                 )
         if len(set(items)) != len(items):
             raise UserError(f"{where}: {', '.join(items)} lists a value twice")
+        if key == "baseline" and "schedulefree" in items:
+            require_schedulefree("schedulefree_*")  # before anything is written
         return tuple(items)
     if key in ("task", "group"):
         if not isinstance(value, str) or not value.strip():

@@ -35,6 +35,7 @@ from lrtune.training.optimizers import (
     optimizer_defaults,
 )
 from lrtune.training.tasks import PRECISIONS, Task, TaskFactory
+from lrtune.training.tblog import RunLog
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class TrainConfig:
     precision: str | None = None
     accumulate: int | None = None
     clip_grad_norm: float | None = None
+    #: A TensorBoard run directory for this run (per-step LR and loss, per-epoch metric;
+    #: :mod:`lrtune.training.tblog`); ``None``: none.
+    log_dir: str | None = None
 
 
 @dataclass
@@ -322,12 +326,23 @@ def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
     )
     history: list[float] = []
 
+    tb = RunLog(config.log_dir)  # a fit task's own loop: its reported values only
+
     def recorded(value: float, step: int) -> None:
+        # A deferred Ctrl-C or SIGTERM reaches the task's own loop here, at its next report.
+        interrupt.check()
         history.append(float(value))
+        tb.value(t.metric_name, float(value), int(step))
         report(float(value), int(step))
 
     start = time.perf_counter()
-    out = t.fit(hp, recorded)
+    try:
+        out = t.fit(hp, recorded)
+    finally:
+        tb.close()
+    # A loop that caught the interrupt (Lightning shuts down gracefully and returns) still
+    # stops the trial: it did not run to its end, and the user was told it is marked failed.
+    interrupt.check()
     if isinstance(out, torch.Tensor) and out.numel() == 1:
         out = out.item()
     if isinstance(out, bool) or not isinstance(out, numbers.Real):
@@ -381,7 +396,9 @@ def _train(
     start = time.perf_counter()
     reason: str | None = None
     first_loss: float | None = None
-    lr: float | None = None
+    lr = config.lr  # the LR of the last update once one ran (final_lr)
+    tb = RunLog(config.log_dir)
+    update_loss = 0.0
     for epoch in range(epochs):
         pending = 0
         group = 1
@@ -413,12 +430,19 @@ def _train(
                 )
                 break
             updater.backward(loss, 1.0 / group)
+            update_loss += value_now / group
             pending += 1
             if pending >= group:
                 pending = 0
-                step += updater.step()  # an fp16 step skipped on overflow is no step
+                if updater.step():  # an fp16 step skipped on overflow is no step
+                    tb.step(step, lr, update_loss)
+                    step += 1
+                update_loss = 0.0
         if reason is None and pending:
-            step += updater.step()
+            if updater.step():
+                tb.step(step, lr, update_loss * group / pending)
+                step += 1
+            update_loss = 0.0
         if reason is None:
             with evaluating(optimizer):  # a schedule-free optimizer's averaged weights
                 value = evaluate(t, model, val_batches, updater.autocast)
@@ -428,8 +452,10 @@ def _train(
             log.info("diverged: %s", reason)
             break
         history.append(value)
+        tb.value(t.metric_name, value, epoch + 1)
         if on_epoch is not None:
             on_epoch(epoch, value)
+    tb.close()
     if has_modes(optimizer):
         optimizer.eval()  # type: ignore[attr-defined]  # the model returned is the one evaluated
     return TrainResult(
