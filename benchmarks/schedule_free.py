@@ -38,17 +38,19 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
-import search_efficiency as se  # benchmarks/search_efficiency.py: oracle, studies, cache
+import search_efficiency as se  # benchmarks/search_efficiency.py: studies, exports
 import torch
 
 from lrtune.baseline import baseline_spec
 from lrtune.rangetest import range_test
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.spec import StudySpec, task_optimizer
-from lrtune.training.tasks import resolve_task
+from lrtune.training.loading import resolve_task
+from lrtune.training.oracle import log_grid
 from lrtune.training.trainer import TrainConfig, train
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -56,11 +58,12 @@ ARMS = ("tpe / none", "tpe / rangetest", "schedulefree / none", "schedulefree / 
 
 
 class FreeRuns(se.Runs):
-    """Runs of the schedule-free optimizer, cached by (warmup_frac, lr, seed)."""
+    """Runs of the schedule-free optimizer, cached by (warmup_frac, lr, seed, epochs)."""
 
-    def value(self, schedule: str, lr: float, seed: int) -> float:
+    def run(self, schedule: str, lr: float, seed: int, epochs: int | None = None) -> dict[str, Any]:
         # ``schedule`` is "constant@<warmup_frac>": the one schedule, with its warmup.
-        key = f"{schedule}|{lr:.10g}|{seed}"
+        epochs = epochs or self.epochs
+        key = f"{schedule}|{lr:.10g}|{seed}|{epochs}"
         if key not in self.data:
             warmup = float(schedule.partition("@")[2] or 0.0)
             cfg = TrainConfig(
@@ -69,16 +72,17 @@ class FreeRuns(se.Runs):
                 schedule="constant",
                 schedule_params={"warmup_frac": warmup},
                 seed=seed,
+                epochs=epochs,
                 device="cpu",
             )
             res = train(self.task, cfg)
-            self.data[key] = None if res.diverged or not math.isfinite(res.value) else res.value
+            ok = not res.diverged and math.isfinite(res.value)
+            self.data[key] = {"v": res.value if ok else None, "h": res.history}
             self.trained += 1
             self.unsaved += 1
-            if self.unsaved >= 50:
+            if self.unsaved >= 20:
                 self.save()
-        v = self.data[key]
-        return math.nan if v is None else float(v)
+        return self.data[key]
 
 
 def exported_free(trials: list[optuna.trial.FrozenTrial], k: int, sign: float) -> Any:
@@ -106,7 +110,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     runs = se.Runs(task, optimizer)
     schedules = tuple(args.schedules.split(",")) if args.schedules else SCHEDULE_NAMES
     grid = se.oracle(task, se.per_task(args.oracle_lrs, task), args.oracle_seeds, schedules, runs)
-    best_schedule, best_lr, best = grid.best()
+    _, _, best = grid.best()
     sign = 1.0 if grid.direction == "minimize" else -1.0
     se.log(f"{task}: oracle ready ({runs.trained} runs, {time.perf_counter() - t0:.0f} s)")
     spec = StudySpec(task=task, optimizer=optimizer, schedules=schedules, trials=args.budget)
@@ -152,29 +156,48 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         runs.save()
         free.save()
         se.log(f"  {task} repeat {r + 1}/{args.repeats} done ({time.perf_counter() - t0:.0f} s)")
+        if args.partial:  # what the repeats so far give, rendered by --from-json
+            done = _result(task, optimizer, free_spec.optimizer, grid, args, checkpoints, arms)
+            done |= {"free_grid_best": math.nan, "repeats_done": r + 1}
+            done["seconds"] = time.perf_counter() - t0
+            Path(args.partial).write_text(json.dumps(se.finite({"results": [done]})))
     # The schedule-free optimizer's own best over the oracle's LRs (no warmup), for scale.
-    free_grid = [
-        free.mean(("constant@0", lr), seeds) for lr in se.log_grid(*se.WIDE, args.free_lrs)
-    ]
+    free_grid = [free.mean(("constant@0", lr), seeds) for lr in log_grid(*se.WIDE, args.free_lrs)]
     free.save()
     finite = [v for v in free_grid if math.isfinite(v)]
     free_best = min(finite, key=lambda v: sign * v) if finite else math.nan
+    out = _result(task, optimizer, free_spec.optimizer, grid, args, checkpoints, arms)
+    return out | {
+        "free_grid_best": free_best,
+        "repeats_done": args.repeats,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _result(
+    task: str,
+    optimizer: str,
+    free_optimizer: str,
+    grid: Any,
+    args: argparse.Namespace,
+    checkpoints: list[int],
+    arms: dict[str, dict[str, list[float]]],
+) -> dict[str, Any]:
+    best_schedule, best_lr, best = grid.best()
     return {
         "task": task,
         "optimizer": optimizer,
-        "free_optimizer": free_spec.optimizer,
+        "free_optimizer": free_optimizer,
         "direction": grid.direction,
         "oracle": {
             "best": best,
             "best_schedule": best_schedule,
             "best_lr": best_lr,
-            "schedules": len(schedules),
+            "schedules": len(grid.values),
             "lrs": se.per_task(args.oracle_lrs, task),
         },
-        "free_grid_best": free_best,
         "checkpoints": checkpoints,
         "arms": arms,
-        "seconds": time.perf_counter() - t0,
     }
 
 
@@ -185,13 +208,17 @@ def markdown(results: Sequence[dict[str, Any]], args: argparse.Namespace, header
         fb = res["free_grid_best"]
         lines += [
             f"### {res['task']} ({res['optimizer']} vs {res['free_optimizer']}, "
-            f"{res['direction']} the metric)",
+            f"{res['direction']} the metric; {res['repeats_done']} repeats)",
             "",
             f"Oracle: {o['lrs']} LRs × {o['schedules']} schedules × {args.oracle_seeds} seeds "
             f"of {res['optimizer']}; best seed mean {o['best']:.4g} ({o['best_schedule']}, lr "
-            f"{o['best_lr']:.3g}). {res['free_optimizer']} without warmup over "
-            f"{args.free_lrs} LRs: best seed mean {fb:.4g} "
-            f"(regret {se.pct(_reg(fb, o['best'], res['direction']))}).",
+            f"{o['best_lr']:.3g})."
+            + (
+                f" {res['free_optimizer']} without warmup over {args.free_lrs} LRs: best "
+                f"seed mean {fb:.4g} (regret {se.pct(_reg(fb, o['best'], res['direction']))})."
+                if math.isfinite(fb)
+                else ""
+            ),
             "",
             "| arm | "
             + " | ".join(f"true regret after {k}" for k in cps)
@@ -223,7 +250,13 @@ def main() -> None:
     parser.add_argument("--oracle-seeds", type=int, default=3, help="also the true value's")
     parser.add_argument("--schedules", help="the tuned arm's and oracle's (default: all)")
     parser.add_argument("--free-lrs", type=int, default=21, help="schedule-free LR grid")
+    parser.add_argument("--partial", help="after each repeat, write the results so far here")
+    parser.add_argument("--from-json", help="render a --partial file (with its command)")
     args = parser.parse_args()
+    if args.from_json:
+        data = se.unfinite(json.loads(Path(args.from_json).read_text()))
+        print(markdown(data["results"], args, f"`{args.from_json}` (partial run)"))
+        return
     results = [bench_task(t, args) for t in args.tasks.split(",")]
     load = os.getloadavg()[0]
     header = (

@@ -17,7 +17,7 @@ from lrtune.errors import UserError
 
 if TYPE_CHECKING:
     from lrtune.export import load_config
-    from lrtune.rangetest import RangeTestResult, range_test
+    from lrtune.rangetest import RangeTestResult, lr_find, range_test
     from lrtune.report import plot_range_test
     from lrtune.schedules import build_scheduler, schedule_lr
     from lrtune.training.tasks import Task
@@ -27,6 +27,7 @@ _LAZY = {
     "load_config": "lrtune.export",
     "plot_range_test": "lrtune.report",
     "range_test": "lrtune.rangetest",
+    "lr_find": "lrtune.rangetest",
     "RangeTestResult": "lrtune.rangetest",
     "schedule_lr": "lrtune.schedules",
     "build_scheduler": "lrtune.schedules",
@@ -39,6 +40,7 @@ __all__ = [
     "__version__",
     "build_scheduler",
     "load_config",
+    "lr_find",
     "plot_range_test",
     "range_test",
     "schedule_lr",

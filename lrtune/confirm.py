@@ -247,6 +247,7 @@ def make_confirm_objective(
     """Train the trial's enqueued configuration on each of ``seeds``; the mean is its value."""
 
     def objective(trial: optuna.Trial) -> float:
+        from lrtune.search.dims import setup_of
         from lrtune.search.objective import Surplus, trial_errors
         from lrtune.training.trainer import TrainConfig, run_trial
 
@@ -275,6 +276,7 @@ def make_confirm_objective(
             **spec.optimizer_params,
             **{k[len("optimizer.") :]: v for k, v in params.items() if k.startswith("optimizer.")},
         }
+        setup = setup_of(params)  # the batch size, multipliers and task parameters it searched
         values: list[float | None] = []
         seconds = 0.0
         config: dict[str, Any] | None = None
@@ -291,6 +293,9 @@ def make_confirm_objective(
                 precision=spec.precision,
                 accumulate=spec.accumulate,
                 clip_grad_norm=spec.clip_grad_norm,
+                batch_size=setup.batch_size,
+                lr_mults=setup.lr_mults,
+                task_params=setup.task_params,
             )
             # The search trials' one error path: FAIL with fail_reason, Ctrl-C and a lost
             # storage connection handled as in any trial. run_trial: a task with its own

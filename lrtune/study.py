@@ -33,11 +33,11 @@ from lrtune.rangetest import (
     RangeTestResult,
     range_test,
 )
+from lrtune.search.dims import build_checked, setup_lines
 from lrtune.search.ladder import Ladder, budget_text, check_ladder
 from lrtune.search.space import decades, grid_size
-from lrtune.search.spec import StudySpec
+from lrtune.search.spec import StudySpec, check_group_name
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
-from lrtune.training.loading import resolve_task
 from lrtune.training.tasks import Task
 from lrtune.training.tblog import log_root, write_range_test
 
@@ -98,7 +98,11 @@ def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
 
 def default_group(spec: StudySpec, task: Task) -> str:
     """``spec.group``, else the name of ``task`` (the task built from ``spec``)."""
-    return spec.group or task.name.replace(" ", "-").replace(".", "-")
+    if spec.group:
+        return spec.group
+    name = task.name.replace(" ", "-").replace(".", "-")
+    check_group_name(name, f"task name {task.name!r} as the default --group (give --group NAME)")
+    return name
 
 
 @dataclass
@@ -152,7 +156,7 @@ def prepare_group(
     once the range test passed.
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
-        task = resolve_task(spec.task)(spec.seed)
+        task = build_checked(spec)  # and the searched setup (lrtune.search.dims)
     group = default_group(spec, task)
     if spec.rungs:  # the spec checked the rest; the last rung is the task's own epochs here
         check_ladder(
@@ -275,7 +279,8 @@ def _create_study(
         study.set_user_attr(key, value)
     result = group.rangetest_of(ref)
     if result is not None:
-        plot = plot_dir / f"{result.optimizer}.png"
+        name = f"rangetest-{result.optimizer}.png" if ref.baseline else "rangetest.png"
+        plot = plot_dir / name
         record_range_test(
             study, result, storage_url, plot_path=plot if plot.exists() else _plot(result, plot)
         )
@@ -362,6 +367,7 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
         f"- budget: {budget_text(group.budget(ref), spec.rungs, spec.reduction_factor)}",
         f"- schedules: {', '.join(spec.schedules)}",
+        *setup_lines(spec),
     ]
     if ref.baseline:
         lines.append(
@@ -400,6 +406,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     group's best-so-far graph)."""
     from lrtune.dashboard import write_study_note
     from lrtune.dashboard.graphs import save_best_so_far_graph
+    from lrtune.dashboard.trial_graphs import save_trial_graphs, save_trial_notes
     from lrtune.table import format_table
 
     data = cmp.to_dict()
@@ -409,6 +416,8 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     for row in cmp.rows:
         study = optuna.load_study(study_name=row.study, storage=storage)
         studies.append(study)
+        save_trial_graphs(study, cmp.metric)
+        save_trial_notes(study)  # trials of workers that predate the notes, too
         study.set_user_attr("comparison", data)
         attrs = study.user_attrs
         low, high = attrs.get("bounds", [math.nan, math.nan])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import optuna
 
 from lrtune import confirm, interrupt
+from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
 from lrtune.search import ladder as rungs
@@ -122,8 +123,19 @@ def _load(
         worker=worker_id(),
         follow_bounds=attrs["prior"] == "rangetest" and spec.widen and attrs["sampler"] != "grid",
         ladder=ladder,
+        reference_batch=reference_batch(attrs),
     )
     return study, objective, budget
+
+
+def reference_batch(attrs: dict) -> int | None:
+    """The batch size a ``rangetest``-prior study's bounds were measured at (its range
+    test's); ``None`` for fixed bounds (prior ``none``, or a range test that did not record
+    it)."""
+    if attrs.get("prior") != "rangetest":
+        return None
+    batch = (attrs.get("rangetest") or {}).get("batch_size")
+    return int(batch) if isinstance(batch, int) else None
 
 
 def check_task_pin(study: str, task: str, pinned: str | None) -> None:
@@ -263,6 +275,7 @@ def run_worker(
             report.trials[name] += 1
             if mine.state == optuna.trial.TrialState.COMPLETE and widens.get(name, False):
                 maybe_widen(study)
+            show_trial(study, mine)  # the dashboard: config note, per-epoch and importance
         if on_trial is not None:
             on_trial(name, mine)
     report.seconds = time.perf_counter() - start

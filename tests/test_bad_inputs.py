@@ -53,6 +53,11 @@ FILES: dict[str, bytes] = {
     b"def make(seed):\n"
     b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
     b"    return Task(nn.Linear(4, 3), (x, y), (x, y), nn.functional.mse_loss, batch_size=16)\n",
+    "newline_name.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
+    b"                name='a\\nb')\n",
     "afile": b"not a directory\n",
     "rungs-float.toml": b"rungs = [1, 2.5, 9]\nepochs = 9\n",
     "rungs-grid.toml": b'rungs = [1, 3, 9]\nepochs = 9\nsamplers = ["grid", "tpe"]\n',
@@ -153,6 +158,12 @@ CASES: dict[str, dict[str, Any]] = {
         "baseline twice": _c("study --baseline schedulefree,schedulefree", "twice"),
         "lr-low 0": _c("study --lr-low 0", "--lr-low"),
         "group slash": _c("study --group a/b", "--group"),
+        "group newline": Case(("study", "--group", "a\nb"), "U+000A"),
+        "group escape": Case(("study", "--group", "a\x1b[31mb"), "U+001B"),
+        "group tab": Case(("study", "--group", "a\tb"), "U+0009"),
+        "task name newline": _c(
+            "study --prior none --task {dir}/newline_name.py:make", "U+000A", storage=False
+        ),
         "grid-points 1": _c("study --grid-points 1", "--grid-points"),
         "epochs 0": _c("study --epochs 0", "--epochs"),
         "workers 0": _c("study --workers 0", "--workers"),
@@ -253,6 +264,9 @@ CASES: dict[str, dict[str, Any]] = {
         "port x": _c("dashboard --port x", "--port"),
         "port 70000": _c("dashboard --port 70000", "--port"),
         "host not local": _c("dashboard --host 192.0.2.1 --port 18123", "cannot listen"),
+        "allow-host url": _c("dashboard --allow-host http://lr.example/", "--allow-host"),
+        "allow-host port": _c("dashboard --allow-host lr.example:8080", "--allow-host"),
+        "allow-host empty": Case(("dashboard", "--allow-host", ""), "--allow-host"),
         "unknown flag": _c("dashboard --frob", "--frob"),
         "storage missing": _c(
             "dashboard --storage sqlite:///lrtnue.db", "no storage at", storage=False
@@ -267,9 +281,13 @@ CASES: dict[str, dict[str, Any]] = {
         "no study": _c("export", "--study"),
         "study nosuch": _c("export --study nosuch", "nosuch"),
         "format xml": _c(f"export --study {STUDY} --format xml", "--format"),
+        "format hf into": _c(f"export --study {STUDY} --format hf --into b.yaml", "--into"),
         "out and into": _c(f"export --study {STUDY} --out a.yaml --into b.yaml", "--into"),
         "dry-run alone": _c(f"export --study {STUDY} --dry-run", "--dry-run"),
         "batch-size 0": _c(f"export --study {STUDY} --batch-size 0", "--batch-size"),
+        "trial x": _c(f"export --study {STUDY} --trial x", "--trial"),
+        "trial -1": _c(f"export --study {STUDY} --trial -1", "--trial"),
+        "trial nosuch": _c(f"export --study {STUDY} --trial 99", "no trial 99"),
         "into missing": _c(f"export --study {STUDY} --into nosuch.yaml", "nosuch.yaml"),
         "into binary": _c(f"export --study {STUDY} --into {{dir}}/binary.toml", "binary.toml"),
         "out missing dir": _c(f"export --study {STUDY} --out no/such/c.yaml", "no/such"),

@@ -193,3 +193,52 @@ def test_python_m_lrtune_help() -> None:
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run([]) == 2
     assert "usage: lrtune" in capsys.readouterr().out
+
+
+def _run_pasted(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``line`` run by a POSIX shell, as a user pasting it would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
+    bin_dir = cwd / "bin"  # `lrtune` on PATH: this checkout's, whatever is installed
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "lrtune"
+    script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m lrtune "$@"\n')
+    script.chmod(0o755)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return subprocess.run(
+        ["sh", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_printed_commands_quote_their_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A group name is the user's text; printed bare, `$(...)` in it would run when the
+    # printed command is pasted into a shell.
+    group = "g$(id>PWNED)'x"
+    db = tmp_path / "my db.sqlite"  # a space in the storage URL too
+    url = f"sqlite:///{db}"
+    monkeypatch.chdir(tmp_path)
+    small = ["--task", "digits", "--group", group, "--prior", "none", "--samplers", "random"]
+    small += ["--trials", "1", "--epochs", "1", "--confirm", "0", "--device", "cpu"]
+    assert main(["study", *small, "--storage", url, "--create-only"]) == 0
+    out = capsys.readouterr().out
+    workers = next(line for line in out.splitlines() if line.startswith("run workers with: "))
+    assert shlex.split(workers.split(": ", 1)[1])[:4] == ["lrtune", "worker", "--group", group]
+    assert main(["study", *small, "--storage", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    watch = next(line for line in lines if line.startswith("watch: "))
+    export = next(line for line in lines if line.startswith("export: "))
+    assert shlex.split(watch.split(": ", 1)[1]) == ["lrtune", "dashboard", "--storage", url]
+    pasted = _run_pasted(export.split(": ", 1)[1], tmp_path)
+    assert pasted.returncode == 0, pasted.stderr
+    assert "optimizer:" in pasted.stdout and f"study: {group}.random.none" in pasted.stdout
+    # The same in report.md: its export command, pasted, exports and runs nothing else.
+    assert main(["report", "--group", group, "--storage", url, "--out", "report"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("Export it: `"))
+    pasted = _run_pasted(line.split("`")[1], tmp_path)
+    assert pasted.returncode == 0, pasted.stderr
+    assert (tmp_path / "lr.yaml").is_file()
+    assert not (tmp_path / "PWNED").exists()

@@ -10,6 +10,7 @@ started once for the module.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ rangetest_seeds = 1
 schedules = ["cosine", "onecycle"]
 """
 SERVER_START_S = 60.0
+PROXY_NAME = "lr.team.example"  # the server is started with --allow-host PROXY_NAME
 BROWSER_TIMEOUT_MS = 15_000
 
 
@@ -142,6 +145,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 "--port",
                 str(port),
                 "--quiet",
+                "--allow-host",
+                PROXY_NAME,
             ],
             cwd=tmp,
             env=env,
@@ -216,12 +221,127 @@ def test_server_lists_study_with_note_and_artifact(server: Server) -> None:
     # The metric's name (Optuna's metric_names), and lrtune's two Plotly graphs, each once.
     assert detail["objective_names"] == ["val_loss"]
     graphs = {g["id"]: json.loads(g["graph_object"]) for g in detail["plotly_graph_objects"]}
-    assert sorted(graphs) == ["lrtune-best-so-far", "lrtune-rangetest"]
+    expected = ["lrtune-best-so-far", "lrtune-intermediate", "lrtune-rangetest"]
+    # ... and the importances, once the study has enough complete trials for them.
+    assert sorted(set(graphs) - {"lrtune-importance"}) == expected
+    yaxis = graphs["lrtune-intermediate"]["layout"]["yaxis"]["title"]["text"]
+    assert yaxis == "val_loss"  # the metric, where the dashboard's own plot says Objective Value
     title = graphs["lrtune-rangetest"]["layout"]["title"]["text"]
     assert title == f"LR range test (sgd): {server.made.diagnosis}"
     first = server.log.read_text().splitlines()[0]
     assert first.startswith("lrtune dashboard: open http://127.0.0.1:"), first
     assert "/dashboard" in first
+
+
+def _request(
+    server: Server, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> tuple[int, bytes]:
+    """A real HTTP request to the running server with the given headers (``Host`` too)."""
+    parts = urllib.parse.urlsplit(server.base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for key, value in {**headers, "Content-Length": str(len(data or b""))}.items():
+            conn.putheader(key, value)
+        if data is not None:
+            conn.putheader("Content-Type", "application/json")
+        conn.endheaders(data)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _names(server: Server) -> list[str]:
+    return sorted(
+        s["study_name"] for s in _get_json(f"{server.base}/api/studies")["study_summaries"]
+    )
+
+
+def test_dns_rebinding_and_cross_origin_writes_are_refused(server: Server) -> None:
+    # A web page whose name was re-pointed at 127.0.0.1 (DNS rebinding) reaches the port
+    # with its own Host and Origin: it may neither read, create nor delete anything.
+    study_id = _study_id(server)
+    before = _names(server)
+    evil = {"Host": "attacker.example", "Origin": "http://attacker.example"}
+    new = {"study_name": "rebound", "directions": ["minimize"]}
+    own = urllib.parse.urlsplit(server.base).netloc
+    for method, path, headers, body in [
+        ("GET", "/api/studies", evil, None),
+        ("POST", "/api/studies", evil, new),
+        ("DELETE", f"/api/studies/{study_id}", evil, None),
+        ("POST", f"/api/studies/{study_id}/rename", evil, {"study_name": "x"}),
+        # the right Host, but a write from another page (classic CSRF), or from another
+        # port of the same machine
+        ("POST", "/api/studies", {"Host": own, "Origin": "http://attacker.example"}, new),
+        ("DELETE", f"/api/studies/{study_id}", {"Host": own, "Origin": "null"}, None),
+        ("DELETE", f"/api/studies/{study_id}", {"Host": own, "Origin": "http://127.0.0.1:1"}, None),
+        ("POST", "/api/studies", {"Host": own, "Sec-Fetch-Site": "cross-site"}, new),
+    ]:
+        status, text = _request(server, method, path, headers, body)
+        assert status == 403, (method, path, headers, status, text)
+        assert STUDY.encode() not in text
+    assert _names(server) == before  # nothing created, renamed or deleted
+    assert _get_json(f"{server.base}/api/studies/{study_id}")["name"] == STUDY
+
+
+def test_same_origin_writes_and_local_names_still_work(server: Server) -> None:
+    own = urllib.parse.urlsplit(server.base).netloc
+    port = own.rsplit(":", 1)[1]
+    for host in (own, f"localhost:{port}", "127.0.0.1", PROXY_NAME, f"{PROXY_NAME}:443"):
+        status, text = _request(server, "GET", "/api/studies", {"Host": host})
+        assert status == 200 and STUDY.encode() in text, (host, status)
+    # What the dashboard's own page sends: its Origin is the server's address.
+    page = {"Host": own, "Origin": server.base, "Sec-Fetch-Site": "same-origin"}
+    new = {"study_name": "made-in-the-page", "directions": ["minimize"]}
+    status, text = _request(server, "POST", "/api/studies", page, new)
+    assert status == 201, text
+    made = json.loads(text)["study_summary"]["study_id"]
+    # A script without Origin (curl) is no cross-site request either.
+    status, _ = _request(server, "DELETE", f"/api/studies/{made}", {"Host": own})
+    assert status == 204
+    # Through the team's proxy (--allow-host): its name as Host and as the page's Origin.
+    proxy = {"Host": PROXY_NAME, "Origin": f"https://{PROXY_NAME}"}
+    status, text = _request(server, "POST", "/api/studies", proxy, new)
+    assert status == 201, text
+    made = json.loads(text)["study_summary"]["study_id"]
+    status, _ = _request(server, "DELETE", f"/api/studies/{made}", proxy)
+    assert status == 204
+    assert "made-in-the-page" not in _names(server)
+
+
+def test_allow_host_serves_a_proxy_name(tmp_path: Path) -> None:
+    # Behind a team's proxy the Host (and the page's Origin) is the proxy's name.
+    from lrtune.dashboard.hosts import HostCheck, allowed_names
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    def status(check: HostCheck, method: str, host: str, origin: str | None = None) -> str:
+        got: list[str] = []
+        environ = {"REQUEST_METHOD": method, "HTTP_HOST": host}
+        if origin is not None:
+            environ["HTTP_ORIGIN"] = origin
+        list(check(environ, lambda s, h: got.append(s)))
+        return got[0][:3]
+
+    plain = HostCheck(app, allowed_names("127.0.0.1"))
+    proxied = HostCheck(app, allowed_names("127.0.0.1", ["lr.team.example"]), ["lr.team.example"])
+    assert status(plain, "GET", "lr.team.example") == "403"
+    assert status(proxied, "GET", "lr.team.example") == "200"
+    assert status(proxied, "GET", "LR.Team.Example.:443") == "200"
+    # the proxy may rewrite Host to the upstream address; the page's Origin is trusted
+    assert status(proxied, "DELETE", "127.0.0.1:8080", "https://lr.team.example") == "200"
+    assert status(proxied, "DELETE", "lr.team.example", "https://lr.team.example") == "200"
+    assert status(proxied, "DELETE", "lr.team.example", "https://evil.example") == "403"
+    assert status(proxied, "GET", "attacker.example") == "403"
+    # every interface: the machine's own name is served, IP addresses always are
+    wild = HostCheck(app, allowed_names("0.0.0.0"))
+    assert status(wild, "GET", f"{socket.gethostname()}:8080") == "200"
+    assert status(wild, "GET", "[::1]:8080") == "200" and status(wild, "GET", "10.1.2.3") == "200"
+    assert status(wild, "GET", "attacker.example:8080") == "403"
 
 
 @pytest.mark.browser

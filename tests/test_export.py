@@ -596,14 +596,15 @@ def test_into_yaml_untouched_lines_stay_byte_identical(
     code, out, err = _export(capsys, url, "--into", f"{target}:train")
     assert code == 0, err
     removed, added = _changed(out)
-    # only the optimizer's stale/changed lines go; every other line is kept as it was
+    # only the optimizer's stale/changed lines go; every other line is kept as it was; a
+    # changed line's comment spoke of its old value and goes with it
     assert removed == [
         "    name: adam      # tried sgd first",
         "    lr: 0.001",
         "    betas: [0.9, 0.999]",
     ]
     assert added[:3] == [
-        "    name: sgd       # tried sgd first",
+        "    name: sgd",
         "    lr: 0.0830001234567",
         "    momentum: 0.9",
     ]
@@ -641,36 +642,65 @@ def test_into_yaml_new_key_in_col0_list_file(
 def test_into_optimizer_block_replaces_owned_keys(
     capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path, suffix: str
 ) -> None:
-    """`--into file:train.optim` where train.optim IS an optimizer: no stale name/lr beside
-    the exported optimizer: block; other keys stay."""
-    data = {"train": {"optim": {"name": "adam", "lr": 0.001, "eps": 1e-8, "clip": 1.0}}}
+    """`--into file:train.optim` where train.optim IS an optimizer: lrtune's keys there are
+    replaced by the exported optimizer's (nothing nested inside it), other keys stay, and
+    the schedule and the rest go beside it under train; load_config reads it back."""
+    data = {
+        "train": {"optim": {"name": "adam", "lr": 0.001, "eps": 1e-8, "clip": 1.0}, "epochs": 9}
+    }
     target = tmp_path / f"config.{suffix}"
     if suffix == "yaml":
         target.write_text(
             "train:\n  optim:\n    name: adam\n    lr: 0.001   # hand-tuned\n"
-            "    eps: 1.0e-08\n    clip: 1.0  # grad clip\n"
+            "    eps: 1.0e-08\n    clip: 1.0  # grad clip\n  epochs: 9  # as in the paper\n"
         )
     elif suffix == "json":
         target.write_text(json.dumps(data, indent=2) + "\n")
     else:
-        target.write_text(tomlkit.dumps(data))
+        target.write_text(tomlkit.dumps(data).replace("lr = 0.001", "lr = 0.001  # hand-tuned"))
     code, out, err = _export(capsys, url, "--into", f"{target}:train.optim")
     assert code == 0, err
-    assert out.splitlines()[0].startswith("# lrtune export: warning: ")
-    assert "held an optimizer (adam, lr 0.001)" in out.splitlines()[0]
+    warning = out.splitlines()[0]
+    assert warning.startswith("# lrtune export: warning: ")
+    assert "holds an optimizer (adam, lr 0.001)" in warning
+    assert "(eps removed)" in warning and f"under {target}:train" in warning
     text = target.read_text()
-    merged = {
+    train = {
         "yaml": yaml.safe_load,
         "json": json.loads,
         "toml": lambda t: tomlkit.parse(t).unwrap(),
-    }[suffix](text)["train"]["optim"]
-    assert "name" not in merged and "lr" not in merged and "eps" not in merged
-    assert merged["clip"] == 1.0
-    assert merged["optimizer"] == BEST["optimizer"]
+    }[suffix](text)["train"]
+    assert train["optim"] == {**BEST["optimizer"], "clip": 1.0}
+    assert train["schedule"] == BEST["schedule"] and train["epochs"] == 9
+    assert "optimizer" not in train and "optimizer" not in train["optim"]
+    assert train["source"]["study"] == STUDY
+    if suffix != "json":
+        assert "hand-tuned" not in text  # the changed lr's comment went with the old value
     if suffix == "yaml":
-        assert "    clip: 1.0  # grad clip\n" in text
+        assert "    clip: 1.0  # grad clip\n" in text and "  epochs: 9  # as in the paper\n" in text
     cfg = load_config(target, "train.optim")
-    assert cfg.optimizer == BEST["optimizer"]
+    assert cfg.optimizer == BEST["optimizer"] and cfg.schedule == BEST["schedule"]
+    # Run again: the block holds the exported optimizer now; at most source.created moves.
+    code, out, err = _export(capsys, url, "--into", f"{target}:train.optim")
+    assert code == 0, err
+    removed, added = _changed(out)
+    assert all("created" in line for line in removed + added), out
+
+
+def test_into_toml_drops_the_comment_of_a_changed_value_only(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    target = tmp_path / "config.toml"
+    old = (
+        "[train.optimizer]\nname = 'sgd'  # keep: unchanged\nlr = 0.1234  # old guess\n"
+        "[other]\nx = 1  # mine\n"
+    )
+    target.write_text(old)
+    code, _, err = _export(capsys, url, "--into", f"{target}:train")
+    assert code == 0, err
+    text = target.read_text()
+    assert "old guess" not in text
+    assert "name = 'sgd'  # keep: unchanged\n" in text and "x = 1  # mine\n" in text
 
 
 def test_into_batch_size_change_warns_and_rescale_keeps_it(
@@ -683,9 +713,9 @@ def test_into_batch_size_change_warns_and_rescale_keeps_it(
     warning = out.splitlines()[0]
     assert warning.startswith("# lrtune export: warning: batch_size at ")
     assert "from 256 to 64" in warning
-    assert "'# fits one GPU'" in warning
+    assert "its comment '# fits one GPU' is dropped" in warning
     assert "--batch-size 256" in warning
-    assert "+  batch_size: 64        # fits one GPU" in out  # comment kept at its column
+    assert "+  batch_size: 64\n" in out  # the comment was about the old value
     # the offered way out: keep the user's batch size, rescale the LR
     code, out, _ = _export(capsys, url, "--into", f"{target}:train", "--batch-size", "256")
     assert code == 0
@@ -791,3 +821,26 @@ def test_export_package_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_trial_picks_one_trial_and_refuses_an_unfinished_one(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    code, out, err = _export(capsys, url, "--trial", "3", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["source"]["trial"] == 3 and data["source"]["value"] == 0.09
+    assert data["schedule"]["name"] == "wsd"
+    code, out, err = _export(capsys, url, "--trial", "2")
+    assert code == 2 and out == ""
+    assert "trial 2 of study" in err and "is FAIL, not COMPLETE" in err
+    assert err.count("\n") == 1
+
+
+def test_help_says_what_export_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "write the group's confirmed winner (else the study's best trial)" in text
+    assert "its group's confirmed winner when the group has one" in text
+    assert "--trial N export trial N of the study instead" in text

@@ -259,6 +259,41 @@ def test_mask_url_hides_every_password_form() -> None:
     assert mask_url("postgresql://u@host/db") == "postgresql://u@host/db"
 
 
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # what libpq reads as a password or secret, in the query
+        (f"postgresql://h/db?user=u&password={SECRET}", "postgresql://h/db?user=u&password=***"),
+        (f"postgresql://h/db?pass%77ord={SECRET}", "postgresql://h/db?pass%77ord=***"),
+        (f"postgresql://h/db?sslpassword={SECRET}&sslmode=require",
+         "postgresql://h/db?sslpassword=***&sslmode=require"),
+        (f"postgresql://h/db?passfile=/home/{SECRET}/.pgpass", "postgresql://h/db?passfile=***"),
+        (f"postgresql://h/db?oauth_client_secret={SECRET}",
+         "postgresql://h/db?oauth_client_secret=***"),
+        (f"postgresql://h/db?dbname=host%3Dx%20password%3D{SECRET}", "postgresql://h/db?dbname=***"),
+        # a raw "&" or "@" in a query value
+        (f"postgresql://h/db?password=a&{SECRET}&user=u", "postgresql://h/db?password=***&***&user=u"),
+        (f"postgresql://h:5432/db?password=a@{SECRET}", "postgresql://h:***"),
+        # user info and query together, quoted in a message
+        (f"open 'postgresql://u:{SECRET}@h/db?password={SECRET}': no",
+         "open 'postgresql://u:***@h/db?password=***': no"),
+        (f"(root:{SECRET}@h/db?password={SECRET}),", "(root:***@h/db?password=***),"),
+        (f"postgresql://u:pa?s={SECRET}@h/db", "postgresql://u:***"),
+        # libpq's key=value connection strings, environment lines
+        (f"host=db password='a {SECRET} b' user=u", "host=db password=*** user=u"),
+        (f"PGPASSWORD={SECRET} lrtune ls", "PGPASSWORD=*** lrtune ls"),
+        # harmless settings and prose stay as they are
+        ("sqlite:///x.db?mode=ro&uri=true", "sqlite:///x.db?mode=ro&uri=true"),
+        ("postgresql://h/db?sslmode=require&connect_timeout=5",
+         "postgresql://h/db?sslmode=require&connect_timeout=5"),
+        ("is it running? a?b", "is it running? a?b"),
+    ],
+)  # fmt: skip
+def test_mask_url_hides_secrets_in_the_query(text: str, shown: str) -> None:
+    assert mask_url(text) == shown
+    assert SECRET not in mask_url(text)
+
+
 # --- 6. and 7. other bad storage inputs -----------------------------------------------------
 
 

@@ -276,6 +276,61 @@ def test_password_never_shown_or_stored(
             assert secret.encode() not in p.read_bytes()
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_password_in_the_query_is_never_shown_or_stored(
+    pg_url: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # libpq reads the password (and passfile, sslpassword...) from the URL's query too:
+    # the output, logs, exports, report.md and study attrs (served by the dashboard's
+    # /api/studies) must hide it there as well.
+    secret = "s3cretpw"
+    db = _pw_url(pg_url).rsplit("/", 1)[1]
+    url = (
+        f"postgresql://127.0.0.1:5432/{db}?user=lrtune_pw&password={secret}"
+        f"&passfile=/nonexistent/{secret}&sslmode=disable"
+    )
+    monkeypatch.setenv("LRTUNE_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    small = ["--task", "digits", "--samplers", "random", "--prior", "none", "--confirm", "0"]
+    small += ["--trials", "2", "--epochs", "1", "--device", "cpu"]
+    out_file = tmp_path / "best.yaml"
+    commands: list[list[str]] = [
+        ["study", *small, "--storage", url, "--create-only", "--debug"],
+        ["worker", "--group", "digits", "--storage", url, "--debug"],
+        ["study", *small, "--storage", url],  # the table and its watch:/export: lines
+        ["ls", "--storage", url, "--debug"],
+        ["export", "--study", "digits.random.none", "--storage", url, "--out", str(out_file)],
+        ["report", "--group", "digits", "--storage", url, "--out", str(tmp_path / "report")],
+        ["ls", "--storage", url.replace("127.0.0.1:5432", "127.0.0.1:1")],  # an error line
+    ]
+    codes = [main(cmd) for cmd in commands]
+    assert codes == [0, 0, 0, 0, 0, 0, 2]
+    captured = capfd.readouterr()
+    shown = captured.out + captured.err + caplog.text
+    assert "export: lrtune export --study digits.random.none" in captured.out
+    assert "password=***" in shown  # the URL was shown, masked
+    assert secret not in shown
+    files = [out_file, *(tmp_path / "report").rglob("*"), *(tmp_path / "artifacts").rglob("*")]
+    assert (tmp_path / "report" / "report.md") in files
+    for path in files:
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    storage = open_storage(url)
+    try:
+        for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+            system = storage.get_study_system_attrs(summary._study_id)
+            assert secret not in repr(summary.user_attrs) + repr(system)
+            assert "password=***" in summary.user_attrs["storage"]
+    finally:
+        storage.engine.dispose()
+
+
 # --- 4. unreachable and lost PostgreSQL ------------------------------------------------------
 
 

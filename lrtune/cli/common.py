@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import NoReturn, TypedDict
 
 from lrtune.errors import UserError
+from lrtune.shell import DEFAULT_STORAGE as DEFAULT_STORAGE  # where it lives: torch-free
 
-DEFAULT_STORAGE = "sqlite:///lrtune.db"
 EXIT_USAGE = 2
 
 

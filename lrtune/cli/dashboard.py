@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from lrtune.cli.common import Command, _add_common, storage_url
@@ -18,6 +19,15 @@ def _port(text: str) -> int:
     return value
 
 
+def _host_name(text: str) -> str:
+    name = text.strip().rstrip(".")
+    if not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.\-]*[A-Za-z0-9_])?", name) or ".." in name:
+        raise argparse.ArgumentTypeError(
+            f"expected a host name such as dash.example.org (no scheme, port or path), got {text!r}"
+        )
+    return name
+
+
 def _add_dashboard(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--host",
@@ -26,6 +36,16 @@ def _add_dashboard(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--port", type=_port, default=8080, help="port to listen on")
     p.add_argument("--quiet", "-q", action="store_true", help="no request log on stderr")
+    p.add_argument(
+        "--allow-host",
+        type=_host_name,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also serve requests for this host name (repeatable), e.g. the name a team's "
+        "proxy forwards; without it the dashboard answers only to its own address, "
+        "localhost and IP addresses (a guard against DNS rebinding)",
+    )
     _add_common(p, task=False, device=False, seed=False)
 
 
@@ -42,7 +62,14 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         )
 
     try:
-        dashboard.serve(url, host=args.host, port=args.port, quiet=args.quiet, on_ready=ready)
+        dashboard.serve(
+            url,
+            host=args.host,
+            port=args.port,
+            quiet=args.quiet,
+            on_ready=ready,
+            allow_hosts=args.allow_host,
+        )
     except KeyboardInterrupt:
         print("lrtune dashboard: stopped", file=sys.stderr)
     return 0
@@ -54,6 +81,7 @@ COMMAND = Command(
     (
         "lrtune dashboard",
         "lrtune dashboard --storage postgresql://user@db-host/lrtune --host 0.0.0.0 --port 8080",
+        "lrtune dashboard --allow-host lrtune.team.example",
     ),
     _add_dashboard,
     _run_dashboard,

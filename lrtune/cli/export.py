@@ -1,11 +1,12 @@
-"""``lrtune export``: a study's best trial as a production config (file, stdout or merged)."""
+"""``lrtune export``: the group's confirmed winner, else a study's best trial (or the trial
+``--trial`` names), as a production config (file, stdout or merged)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from lrtune.cli.common import Command, _add_common, _positive_int, storage_url
+from lrtune.cli.common import Command, _add_common, _count, _positive_int, storage_url
 from lrtune.errors import UserError
 
 
@@ -14,13 +15,23 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         "--study",
         required=True,
         metavar="NAME",
-        help="the study to export (its best finished trial)",
+        help="the study to export: its group's confirmed winner when the group has one "
+        "(`study --confirm`, the configuration with the best mean over fresh seeds), else "
+        "the study's best finished trial",
+    )
+    p.add_argument(
+        "--trial",
+        type=_count,
+        metavar="N",
+        default=None,
+        help="export trial N of the study instead (default: as --study says)",
     )
     p.add_argument(
         "--format",
-        choices=("yaml", "json", "toml"),
+        choices=("yaml", "json", "toml", "hf"),
         default=None,
-        help="output format (default: from the --out suffix, else yaml)",
+        help="output format; hf: transformers TrainingArguments fields as Python (default: "
+        "from the --out suffix, else yaml)",
     )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--out", metavar="PATH", default=None, help="write here (default: stdout)")
@@ -48,7 +59,15 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if args.dry_run and not args.into:
         raise UserError("--dry-run goes with --into PATH[:key]")
-    config = export.export_config(storage_url(args), args.study, batch_size=args.batch_size)
+    if args.format == "hf" and args.into:
+        raise UserError("--format hf writes Python for TrainingArguments: use --out, not --into")
+    config = export.export_config(
+        storage_url(args), args.study, batch_size=args.batch_size, trial=args.trial
+    )
+    if args.format == "hf":
+        from lrtune.export.hf_args import hf_text
+
+        return _write(hf_text(config), args.out)
     if args.into:
         diff = export.merge_into(args.into, config, dry_run=args.dry_run)
         sys.stdout.write(diff)
@@ -58,10 +77,15 @@ def _run_export(args: argparse.Namespace) -> int:
             print("lrtune export: dry run, nothing written", file=sys.stderr)
         return 0
     fmt: str = args.format or export.format_for_path(args.out or "") or "yaml"
-    text = export.dump_config(config, fmt)
-    if args.out:
-        export.write_config(text, args.out)
-        print(f"lrtune export: wrote {args.out}", file=sys.stderr)
+    return _write(export.dump_config(config, fmt), args.out)
+
+
+def _write(text: str, out: str | None) -> int:
+    from lrtune import export
+
+    if out:
+        export.write_config(text, out)
+        print(f"lrtune export: wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -69,9 +93,10 @@ def _run_export(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     "export",
-    "write a study's best trial as a production config",
+    "write the group's confirmed winner (else the study's best trial) as a production config",
     (
         "lrtune export --study digits.tpe.rangetest --out best.yaml",
+        "lrtune export --study digits.tpe.rangetest --trial 7",
         "lrtune export --study digits.tpe.rangetest --into train.yaml:optim --dry-run",
     ),
     _add_export,

@@ -9,7 +9,6 @@ import sys
 from typing import TYPE_CHECKING
 
 from lrtune.cli.common import (
-    DEFAULT_STORAGE,
     Command,
     _add_common,
     _add_heartbeat,
@@ -24,6 +23,7 @@ from lrtune.cli.common import (
     storage_url,
     use_log_dir,
 )
+from lrtune.shell import command_line, storage_args
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -226,7 +226,8 @@ def _run_study(args: argparse.Namespace) -> int:
         group = prepared[0]
         made = ", ".join(group.created) or "none (all existed)"
         print(f"created studies: {made}")
-        print(f"run workers with: lrtune worker --group {group.name} --storage URL")
+        workers = command_line("worker", "--group", group.name) + " --storage URL"
+        print(f"run workers with: {workers}")
         return 0
     return _finish_group(url, cmp)
 
@@ -315,16 +316,12 @@ def _finish_group(url: str, cmp: Comparison) -> int:
     print(format_table(cmp))
     best = cmp.best_row
     print()
-    print(f"watch:  lrtune dashboard{_storage_flag(url)}")
+    # Quoted for the shell: a group is the user's text (`--group '$(id)'`), and pasting the
+    # line must run this command, nothing else.
+    print(f"watch:  {command_line('dashboard', *storage_args(url))}")
     if best is not None:
-        print(f"export: lrtune export --study {best.study}{_storage_flag(url)}")
+        print(f"export: {command_line('export', '--study', best.study, *storage_args(url))}")
     return 0
-
-
-def _storage_flag(url: str) -> str:
-    from lrtune.storage import mask_url
-
-    return "" if url == DEFAULT_STORAGE else f" --storage '{mask_url(url)}'"
 
 
 COMMAND = Command(

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lrtune.dashboard.hosts import HostCheck, allowed_names
 from lrtune.errors import UserError
 from lrtune.storage import open_storage, sqlite_path
 
@@ -99,6 +100,7 @@ def serve(
     port: int = 8080,
     quiet: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    allow_hosts: Sequence[str] = (),
 ) -> None:
     """Serve optuna-dashboard on ``storage_url`` until interrupted (blocks).
 
@@ -107,6 +109,10 @@ def serve(
     by a threaded ``wsgiref`` server as the ``optuna-dashboard`` command does; that lets
     lrtune report a busy port as a :class:`UserError` and silence the request log
     (``quiet``). ``on_ready(url)`` is called once the port is bound, before serving.
+
+    The app is wrapped in :class:`~lrtune.dashboard.hosts.HostCheck`: a request whose
+    ``Host`` is not this server's (DNS rebinding) or a browser's write from another origin
+    gets 403; ``allow_hosts`` adds names to serve (and trust as origins), e.g. a proxy's.
     KeyboardInterrupt propagates after the socket is closed.
     """
     from socketserver import ThreadingMixIn
@@ -135,7 +141,8 @@ def serve(
         # the port is bound: the error paths stay fast and light.
         import optuna_dashboard
 
-        httpd.set_app(optuna_dashboard.wsgi(storage, artifact_store=store))
+        app = optuna_dashboard.wsgi(storage, artifact_store=store)
+        httpd.set_app(HostCheck(app, allowed_names(host, allow_hosts), allow_hosts))
         if on_ready is not None:
             on_ready(dashboard_url(host, httpd.server_port))
         httpd.serve_forever()

@@ -287,7 +287,8 @@ def save_best_so_far_graph(
     curves = {}
     for study in studies:
         attrs = study.user_attrs
-        label = f"{attrs.get('sampler', '?')} × {attrs.get('prior', '?')}"
+        arm = attrs.get("baseline") or attrs.get("sampler", "?")  # a baseline is its own line
+        label = f"{arm} × {attrs.get('prior', '?')}"
         if int(attrs.get("repeat", 1)) > 1:
             label += f" r{attrs['repeat']}"
         trials = study.get_trials(deepcopy=False)

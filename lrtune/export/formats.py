@@ -141,3 +141,10 @@ def _key_parts(key: str | None) -> list[str]:
     if any(not p.strip() for p in parts):
         raise UserError(f"bad key {key!r}: expected dotted names like train.optim")
     return [p.strip() for p in parts]
+
+
+def holds_optimizer(node: Any) -> bool:
+    """A mapping that is an optimizer itself: ``name`` and ``lr`` side by side, no
+    ``optimizer`` key (``train.optim: {name: adam, lr: 0.001}``). ``export --into`` writes
+    the exported optimizer's keys into such a block and the rest beside it."""
+    return isinstance(node, Mapping) and "name" in node and "lr" in node and "optimizer" not in node

@@ -24,12 +24,16 @@ EXPORTED_FIELDS: tuple[str, ...] = (
     "optimizer",
     "schedule",
     "batch_size",
+    "micro_batch_size",
+    "task",
     "training",
     "recommendation",
     "source",
 )
 """Top-level fields of an exported config, in order (``recommendation`` only sometimes,
-``training`` when the trial recorded its precision, accumulate and clip_grad_norm)."""
+``training`` when the trial recorded its precision, accumulate and clip_grad_norm,
+``micro_batch_size`` and ``task`` when it recorded them: ``batch_size`` is the effective
+batch, micro-batch × accumulate; ``task`` the task's own searched parameters)."""
 
 TRAINING_FIELDS: tuple[str, ...] = ("precision", "accumulate", "clip_grad_norm")
 """The ``training`` block: how the trial trained, besides optimizer and schedule."""
@@ -45,8 +49,12 @@ WARMUP_SCALE_FACTOR = 8.0
 _GOYAL_WARMUP_EPOCHS = 5
 
 
-def export_config(storage: str, study_name: str, *, batch_size: int | None = None) -> dict:
-    """The best complete trial of study ``study_name`` in ``storage`` as a production config.
+def export_config(
+    storage: str, study_name: str, *, batch_size: int | None = None, trial: int | None = None
+) -> dict:
+    """What ``lrtune export --study`` writes: the group's confirmed winner (the configuration
+    with the best seed mean, when the group has a confirm study), else the best complete
+    trial of study ``study_name`` in ``storage``; with ``trial``, that trial of the study.
 
     Returns ``{"optimizer", "schedule", "batch_size", ["training"], ["recommendation"],
     "source"}``; ``training`` holds the trial's ``precision``, ``accumulate`` and
@@ -55,18 +63,35 @@ def export_config(storage: str, study_name: str, *, batch_size: int | None = Non
     ``lr * batch_size / trained_batch_size``; ``source`` then also keeps ``trained_batch_size``
     and ``trained_lr``, and a scale-up of :data:`WARMUP_SCALE_FACTOR` or more adds a
     ``recommendation`` to warm the LR up. Raises :class:`UserError` for an unreachable
-    storage, an unknown study, or a study without a finished lrtune trial.
+    storage, an unknown study, a study without a finished lrtune trial, or a ``trial``
+    that is not a complete trial of the study.
     """
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise UserError(f"--batch-size must be a positive integer, got {batch_size!r}")
     study = _load_study(storage, study_name)
-    trial = _best_trial(study)
-    from lrtune.confirmed import best_for_export
+    confirmed = None
+    if trial is not None:
+        chosen = _numbered_trial(study, trial)
+    else:
+        chosen = _best_trial(study)
+        from lrtune.confirmed import best_for_export
 
-    # With confirmations, the configuration with the best seed mean (lrtune.confirm).
-    confirmed = best_for_export(storage, study.user_attrs)
-    if confirmed is not None:
-        trial = confirmed.trial
+        # With confirmations, the configuration with the best seed mean (lrtune.confirm).
+        confirmed = best_for_export(storage, study.user_attrs)
+        if confirmed is not None:
+            chosen = confirmed.trial
+    return _export_trial(storage, study, study_name, chosen, confirmed, batch_size)
+
+
+def _export_trial(
+    storage: str,
+    study: Any,
+    study_name: str,
+    trial: Any,
+    confirmed: Any,
+    batch_size: int | None,
+) -> dict[str, Any]:
+    """The export of ``trial`` (of ``study``; ``confirmed``: the confirm study's record)."""
     trained = trial.user_attrs.get("config")
     if not isinstance(trained, Mapping) or not isinstance(trained.get("optimizer"), Mapping):
         raise UserError(
@@ -95,6 +120,10 @@ def export_config(storage: str, study_name: str, *, batch_size: int | None = Non
         "schedule": config["schedule"],
         "batch_size": config["batch_size"],
     }
+    if trained.get("micro_batch_size") is not None and batch_size is None:
+        out["micro_batch_size"] = trained["micro_batch_size"]  # rescaled: yours to choose
+    if isinstance(trained.get("task"), Mapping) and trained["task"]:
+        out["task"] = dict(trained["task"])
     if any(key in trained for key in TRAINING_FIELDS):
         out["training"] = {key: trained.get(key) for key in TRAINING_FIELDS}
     if recommendation:
@@ -211,6 +240,23 @@ def _load_study(storage: str, study_name: str) -> Any:
     raise UserError(
         f"no study {study_name!r} in {shown}: {hint}`lrtune ls --storage URL` shows the studies"
     )
+
+
+def _numbered_trial(study: Any, number: int) -> Any:
+    """Trial ``number`` of ``study``; one line when there is none or it did not complete."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    found = next((t for t in trials if t.number == number), None)
+    if found is None:
+        last = f"0..{len(trials) - 1}" if trials else "none yet"
+        raise UserError(f"study {study.study_name!r} has no trial {number} (its trials: {last})")
+    if found.state != optuna.trial.TrialState.COMPLETE or found.value is None:
+        raise UserError(
+            f"trial {number} of study {study.study_name!r} is {found.state.name}, not "
+            "COMPLETE: export a finished trial (`lrtune export --study NAME` takes the best)"
+        )
+    return found
 
 
 def _best_trial(study: Any) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError, one_line
-from lrtune.export.formats import _key_parts, format_for_path, split_target
+from lrtune.export.formats import _key_parts, format_for_path, holds_optimizer, split_target
 
 if TYPE_CHECKING:
     import torch
@@ -27,8 +27,11 @@ class ProductionConfig:
     """An exported config, ready for the user's own training loop.
 
     ``optimizer`` is ``{"name", "lr", <kwargs>}`` (``momentum``, ``weight_decay``,
-    ``betas``, ``eps``), ``schedule`` ``{"name", <params>}`` with durations as fractions of
-    the run, ``batch_size`` the batch size the LR belongs to, ``source`` where it came from.
+    ``betas``, ``eps``; ``groups: {name: {lr_mult}}`` when the trials trained parameter
+    groups), ``schedule`` ``{"name", <params>}`` with durations as fractions of the run,
+    ``batch_size`` the effective batch size the LR belongs to (micro-batch × accumulate),
+    ``micro_batch_size`` the rows of one forward pass, ``task`` the task's own searched
+    parameters (``[params.task]``), ``source`` where it came from.
     ``precision`` (``fp32``, ``bf16``, ``fp16``), ``accumulate`` (micro-batches per
     optimizer update: one scheduler step per update) and ``clip_grad_norm`` (``None``: no
     clipping) are how the trial trained (the export's ``training`` block).
@@ -41,6 +44,8 @@ class ProductionConfig:
     precision: str = "fp32"
     accumulate: int = 1
     clip_grad_norm: float | None = None
+    micro_batch_size: int | None = None
+    task: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def lr(self) -> float:
@@ -52,7 +57,10 @@ class ProductionConfig:
 
         ``params`` are tensors (e.g. ``model.parameters()``) or param-group dicts. A group
         may set its own ``lr``, or ``lr_mult``: its LR is then the exported LR times
-        ``lr_mult``. The scheduler scales every group by the same factor.
+        ``lr_mult``. The scheduler scales every group by the same factor. A config tuned
+        with parameter groups (``optimizer.groups``) needs those groups, named as the
+        task's ``param_groups`` named them (``Task.param_groups(model)`` itself will do):
+        each gets the exported LR times its recorded ``lr_mult``.
 
         A schedule-free optimizer (``schedulefree_adamw``, ``schedulefree_sgd``) comes back
         in train mode; call ``optimizer.eval()`` before evaluating or saving the model and
@@ -60,6 +68,11 @@ class ProductionConfig:
         """
         items = list(params)
         groups: list[Any] = []
+        recorded = self.optimizer.get("groups")
+        if recorded:
+            from lrtune.training.groups import named_groups
+
+            items, groups = [], named_groups(items, recorded, self.lr)
         for item in items:
             if isinstance(item, Mapping):
                 group = dict(item)
@@ -73,7 +86,7 @@ class ProductionConfig:
                 groups.append(item)
         from lrtune.training.optimizers import make_optimizer
 
-        kwargs = {k: v for k, v in self.optimizer.items() if k not in ("name", "lr")}
+        kwargs = {k: v for k, v in self.optimizer.items() if k not in ("name", "lr", "groups")}
         try:
             return make_optimizer(str(self.optimizer["name"]), groups, self.lr, **kwargs)
         except ValueError as exc:
@@ -111,6 +124,10 @@ class ProductionConfig:
         out: dict[str, Any] = {"optimizer": dict(self.optimizer), "schedule": dict(self.schedule)}
         if self.batch_size is not None:
             out["batch_size"] = self.batch_size
+        if self.micro_batch_size is not None:
+            out["micro_batch_size"] = self.micro_batch_size
+        if self.task:
+            out["task"] = dict(self.task)
         out["training"] = {
             "precision": self.precision,
             "accumulate": self.accumulate,
@@ -139,14 +156,20 @@ def load_config(path: str | os.PathLike[str], key: str | None = None) -> Product
         raise UserError(f"cannot load {file}: {one_line(exc)}") from None
     data = _parse(text, fmt, file)
     where = str(file)
+    parent: Any = None
     for part in _key_parts(key):
         if not isinstance(data, Mapping) or part not in data:
             raise UserError(f"cannot load {file}: no key {key!r} in it")
-        data = data[part]
+        parent, data = data, data[part]
         where = f"{file}:{key}"
+    block = parent is not None and holds_optimizer(data)
+    if block:
+        # `export --into file:train.optim` onto an optimizer block: the optimizer is there
+        # (beside the user's own keys, which lrtune leaves alone), the rest beside it.
+        data = {**parent, "optimizer": data}
     if not isinstance(data, Mapping):
         raise UserError(f"cannot load {where}: expected a table with optimizer and schedule")
-    return _config_from_mapping(data, where)
+    return _config_from_mapping(data, where, block=block)
 
 
 def _parse(text: str, fmt: str, file: Path) -> Any:
@@ -164,7 +187,9 @@ def _parse(text: str, fmt: str, file: Path) -> Any:
         raise UserError(f"cannot parse {file} as {fmt.upper()}: {one_line(exc)}") from None
 
 
-def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfig:
+def _config_from_mapping(
+    data: Mapping[str, Any], where: str, *, block: bool = False
+) -> ProductionConfig:
     from lrtune import schedules
     from lrtune.training.optimizers import PARAMS, check_optimizer, check_param
 
@@ -176,7 +201,10 @@ def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfi
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise UserError(f"bad config {where}: optimizer lr must be a positive number, got {lr!r}")
     name = str(optimizer["name"])
-    kwargs = {k: v for k, v in optimizer.items() if k not in ("name", "lr")}
+    groups = _groups(optimizer.get("groups"), where)
+    kwargs = {k: v for k, v in optimizer.items() if k not in ("name", "lr", "groups")}
+    if block:  # an optimizer block of the user's config: only the optimizer's own keys
+        kwargs = {k: v for k, v in kwargs.items() if k in PARAMS.get(name, ())}
     try:
         check_optimizer(name)
         unknown = sorted(set(kwargs) - set(PARAMS[name]))
@@ -197,21 +225,53 @@ def _config_from_mapping(data: Mapping[str, Any], where: str) -> ProductionConfi
         resolved = schedules.resolve_params(str(schedule["name"]), 1000, **params)
     except ValueError as exc:
         raise UserError(f"bad config {where}: {one_line(exc)}") from None
-    batch_size = data.get("batch_size")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise UserError(f"bad config {where}: batch_size must be a positive integer")
+    batch_size = _positive_int(data.get("batch_size"), "batch_size", where)
+    micro = _positive_int(data.get("micro_batch_size"), "micro_batch_size", where)
+    task = data.get("task") or {}
+    if not isinstance(task, Mapping):
+        raise UserError(f"bad config {where}: task must be a table of the task's parameters")
     source = data.get("source") or {}
     if not isinstance(source, Mapping):
         raise UserError(f"bad config {where}: source must be a table")
     return ProductionConfig(
-        optimizer={"name": name, "lr": float(lr), **kwargs},
+        optimizer={
+            "name": name,
+            "lr": float(lr),
+            **kwargs,
+            **({"groups": groups} if groups else {}),
+        },
         schedule={"name": str(schedule["name"]), **resolved},
         batch_size=batch_size,
+        micro_batch_size=micro,
+        task=dict(task),
         source=dict(source),
         **_training(data.get("training"), where),
     )
+
+
+def _positive_int(value: Any, key: str, where: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UserError(f"bad config {where}: {key} must be a positive integer")
+    return value
+
+
+def _groups(block: Any, where: str) -> dict[str, dict[str, float]]:
+    """``optimizer.groups``: ``{name: {lr_mult: positive number}}``, checked."""
+    if block is None:
+        return {}
+    if not isinstance(block, Mapping) or not block:
+        raise UserError(
+            f"bad config {where}: optimizer.groups must be a table {{name: {{lr_mult}}}}"
+        )
+    from lrtune.training.groups import check_lr_mult
+
+    out = {}
+    for name, group in block.items():
+        if not isinstance(group, Mapping) or set(group) - {"lr_mult"}:
+            raise UserError(f"bad config {where}: optimizer.groups.{name} takes lr_mult only")
+        mult = check_lr_mult(group.get("lr_mult", 1.0), f"bad config {where}: group {name!r}")
+        out[str(name)] = {"lr_mult": mult}
+    return out
 
 
 def _training(block: Any, where: str) -> dict[str, Any]:

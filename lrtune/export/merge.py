@@ -17,6 +17,7 @@ from lrtune.export.formats import (
     _key_parts,
     _plain,
     format_for_path,
+    holds_optimizer,
     split_target,
     write_config,
 )
@@ -30,11 +31,12 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
     The exported fields go under the dotted key (intermediate tables are created); every
     other key, the key order and (YAML, TOML) the comments are kept, and in YAML every line
     that does not change stays byte for byte. An existing mapping under an exported field
-    is updated in place: its keys that the export still has keep their position and
-    comments, new ones are appended, stale ones removed. lrtune owns the exported fields:
-    a stale ``recommendation`` or ``training`` from an earlier merge is removed, and when
-    the key holds an optimizer itself (``name`` and ``lr``), its optimizer keys give way to
-    ``optimizer:``.
+    is updated in place: its keys that the export still has keep their position (and their
+    comments, unless the value changes: a comment on a changed line is dropped), new ones
+    are appended, stale ones removed. lrtune owns the exported fields: a stale
+    ``recommendation`` or ``training`` from an earlier merge is removed, and a key that
+    holds an optimizer itself (``name`` and ``lr``) gets the exported optimizer's keys, the
+    rest of the export beside it (:func:`merge_at`).
     Returns the unified diff of the file, preceded by ``# lrtune export: warning: ...``
     lines for changes the user should look at (a ``batch_size`` that changes, optimizer
     keys removed); writes the file atomically (through a symlink) unless ``dry_run``.
@@ -125,8 +127,71 @@ def _sync(
 
                 table.add(tomlkit.nl())
             node[name] = table
-        else:
+        elif name not in node or not _same_value(current, value):
+            # (an unchanged value is not written again: tomlkit would re-quote 'sgd')
             node[name] = value
+            if current is not None and toml:
+                _drop_toml_comment(node, name)
+
+
+def _same_value(old: Any, new: Any) -> bool:
+    try:
+        return bool(_plain(old) == _plain(new)) and type(_plain(old)) is type(_plain(new))
+    except Exception:  # a value _plain cannot compare: treat it as changed
+        return False
+
+
+def _drop_toml_comment(node: Any, name: str) -> None:
+    """A changed TOML value loses its end-of-line comment: it spoke of the old value."""
+    try:
+        trivia = node.item(name).trivia
+    except Exception:  # a plain table or an item without trivia
+        return
+    trivia.comment = ""
+    trivia.comment_ws = ""
+
+
+def merge_at(
+    doc: MutableMapping[str, Any],
+    parts: list[str],
+    path: Path,
+    fields: Mapping[str, Any],
+    make: Callable[[], Any],
+    *,
+    notes: list[str],
+    where: str,
+    toml: bool = False,
+) -> None:
+    """Merge ``fields`` at the dotted key ``parts`` of ``doc``.
+
+    When the key holds an optimizer (``name`` and ``lr``, as in ``train.optim: {name: adam,
+    lr: 0.001}``), the exported optimizer's keys replace lrtune's keys there (``name``,
+    ``lr``, torch's optimizer arguments, ``groups``; others such as ``clip`` stay) and the
+    rest of the export (``schedule``, ``batch_size``, ``training``, ``source``, ...) goes
+    beside it, in the mapping that holds it: ``load_config(path, key)`` reads it back from
+    there.
+    """
+    node = _descend(doc, parts, path, make)
+    optimizer = fields.get("optimizer")
+    if not (parts and holds_optimizer(node) and isinstance(optimizer, Mapping)):
+        _merge_fields(node, fields, make, notes=notes, where=where, toml=toml)
+        return
+    owned = {"name", "lr", "groups", *_OPTIMIZER_KWARGS, *optimizer}
+    gone = [str(k) for k in node if k in owned and k not in optimizer]
+    parent_key = ".".join(parts[:-1])
+    beside = f"{path}:{parent_key}" if parent_key else str(path)
+    notes.append(
+        f"{where} holds an optimizer ({node['name']}, lr {node['lr']}): lrtune's keys there "
+        f"are replaced by the exported optimizer's"
+        + (f" ({', '.join(gone)} removed)" if gone else "")
+        + f"; schedule and the rest go beside it, under {beside}"
+    )
+    for name in gone:
+        del node[name]
+    _sync(node, optimizer, make, toml=toml)
+    rest = {k: v for k, v in fields.items() if k != "optimizer"}
+    parent = _descend(doc, parts[:-1], path, make)
+    _merge_fields(parent, rest, make, notes=notes, where=beside, toml=toml)
 
 
 def _merge_fields(
@@ -141,30 +206,18 @@ def _merge_fields(
     """:func:`_sync` of the keys lrtune owns, with ``notes`` on what the user should check.
 
     lrtune owns the exported fields at the target key: a stale ``recommendation`` or
-    ``training`` of an earlier merge goes, and an optimizer written at the key itself
-    (``name`` and ``lr`` beside each other, as in ``train.optim: {name: adam, lr: 0.001}``)
-    gives way to the exported ``optimizer:`` block, which would otherwise sit beside a
-    contradicting ``lr``.
+    ``training`` of an earlier merge goes.
     """
-    for field in ("recommendation", "training"):  # stale ones of an earlier merge
+    for field in ("recommendation", "training", "micro_batch_size"):  # of an earlier merge
         if field not in fields and field in node:
             del node[field]
-    if "name" in node and "lr" in node and "optimizer" in fields:
-        owned = {"name", "lr", *_OPTIMIZER_KWARGS, *fields["optimizer"]}
-        gone = [str(k) for k in node if k in owned and k not in fields]
-        notes.append(
-            f"{where} held an optimizer ({node['name']}, lr {node['lr']}): its keys "
-            f"{', '.join(gone)} are replaced by the exported optimizer: block"
-        )
-        for name in gone:
-            del node[name]
     old_bs, new_bs = node.get("batch_size"), fields.get("batch_size")
     if isinstance(old_bs, int) and not isinstance(old_bs, bool) and old_bs != new_bs:
         comment = _comment(node, "batch_size")
         notes.append(
             f"batch_size at {where} changes from {old_bs} to {new_bs}, the batch size the LR "
             f"was tuned with"
-            + (f" (check its comment {comment!r})" if comment else "")
+            + (f" (its comment {comment!r} is dropped)" if comment else "")
             + f"; to keep {old_bs}, export with --batch-size {old_bs} (the LR is then rescaled "
             "by the linear scaling rule)"
         )
@@ -226,8 +279,7 @@ def _merge_yaml(
         doc = CommentedMap()
     if not isinstance(doc, MutableMapping):
         raise UserError(f"cannot merge into {path}: its top level is not a mapping")
-    node = _descend(doc, parts, path, CommentedMap)
-    _merge_fields(node, fields, CommentedMap, notes=notes, where=where)
+    merge_at(doc, parts, path, fields, CommentedMap, notes=notes, where=where)
     want = _plain(doc)
     indent = _mapping_indent(doc_old)
     yaml.indent(mapping=indent, sequence=indent + 2, offset=2)
@@ -281,8 +333,7 @@ def _merge_json(
         raise UserError(f"cannot parse {path} as JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise UserError(f"cannot merge into {path}: its top level is not an object")
-    node = _descend(doc, parts, path, dict)
-    _merge_fields(node, fields, dict, notes=notes, where=where)
+    merge_at(doc, parts, path, fields, dict, notes=notes, where=where)
     match = re.search(r"^([ \t]+)\S", old, flags=re.MULTILINE)
     indent: str | int = match.group(1) if match else 2
     text = json.dumps(doc, indent=indent, ensure_ascii=False)
@@ -299,7 +350,6 @@ def _merge_toml(
         doc = tomlkit.parse(old)
     except TOMLKitError as exc:
         raise UserError(f"cannot parse {path} as TOML: {one_line(exc)}") from None
-    node = _descend(doc, parts, path, tomlkit.table)
-    _merge_fields(node, fields, tomlkit.table, notes=notes, where=where, toml=True)
+    merge_at(doc, parts, path, fields, tomlkit.table, notes=notes, where=where, toml=True)
     text = tomlkit.dumps(doc)
     return text.rstrip("\n") + "\n" if text.strip() else text

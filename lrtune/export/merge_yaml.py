@@ -6,8 +6,9 @@ comments. So :func:`splice_yaml` edits the original text instead: it walks the o
 (ruamel's line and column of every key) against the merged result and, entry by entry,
 keeps the lines of an unchanged entry byte for byte, descends into a block mapping that
 changed, replaces a changed entry's lines, deletes a removed entry's lines and appends new
-entries at the end of their mapping. A scalar replaced on its own line keeps its key text
-and its end-of-line comment, at the same column where it fits.
+entries at the end of their mapping. A scalar replaced on its own line keeps its key text;
+its end-of-line comment, about the old value, goes (the lines that do not change keep
+theirs).
 """
 
 from __future__ import annotations
@@ -136,8 +137,9 @@ def _splice_map(
 def _inline(
     node: Any, key: Any, new: Any, lines: list[str], start: int, stop: int, yaml: Any, eol: str
 ) -> list[str] | None:
-    """A scalar that stays a one-line scalar: the old key text, the new value, the old
-    end-of-line comment (at its column if the new line leaves room); else ``None``."""
+    """A scalar that stays a one-line scalar: the old key text and the new value; else
+    ``None``. The old end-of-line comment is dropped: it spoke of the old value (``lr: 0.1
+    # my guess``), and the diff shows it going."""
     old = node[key]
     if stop != start + 1 or isinstance(new, (dict, list)) or isinstance(old, (dict, list)):
         return None
@@ -147,17 +149,4 @@ def _inline(
     text = render(yaml, {"x": new}, 0, 2, "\n")
     if len(text) != 1 or not text[0].startswith("x: "):
         return None
-    content = lines[start][:col] + text[0][3:].rstrip("\n")
-    comment = None
-    tokens = node.ca.items.get(key)
-    if tokens and len(tokens) > 2 and tokens[2] is not None:
-        mark = tokens[2].start_mark
-        if mark.line == start:
-            comment = mark.column
-    if comment is None:
-        return [content + eol]
-    old_line = lines[start].rstrip("\r\n")
-    before = old_line[:comment]
-    gap = len(before) - len(before.rstrip())
-    pad = comment - len(content) if comment - len(content) >= 1 else max(gap, 1)
-    return [content + " " * pad + old_line[comment:] + eol]
+    return [lines[start][:col] + text[0][3:].rstrip("\n") + eol]

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from lrtune.rangetest.result import SPREAD_WARN, RangeTestResult
 from lrtune.rangetest.suggest import (
-    BETA,
     BOUNDS_HIGH_MUL,
     BOUNDS_LOW_MUL,
     DIAG_DIVERGED_AT_ONCE,
@@ -25,17 +24,17 @@ from lrtune.rangetest.suggest import (
     DIAG_NEVER_DIVERGED,
     DIAG_NO_DESCENT,
     DIAG_OK,
-    Ema,
     bounds_from,
     diagnose,
     lr_at,
     should_stop,
 )
+from lrtune.smoothing import BETA, Ema
 
 if TYPE_CHECKING:
-    from lrtune.rangetest.sweep import preserved_rng, preserved_state, range_test
+    from lrtune.rangetest.sweep import lr_find, preserved_rng, preserved_state, range_test
 
-_LAZY = {"range_test", "preserved_state", "preserved_rng"}
+_LAZY = {"range_test", "lr_find", "preserved_state", "preserved_rng"}
 
 __all__ = [
     "BETA",
@@ -52,6 +51,7 @@ __all__ = [
     "bounds_from",
     "diagnose",
     "lr_at",
+    "lr_find",
     "preserved_rng",
     "preserved_state",
     "range_test",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +37,11 @@ class RangeTestResult:
         seconds: wall time of the whole test.
         lrs, losses, smoothed: the curves, one list per seed; each point is one optimizer
             update (of ``accumulate`` micro-batches): :attr:`updates` counts them.
+        batch_size, micro_batch_size: the effective batch of one update, and of one
+            forward pass. The bounds belong to this batch size (with ``[params]
+            batch_size`` a study moves them by its ``--batch-scaling`` rule).
+        groups: the parameter groups' ``lr_mult`` by name: the LRs are the base LR,
+            each group swept at it × its multiplier (empty: one group).
     """
 
     lr_low: float
@@ -60,6 +66,9 @@ class RangeTestResult:
     metric_name: str | None = None
     metric_steps: list[list[int]] = field(default_factory=list)
     metrics: list[list[float]] = field(default_factory=list)
+    batch_size: int | None = None
+    micro_batch_size: int | None = None
+    groups: dict[str, float] = field(default_factory=dict)
 
     @property
     def updates(self) -> int:
@@ -78,6 +87,17 @@ class RangeTestResult:
                 "seeds or steps"
             )
         return out
+
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """The curves, bounds and suggestions as a matplotlib ``Figure`` (a notebook shows
+        it as the cell's value); with ``path``, also written there as a PNG."""
+        from lrtune.canvas import displayable, save_figure
+        from lrtune.rangetest.plot import draw_range_test
+
+        fig = draw_range_test(self)
+        if path is not None:
+            save_figure(fig, os.fspath(path))
+        return displayable(fig)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (non-finite losses become ``None``), with ``updates`` and
@@ -110,7 +130,21 @@ class RangeTestResult:
             f"LR range test: {self.optimizer}, {self.mode} sweep {self.start_lr:.3g} -> "
             f"{self.end_lr:.3g} over {self.steps} steps, {len(self.seeds)} seed(s)"
         )
-        lines = [head, f"  {'':<12} {'lr':<22} note"]
+        if self.batch_size is not None:
+            micro = self.micro_batch_size
+            each = (
+                f" ({self.batch_size // micro} x {micro})"
+                if micro and micro != self.batch_size
+                else ""
+            )
+            head += f", batch {self.batch_size}{each}"
+        lines = [head]
+        if self.groups:
+            ratios = ", ".join(f"{name} x{mult:g}" for name, mult in self.groups.items())
+            lines.append(
+                f"  the LRs are the base LR; each group swept at it x its lr_mult: {ratios}"
+            )
+        lines.append(f"  {'':<12} {'lr':<22} note")
         lines += [f"  {k:<12} {v:<22} {n}".rstrip() for k, v, n in rows]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)

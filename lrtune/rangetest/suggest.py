@@ -16,8 +16,6 @@ import numpy as np
 
 from lrtune.rangetest.result import RangeTestResult
 
-#: The smoothing of the loss: a bias-corrected EMA with this β (fastai's).
-BETA = 0.98
 #: Points left out at each end of a curve when reading suggestions off it.
 SKIP_START = 10
 SKIP_END = 5
@@ -44,25 +42,6 @@ DESCENT_MIN = 0.02
 RISE_OF_MIN = 1.0
 RISE_OF_DESCENT = 0.2
 NOISE_SIGMAS = 4.0
-
-
-class Ema:
-    """The one smoothing of the loss: a bias-corrected exponential moving average.
-
-    Fed one loss at a time (the sweep's stop rule needs each smoothed value as it comes);
-    the first smoothed value equals the first loss (no bias towards 0).
-    """
-
-    def __init__(self, beta: float = BETA) -> None:
-        self.beta = beta
-        self._avg = 0.0
-        self._n = 0
-
-    def update(self, value: float) -> float:
-        """Add ``value``; return the smoothed loss so far."""
-        self._n += 1
-        self._avg = self.beta * self._avg + (1 - self.beta) * value
-        return self._avg / (1 - self.beta**self._n)
 
 
 def lr_at(i: int, steps: int, start_lr: float, end_lr: float, mode: str) -> float:

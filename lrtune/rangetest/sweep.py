@@ -24,22 +24,25 @@ import torch
 from lrtune import interrupt
 from lrtune.device import mps_available, resolve_device
 from lrtune.errors import UserError
+from lrtune.rangetest.quick import task_from_parts
 from lrtune.rangetest.result import RangeTestResult
 from lrtune.rangetest.suggest import (
     MAX_SKIPPED,
     SKIP_END,
     SKIP_START,
     Curve,
-    Ema,
     combine,
     lr_at,
     should_stop,
 )
+from lrtune.smoothing import Ema
 from lrtune.training.data import Batches, is_pair
+from lrtune.training.groups import at_base_lr, task_groups
 from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import check_optimizer, evaluating, has_modes, make_optimizer
+from lrtune.training.resolved import micro_batch_size
 from lrtune.training.tasks import Task, TaskFactory
-from lrtune.training.trainer import Updater, batch_loss, check_precision
+from lrtune.training.updater import Updater, batch_loss, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +264,13 @@ def _options(
 
 
 def range_test(
-    task: str | TaskFactory | Task,
+    task: str | TaskFactory | Task | None = None,
     *,
+    model: torch.nn.Module | None = None,
+    train: Any = None,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    step_loss: Callable[[torch.nn.Module, Any], torch.Tensor] | None = None,
+    batch_size: int | None = None,
     optimizer: str | torch.optim.Optimizer = "sgd",
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
@@ -280,8 +288,14 @@ def range_test(
 
     ``task`` is a built-in name, a factory ``make(seed) -> Task`` (a fresh model per seed),
     or a :class:`Task` (its model is swept ``seeds`` times and restored exactly afterwards).
+    Or, fastai-style, no task but ``model=``, ``train=`` (a ``DataLoader``, ``(X, y)``
+    tensors, a ``Dataset`` or any re-iterable of batches) and ``loss_fn=`` (or
+    ``step_loss=``), with ``batch_size=`` for tensor data (default: the loader's, else 64):
+    ``range_test(model=net, train=loader, loss_fn=F.cross_entropy).plot()``.
     ``optimizer`` is a name (``sgd``, ``adam``, ...) or an optimizer over the task's model;
-    with several param groups their LR ratios are kept. Seeds are ``seed, seed+1, ...``.
+    with several param groups their LR ratios are kept: the sweep moves the base LR, each
+    group of ``Task.param_groups`` at it × its ``lr_mult`` (the result's ``groups``).
+    Seeds are ``seed, seed+1, ...``.
 
     ``precision``, ``accumulate`` (micro-batches per sweep step: ``steps`` counts optimizer
     updates) and ``clip_grad_norm`` of ``None`` take the task's own. The task's batches go
@@ -290,6 +304,14 @@ def range_test(
     model rejects) is raised as :class:`UserError` with its first line.
     """
     _check_args(start_lr, end_lr, steps, mode, seeds)
+    task = task_from_parts(
+        task,
+        model=model,
+        train=train,
+        loss_fn=loss_fn,
+        step_loss=step_loss,
+        batch_size=batch_size,
+    )
     if isinstance(optimizer, str):
         try:
             check_optimizer(optimizer)
@@ -307,6 +329,7 @@ def range_test(
     curves: list[Curve] = []
     seed_list = [seed + k for k in range(seeds)]
     metric_name = None
+    setup: dict[str, Any] = {}
     with preserved_rng():
         for s in seed_list:
             torch.manual_seed(s)
@@ -314,9 +337,12 @@ def range_test(
             options = _options(t, dev, precision, accumulate, clip_grad_norm)
             with preserved_state(t.model, given_opt):
                 t.model.to(dev)
-                opt = given_opt or make_optimizer(str(optimizer), t.model.parameters(), start_lr)
-                base = opt.param_groups[0]["lr"]
-                ratios = [g["lr"] / base for g in opt.param_groups]
+                opt, ratios, groups = _optimizer(t, given_opt, str(optimizer), start_lr)
+                setup = {
+                    "batch_size": micro_batch_size(t) * options["accumulate"],
+                    "micro_batch_size": micro_batch_size(t),
+                    "groups": groups,
+                }
                 curve = _sweep(
                     t,
                     opt,
@@ -342,4 +368,27 @@ def range_test(
         end_lr=end_lr,
         steps=steps,
         metric_name=metric_name,
+        **setup,
     )
+
+
+def _optimizer(
+    task: Task, given: torch.optim.Optimizer | None, name: str, start_lr: float
+) -> tuple[torch.optim.Optimizer, list[float], dict[str, float]]:
+    """The sweep's optimizer, each group's LR as a multiple of the swept LR, and the task's
+    groups' multipliers by name (empty without ``param_groups``). The sweep moves the base
+    LR: a task's group runs at it × its ``lr_mult``; a given optimizer's groups keep the
+    ratios of their LRs to the first group's."""
+    if given is not None:
+        base = given.param_groups[0]["lr"]
+        return given, [g["lr"] / base for g in given.param_groups], {}
+    groups = task_groups(task.param_groups, task.model, task.name)
+    if groups is None:
+        return make_optimizer(name, task.model.parameters(), start_lr), [1.0], {}
+    opt = make_optimizer(name, at_base_lr(groups, start_lr), start_lr)
+    mults = [float(g["lr_mult"]) for g in groups]
+    return opt, mults, {g["name"]: float(g["lr_mult"]) for g in groups}
+
+
+lr_find = range_test
+"""fastai's name for :func:`range_test` (``lrtune.lr_find(model=..., train=..., loss_fn=...)``)."""

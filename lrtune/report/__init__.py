@@ -6,14 +6,15 @@
   :func:`start_bounds`, importances);
 - :mod:`~lrtune.report.figures`: the report's plots (best so far, schedule, importances,
   LR against value);
-- :mod:`~lrtune.report.rangetest_plot`: :func:`plot_range_test`, the range test's figure;
-- :mod:`~lrtune.report.canvas`: matplotlib's object API (``Figure`` + Agg canvas, no
-  pyplot, no ``matplotlib.use``), imported lazily: importing this package imports neither
-  matplotlib nor torch.
+- :func:`plot_range_test`, the range test's figure, from :mod:`lrtune.rangetest.plot`;
+- figures go through :mod:`lrtune.canvas` (matplotlib's object API, ``Figure`` + Agg
+  canvas, no pyplot, no ``matplotlib.use``), imported lazily: importing this package
+  imports neither matplotlib nor torch.
 """
 
 from __future__ import annotations
 
+from lrtune.rangetest.plot import plot_range_test
 from lrtune.report.build import (
     BEST_SO_FAR_PNG,
     IMPORTANCES_PNG,
@@ -31,7 +32,6 @@ from lrtune.report.figures import (
     plot_schedule,
 )
 from lrtune.report.gather import MIN_IMPORTANCE_TRIALS, best_so_far, start_bounds
-from lrtune.report.rangetest_plot import plot_range_test
 
 __all__ = [
     "BEST_SO_FAR_PNG",

@@ -5,7 +5,7 @@ there), checks that the group exists and has a finished trial, then draws every 
 a fresh temporary directory next to the output directory and moves the files into place
 only once all of them are written: a failure leaves no half-written report behind.
 
-Figures (see :mod:`lrtune.report.figures` and :mod:`lrtune.report.rangetest_plot`):
+Figures (see :mod:`lrtune.report.figures` and :mod:`lrtune.rangetest.plot`):
 
 - ``best-so-far.png``: best value so far against finished trials, per sampler × prior
   (median and IQR band over repeats);
@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lrtune.errors import UserError
+from lrtune.errors import UserError, mask_url
+from lrtune.rangetest.plot import plot_range_test
 from lrtune.report import figures
 from lrtune.report.gather import (
     best_so_far,
@@ -37,7 +38,7 @@ from lrtune.report.gather import (
     start_bounds,
     value_of,
 )
-from lrtune.report.rangetest_plot import plot_range_test
+from lrtune.shell import command_line, storage_args
 from lrtune.table import fmt as _fmt
 
 REPORT_FILE = "report.md"
@@ -79,7 +80,7 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
 
     from lrtune.compare import compare_group
     from lrtune.search.states import group_study_names
-    from lrtune.storage import mask_url, open_storage
+    from lrtune.storage import open_storage
 
     out = Path(out_dir)
     _check_out_dir(out)
@@ -99,7 +100,7 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
     if cmp.best is None or cmp.best_row is None:
         raise UserError(
             f"group {group!r} has no complete trial yet: run `lrtune study` or "
-            f"`lrtune worker --group {group}` first"
+            f"`{command_line('worker', '--group', group)}` first"
         )
     studies = {n: optuna.load_study(study_name=n, storage=storage) for n in names}
 
@@ -270,11 +271,12 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
             f"- batch size {config.get('batch_size')}, {config.get('epochs')} epochs, "
             f"{config.get('total_steps')} optimizer steps",
         ]
-    shown = first.get("storage")
-    storage_flag = "" if shown in (None, "sqlite:///lrtune.db") else f" --storage '{shown}'"
+    shown = first.get("storage")  # masked again: a study written by an older lrtune
+    storage = storage_args(str(shown) if shown else None)
+    export = command_line("export", "--study", best_row.study, *storage, "--out", "lr.yaml")
     lines += [
         "",
-        f"Export it: `lrtune export --study {best_row.study}{storage_flag} --out lr.yaml`"
+        f"Export it: `{export}`"
         + (
             " (export writes the confirmed winner above, the configuration with the best "
             "mean over fresh seeds, which need not be this best single-seed trial)"

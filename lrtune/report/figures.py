@@ -1,7 +1,7 @@
 """The report's figures: best-so-far, the best trial's schedule, importances, LR vs value.
 
 Each takes plain data (lists, dicts) gathered by :mod:`lrtune.report.build` and writes one
-PNG through :mod:`lrtune.report.canvas` (matplotlib's object API, imported lazily).
+PNG through :mod:`lrtune.canvas` (matplotlib's object API, imported lazily).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lrtune.report.canvas import new_figure, save_figure
+from lrtune.canvas import new_figure, save_figure
 
 _SAMPLER_COLORS = {
     "grid": "tab:blue",

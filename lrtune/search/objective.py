@@ -13,6 +13,7 @@ import torch
 from lrtune import interrupt
 from lrtune.errors import UserError
 from lrtune.faults import describe
+from lrtune.search.dims import scaled_bounds, scaling_rule, suggest_setup
 from lrtune.search.ladder import EPOCHS, RUNG, Ladder, rung_of, surplus_reason
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
@@ -60,6 +61,7 @@ def make_objective(
     worker: str | None = None,
     follow_bounds: bool = False,
     ladder: Ladder | None = None,
+    reference_batch: int | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective of one study: suggest, train, report each epoch, prune on divergence.
 
@@ -72,6 +74,10 @@ def make_objective(
 
     ``worker`` (e.g. ``host:pid``) is recorded on each trial (user attr ``worker``), so a
     trial can be traced to the process that ran it.
+
+    ``reference_batch`` is the batch size the bounds were measured at (the range test's):
+    a trial that searches ``batch_size`` then searches the bounds moved to its batch by
+    the spec's scaling rule (:mod:`lrtune.search.dims`; user attr ``lr_bounds``).
     """
 
     def objective(trial: optuna.Trial) -> float:
@@ -98,6 +104,10 @@ def make_objective(
         if follow_bounds:
             stored = trial.study.user_attrs.get("bounds", bounds)
             current = (float(stored[0]), float(stored[1]))
+        setup = suggest_setup(trial, spec)  # before lr: a searched batch moves its bounds
+        if setup.batch_size is not None and reference_batch is not None:
+            current = scaled_bounds(current, setup.batch_size, reference_batch, scaling_rule(spec))
+            trial.set_user_attr("lr_bounds", list(current))
         lr, schedule, params = suggest(trial, spec, current)
         epochs = spec.epochs if ladder is None else ladder.rungs[rung_of(trial)]
 
@@ -129,6 +139,9 @@ def make_objective(
             precision=spec.precision,
             accumulate=spec.accumulate,
             clip_grad_norm=spec.clip_grad_norm,
+            batch_size=setup.batch_size,
+            lr_mults=setup.lr_mults,
+            task_params=setup.task_params,
             log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
         )
         try:

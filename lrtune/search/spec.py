@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lrtune.errors import UserError
-from lrtune.schedules import SCHEDULE_NAMES, SCHEDULES, param_kind, resolve_params
+from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.ladder import check_ladder, parse_rungs
+from lrtune.search.ranges import SETUP_TABLES, check_params
 from lrtune.search.samplers import PRUNERS, SAMPLERS
 from lrtune.training.optimizers import (
     OPTIMIZERS,
@@ -38,6 +39,8 @@ else:  # pragma: no cover
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
 PRIORS: tuple[str, ...] = ("rangetest", "none")
+#: The rules ``--batch-scaling`` takes (:mod:`lrtune.search.dims`).
+BATCH_SCALINGS: tuple[str, ...] = ("linear", "sqrt", "none")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
@@ -115,6 +118,7 @@ class StudySpec:
     confirm_seeds: int = 2
     rungs: tuple[int, ...] = ()
     reduction_factor: int = 3
+    batch_scaling: str | None = None
     baseline: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,7 +206,7 @@ def resolve_spec(
         )
     spec = dataclasses.replace(spec, optimizer_params=_check_optimizer_params(spec, source))
     for name in spec.params:
-        if name != "optimizer" and name not in spec.schedules:
+        if name not in SETUP_TABLES and name not in spec.schedules:
             raise UserError(
                 f"{source}: params.{name}: schedule {name!r} is not in schedules "
                 f"({', '.join(spec.schedules)})"
@@ -282,6 +286,20 @@ def _choice(value: Any, allowed: Sequence[str], what: str, where: str) -> Any:
     return value
 
 
+def check_group_name(name: str, where: str) -> None:
+    """A one-line :class:`UserError` when ``name`` cannot name a group: a space, dot, slash
+    or colon (they separate study names and paths), or an unprintable character (a newline
+    would split the lines and headings that show the name)."""
+    bad = next((c for c in name if not c.isprintable()), None)
+    if bad is not None:
+        raise UserError(
+            f"{where}: {name!r} holds the unprintable character U+{ord(bad):04X}: use letters, "
+            "digits, - and _"
+        )
+    if any(c in name for c in " ./\\:"):
+        raise UserError(f"{where}: {name!r} may not contain spaces, dots, slashes or colons")
+
+
 def _check_field(key: str, value: Any, where: str) -> Any:
     if key in _LISTS:
         allowed = _LISTS[key]
@@ -304,8 +322,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
     if key in ("task", "group"):
         if not isinstance(value, str) or not value.strip():
             raise UserError(f"{where}: expected a non-empty string, got {value!r}")
-        if key == "group" and any(c in value for c in " ./\\:"):
-            raise UserError(f"{where}: {value!r} may not contain spaces, dots, slashes or colons")
+        if key == "group":
+            check_group_name(value, where)
         return value
     if key == "optimizer":
         _choice(value, OPTIMIZERS, "optimizer", where)
@@ -320,6 +338,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         return _choice(value, PRECISIONS, "precision", where)
     if key == "pruner":
         return _choice(value, PRUNERS, "pruner", where)
+    if key == "batch_scaling":
+        return _choice(value, BATCH_SCALINGS, "batch scaling", where)
     if key in ("lr_low", "lr_high", "tolerance", "clip_grad_norm") or key.endswith("_lr"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
@@ -358,91 +378,5 @@ def _check_field(key: str, value: Any, where: str) -> Any:
             raise UserError(f"{where}: expected true or false, got {value!r}")
         return value
     if key == "params":
-        return _check_params(value, where)
+        return check_params(value, where)
     raise AssertionError(key)  # pragma: no cover - every field is handled above
-
-
-def _check_params(value: Any, where: str) -> dict[str, dict[str, Any]]:
-    if not isinstance(value, Mapping):
-        raise UserError(f"{where}: expected a table of [params.<schedule>] tables")
-    out: dict[str, dict[str, Any]] = {}
-    for sched, table in value.items():
-        if sched == "optimizer" and isinstance(table, Mapping):
-            out[sched] = {}
-            for pname, rng in table.items():
-                if pname not in SEARCH_SPACE:
-                    raise UserError(
-                        f"{where}.optimizer.{pname}: not searchable: searchable are "
-                        f"{', '.join(SEARCH_SPACE)} (fix betas under [optimizer])"
-                    )
-                checked = _check_range(
-                    rng, SEARCH_SPACE[pname], "float", f"{where}.optimizer.{pname}"
-                )
-                if checked[0] != "float":
-                    raise UserError(f"{where}.optimizer.{pname}: expected [low, high] numbers")
-                out[sched][pname] = checked
-            continue
-        if sched not in SCHEDULES:
-            raise UserError(
-                f"{where}.{sched}: unknown schedule: allowed are {', '.join(SCHEDULE_NAMES)}"
-            )
-        if not isinstance(table, Mapping):
-            raise UserError(f"{where}.{sched}: expected a table of parameter ranges")
-        space = SCHEDULES[sched].space
-        out[sched] = {}
-        for pname, rng in table.items():
-            if pname not in SCHEDULES[sched].defaults:
-                raise UserError(
-                    f"{where}.{sched}.{pname}: unknown parameter: allowed are "
-                    f"{', '.join(SCHEDULES[sched].defaults) or 'none'}"
-                )
-            checked = _check_range(
-                rng, space.get(pname), param_kind(sched, pname), f"{where}.{sched}.{pname}"
-            )
-            ends = checked[1] if checked[0] == "categorical" else checked[1:3]
-            for v in ends:  # each end of the range must itself be a valid value
-                try:
-                    resolve_params(sched, 1000, **{pname: v})
-                except ValueError as exc:
-                    raise UserError(f"{where}.{sched}.{pname}: {exc}") from None
-            out[sched][pname] = checked
-    return out
-
-
-def _check_resolved(rng: list[Any], where: str) -> list[Any]:
-    kind = rng[0]
-    if kind == "categorical" and len(rng) == 2 and isinstance(rng[1], list) and rng[1]:
-        return [kind, list(rng[1])]
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng[1:3])
-    if kind == "int" and len(rng) == 3 and numbers and rng[1] < rng[2]:
-        return [kind, int(rng[1]), int(rng[2])]
-    if kind == "float" and len(rng) == 4 and numbers and rng[1] < rng[2]:
-        return [kind, float(rng[1]), float(rng[2]), bool(rng[3])]
-    raise UserError(f"{where}: malformed range {rng}")
-
-
-def _check_range(rng: Any, default: tuple[Any, ...] | None, kind: str, where: str) -> list[Any]:
-    # `true` asks for lrtune's default range of that parameter.
-    if rng is True:
-        if default is None:
-            raise UserError(f"{where}: has no default range; give [low, high] or choices")
-        return ["categorical", list(default[1])] if default[0] == "categorical" else list(default)
-    if not isinstance(rng, list) or not rng:
-        raise UserError(f"{where}: expected [low, high], a list of choices, or true")
-    if rng[0] in ("float", "int", "categorical"):
-        return _check_resolved(rng, where)  # the form stored on studies, read back
-    if all(isinstance(v, str) for v in rng):
-        return ["categorical", list(rng)]
-    if len(rng) != 2 or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng
-    ):
-        raise UserError(f"{where}: expected [low, high] numbers or a list of strings, got {rng}")
-    low, high = rng
-    if not low < high:
-        raise UserError(f"{where}: low ({low}) must be below high ({high})")
-    # The parameter's type decides, not how the ends are written: `[5, 100]` for a float
-    # parameter (div_factor) is a float range, not 96 integers.
-    if kind != "float" and isinstance(low, int) and isinstance(high, int):
-        return ["int", low, high]
-    log = default is not None and len(default) > 3 and bool(default[3])
-    return ["float", float(low), float(high), log]

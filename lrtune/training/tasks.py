@@ -8,6 +8,7 @@ Built-in tasks use data shipped inside scikit-learn (no download) or synthetic d
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from torch import nn
 from lrtune.errors import UserError
 from lrtune.training.data import check_batches, is_pair
 from lrtune.training.optimizers import OPTIMIZERS
+from lrtune.training.watch import DIVERGENCE_FACTOR
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -38,7 +40,9 @@ class Task:
             ``None`` means the validation loss.
         metric_name: how the metric is called in tables and exports.
         direction: ``"minimize"`` or ``"maximize"`` the metric.
-        batch_size: mini-batch size for training and the range test.
+        batch_size: the micro-batch: rows of one forward pass, in training and the range
+            test (a ``DataLoader``'s own batch size wins). With ``accumulate`` k, the batch
+            size lrtune shows, stores and exports is the effective one, k × this.
         epochs: default number of training epochs for a trial.
         name: a short name used as the default study group.
         optimizer: the optimizer a study or range test uses when none is named (``None``:
@@ -55,6 +59,15 @@ class Task:
         clip_grad_norm: clip the gradients' total norm to this before each update.
         fit: ``fit(hp, report) -> float``, the user's own training loop run in place of
             lrtune's in each trial (SPEC "Your own training code"); ``None``: lrtune's loop.
+        param_groups: ``param_groups(model) -> list[dict]``, torch's param groups, each
+            with an optional ``name`` and ``lr_mult`` (its LR is the base LR times it,
+            default 1): trials, the range test (the ratios kept), ``fit``'s
+            ``hp.build_optimizer(groups)`` and the export use them
+            (:mod:`lrtune.training.groups`).
+        divergence_factor: lrtune's loop prunes a trial as diverged once its smoothed
+            training loss exceeds this multiple of its first loss (a positive loss; default
+            4, see :mod:`lrtune.training.watch`); ``None``: only a non-finite loss or one
+            batch 100x the first does.
     """
 
     model: nn.Module
@@ -74,6 +87,8 @@ class Task:
     precision: str = "fp32"
     accumulate: int = 1
     clip_grad_norm: float | None = None
+    divergence_factor: float | None = DIVERGENCE_FACTOR
+    param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None
 
 
 #: The values of ``Task.precision``.
@@ -249,7 +264,7 @@ def check_task(task: Any, label: str = "task") -> None:
             f"task {label}: unknown optimizer {task.optimizer!r}: "
             f"allowed are {', '.join(OPTIMIZERS)}"
         )
-    for name in ("step_loss", "evaluate", "fit"):
+    for name in ("step_loss", "evaluate", "fit", "param_groups"):
         if getattr(task, name) is not None and not callable(getattr(task, name)):
             raise UserError(f"task {label}: {name} is not callable")
     if task.precision not in PRECISIONS:
@@ -267,3 +282,13 @@ def check_task(task: Any, label: str = "task") -> None:
         isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0
     ):
         raise UserError(f"task {label}: clip_grad_norm must be a positive number, got {clip!r}")
+    factor = task.divergence_factor
+    if factor is not None and (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not (math.isfinite(factor) and factor > 1)
+    ):
+        raise UserError(
+            f"task {label}: divergence_factor must be a number above 1 (a multiple of the "
+            f"first training loss) or None, got {factor!r}"
+        )

@@ -14,57 +14,41 @@ import logging
 import math
 import numbers
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from lrtune import interrupt
-from lrtune.device import PRECISIONS_BY_DEVICE, resolve_device
+from lrtune.device import resolve_device
 from lrtune.errors import UserError
 from lrtune.export.load import ProductionConfig
-from lrtune.schedules import Schedule, resolve_params
+from lrtune.schedules import Schedule
 from lrtune.training.data import Batches, is_pair
+from lrtune.training.groups import at_base_lr, set_base_lr, task_groups
 from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import (
     check_optimizer,
     evaluating,
     has_modes,
     make_optimizer,
-    optimizer_defaults,
 )
-from lrtune.training.tasks import PRECISIONS, Task, TaskFactory
+from lrtune.training.resolved import (
+    TrainConfig,
+    batch_sizes,
+    optimizer_kwargs,
+    resolve_config,
+    with_micro_batch,
+)
+from lrtune.training.tasks import Task, TaskFactory
 from lrtune.training.tblog import RunLog
+from lrtune.training.updater import Updater, batch_loss, check_precision
+from lrtune.training.watch import DivergenceWatch
 
 log = logging.getLogger(__name__)
 
-#: A positive training loss this many times its first value counts as diverged.
-EXPLODED = 100.0
-
 Report = Callable[[float, int], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What to train with. ``epochs``/``batch_size``/``precision``/``accumulate``/
-    ``clip_grad_norm`` of ``None`` take the task's own."""
-
-    lr: float
-    optimizer: str = "sgd"
-    schedule: str = "constant"
-    schedule_params: Mapping[str, Any] = field(default_factory=dict)
-    optimizer_params: Mapping[str, float] = field(default_factory=dict)
-    epochs: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str | None = None
-    accumulate: int | None = None
-    clip_grad_norm: float | None = None
-    #: A TensorBoard run directory for this run (per-step LR and loss, per-epoch metric;
-    #: :mod:`lrtune.training.tblog`); ``None``: none.
-    log_dir: str | None = None
 
 
 @dataclass
@@ -112,86 +96,6 @@ class TrialParams(ProductionConfig):
     clip_grad_norm: float | None = None
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """Raise :class:`UserError` for an unknown precision or fp16 without CUDA (the device
-    rules: :data:`lrtune.device.PRECISIONS_BY_DEVICE`)."""
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision not in PRECISIONS_BY_DEVICE.get(device.type, PRECISIONS):
-        raise UserError(f"precision fp16 needs CUDA (its grad scaler); use bf16 on {device.type}")
-
-
-def batch_loss(task: Task) -> Callable[[torch.nn.Module, Any], torch.Tensor]:
-    """``task.step_loss``, or ``loss_fn(model(x), y)`` for ``(x, y)`` batches."""
-    if task.step_loss is not None:
-        return task.step_loss
-    loss_fn = task.loss_fn
-
-    def step_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
-        if not is_pair(batch):
-            raise TypeError(
-                f"a batch is {type(batch).__name__}, not an (x, y) pair of tensors: "
-                "give the task a step_loss(model, batch)"
-            )
-        return loss_fn(model(batch[0]), batch[1])
-
-    return step_loss
-
-
-class Updater:
-    """One optimizer update from one or more micro-batches, shared by trials and the
-    range test: autocast for bf16/fp16, a grad scaler for fp16, gradient clipping."""
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        step_loss: Callable[[torch.nn.Module, Any], torch.Tensor],
-        *,
-        precision: str,
-        clip: float | None,
-        device: torch.device,
-    ) -> None:
-        self.model, self.optimizer, self.step_loss, self.clip = model, optimizer, step_loss, clip
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.autocast: Callable[[], contextlib.AbstractContextManager[Any]] = (
-            contextlib.nullcontext
-            if dtype is None
-            else lambda: torch.autocast(device.type, dtype=dtype)
-        )
-        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        optimizer.zero_grad(set_to_none=True)
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        """The loss of one micro-batch (under autocast)."""
-        with self.autocast():
-            return self.step_loss(self.model, batch)
-
-    def backward(self, loss: torch.Tensor, weight: float = 1.0) -> None:
-        """Accumulate ``weight × loss``'s gradients (scaled for fp16)."""
-        if weight != 1.0:
-            loss = loss * weight
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-
-    def step(self) -> bool:
-        """Clip, step and clear the gradients; False when fp16 overflow skipped the step."""
-        done = True
-        if self.scaler is not None:
-            if self.clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-            before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            done = self.scaler.get_scale() >= before  # the scale drops only on a skip
-        else:
-            if self.clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return done
-
-
 def evaluate(
     task: Task,
     model: torch.nn.Module,
@@ -227,12 +131,12 @@ def evaluate(
     return float(task.metric(p, t))
 
 
-def _build(task: str | TaskFactory | Task, seed: int) -> Task:
+def _build(task: str | TaskFactory | Task, config: TrainConfig) -> Task:
     if isinstance(task, Task):
         # Training the caller's module in place would make a second call start from the
         # first one's trained weights (and oracle.dense_grid average such runs).
         return replace(task, model=copy.deepcopy(task.model))
-    return resolve_task(task)(seed)
+    return resolve_task(task)(config.seed, **dict(config.task_params))
 
 
 @contextlib.contextmanager
@@ -266,7 +170,7 @@ def train(
     """
     check_optimizer(config.optimizer)
     with _seeded(config.seed):
-        return _train(_build(task, config.seed), config, on_epoch)
+        return _train(_build(task, config), config, on_epoch)
 
 
 def run_trial(task: str | TaskFactory | Task, config: TrainConfig, report: Report) -> TrainResult:
@@ -279,28 +183,10 @@ def run_trial(task: str | TaskFactory | Task, config: TrainConfig, report: Repor
     """
     check_optimizer(config.optimizer)
     with _seeded(config.seed):
-        t = _build(task, config.seed)
+        t = _build(task, config)
         if t.fit is None:
             return _train(t, config, lambda epoch, value: report(value, epoch))
         return _fit(t, config, report)
-
-
-def _resolved(t: Task, config: TrainConfig, total: int | None) -> dict[str, Any]:
-    """The trial's config in the form ``lrtune export`` writes (user attr ``config``)."""
-    sched = resolve_params(config.schedule, total or 1000, **dict(config.schedule_params))
-    opt_kwargs = {**optimizer_defaults(config.optimizer), **dict(config.optimizer_params)}
-    return {
-        "optimizer": {"name": config.optimizer, "lr": config.lr, **opt_kwargs},
-        "schedule": {"name": config.schedule, **sched},
-        "batch_size": config.batch_size or t.batch_size,
-        "epochs": config.epochs or t.epochs,
-        "total_steps": total,
-        "precision": config.precision or t.precision,
-        "accumulate": config.accumulate or t.accumulate,
-        "clip_grad_norm": config.clip_grad_norm
-        if config.clip_grad_norm is not None
-        else t.clip_grad_norm,
-    }
 
 
 def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
@@ -308,15 +194,21 @@ def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
     device = resolve_device(config.device)
     epochs = config.epochs or t.epochs
     accumulate = config.accumulate or t.accumulate
+    batch = batch_sizes(t, config.batch_size, accumulate)
     try:  # the fit task decides its steps; record what it will most likely take
         total: int | None = epochs * max(1, len(t.train) // accumulate)
     except TypeError:
         total = None
-    resolved = _resolved(t, config, total)
+    # The groups' names and multipliers, checked on the task's model: fit builds its own
+    # optimizer with hp.build_optimizer(groups), which applies them by name.
+    groups = task_groups(t.param_groups, t.model, t.name, config.lr_mults)
+    resolved = resolve_config(t, config, total, batch=batch, groups=groups)
     hp = TrialParams(
         optimizer=resolved["optimizer"],
         schedule=resolved["schedule"],
-        batch_size=resolved["batch_size"],
+        batch_size=batch[0],
+        micro_batch_size=batch[1],
+        task=dict(config.task_params),
         seed=config.seed,
         epochs=epochs,
         device=device,
@@ -373,20 +265,24 @@ def _train(
     if not isinstance(k, int) or k < 1:
         raise UserError(f"accumulate must be a positive int, got {k!r}")
     clip = config.clip_grad_norm if config.clip_grad_norm is not None else t.clip_grad_norm
-    batch_size = config.batch_size or t.batch_size
+    batch = batch_sizes(t, config.batch_size, k)
+    t = with_micro_batch(t, batch[1])
     epochs = config.epochs or t.epochs
     model = t.model.to(device)
     model.train()
-    train_batches = Batches(t.train, batch_size, device, "train")
-    val_batches = Batches(t.val, max(batch_size, 1024), device, "val")
+    train_batches = Batches(t.train, batch[1], device, "train")
+    val_batches = Batches(t.val, max(batch[1], 1024), device, "val")
     n_batches = len(train_batches)
     per_epoch = (n_batches + k - 1) // k  # the last, partial accumulation is an update too
     total = epochs * per_epoch
-    resolved = _resolved(t, config, total)
+    groups = task_groups(t.param_groups, model, t.name, config.lr_mults)
+    resolved = resolve_config(t, config, total, batch=batch, groups=groups)
     sched = {k_: v for k_, v in resolved["schedule"].items() if k_ != "name"}
     schedule = Schedule(config.schedule, total, **sched)  # validated once, then a lookup
-    opt_kwargs = {k_: v for k_, v in resolved["optimizer"].items() if k_ not in ("name", "lr")}
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, **opt_kwargs)
+    params = at_base_lr(groups, config.lr) if groups else model.parameters()
+    optimizer = make_optimizer(
+        config.optimizer, params, config.lr, **optimizer_kwargs(resolved["optimizer"])
+    )
     updater = Updater(
         model, optimizer, batch_loss(t), precision=precision, clip=clip, device=device
     )
@@ -395,8 +291,8 @@ def _train(
     step = 0
     start = time.perf_counter()
     reason: str | None = None
-    first_loss: float | None = None
     lr = config.lr  # the LR of the last update once one ran (final_lr)
+    watch = DivergenceWatch(t.divergence_factor)
     tb = RunLog(config.log_dir)
     update_loss = 0.0
     for epoch in range(epochs):
@@ -406,8 +302,7 @@ def _train(
             interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
             if pending == 0:
                 lr = config.lr * schedule.factor(step)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
+                set_base_lr(optimizer, lr)  # each group at lr x its lr_mult
                 # Mean loss over the update's micro-batches: k micro-batches of b give the
                 # gradient of one batch of k·b.
                 group = max(1, min(k, n_batches - seen))
@@ -415,19 +310,8 @@ def _train(
             # One host sync per micro-batch is cheap next to a trial; it lets a diverged run
             # stop at once instead of training on NaNs for the rest of its budget.
             value_now = loss.item()
-            if not math.isfinite(value_now):
-                reason = f"non-finite training loss at step {step} (lr={lr:.3g})"
-                break
-            if first_loss is None:
-                first_loss = value_now
-            elif first_loss > 0 and value_now > EXPLODED * first_loss:
-                # Finite but astronomically high (1e13 .. 1e27 seen at high LRs): the run has
-                # diverged as surely as with a NaN; scoring it would flatten every plot and
-                # give samplers a meaningless number.
-                reason = (
-                    f"training loss exploded to {value_now:.3g} at step {step} "
-                    f"({EXPLODED:g}x its first value; lr={lr:.3g})"
-                )
+            reason = watch.check(value_now, step, lr)
+            if reason is not None:
                 break
             updater.backward(loss, 1.0 / group)
             update_loss += value_now / group

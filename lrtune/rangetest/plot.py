@@ -1,9 +1,8 @@
-"""The range test's figure (:func:`plot_range_test`): loss against LR, bounds, suggestions.
+"""The range test's figure: loss against LR, bounds, suggestions (:func:`draw_range_test`,
+a ``Figure``; :func:`plot_range_test`, a PNG; ``RangeTestResult.plot()`` in a notebook).
 
-It belongs to the range test; it lives here, beside the report's figures and their canvas,
-until the range test becomes a package. matplotlib is imported lazily (see
-:mod:`lrtune.report.canvas`), and the range test's module only for type checking, so
-importing this module imports neither torch nor matplotlib.
+matplotlib is imported lazily (see :mod:`lrtune.canvas`), and the range test's result only
+for type checking, so importing this module imports neither torch nor matplotlib.
 """
 
 from __future__ import annotations
@@ -11,16 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrtune.report.canvas import default_colors, new_figure, save_figure
+from lrtune.canvas import default_colors, new_figure, save_figure
 
 if TYPE_CHECKING:
     from lrtune.rangetest import RangeTestResult
 
-__all__ = ["plot_range_test"]
+__all__ = ["draw_range_test", "plot_range_test"]
 
 
 def plot_range_test(result: RangeTestResult, path: str | Path) -> Path:
-    """Draw the range test to a PNG at ``path`` and return the path.
+    """Draw the range test (:func:`draw_range_test`) to a PNG at ``path``; returns the path."""
+    return save_figure(draw_range_test(result), path)
+
+
+def draw_range_test(result: RangeTestResult) -> Any:
+    """The range test as a matplotlib ``Figure`` (a notebook shows it).
 
     Log-LR x axis; each seed's raw loss (faint) and smoothed loss; the suggestions as
     vertical lines; three shaded regions: too low to learn (below ``lr_low``), the search
@@ -90,7 +94,8 @@ def plot_range_test(result: RangeTestResult, path: str | Path) -> Path:
         mx.set_title(f"held-out {result.metric_name} during the sweep")
         mx.grid(True, which="major", alpha=0.3)
         mx.legend(fontsize=8, loc="best")
-    return save_figure(fig, path)
+    fig.tight_layout()
+    return fig
 
 
 def _regions(ax: Any, result: RangeTestResult, lo_x: float, hi_x: float) -> None:

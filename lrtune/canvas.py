@@ -38,3 +38,19 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     out = Path(path)
     fig.savefig(out, dpi=DPI)
     return out
+
+
+def png_bytes(fig: Any) -> bytes:
+    """``fig`` as PNG bytes."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def displayable(fig: Any) -> Any:
+    """``fig`` with a ``_repr_png_``: a notebook shows it as the cell's value even when
+    pyplot (and with it the inline backend's display hook) was never imported."""
+    fig._repr_png_ = lambda: png_bytes(fig)
+    return fig
