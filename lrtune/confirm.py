@@ -33,7 +33,7 @@ from typing import Any
 import optuna
 
 from lrtune.search.ladder import Ladder, study_usage, top_rung
-from lrtune.search.states import FINISHED, group_study_names
+from lrtune.search.states import FINISHED, group_study_names, unfinished_studies
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ def ensure(storage: optuna.storages.BaseStorage, group: str) -> optuna.Study | N
     distinct configurations it must confirm; ``asked``/``found`` record ``--confirm`` and
     the distinct finished configurations there were.
     """
+    if unfinished_studies(storage, group):
+        return None  # a study of the group is not fully created: its budget is to come
     studies = [
         optuna.load_study(study_name=n, storage=storage) for n in group_study_names(storage, group)
     ]
@@ -146,13 +148,15 @@ def ensure(storage: optuna.storages.BaseStorage, group: str) -> optuna.Study | N
             if key in first.user_attrs
         }
         attrs.update(
-            confirm_of=group,
             sampler="confirm",
             prior="-",
             seeds=confirm_seeds(int(spec.get("seed", 0)), count),
         )
         for name, value in attrs.items():
             study.set_user_attr(name, value)
+        # Last: a confirm study is one (is_confirm_study) only once every attr is written,
+        # so the next call writes again what a crash cut short.
+        study.set_user_attr("confirm_of", group)
     elif len(study.user_attrs.get("seeds", [])) != count:
         log.warning(
             "%s keeps its seeds %s (confirm_seeds changed to %d after it was created)",
@@ -194,12 +198,12 @@ def join(
     names: list[str],
     loaded: dict[str, Any],
     *,
-    device: str,
-    worker: str | None,
+    load_study: Callable[[str], tuple[optuna.Study, Callable[[optuna.Trial], float], int]],
 ) -> bool:
     """The worker's hook once its studies have their budgets: add (or refresh) the confirm
-    study of each of their groups to ``names``/``loaded``. True when confirmations are left
-    to run."""
+    study of each of their groups to ``names``/``loaded``, loaded by ``load_study`` (the
+    worker's, which checks the task it may import, as for any study). True when
+    confirmations are left to run."""
     groups: list[str] = []
     for n in names:
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(n))
@@ -215,7 +219,7 @@ def join(
         budget = int(study.user_attrs["budget"])
         if name not in loaded:
             names.append(name)
-            loaded[name] = load(storage, name, device=device, worker=worker)
+            loaded[name] = load_study(name)
         loaded[name] = (loaded[name][0], loaded[name][1], budget)
         done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
         work = work or done < budget
@@ -223,11 +227,17 @@ def join(
 
 
 def load(
-    storage: optuna.storages.BaseStorage, name: str, *, device: str, worker: str | None
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    *,
+    task: str,
+    device: str,
+    worker: str | None,
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
-    """A confirm study as the worker runs it: ``(study, objective, budget)``."""
+    """A confirm study as the worker runs it: ``(study, objective, budget)``, training
+    ``task`` (the one the worker's trust check let through: ``lrtune.workers.trusted_task``),
+    never another the study names."""
     from lrtune.search.spec import StudySpec
-    from lrtune.training.loading import locate_task
 
     # Only enqueued trials train; a random sampler keeps a stray fresh trial cheap.
     study = optuna.load_study(
@@ -235,7 +245,7 @@ def load(
     )
     attrs = study.user_attrs
     spec = StudySpec.from_dict(attrs["spec"])
-    spec = dataclasses.replace(spec, task=locate_task(spec.task, attrs.get("task_dir")))
+    spec = dataclasses.replace(spec, task=task)
     seeds = [int(s) for s in attrs["seeds"]]
     objective = make_confirm_objective(spec, seeds, device=device, worker=worker)
     return study, objective, int(attrs.get("budget", 0))

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import optuna
 
 from lrtune import __version__
 from lrtune.baseline import BASELINE_SAMPLER, baseline_spec
+from lrtune.creation import plot_png, spec_difference, write_study
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
@@ -37,6 +37,7 @@ from lrtune.search.dims import build_checked, setup_lines
 from lrtune.search.ladder import Ladder, budget_text, check_ladder
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec, check_group_name
+from lrtune.search.states import is_created, study_name
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.training.tasks import Task
 from lrtune.training.tblog import log_root, write_range_test
@@ -74,18 +75,19 @@ def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
     """
     refs = []
     for repeat in range(1, spec.repeats + 1):
-        suffix = "" if repeat == 1 else f".r{repeat}"
         seed = spec.seed + 100 * (repeat - 1)
         for prior in spec.prior:
             for sampler in spec.samplers:
                 refs.append(
-                    StudyRef(f"{group}.{sampler}.{prior}{suffix}", sampler, prior, repeat, seed)
+                    StudyRef(
+                        study_name(group, sampler, prior, repeat), sampler, prior, repeat, seed
+                    )
                 )
         for prior in spec.prior:
             for name in spec.baseline:
                 refs.append(
                     StudyRef(
-                        f"{group}.{name}.{prior}{suffix}",
+                        study_name(group, name, prior, repeat),
                         BASELINE_SAMPLER,
                         prior,
                         repeat,
@@ -153,7 +155,8 @@ def prepare_group(
     already exist were made with the same spec (only ``trials`` may change). The range test
     runs at most once per group (once more for a baseline arm, with its own optimizer);
     its result is reused when the command is run again. A new SQLite file is created only
-    once the range test passed.
+    once the range test passed. A study a crash left half-written is written again
+    (:mod:`lrtune.creation`).
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = build_checked(spec)  # and the searched setup (lrtune.search.dims)
@@ -176,13 +179,7 @@ def prepare_group(
     new_file = new_sqlite_file(storage_url) is not None
     storage = None if new_file else open_storage(storage_url, create=True)
     existing = _existing(storage, refs) if storage is not None else {}
-    stored: dict[bool, dict[str, Any] | None] = {False: None, True: None}
-    for ref in refs:
-        attrs = existing.get(ref.name)
-        if attrs is not None:
-            _check_same_spec(ref.name, attrs.get("spec", {}), prepared.spec_of(ref))
-            baseline = ref.baseline is not None
-            stored[baseline] = stored[baseline] or attrs.get("rangetest")
+    stored = _stored_range_tests(prepared, existing)
     prepared.bounds = {"none": (spec.lr_low, spec.lr_high)}
     prepared.baseline_bounds = dict(prepared.bounds)
     if "rangetest" in spec.prior:
@@ -196,7 +193,8 @@ def prepare_group(
         storage = open_storage(storage_url, create=True)
     with tempfile.TemporaryDirectory(prefix="lrtune-") as plot_dir:
         for ref in refs:
-            if ref.name in existing:
+            summary = existing.get(ref.name)
+            if summary is not None and is_created(summary.user_attrs):
                 study = optuna.load_study(study_name=ref.name, storage=storage)
                 study.set_user_attr("budget", prepared.budget(ref))  # --trials may have changed
                 set_metric_name(study, task.metric_name)  # studies made before lrtune named it
@@ -250,11 +248,8 @@ def _create_study(
     task: Task,
     plot_dir: Path,
 ) -> None:
-    """Create study ``ref`` with everything a worker needs in its user attrs."""
-    study = optuna.create_study(
-        storage=storage, study_name=ref.name, direction=task.direction, load_if_exists=True
-    )
-    set_metric_name(study, task.metric_name)  # the dashboard says val_loss, not Objective 0
+    """Create study ``ref`` with everything a worker needs in its user attrs, or finish
+    writing it (:mod:`lrtune.creation`)."""
     spec = group.spec_of(ref)
     attrs = {
         "lrtune_version": __version__,
@@ -275,16 +270,23 @@ def _create_study(
     }
     if ref.baseline:
         attrs["baseline"] = ref.baseline
-    for key, value in attrs.items():
-        study.set_user_attr(key, value)
     result = group.rangetest_of(ref)
+    plot = None
     if result is not None:
         name = f"rangetest-{result.optimizer}.png" if ref.baseline else "rangetest.png"
         plot = plot_dir / name
-        record_range_test(
-            study, result, storage_url, plot_path=plot if plot.exists() else _plot(result, plot)
-        )
-    _write_note(study, group, ref)
+        plot = plot if plot.exists() else plot_png(result, plot)
+    write_study(
+        storage,
+        ref.name,
+        direction=task.direction,
+        metric=task.metric_name,
+        attrs=attrs,
+        storage_url=storage_url,
+        rangetest=result,
+        plot_path=plot,
+        note=_note(group, ref),
+    )
 
 
 def _training_options(spec: StudySpec) -> dict[str, Any]:
@@ -293,71 +295,43 @@ def _training_options(spec: StudySpec) -> dict[str, Any]:
     return {k: getattr(spec, k) for k in names if getattr(spec, k) is not None}
 
 
-def _existing(storage: optuna.storages.BaseStorage, refs: list[StudyRef]) -> dict[str, dict]:
+def _existing(
+    storage: optuna.storages.BaseStorage, refs: list[StudyRef]
+) -> dict[str, optuna.study.StudySummary]:
     names = {ref.name for ref in refs}
     return {
-        s.study_name: dict(s.user_attrs)
+        s.study_name: s
         for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
         if s.study_name in names
     }
 
 
-def _check_same_spec(name: str, stored: dict[str, Any], spec: StudySpec) -> None:
-    current = spec.to_dict()
-    base = StudySpec().to_dict()  # a key stored before it existed had its default
-    # trials may grow or shrink (the budget), repeats and priors/samplers add studies.
-    free = {
-        "trials",
-        "repeats",
-        "prior",
-        "samplers",
-        "group",
-        "confirm",
-        "confirm_seeds",
-        "baseline",
-    }
-    differs = [k for k in current if k not in free and stored.get(k, base[k]) != current[k]]
-    if differs:
-        raise UserError(
-            f"study {name} exists with a different {differs[0]} ({stored.get(differs[0])!r} "
-            f"there, {current[differs[0]]!r} now): re-run with the same settings to resume, "
-            "or pass --group NAME to start a new set"
-        )
+def _stored_range_tests(
+    group: Group, existing: dict[str, optuna.study.StudySummary]
+) -> dict[bool, dict[str, Any] | None]:
+    """The range tests the group's studies hold for this spec (key: a baseline arm's?),
+    after checking that the studies that exist were made with it.
+
+    A study a crash left half-written (:func:`lrtune.search.states.is_created`) and that
+    has no trial is no conflict: it is written again with this spec.
+    """
+    stored: dict[bool, dict[str, Any] | None] = {False: None, True: None}
+    for ref in group.refs:
+        summary = existing.get(ref.name)
+        if summary is None:
+            continue
+        attrs = summary.user_attrs
+        differs = spec_difference(ref.name, attrs.get("spec", {}), group.spec_of(ref))
+        if differs is not None and (is_created(attrs) or summary.n_trials > 0):
+            raise UserError(differs)
+        if differs is None and "spec" in attrs:
+            baseline = ref.baseline is not None
+            stored[baseline] = stored[baseline] or attrs.get("rangetest")
+    return stored
 
 
-def _plot(result: RangeTestResult, path: Path) -> Path:
-    """The range test's PNG at ``path`` (a ``.png`` file, or a directory to put it in)."""
-    from lrtune.report import plot_range_test
-
-    return plot_range_test(result, path if path.suffix == ".png" else path / "rangetest.png")
-
-
-def record_range_test(
-    study: optuna.Study,
-    result: RangeTestResult,
-    storage_url: str,
-    *,
-    plot_path: Path | None = None,
-) -> None:
-    """Store ``result`` on ``study`` (user attr ``rangetest``), its plot as an artifact and
-    its interactive graph on the dashboard's study page."""
-    from lrtune.dashboard import artifact_store
-    from lrtune.dashboard.graphs import save_rangetest_graph
-
-    study.set_user_attr("rangetest", result.to_dict())
-    with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        path = plot_path or _plot(result, Path(tmp))
-        artifact_id = optuna.artifacts.upload_artifact(
-            study_or_trial=study, file_path=str(path), artifact_store=artifact_store(storage_url)
-        )
-    study.set_user_attr("rangetest_plot_artifact", artifact_id)
-    save_rangetest_graph(study, result)
-
-
-def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "") -> None:
-    from lrtune.dashboard import write_study_note
-
+def _note(group: Group, ref: StudyRef) -> str:
+    """The dashboard note of a new study (markdown)."""
     low, high = group.bounds_of(ref)
     spec = group.spec_of(ref)
     lines = [
@@ -381,9 +355,7 @@ def _write_note(study: optuna.Study, group: Group, ref: StudyRef, table: str = "
             f"min/10 {rt.min10:.3g}, diagnosis {rt.diagnosis}, {rt.seconds:.1f} s "
             "(plot in the artifacts)"
         )
-    if table:
-        lines += ["", "### Comparison of the group", "", table]
-    write_study_note(study, "\n".join(lines))
+    return "\n".join(lines)
 
 
 def _ladder_of(attrs: dict[str, Any]) -> tuple[tuple[int, ...], int]:

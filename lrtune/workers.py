@@ -13,10 +13,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 
 from lrtune import confirm, interrupt
+from lrtune.creation import wait_created
 from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
@@ -94,11 +96,10 @@ def _load(
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     # The sampler is built from what the study stores, so read its attrs before loading it.
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    trusted = trusted_task(name, attrs, task)  # every study, search and confirm alike
     if confirm.is_confirm_study(attrs):
-        return confirm.load(storage, name, device=device, worker=worker_id())
-    spec = StudySpec.from_dict(attrs["spec"])
-    check_task_pin(name, spec.task, task)
-    spec = dataclasses.replace(spec, task=locate_task(spec.task, attrs.get("task_dir")))
+        return confirm.load(storage, name, task=trusted, device=device, worker=worker_id())
+    spec = dataclasses.replace(StudySpec.from_dict(attrs["spec"]), task=trusted)
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
     budget = int(attrs["budget"])
     ladder = rungs.Ladder.from_attrs(attrs)
@@ -126,6 +127,25 @@ def _load(
         reference_batch=reference_batch(attrs),
     )
     return study, objective, budget
+
+
+def trusted_task(study: str, attrs: dict[str, Any], pinned: str | None) -> str:
+    """The task a worker may import for ``study`` (its user ``attrs``; a search or a
+    confirm study): the one trust check of every study a worker loads, made before anything
+    of the study is imported.
+
+    With ``pinned`` (``worker --task``) the study must name that task, and the pinned name
+    is what is imported, as the operator wrote it (a relative task file from the worker's
+    folder: the ``task_dir`` the study names does not move it). Unpinned, a relative task
+    file is found from the folder the study was created in
+    (:func:`~lrtune.training.loading.locate_task`).
+    """
+    spec = attrs.get("spec")
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not isinstance(task, str):
+        raise UserError(f"study {study} names no task: not an lrtune study; nothing was imported")
+    check_task_pin(study, task, pinned)
+    return task if pinned is not None else locate_task(task, attrs.get("task_dir"))
 
 
 def reference_batch(attrs: dict) -> int | None:
@@ -177,6 +197,13 @@ def run_worker(
         storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
     )
     names = list(studies or [])
+    known = set(optuna.get_all_study_names(storage))
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"no study {missing[0]!r} in {mask_url(storage_url)} (see `lrtune ls`)")
+    # A study `lrtune study` is still writing (or stopped writing) is no member of its
+    # group yet: wait for it as long as for a silent trial, then say to run study again.
+    wait_created(storage, names, group, grace_period)
     if group is not None:
         names += [n for n in group_study_names(storage, group) if n not in names]
     if not names:
@@ -185,10 +212,6 @@ def run_worker(
             f"no studies for {what} in {mask_url(storage_url)}: create them with "
             "`lrtune study ... --create-only` (see `lrtune ls`)"
         )
-    known = set(optuna.get_all_study_names(storage))
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise UserError(f"no study {missing[0]!r} in {mask_url(storage_url)} (see `lrtune ls`)")
     loaded = {n: _load(storage, n, worker, device, task) for n in names}
     # Whether a study has rungs is fixed at creation, like its budget's unit.
     ladders = {n: rungs.Ladder.from_attrs(loaded[n][0].user_attrs) for n in names}
@@ -217,7 +240,12 @@ def run_worker(
             if not open_slots:
                 if all(state[n][0] >= loaded[n][2] for n in names):
                     # Budgets met: confirm the group's best configurations (once).
-                    if confirm.join(storage, names, loaded, device=device, worker=worker_id()):
+                    if confirm.join(
+                        storage,
+                        names,
+                        loaded,
+                        load_study=lambda n: _load(storage, n, worker, device, task),
+                    ):
                         report.trials.update(dict.fromkeys(set(names) - set(report.trials), 0))
                         continue
                     break

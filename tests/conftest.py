@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -85,13 +86,11 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'lrtune.db'}"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL database created for this test and dropped after it."""
+def _pg_create(engine: Any) -> str:
+    """A new database on the test server (skip the test when the server is not up)."""
     import sqlalchemy
 
     name = f"lrtune_test_{uuid.uuid4().hex[:10]}"
-    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
@@ -100,18 +99,46 @@ def pg_url() -> Iterator[str]:
             f"PostgreSQL at {PG_ADMIN} is not reachable ({exc.orig}); start it with "
             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
         )
+    return name
+
+
+def _pg_drop(engine: Any, name: str) -> None:
+    import sqlalchemy
+
+    with engine.connect() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+            ),
+            {"n": name},
+        )
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@pytest.fixture
+def pg_urls() -> Iterator[Callable[[], str]]:
+    """Make PostgreSQL databases for this test (each call a new one), dropped after it."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(_pg_create(engine))
+        return PG_ADMIN.rsplit("/", 1)[0] + f"/{names[-1]}"
+
     try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+        yield make
     finally:
-        with engine.connect() as conn:
-            conn.execute(
-                sqlalchemy.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                ),
-                {"n": name},
-            )
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        for name in names:
+            _pg_drop(engine, name)
         engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_urls: Callable[[], str]) -> str:
+    """A PostgreSQL database created for this test and dropped after it."""
+    return pg_urls()
 
 
 def copy_sqlite(src: str | Path, dst: str | Path) -> None:

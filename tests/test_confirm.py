@@ -141,7 +141,9 @@ def test_duplicate_enqueued_by_two_workers_is_trained_once(sqlite_url: str) -> N
     first = waiting[0]
     study.enqueue_trial(first.params, user_attrs=dict(first.user_attrs))  # a racing copy
     # Each of two workers takes one of the two waiting trials.
-    loaded, objective, budget = confirm.load(storage, "digits.confirm", device="cpu", worker="w")
+    loaded, objective, budget = confirm.load(
+        storage, "digits.confirm", task="digits", device="cpu", worker="w"
+    )
     assert budget == 1
     for _ in range(2):
         loaded.optimize(objective, n_trials=1, catch=(Surplus,))

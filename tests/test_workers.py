@@ -736,3 +736,68 @@ def test_surplus_check_counts_only_started_unfailed_trials(sqlite_url: str) -> N
     third = study.ask()  # the running second trial fills the budget of 1
     assert is_surplus(study, third, 1)
     assert not is_surplus(study, third, 2)
+
+
+TINY_TASK = """
+import torch
+from torch import nn
+
+from lrtune import Task
+
+
+def ok(seed):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(seed)
+    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.CrossEntropyLoss(), batch_size=16,
+                epochs=1, name="tiny")
+"""
+
+
+def test_a_pinned_worker_trusts_no_study_more_than_its_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``worker --task`` is one check for every study the worker loads. Whoever can write
+    the storage could make a pinned worker import their module through the confirm study's
+    ``spec.task`` (loaded before the pin was checked), or through a search study's
+    ``task_dir`` (a relative task file was looked up there first)."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    (here / "tiny_task.py").write_text(TINY_TASK)
+    marker = tmp_path / "imported"
+    evil = f"open({str(marker)!r}, 'w').close()\n"
+    (elsewhere / "tiny_task.py").write_text(evil)
+    (tmp_path / "evil.py").write_text(evil)
+    monkeypatch.chdir(here)
+    url = f"sqlite:///{here / 's.db'}"
+    common = ["--prior", "none", "--samplers", "random", "--device", "cpu", "--storage", url]
+    study = ["study", "--task", "tiny_task.py:ok", "--group", "g", "--trials", "2", *common]
+    assert main([*study, "--confirm", "1", "--confirm-seeds", "1"]) == 0
+    pinned = ["worker", "--group", "g", "--task", "tiny_task.py:ok", "--storage", url]
+    pinned += ["--heartbeat-interval", "1", "--grace-period", "2"]
+    storage = optuna.storages.RDBStorage(url)
+    # A search study pointed at another folder holding a file of the same name.
+    search = optuna.load_study(study_name="g.random.none", storage=storage)
+    search.set_user_attr("task_dir", str(elsewhere))
+    search.set_user_attr("budget", 3)
+    capsys.readouterr()
+    assert main(pinned) == 0, capsys.readouterr().err
+    assert not marker.exists()
+    assert sum(t.state in FINISHED for t in search.get_trials(deepcopy=False)) == 3
+    # The confirm study pointed at another module, with a configuration left to confirm.
+    confirm_study = optuna.load_study(study_name="g.confirm", storage=storage)
+    confirm_study.set_user_attr(
+        "spec", dict(confirm_study.user_attrs["spec"], task=f"{tmp_path / 'evil.py'}:make")
+    )
+    params = {"lr": 0.0123, "schedule": "constant"}
+    source = {"study": "g.random.none", "trial": 0, "value": 0.5}
+    confirm_study.enqueue_trial(params, user_attrs={"params": params, "source": source})
+    storage.engine.dispose()
+    capsys.readouterr()
+    assert main(pinned) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "study g.confirm runs task" in err, err
+    assert "pinned --task 'tiny_task.py:ok'" in err and "nothing was imported" in err, err
+    assert not marker.exists()

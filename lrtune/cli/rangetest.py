@@ -95,7 +95,7 @@ def _run_rangetest(args: argparse.Namespace) -> int:
         write_range_test(result, run)
         print(f"wrote TensorBoard run {run}")
     if study is not None:
-        from lrtune.study import record_range_test
+        from lrtune.creation import record_range_test
 
         record_range_test(study, result, storage_url(args))
         print(f"recorded on study {args.study}")

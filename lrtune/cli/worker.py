@@ -24,9 +24,9 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task",
         metavar="NAME",
-        help="run only studies of this task (exactly as the study names it): a worker "
-        "imports the study's task, so pin it on storages others can write to "
-        "(default: any task)",
+        help="run only studies of this task (exactly as the study names it), the confirm "
+        "study included: a worker imports the study's task, so pin it on storages others "
+        "can write to; a pinned task file is read from this folder (default: any task)",
     )
     p.add_argument("--group", help="run the studies of this group")
     p.add_argument("--study", action="append", help="run this study (repeatable)")
@@ -62,7 +62,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             raise UserError("--workers/--gpus need --group")
         # Check here what every child would check, so that a mistake is said once, not
         # once per process.
-        _check_group(url, args.group, args.task)
+        _check_group(url, args.group, args.task, _heartbeat(args)["grace_period"])
         extra = _heartbeat_flags(args)
         if args.task is not None:
             extra.append(f"--task={args.task}")
@@ -101,15 +101,17 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_group(url: str, group: str, task: str | None) -> None:
+def _check_group(url: str, group: str, task: str | None, grace_period: int) -> None:
     """The checks ``run_worker`` makes before its first trial: the group has studies and
     each runs the pinned task."""
+    from lrtune.creation import wait_created
     from lrtune.search.states import group_study_names
     from lrtune.storage import mask_url, open_storage, require_existing
-    from lrtune.workers import check_task_pin
+    from lrtune.workers import trusted_task
 
     require_existing(url)
     storage = open_storage(url)
+    wait_created(storage, [], group, grace_period)
     names = group_study_names(storage, group)
     if not names:
         raise UserError(
@@ -118,7 +120,7 @@ def _check_group(url: str, group: str, task: str | None) -> None:
         )
     for name in names:
         attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
-        check_task_pin(name, str(attrs.get("spec", {}).get("task")), task)
+        trusted_task(name, attrs, task)
 
 
 COMMAND = Command(
