@@ -207,13 +207,14 @@ def test_the_sampler_sees_the_bottom_rung_only() -> None:
 def test_the_comparison_counts_compute_and_top_rung_results_only() -> None:
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name="g.tpe.none")
+    created = {"repeat": 1, "seed": 0, "bounds": [1e-4, 1.0], "epochs": 9}  # as lrtune.study
     for key, value in {
-        "group": "g",
+        **created,
         "sampler": "tpe",
         "prior": "none",
         "budget": 2,
-        "epochs": 9,
         "spec": {"rungs": [1, 3, 9], "reduction_factor": 3, "tolerance": 0.02},
+        "group": "g",
     }.items():
         study.set_user_attr(key, value)
     # Bottom trials beat the top-rung one in value (a short run's loss is no result).
@@ -226,9 +227,15 @@ def test_the_comparison_counts_compute_and_top_rung_results_only() -> None:
     ]:
         study.add_trial(t)
     plain = optuna.create_study(storage=storage, study_name="g.random.none")
-    for key, value in {"group": "g", "sampler": "random", "prior": "none", "budget": 3}.items():
+    for key, value in {
+        **created,
+        "sampler": "random",
+        "prior": "none",
+        "budget": 3,
+        "spec": {"tolerance": 0.02},
+        "group": "g",
+    }.items():
         plain.set_user_attr(key, value)
-    plain.set_user_attr("epochs", 9)
     pruned = optuna.trial.create_trial(
         state=State.PRUNED, intermediate_values={0: 2.0, 1: 1.9, 2: 1.8}
     )
