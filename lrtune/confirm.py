@@ -258,8 +258,8 @@ def make_confirm_objective(
 
     def objective(trial: optuna.Trial) -> float:
         from lrtune.search.dims import setup_of
-        from lrtune.search.objective import Surplus, trial_errors
-        from lrtune.training.trainer import TrainConfig, run_trial
+        from lrtune.search.objective import Surplus, run_task, trial_errors
+        from lrtune.training.trainer import TrainConfig
 
         if worker is not None:
             trial.set_user_attr("worker", worker)
@@ -311,7 +311,7 @@ def make_confirm_objective(
             # storage connection handled as in any trial. run_trial: a task with its own
             # fit() is confirmed through it too.
             with trial_errors(trial):
-                result = run_trial(spec.task, train_config, lambda _value, _step: None)
+                result = run_task(spec.task, train_config, lambda _value, _step: None)
             seconds += result.seconds
             config = config or result.config
             if result.diverged:

@@ -51,13 +51,14 @@ def describe(exc: BaseException) -> str:
 
 @contextmanager
 def task_errors(what: str) -> Iterator[None]:
-    """Run task code outside a trial: any error from it (``sys.exit`` too) becomes a
-    one-line :class:`UserError` ``"{what}: Type: message"``. Ctrl-C passes through."""
+    """Run task code outside a trial: any error from it (``sys.exit`` and ``GeneratorExit``
+    too: it is the task's whatever its type) becomes a one-line :class:`UserError`
+    ``"{what}: Type: message"``. Ctrl-C passes through."""
     try:
         yield
-    except UserError:
+    except (UserError, KeyboardInterrupt):
         raise
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:
         raise UserError(f"{what}: {describe(exc)}") from exc
 
 

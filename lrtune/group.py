@@ -62,7 +62,7 @@ def run_group(
     from lrtune.confirm import set_options
     from lrtune.device import resolve_device
     from lrtune.storage import open_storage
-    from lrtune.study import save_comparison
+    from lrtune.study_record import save_comparison
     from lrtune.workers import limit_cpu_threads
 
     if str(resolve_device(device)) == "cpu" or threads is not None:

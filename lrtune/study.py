@@ -10,7 +10,6 @@ machine needs only the storage URL and the group name.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from lrtune.rangetest import (
     range_test,
 )
 from lrtune.search.dims import build_checked, setup_lines
-from lrtune.search.ladder import Ladder, budget_text, check_ladder
+from lrtune.search.ladder import budget_text, check_ladder
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec, check_group_name
 from lrtune.search.states import is_created, study_name
@@ -358,11 +357,6 @@ def _note(group: Group, ref: StudyRef) -> str:
     return "\n".join(lines)
 
 
-def _ladder_of(attrs: dict[str, Any]) -> tuple[tuple[int, ...], int]:
-    ladder = Ladder.from_attrs(attrs)
-    return (ladder.rungs, ladder.eta) if ladder is not None else ((), 3)
-
-
 def load_existing_study(storage_url: str, name: str) -> optuna.Study:
     """Load study ``name`` or raise a one-line :class:`UserError` (nothing is created)."""
     storage = open_storage(storage_url)
@@ -371,46 +365,3 @@ def load_existing_study(storage_url: str, name: str) -> optuna.Study:
         hint = f"; studies there: {', '.join(sorted(names)[:6])}" if names else ""
         raise UserError(f"no study {name!r} in {mask_url(storage_url)}{hint}")
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
-    """Store the comparison on every study of its group (user attr, dashboard note and the
-    group's best-so-far graph)."""
-    from lrtune.dashboard import write_study_note
-    from lrtune.dashboard.graphs import save_best_so_far_graph
-    from lrtune.dashboard.trial_graphs import save_trial_graphs, save_trial_notes
-    from lrtune.table import format_table
-
-    data = cmp.to_dict()
-    table, _, notes = format_table(cmp, markdown=True).partition("\n\n")
-    table += "\n\n" + "\n".join(f"- {line}" for line in notes.splitlines())
-    studies = []
-    for row in cmp.rows:
-        study = optuna.load_study(study_name=row.study, storage=storage)
-        studies.append(study)
-        save_trial_graphs(study, cmp.metric)
-        save_trial_notes(study)  # trials of workers that predate the notes, too
-        study.set_user_attr("comparison", data)
-        attrs = study.user_attrs
-        low, high = attrs.get("bounds", [math.nan, math.nan])
-        write_study_note(
-            study,
-            "\n".join(
-                [
-                    f"## {row.study}",
-                    f"- task: `{attrs.get('task')}`, sampler **{attrs.get('sampler')}**, "
-                    f"prior **{attrs.get('prior')}**, LR bounds {low:.3g} … {high:.3g}",
-                    f"- budget: {budget_text(attrs.get('budget'), *_ladder_of(attrs))}",
-                    "",
-                    "### Comparison of the group",
-                    "",
-                    table,
-                ]
-            ),
-        )
-    save_best_so_far_graph(
-        studies, group=cmp.group, metric=cmp.metric, direction=cmp.direction, target=cmp.target
-    )
-    from lrtune.confirmed import write_note
-
-    write_note(storage, cmp.group, cmp.confirm)  # the confirm study's own note

@@ -91,6 +91,7 @@ def storage_with_a_study(tmp_path: Path) -> str:
     return url
 
 
+@pytest.mark.slow
 def test_study_missing_on_an_existing_storage_writes_nothing(
     storage_with_a_study: str,
     tmp_path: Path,

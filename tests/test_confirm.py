@@ -32,6 +32,7 @@ def _note(url: str, name: str) -> str:
     return str(get_note_from_system_attrs(system, None)["body"])
 
 
+@pytest.mark.slow
 def test_confirmations_recorded_resumed_and_exported(
     sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -96,6 +97,7 @@ def test_confirmations_recorded_resumed_and_exported(
     }
 
 
+@pytest.mark.slow
 def test_confirm_more_than_exist_and_worker_runs_them(
     sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -199,6 +201,7 @@ def make(seed):
 """
 
 
+@pytest.mark.slow
 def test_lucky_outlier_is_not_the_confirmed_winner(
     sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

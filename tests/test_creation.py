@@ -120,6 +120,7 @@ def _assert_budget(url: str, names: list[str], trials: int) -> None:
 NONE_STUDIES = ["g.random.none", "g.tpe.none"]
 
 
+@pytest.mark.slow
 def test_a_bare_study_row_is_finished_by_the_same_command(
     task: str, sqlite_url: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -135,6 +136,7 @@ def test_a_bare_study_row_is_finished_by_the_same_command(
     _assert_budget(sqlite_url, NONE_STUDIES, 2)
 
 
+@pytest.mark.slow
 def test_a_half_written_study_is_waited_for_then_finished_by_the_same_command(
     task: str, sqlite_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

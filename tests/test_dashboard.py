@@ -198,6 +198,7 @@ def test_artifact_dir_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert store_dir.is_dir()
 
 
+@pytest.mark.slow
 def test_server_lists_study_with_note_and_artifact(server: Server) -> None:
     study_id = _study_id(server)
     detail = _get_json(f"{server.base}/api/studies/{study_id}")
@@ -345,6 +346,7 @@ def test_allow_host_serves_a_proxy_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_browser_shows_study_and_trial_table(server: Server) -> None:
     try:
         from playwright.sync_api import expect, sync_playwright

@@ -204,6 +204,7 @@ def test_widen_replaces_the_graph_with_the_moved_edge(sqlite_url: str) -> None:
     assert after == moved != before
 
 
+@pytest.mark.slow
 def test_study_run_names_the_metric_and_saves_both_graphs(sqlite_url: str, tmp_path: Path) -> None:
     spec = tmp_path / "tiny.toml"
     spec.write_text('task = "digits"\nrangetest_seeds = 1\nschedules = ["cosine"]\n')

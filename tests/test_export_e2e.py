@@ -58,6 +58,7 @@ def _export(url: str, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[s
     return data
 
 
+@pytest.mark.slow
 def test_export_gives_best_trial(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     study = _study(url)
     best = study.best_trial

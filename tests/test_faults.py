@@ -334,18 +334,20 @@ def test_empty_training_data_is_one_line_never_an_endless_range_test(
 # --- Ctrl-C ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_marks_the_trial_interrupted(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'int.db'}"
     proc = spawn_lrtune([*SLOW_STUDY, "--storage", url, "--trials", "2"], tmp_path)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        running = False
+        while time.monotonic() < deadline and not running:
             time.sleep(0.2)
             try:
-                if any(t.state == States.RUNNING for t in _trials(url, "digits.random.none")):
-                    break
+                running = any(t.state == States.RUNNING for t in _trials(url, "digits.random.none"))
             except KeyError:  # not created yet
                 continue
+        assert running, "no trial started"
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     finally:
@@ -399,11 +401,13 @@ def _orphans_then_worker(url: str, tasks: Path) -> None:
         assert "fail_reason" not in retries[0].user_attrs
 
 
+@pytest.mark.slow
 def test_dead_trials_are_retried_on_sqlite(tasks: Path, sqlite_url: str) -> None:
     _orphans_then_worker(sqlite_url, tasks)
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_dead_trials_are_retried_on_postgres(tasks: Path, pg_url: str) -> None:
     _orphans_then_worker(pg_url, tasks)
 

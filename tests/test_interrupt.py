@@ -60,6 +60,7 @@ def test_training_stops_at_the_next_step() -> None:
     assert steps == [0, 1]  # epoch 3's first step raised
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_the_parent_of_local_workers_reaches_them(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}"
     proc = spawn_lrtune(

@@ -264,6 +264,35 @@ def make_raising(seed):
     return _task(broken)
 
 
+def make_optuna_error(seed):
+    import optuna
+
+    def broken(hp, report):
+        raise optuna.exceptions.DuplicatedStudyError("my own study exists")
+    return _task(broken)
+
+
+def make_own_db_error(seed):
+    import sqlalchemy.exc
+
+    def broken(hp, report):
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("my database is down"))
+    return _task(broken)
+
+
+def make_generator_exit(seed):
+    def broken(hp, report):
+        raise GeneratorExit
+    return _task(broken)
+
+
+def make_global_step(seed):
+    def counts_samples(hp, report):
+        report(0.5, 3_000_000_000)  # a sample count past 2**31 as the step
+        return 0.5
+    return _task(counts_samples)
+
+
 def make_nan(seed):
     return _task(lambda hp, report: float("nan"))
 
@@ -291,6 +320,7 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
+@pytest.mark.slow
 def test_a_fit_task_runs_a_study_with_reports(fit_file: Path, sqlite_url: str) -> None:
     assert _study(sqlite_url, f"{fit_file}:make", "--prior", "none", "--trials", "3") == 0
     trials = _trials(sqlite_url, "fit-task.random.none")
@@ -316,6 +346,90 @@ def test_a_fit_that_raises_fails_its_trials_with_the_reason(
     assert reasons == {"RuntimeError: the user's loop broke"}
 
 
+USER_ERRORS = {
+    "optuna_error": "DuplicatedStudyError: my own study exists",
+    "own_db_error": "OperationalError: (builtins.Exception) my database is down",
+    "generator_exit": "GeneratorExit",
+    "global_step": "ValueError: report(value, step=3000000000): steps go from 0 to 2**31 - 1",
+}
+
+
+def _user_error_study(url: str, fit_file: Path, kind: str, capsys: pytest.CaptureFixture[str]):
+    code = _study(url, f"{fit_file}:make_{kind}", "--prior", "none", "--trials", "2")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"lrtune study: error: 3 trials failed in a row: {USER_ERRORS[kind]}")
+    trials = _trials(url, "fit-task.random.none")
+    assert [t.state.name for t in trials] == ["FAIL"] * 3
+    for t in trials:
+        assert t.user_attrs["fail_reason"].startswith(USER_ERRORS[kind])
+
+
+@pytest.mark.parametrize("kind", sorted(USER_ERRORS))
+def test_what_a_fit_raises_is_the_task_s_error_whatever_its_type(
+    kind: str,
+    fit_file: Path,
+    sqlite_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Errors are told apart by where they were raised, not by their type: an OptunaError,
+    a database error of the user's own or GeneratorExit raised by the task's code fail its
+    trial with the reason (they crashed the study, were taken for a storage outage, or left
+    the trial RUNNING), and so does a step no storage holds."""
+    monkeypatch.setenv("LRTUNE_STORAGE_RETRY_SECONDS", "2")  # were it taken for an outage
+    _user_error_study(sqlite_url, fit_file, kind, capsys)
+
+
+@pytest.mark.postgres
+def test_a_step_past_2_31_fails_the_trial_not_the_study_on_postgresql(
+    fit_file: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL keeps steps in a 32-bit column: ``integer out of range`` stopped the whole
+    study as a storage error."""
+    _user_error_study(pg_url, fit_file, "global_step", capsys)
+
+
+def test_an_error_inside_report_is_lrtune_s_whatever_the_fit_did_with_it(
+    fit_file: Path,
+) -> None:
+    """The same type (a database OperationalError) is the storage's when raised inside
+    ``report`` (even if the fit turned it into another error) and the task's when the fit
+    raised it itself."""
+    import sqlalchemy.exc
+
+    from lrtune.search.objective import TaskError, run_task
+    from lrtune.training.trainer import TrainConfig
+
+    lost = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    def report(value: float, step: int) -> None:
+        raise lost
+
+    config = TrainConfig(lr=0.01, epochs=1, device="cpu")
+    with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+        run_task(f"{fit_file}:make", config, report)  # the fit lets it through
+    assert caught.value is lost
+    own = f"{fit_file}:make_own_db_error"
+    with pytest.raises(TaskError, match="my database is down"):
+        run_task(own, config, lambda value, step: None)
+    wraps = fit_file.with_name("wraps.py")
+    wraps.write_text(
+        "from fit_task import _task\n"
+        "def make(seed):\n"
+        "    def fit(hp, report):\n"
+        "        try:\n"
+        "            report(0.5, 0)\n"
+        "        except Exception as exc:\n"
+        "            raise RuntimeError('the loop wrapped it') from exc\n"
+        "    return _task(fit)\n"
+    )
+    with pytest.raises(sqlalchemy.exc.OperationalError) as caught:
+        run_task(f"{wraps}:make", config, report)
+    assert caught.value is lost
+
+
+@pytest.mark.slow
 def test_a_fit_returning_nan_is_pruned_and_text_fails(fit_file: Path, sqlite_url: str) -> None:
     assert _study(sqlite_url, f"{fit_file}:make_nan", "--prior", "none", "--trials", "2") == 0
     trials = _trials(sqlite_url, "fit-task.random.none")
@@ -362,6 +476,7 @@ def _example_study(url: str, spec: str, *args: str) -> int:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_dict_task_example_runs_rangetest_and_study(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -375,6 +490,7 @@ def test_the_dict_task_example_runs_rangetest_and_study(
         assert trial.state.name == "COMPLETE" and 0 in trial.intermediate_values
 
 
+@pytest.mark.slow
 def test_the_own_loop_example_runs_a_study(sqlite_url: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(REPO)
     assert _example_study(sqlite_url, "studies/own-loop.toml", "--prior", "rangetest,none") == 0
@@ -386,6 +502,7 @@ def test_the_own_loop_example_runs_a_study(sqlite_url: str, monkeypatch: pytest.
         assert config["total_steps"] == 22  # 1 epoch of 44 micro-batches, 2 per update
 
 
+@pytest.mark.slow
 def test_the_lightning_example_runs_rangetest_and_study(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -399,6 +516,7 @@ def test_the_lightning_example_runs_rangetest_and_study(
     assert trial.user_attrs["config"]["optimizer"]["lr"] == trial.params["lr"]
 
 
+@pytest.mark.slow
 def test_a_fit_task_through_create_only_and_a_worker_on_postgresql(
     fit_file: Path, pg_url: str
 ) -> None:
@@ -417,6 +535,9 @@ def test_an_fp16_update_skipped_on_overflow_reports_no_step() -> None:
     from lrtune.training.trainer import Updater
 
     model = nn.Linear(3, 1)
+    with torch.no_grad():  # small fixed weights: a random init's scaled gradient may overflow
+        model.weight.fill_(0.01)
+        model.bias.zero_()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     updater = Updater(
         model, opt, lambda m, b: m(b).float().pow(2).mean(), precision="fp16", clip=1.0, device=CPU

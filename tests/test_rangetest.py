@@ -518,6 +518,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
+@pytest.mark.slow
 def test_plot_range_test_writes_a_png(tmp_path: Path) -> None:
     result = range_test("digits", seeds=1, steps=40)
     one = plot_range_test(result, tmp_path / "one.png")

@@ -82,6 +82,7 @@ def _check_pngs(out: Path, names: list[str]) -> None:
         assert path.stat().st_size > 10_000, (name, path.stat().st_size)
 
 
+@pytest.mark.slow
 def test_report_writes_markdown_and_pngs(
     group_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -126,6 +127,7 @@ def test_report_writes_markdown_and_pngs(
     assert "PED-ANOVA" in md
 
 
+@pytest.mark.slow
 def test_report_again_replaces_its_files_and_keeps_others(group_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -137,6 +139,7 @@ def test_report_again_replaces_its_files_and_keeps_others(group_db: Path, tmp_pa
     assert (out / IMPORTANCES_PNG).read_bytes()[:8] == PNG_MAGIC
 
 
+@pytest.mark.slow
 def test_band_over_repeats(group_db: Path, tmp_path: Path) -> None:
     """--repeats 2 on a copy of the group: the range test is reused, the table and the
     best-so-far plot switch to median and IQR over the repeats."""

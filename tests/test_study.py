@@ -42,6 +42,7 @@ def _lr_decades(url: str, names: list[str]) -> float:
 SIX = [f"digits.{s}.{p}" for p in ("rangetest", "none") for s in ("grid", "random", "tpe")]
 
 
+@pytest.mark.slow
 def test_six_studies_compare_and_resume(sqlite_url: str, capsys: pytest.CaptureFixture[str]):
     args = ["--prior", "rangetest,none", "--samplers", "grid,random,tpe", "--trials", "6"]
     assert _study(sqlite_url, *args) == 0
@@ -81,6 +82,7 @@ def test_changed_spec_is_refused(sqlite_url: str, capsys: pytest.CaptureFixture[
     assert "different lr_high" in err[0] and "--group" in err[0]
 
 
+@pytest.mark.slow
 def test_user_task_by_path_end_to_end(
     sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
@@ -142,6 +144,7 @@ def test_diverging_lr_is_a_pruned_trial_with_reason(sqlite_url: str):
         assert any(w in reason for w in ("non-finite", "exploded", "smoothed training loss"))
 
 
+@pytest.mark.slow
 def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'int.db'}"
     args = [*SLOW_STUDY, "--storage", url, "--trials", "3", "--lr-low", "0.01", "--lr-high", "0.1"]
@@ -230,6 +233,7 @@ def make(seed):
 """
 
 
+@pytest.mark.slow
 def test_study_warns_in_one_line_when_the_range_test_is_not_ok(
     sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -247,6 +251,7 @@ def test_study_warns_in_one_line_when_the_range_test_is_not_ok(
     assert len(study.trials) == 1
 
 
+@pytest.mark.slow
 def test_study_does_not_warn_when_the_range_test_is_ok(
     sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -136,6 +136,7 @@ def test_weight_decay_searched_shows_up_in_trial_params_and_export(
     assert tuple(group["betas"]) == (0.9, 0.95) and group["eps"] == 1e-7
 
 
+@pytest.mark.slow
 def test_range_test_keys_reach_the_prior(tmp_path: Path) -> None:
     spec = resolve_spec(
         {"prior": ["rangetest"], "samplers": ["random"], "group": "rt"},
@@ -268,6 +269,7 @@ def test_load_config_checks_optimizer_params(
         load_config(path)
 
 
+@pytest.mark.slow
 def test_a_worker_on_postgresql_trains_with_the_stored_options(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

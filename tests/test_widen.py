@@ -107,6 +107,7 @@ def _run(url: str, *extra: str) -> optuna.Study:
     return optuna.load_study(study_name="digits.tpe.rangetest", storage=url)
 
 
+@pytest.mark.slow
 def test_shifted_prior_recovers(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     study = _run(sqlite_url)
     shifted_high = study.user_attrs["bounds_history"][0][1]
@@ -119,7 +120,8 @@ def test_shifted_prior_recovers(sqlite_url: str, capsys: pytest.CaptureFixture[s
     # The range-test graph on the dashboard shows every move (one graph, redrawn each time).
     attrs = study._storage.get_study_system_attrs(study._study_id)
     graphs = get_plotly_graph_objects(attrs)
-    assert list(graphs) == ["lrtune-rangetest"]
+    # (Beside it, the worker's per-trial graphs: lrtune.dashboard.trial_graphs.)
+    assert sorted(graphs) == ["lrtune-importance", "lrtune-intermediate", "lrtune-rangetest"]
     shapes = json.loads(graphs["lrtune-rangetest"])["layout"]["shapes"]
     moves = len(study.user_attrs["bounds_history"]) - 1
     assert sum(s["name"].startswith("widened") and "edge" not in s["name"] for s in shapes) == moves
@@ -130,6 +132,7 @@ def test_shifted_prior_recovers(sqlite_url: str, capsys: pytest.CaptureFixture[s
     assert min(lrs) >= final_low and max(lrs) <= min(final_high, 10.0)
 
 
+@pytest.mark.slow
 def test_no_widen_keeps_the_bounds(sqlite_url: str) -> None:
     study = _run(sqlite_url, "--no-widen")
     assert "bounds_history" not in study.user_attrs

@@ -7,9 +7,9 @@ temporary SQLite file.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,7 +121,7 @@ def _one_line_error(stderr: str, command: str) -> str:
 def test_worker_killed_mid_trial_is_retried_and_budget_exact(pg_url: str) -> None:
     env = _env(LRTUNE_STORAGE=pg_url)
     # Narrow LR bounds and no pruner: no trial diverges or stops early, so each trial trains
-    # all its epochs (~0.5 s) and the kill lands inside one. (Created in this process: one
+    # all its epochs and the kill lands inside one. (Created in this process: one
     # interpreter start-up less.)
     created = main(
         [
@@ -142,20 +142,29 @@ def test_worker_killed_mid_trial_is_retried_and_budget_exact(pg_url: str) -> Non
     try:
 
         def victim_running() -> optuna.trial.FrozenTrial | None:
-            now = dt.datetime.now()
             for t in _trials(pg_url, name):
-                started = t.datetime_start
                 if (
                     t.state == States.RUNNING
                     and "lr" in t.params  # sampled: it is training, not still starting
                     and str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")
-                    and started is not None
-                    and (now - started).total_seconds() < 0.3
                 ):
                     return t
             return None
 
-        killed = _wait_for("the victim runs a trial", victim_running, 90, procs)
+        def stopped_mid_trial() -> optuna.trial.FrozenTrial | None:
+            # Freeze the victim, then read the storage: a trial still RUNNING now is one
+            # the kill lands inside. One that finished meanwhile: let it go on, try again.
+            running = victim_running()
+            if running is None:
+                return None
+            victim.send_signal(signal.SIGSTOP)
+            still = next((t for t in _trials(pg_url, name) if t.number == running.number), None)
+            if still is not None and still.state == States.RUNNING:
+                return still
+            victim.send_signal(signal.SIGCONT)
+            return None
+
+        killed = _wait_for("the victim stopped inside a trial", stopped_mid_trial, 90, procs)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         out, err = survivor.communicate(timeout=120)
@@ -222,6 +231,7 @@ def _pw_url(pg_url: str) -> str:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_password_never_shown_or_stored(
     pg_url: str,
     tmp_path: Path,
@@ -351,11 +361,10 @@ def test_unreachable_postgres_one_line_exit_2(
         argv = [*argv, "--storage", UNREACHABLE]
     else:
         monkeypatch.setenv("LRTUNE_STORAGE", UNREACHABLE)
-    start = time.perf_counter()
     assert main(argv) == 2
-    assert time.perf_counter() - start < 10
     captured = capfd.readouterr()
     line = _one_line_error(captured.err, argv[0])
+    assert "retrying" not in captured.err  # refused at once, not retried as a lost storage
     assert "cannot open storage postgresql+psycopg://u:***@127.0.0.1:1/x" in line
     assert ":pw@" not in captured.out + captured.err
 
@@ -411,20 +420,21 @@ def test_storage_lost_mid_run_retries_then_gives_up(pg_url: str) -> None:
         # A long one: the worker retries for 6 s, then exits with one line.
         _wait_for("a running trial", running, 60, [proc])
         _set_connections(pg_url, False)
-        lost = time.monotonic()
-        _out, err = proc.communicate(timeout=60)
-        waited = time.monotonic() - lost
+        _out, err = proc.communicate(timeout=60)  # the bound: 6 s of retries, then exit
     finally:
         _set_connections(pg_url, True)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 2, err
-    assert 5 <= waited < 30, waited
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err, err
     assert lines[-1].startswith("lrtune worker: error: storage "), err
     assert "unreachable" in lines[-1] and "gave up" in lines[-1]
+    # It retried for the whole retry time before giving up (the worker's own count).
+    unreachable_for = re.search(r"unreachable for (\d+) s", lines[-1])
+    assert unreachable_for and int(unreachable_for.group(1)) >= 6, lines[-1]
+    assert "retrying for up to 6 s" in err, err
     # Every line before the last is a retry warning, at most two per outage.
     assert all(line.startswith("WARNING lrtune.workers: storage ") for line in lines[:-1]), err
     assert len(lines) <= 5, err
@@ -575,6 +585,7 @@ def every_trial(seed: int) -> Task:
 """
 
 
+@pytest.mark.slow
 def test_cuda_oom_fails_the_trial_and_the_worker_goes_on(
     tmp_path: Path, sqlite_url: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -755,6 +766,7 @@ def ok(seed):
 """
 
 
+@pytest.mark.slow
 def test_a_pinned_worker_trusts_no_study_more_than_its_pin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

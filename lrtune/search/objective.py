@@ -19,7 +19,7 @@ from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
 from lrtune.training.tblog import trial_run
-from lrtune.training.trainer import TrainConfig, run_trial
+from lrtune.training.trainer import TrainConfig, TrainResult, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,57 @@ class TrialFailed(Exception):
 
 class Surplus(Exception):
     """Another worker started the trial that completes the budget at the same moment."""
+
+
+class TaskError(Exception):
+    """What the task's code raised during a trial (``error``), whatever its type: an
+    ``OptunaError`` of the user's own, an ``OperationalError`` of their own database,
+    ``GeneratorExit``. See :func:`run_task`."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(describe(error))
+        self.error = error
+
+
+#: The largest ``report`` step a storage holds (PostgreSQL keeps steps in a 32-bit column).
+MAX_STEP = 2**31 - 1
+
+
+def run_task(task: str, config: TrainConfig, report: Callable[[float, int], None]) -> TrainResult:
+    """:func:`~lrtune.training.trainer.run_trial`, with what it raises told apart by where
+    it was raised, never by its type alone.
+
+    ``report`` is lrtune's own call into the storage: an error raised inside it (the
+    storage lost, the trial failed by another worker) propagates as it is, whatever the
+    task's loop did with it, for the worker to handle. Anything else raised while the task
+    runs is the task's, so it becomes :class:`TaskError` (the trial then FAILs with its
+    reason), except Ctrl-C/SIGTERM, pruning (by the pruner through ``report``, or the
+    task's own ``optuna.TrialPruned``) and :class:`UserError` (lrtune's checks of the
+    task's options). A step ``report`` cannot store is the task's error too.
+    """
+    ours: list[BaseException] = []
+
+    def guarded(value: float, step: int) -> None:
+        if not 0 <= step <= MAX_STEP:
+            raise ValueError(
+                f"report(value, step={step}): steps go from 0 to 2**31 - 1 (what storages "
+                "hold); report an epoch or update index, not a sample or token count"
+            )
+        try:
+            report(value, step)
+        except BaseException as exc:
+            ours.append(exc)
+            raise
+
+    try:
+        return run_trial(task, config, guarded)
+    except (KeyboardInterrupt, optuna.TrialPruned, UserError):
+        raise
+    except BaseException as exc:
+        storage = next((e for e in ours if not isinstance(e, optuna.TrialPruned)), None)
+        if storage is not None:
+            raise storage from None  # lrtune's own call failed, whatever the task did then
+        raise TaskError(exc) from exc
 
 
 def is_surplus(study: optuna.Study, trial: optuna.Trial, budget: int) -> bool:
@@ -111,21 +162,14 @@ def make_objective(
         lr, schedule, params = suggest(trial, spec, current)
         epochs = spec.epochs if ladder is None else ladder.rungs[rung_of(trial)]
 
-        storage_error: list[BaseException] = []
         steps: list[int] = []
 
         def report(value: float, step: int) -> None:  # lrtune's loop: step = epoch index
             steps.append(step)
-            try:
-                trial.report(value, step)
-                if trial.should_prune():
-                    trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
-                    raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
-            except optuna.TrialPruned:
-                raise
-            except Exception as exc:  # the storage's, not the task's: the worker handles it
-                storage_error.append(exc)
-                raise
+            trial.report(value, step)
+            if trial.should_prune():
+                trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
+                raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
 
         config = TrainConfig(
             lr=lr,
@@ -145,11 +189,7 @@ def make_objective(
             log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
         )
         try:
-            result = run_trial(spec.task, config, report)
-        except Exception:
-            if storage_error:  # the storage failed inside report(): not the task's error
-                raise storage_error[0] from None
-            raise
+            result = run_task(spec.task, config, report)
         finally:
             _release_memory()
         trial.set_user_attr("config", result.config)
@@ -191,12 +231,14 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     """Around everything a trial runs of the task: the one place where its errors are
     handled, whatever code trains.
 
-    Any exception from the task (``sys.exit`` included) sets the trial's ``fail_reason`` to
-    its first line and becomes :class:`TrialFailed`, so Optuna records FAIL and the worker
-    goes on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` (SIGTERM: ``"interrupted
-    (SIGTERM)"``) and passes through, as do pruning,
-    Optuna's own errors (the trial was failed by another worker) and a lost database
-    connection (the worker retries it; see :mod:`lrtune.workers`).
+    Whatever the task raised (:class:`TaskError`, from :func:`run_task`: any type,
+    ``sys.exit`` and ``GeneratorExit`` included) sets the trial's ``fail_reason`` to its
+    first line and becomes :class:`TrialFailed`, so Optuna records FAIL and the worker goes
+    on. Ctrl-C sets ``fail_reason = "interrupted (Ctrl-C)"`` (SIGTERM: ``"interrupted
+    (SIGTERM)"``) and passes through, as do pruning, and, from lrtune's own calls, Optuna's
+    errors (the trial was failed by another worker) and a lost database connection (the
+    worker retries it; see :mod:`lrtune.workers`). Any other exception fails the trial
+    too: none leaves it RUNNING.
     """
     from lrtune.storage import is_connection_error
 
@@ -206,17 +248,23 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     except KeyboardInterrupt as exc:
         _set_reason(trial, f"interrupted ({interrupt.interrupted_by(exc)})")
         raise
+    except TaskError as exc:
+        reason = _task_reason(exc.error)
     except (optuna.exceptions.OptunaError, TrialFailed, Surplus, UserError):
         raise  # UserError: a mistake in the task's options (e.g. fp16 on CPU), one line
-    except torch.cuda.OutOfMemoryError as exc:
-        detail = describe(exc).partition(": ")[2]
-        reason = f"CUDA out of memory: {detail}" if detail else "CUDA out of memory"
-    except (Exception, SystemExit) as exc:
-        if is_connection_error(exc):
+    except BaseException as exc:  # lrtune's own code, outside the task's run
+        if isinstance(exc, Exception) and is_connection_error(exc):
             raise
-        reason = describe(exc)
+        reason = _task_reason(exc)
     _set_reason(trial, reason)
     raise TrialFailed(reason) from None
+
+
+def _task_reason(exc: BaseException) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        detail = describe(exc).partition(": ")[2]
+        return f"CUDA out of memory: {detail}" if detail else "CUDA out of memory"
+    return describe(exc)
 
 
 def _set_reason(trial: optuna.Trial, reason: str) -> None:
