@@ -20,9 +20,11 @@ from lrtune.cli.common import (
     _positive_float,
     _positive_int,
     _threads_flags,
+    _workers_count,
     storage_url,
     use_log_dir,
 )
+from lrtune.errors import UserError
 from lrtune.shell import command_line, storage_args
 
 if TYPE_CHECKING:
@@ -125,7 +127,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_workers_count,
         default=1,
         help="local worker processes (default: 1, run in this process)",
     )
@@ -181,6 +183,12 @@ def _run_study(args: argparse.Namespace) -> int:
     spec = resolve_spec(
         values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
     )
+    heartbeat = _heartbeat(args)  # every flag checked before anything is written
+    if args.create_only and args.workers != 1:
+        raise UserError(
+            f"--workers {args.workers} with --create-only: it creates the studies and runs no "
+            "trial; start the workers with `lrtune worker --group NAME --workers N`"
+        )
     url = storage_url(args)
     use_log_dir(args)
     from lrtune.group import run_group
@@ -220,7 +228,7 @@ def _run_study(args: argparse.Namespace) -> int:
         on_rangetest=tested.append,
         on_prepared=on_prepared,
         on_progress=_progress(),
-        **_heartbeat(args),
+        **heartbeat,
     )
     if args.create_only:
         group = prepared[0]

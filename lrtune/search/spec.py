@@ -38,6 +38,21 @@ else:  # pragma: no cover
 
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
+#: The integer fields and their bounds. The upper ones stop a typo (``--grid-points 1e8``)
+#: before it is built into memory or a storage, far above any real run.
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "seed": (0, MAX_SEED),
+    "epochs": (1, 1_000_000),
+    "trials": (1, 1_000_000),
+    "repeats": (1, 1000),
+    "grid_points": (2, 10_000),
+    "rangetest_seeds": (1, 1000),
+    "rangetest_steps": (20, 1_000_000),
+    "accumulate": (1, 1_000_000),
+    "confirm": (0, 10_000),
+    "confirm_seeds": (1, 1000),
+    "reduction_factor": (2, 1000),
+}
 PRIORS: tuple[str, ...] = ("rangetest", "none")
 #: The rules ``--batch-scaling`` takes (:mod:`lrtune.search.dims`).
 BATCH_SCALINGS: tuple[str, ...] = ("linear", "sqrt", "none")
@@ -135,7 +150,6 @@ class StudySpec:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(StudySpec)}
-_MINIMUM = {"seed": 0, "confirm": 0, "grid_points": 2, "rangetest_steps": 20, "reduction_factor": 2}
 #: The baselines ``baseline`` may list (lrtune.baseline.BASELINES; that module imports this one).
 BASELINE_NAMES: tuple[str, ...] = ("schedulefree",)
 _LISTS = {
@@ -160,6 +174,8 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"spec file {p}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"spec file {p}: not a text file (TOML must be UTF-8)") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise UserError(f"spec file {p}: nested too deeply to be a spec") from None
     except OSError as exc:
         raise UserError(f"spec file {p}: cannot read it: {exc.strerror or exc}") from None
 
@@ -348,28 +364,16 @@ def _check_field(key: str, value: Any, where: str) -> Any:
             rule = "between 0 and 1" if key == "tolerance" else "a positive finite number"
             raise UserError(f"{where}: must be {rule}, got {value!r}")
         return value
-    if key in (
-        "epochs",
-        "trials",
-        "repeats",
-        "grid_points",
-        "rangetest_seeds",
-        "rangetest_steps",
-        "seed",
-        "accumulate",
-        "confirm",
-        "confirm_seeds",
-        "reduction_factor",
-    ):
+    if key in INT_LIMITS:
         if value is None and key == "epochs":
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{where}: expected an integer, got {value!r}")
-        minimum = _MINIMUM.get(key, 1)
-        if value < minimum:
-            raise UserError(f"{where}: must be at least {minimum}, got {value}")
-        if key == "seed" and value > MAX_SEED:
-            raise UserError(f"{where}: must be at most {MAX_SEED}, got {value}")
+        low, high = INT_LIMITS[key]
+        if value < low:
+            raise UserError(f"{where}: must be at least {low}, got {value}")
+        if value > high:
+            raise UserError(f"{where}: must be at most {high}, got {value}")
         return value
     if key == "rungs":
         return parse_rungs(value, where) if value else ()
