@@ -132,20 +132,21 @@ def _run_trials(
         raise UserError(f"{failures(procs)}; run the same command again to finish the budget")
 
 
-def over_budget(url: str, group: Group) -> tuple[dict[str, int], bool]:
-    """The studies of a resumed group that already hold more finished trials than their
-    budget (``study`` re-run with a smaller ``--trials``), with those counts; and whether
-    every study of the group has its budget (nothing is left to run)."""
+def over_budget(url: str, group: Group) -> tuple[dict[str, float], bool]:
+    """The studies of a resumed group that already hold more finished trials (with rungs:
+    more compute) than their budget (``study`` re-run with a smaller ``--trials``), with
+    those amounts; and whether every study of the group has its budget (nothing is left to
+    run)."""
     import optuna
 
-    from lrtune.search.states import counts
+    from lrtune.search.ladder import study_usage
     from lrtune.storage import open_storage
 
     storage = open_storage(url)
-    over: dict[str, int] = {}
+    over: dict[str, float] = {}
     full = True
     for ref in group.refs:
-        done, _ = counts(optuna.load_study(study_name=ref.name, storage=storage))
+        done, _ = study_usage(optuna.load_study(study_name=ref.name, storage=storage))
         full = full and done >= group.budget(ref)
         if done > group.budget(ref):
             over[ref.name] = done

@@ -34,6 +34,7 @@ from lrtune.rangetest import (
     range_test,
 )
 from lrtune.search.dims import build_checked, setup_lines
+from lrtune.search.ladder import budget_text, check_ladder
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec, check_group_name
 from lrtune.search.states import is_created, study_name
@@ -165,6 +166,14 @@ def prepare_group(
     if trains_here and task.fit is None:  # fp16 on the CPU: say so before any study exists
         check_precision(spec.precision or task.precision, resolve_device(device))
     group = default_group(spec, task)
+    if spec.rungs:  # the spec checked the rest; the last rung is the task's own epochs here
+        check_ladder(
+            spec.rungs,
+            epochs=spec.epochs or task.epochs,
+            pruner=spec.pruner,
+            samplers=spec.samplers,
+            where="--rungs",
+        )
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
         check_study_name(ref.name)
@@ -335,7 +344,7 @@ def _note(group: Group, ref: StudyRef) -> str:
         f"- task: `{spec.task}`, optimizer `{spec.optimizer}`",
         f"- sampler: **{ref.sampler}** (seed {ref.seed}), prior: **{ref.prior}**",
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
-        f"- budget: {group.budget(ref)} finished trials",
+        f"- budget: {budget_text(group.budget(ref), spec.rungs, spec.reduction_factor)}",
         f"- schedules: {', '.join(spec.schedules)}",
         *setup_lines(spec),
     ]

@@ -66,6 +66,9 @@ FILES: dict[str, bytes] = {
     "deep-into.toml": b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n",
     "readonly.yaml": b"train:\n  epochs: 3\n",  # mode 0o444, see _write_files
     "afile": b"not a directory\n",
+    "rungs-float.toml": b"rungs = [1, 2.5, 9]\nepochs = 9\n",
+    "rungs-grid.toml": b'rungs = [1, 3, 9]\nepochs = 9\nsamplers = ["grid", "tpe"]\n',
+    "eta-float.toml": b"reduction_factor = 2.5\n",
 }
 
 
@@ -217,6 +220,29 @@ CASES: dict[str, dict[str, Any]] = {
         "rangetest end below start": _c(
             "study --rangetest-start-lr 1 --rangetest-end-lr 0.5", "rangetest_end_lr"
         ),
+        "rungs descending": _c("study --epochs 9 --rungs 3,1,9", "ascending"),
+        "rungs repeated": _c("study --epochs 9 --rungs 1,3,3,9", "ascending"),
+        "rungs 0": _c("study --epochs 9 --rungs 0,3,9", ">= 1"),
+        "rungs non-integer": _c("study --epochs 9 --rungs 1,2.5,9", "2.5"),
+        "rungs one": _c("study --epochs 9 --rungs 9", "two or more"),
+        "rungs last not epochs": _c("study --epochs 10 --rungs 1,3,9", "--epochs (10)"),
+        "rungs last not the task's epochs": _c(
+            "study --prior none --samplers tpe --rungs 1,3,9", "--epochs (10)"
+        ),
+        "rungs with pruner median": _c(
+            "study --epochs 9 --rungs 1,3,9 --pruner median", "--pruner median"
+        ),
+        "rungs with pruner hyperband": _c(
+            "study --epochs 9 --rungs 1,3,9 --pruner hyperband", "--pruner hyperband"
+        ),
+        "rungs with grid": _c("study --epochs 9 --rungs 1,3,9 --samplers grid,tpe", "grid"),
+        "reduction-factor 1": _c("study --epochs 9 --rungs 1,3,9 --reduction-factor 1", ">= 2"),
+        "reduction-factor 1.5": _c(
+            "study --epochs 9 --rungs 1,3,9 --reduction-factor 1.5", "--reduction-factor"
+        ),
+        "spec rungs float": _c("study --spec {dir}/rungs-float.toml", "rungs"),
+        "spec rungs with grid": _c("study --spec {dir}/rungs-grid.toml", "grid"),
+        "spec reduction_factor float": _c("study --spec {dir}/eta-float.toml", "reduction_factor"),
         "storage scheme": _c("study --storage foo://x", "foo", storage=False),
         "storage port": _c("study --storage postgresql://u:pw@h:abc/db", "port", storage=False),
         "storage empty": _c(

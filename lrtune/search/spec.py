@@ -19,6 +19,7 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.schedules import SCHEDULE_NAMES
+from lrtune.search.ladder import check_ladder, parse_rungs
 from lrtune.search.ranges import SETUP_TABLES, check_params
 from lrtune.search.samplers import PRUNERS, SAMPLERS
 from lrtune.training.optimizers import (
@@ -50,6 +51,7 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "accumulate": (1, 1_000_000),
     "confirm": (0, 10_000),
     "confirm_seeds": (1, 1000),
+    "reduction_factor": (2, 1000),
 }
 PRIORS: tuple[str, ...] = ("rangetest", "none")
 #: The rules ``--batch-scaling`` takes (:mod:`lrtune.search.dims`).
@@ -95,6 +97,9 @@ class StudySpec:
         confirm: once the budgets are met, re-train this many best distinct
             configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
         confirm_seeds: fresh training seeds per confirmed configuration.
+        rungs: epochs per rung, ascending, the last = ``epochs`` (empty: no rungs);
+            with rungs ``trials`` counts full-trial equivalents (:mod:`lrtune.search.ladder`).
+        reduction_factor: η, the top ``1/η`` of a rung is promoted to the next.
         baseline: baseline arms studied beside the schedule search (``schedulefree``:
             :mod:`lrtune.baseline`); empty: none.
     """
@@ -126,6 +131,8 @@ class StudySpec:
     widen: bool = True
     confirm: int = 3
     confirm_seeds: int = 2
+    rungs: tuple[int, ...] = ()
+    reduction_factor: int = 3
     batch_scaling: str | None = None
     baseline: tuple[str, ...] = ()
 
@@ -195,7 +202,15 @@ def resolve_spec(
         kwargs[key] = _check_field(key, value, "--" + key.replace("_", "-"))
     if "optimizer" not in kwargs:  # neither file nor flag names one: the task's own
         kwargs["optimizer"] = task_optimizer(kwargs.get("task", StudySpec.task))
+    if kwargs.get("rungs") and "samplers" not in kwargs:  # a grid has no rungs
+        kwargs["samplers"] = tuple(s for s in StudySpec.samplers if s != "grid")
     spec = StudySpec(**kwargs)
+    if spec.rungs:  # the last rung against the task's own epochs: lrtune.study
+        where = "--rungs" if "rungs" in flags else f"{source}: rungs"
+        epochs = spec.epochs or spec.rungs[-1]
+        check_ladder(
+            spec.rungs, epochs=epochs, pruner=spec.pruner, samplers=spec.samplers, where=where
+        )
     if spec.lr_low >= spec.lr_high:
         raise UserError(
             f"{source}: lr_low ({spec.lr_low:g}) must be below lr_high ({spec.lr_high:g})"
@@ -360,6 +375,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         if value > high:
             raise UserError(f"{where}: must be at most {high}, got {value}")
         return value
+    if key == "rungs":
+        return parse_rungs(value, where) if value else ()
     if key == "widen":
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true or false, got {value!r}")
