@@ -19,10 +19,10 @@ from typing import Any
 
 import optuna
 
+from lrtune.censored import Stat, summarize
 from lrtune.confirmed import ConfirmState, confirm_notes, read_confirmations
+from lrtune.search.ladder import Ladder, is_result, trained
 from lrtune.search.states import finished, group_study_names
-
-_COMPLETE = optuna.trial.TrialState.COMPLETE
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,11 @@ class Row:
     """One study's line of the table.
 
     ``to_target`` counts finished trials (complete or pruned, in order) up to and including
-    the first complete one within the target; ``None`` when none was. ``cost`` adds the
-    range test's cost in trial-equivalents for the prior arm.
+    the first complete one within the target (with rungs: the first on the top rung);
+    ``None`` when none was. ``cost`` is the compute those trials trained, in full-trial
+    equivalents (epochs trained ÷ the full epochs: a pruned or short-rung trial counts its
+    share), plus the range test's cost for the prior arm. ``spent`` is the compute of all
+    finished trials; ``rungs`` the study's rungs (empty: none).
     """
 
     study: str
@@ -71,6 +74,8 @@ class Row:
     cost: float | None
     seconds: float
     confirmed: Confirmed | None = None
+    spent: float = 0.0
+    rungs: tuple[int, ...] = ()
     #: A baseline arm's study (``--baseline``, :mod:`lrtune.baseline`), not the search's.
     baseline: bool = False
 
@@ -80,56 +85,11 @@ class Row:
         (= budget + 1 once it has its budget), a lower bound of its trials-to-target."""
         return self.done + 1
 
-
-@dataclass(frozen=True)
-class Bound:
-    """A statistic over repeats; ``at_least`` when it rests on a censored repeat, so the
-    true value is at least ``value``."""
-
-    value: float
-    at_least: bool = False
-
-    def text(self, spec: str = ".4g") -> str:
-        """``value`` formatted, with ``≥`` in front of a lower bound."""
-        return ("≥" if self.at_least else "") + format(self.value, spec)
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Median and quartiles (inclusive method) of ``n`` values, ``censored`` of them
-    counted at their lower bound."""
-
-    median: Bound
-    q1: Bound
-    q3: Bound
-    n: int
-    censored: int = 0
-
-    def text(self, spec: str = ".4g") -> str:
-        """``median [q1-q3]``, or the one value when ``n`` is 1."""
-        if self.n == 1:
-            return self.median.text(spec)
-        return f"{self.median.text(spec)} [{self.q1.text('.3g')}-{self.q3.text('.3g')}]"
-
-
-def summarize(values: list[tuple[float, bool]]) -> Stat | None:
-    """Median and IQR of ``(value, censored)`` pairs; ``None`` for no values.
-
-    A censored value is a lower bound. Raising any value never lowers an order statistic,
-    so every quantile here is a lower bound of the true one; it is exact when no censored
-    value sorts at or before the order statistics it interpolates, else marked ``≥``.
-    """
-    if not values:
-        return None
-    data = sorted(values, key=lambda v: (v[0], v[1]))  # ties: the exact value first
-
-    def quantile(p: float) -> Bound:
-        h = (len(data) - 1) * p
-        lo, hi = math.floor(h), math.ceil(h)
-        value = data[lo][0] + (h - lo) * (data[hi][0] - data[lo][0])
-        return Bound(value, any(c for _, c in data[: hi + 1]))
-
-    return Stat(quantile(0.5), quantile(0.25), quantile(0.75), len(data), sum(c for _, c in data))
+    @property
+    def censored_cost(self) -> float:
+        """The cost a study that never reached the target counts as (before the range
+        test): its compute + one full trial, the least a trial reaching it would add."""
+        return self.spent + 1.0
 
 
 @dataclass
@@ -211,10 +171,6 @@ def within(value: float, best: float, tolerance: float, direction: str) -> bool:
     return value <= best + slack if direction == "minimize" else value >= best - slack
 
 
-def _finite(trial: optuna.trial.FrozenTrial) -> bool:
-    return trial.state == _COMPLETE and trial.value is not None and math.isfinite(trial.value)
-
-
 def compare_group(
     storage: optuna.storages.BaseStorage, group: str, *, tolerance: float | None = None
 ) -> Comparison:
@@ -238,11 +194,15 @@ def compare_group(
     )
     sign = 1 if direction == "minimize" else -1
     trials = {s.study_name: finished(s.get_trials(deepcopy=False)) for s in studies}
-    values = [float(t.value or 0.0) for ts in trials.values() for t in ts if _finite(t)]
+    ladders = {s.study_name: Ladder.from_attrs(s.user_attrs) for s in studies}
+    full = {s.study_name: int(s.user_attrs.get("epochs") or 1) for s in studies}
+    # Only what can be exported is a result: with rungs, the top rung's trials.
+    results = {n: [t for t in ts if is_result(t, ladders[n])] for n, ts in trials.items()}
+    values = [float(t.value or 0.0) for ts in results.values() for t in ts]
     best = min(values, key=lambda v: sign * v) if values else None
-    durations = [
-        float(t.user_attrs["seconds"])
-        for ts in trials.values()
+    durations = [  # seconds of a full-length trial: a rung trial's scaled by its epochs
+        float(t.user_attrs["seconds"]) * full[n] / int(t.user_attrs.get("epochs") or full[n])
+        for n, ts in trials.items()
         for t in ts
         if "seconds" in t.user_attrs
     ]
@@ -257,8 +217,13 @@ def compare_group(
         None,
     )
     rt_seconds = float(rt["seconds"]) if rt else 0.0
-    configs = [t.user_attrs.get("config") for ts in trials.values() for t in ts]
-    rt_trials = rangetest_trials(rt, [c for c in configs if isinstance(c, dict)], per_trial)
+    configs = [
+        _full_length(t.user_attrs["config"], full[n])
+        for n, ts in trials.items()
+        for t in ts
+        if isinstance(t.user_attrs.get("config"), dict)
+    ]
+    rt_trials = rangetest_trials(rt, configs, per_trial)
     cmp = Comparison(
         group,
         direction,
@@ -273,18 +238,23 @@ def compare_group(
     for s in studies:
         attrs = s.user_attrs
         ts = trials[s.study_name]
-        complete = [t for t in ts if _finite(t)]
+        ladder = ladders[s.study_name]
+        complete = results[s.study_name]
         top = min(complete, key=lambda t: sign * float(t.value or 0.0)) if complete else None
+        costs = [trained(t, full[s.study_name]) for t in ts]
         to_target = None
         if best is not None:
             to_target = next(
                 (
                     i + 1
                     for i, t in enumerate(ts)
-                    if _finite(t) and within(float(t.value or 0.0), best, tol, direction)
+                    if is_result(t, ladder) and within(float(t.value or 0.0), best, tol, direction)
                 ),
                 None,
             )
+        cost = (
+            None if to_target is None else sum(costs[:to_target]) + _extra(cmp, attrs.get("prior"))
+        )
         cmp.rows.append(
             Row(
                 study=s.study_name,
@@ -299,9 +269,11 @@ def compare_group(
                 schedule=top.params.get("schedule") if top else None,
                 best_trial=top.number if top else None,
                 to_target=to_target,
-                cost=None if to_target is None else to_target + _extra(cmp, attrs.get("prior")),
+                cost=cost,
                 seconds=sum(float(t.user_attrs.get("seconds", 0.0)) for t in ts),
                 confirmed=_confirmed(confirmations, s.study_name),
+                spent=sum(costs),
+                rungs=ladder.rungs if ladder is not None else (),
                 baseline="baseline" in attrs,
             )
         )
@@ -309,6 +281,15 @@ def compare_group(
     cmp.arms = arms_of(cmp)
     cmp.winner = judge(cmp)
     return cmp
+
+
+def _full_length(config: dict[str, Any], full_epochs: int) -> dict[str, Any]:
+    """``config`` of a rung trial as if it had trained the full epochs (its updates
+    scaled), so that a range test is counted against full-length trials."""
+    steps, epochs = config.get("total_steps"), config.get("epochs")
+    if not isinstance(steps, int) or not isinstance(epochs, int) or epochs in (0, full_epochs):
+        return config
+    return {**config, "total_steps": round(steps * full_epochs / epochs)}
 
 
 def rangetest_trials(
@@ -365,7 +346,12 @@ def arms_of(cmp: Comparison) -> list[Arm]:
         if cmp.target is not None:
             reach = [(float(r.to_target or r.censored_at), r.to_target is None) for r in rows]
             to_target = summarize(reach)
-            cost = summarize([(v + extra, c) for v, c in reach])
+            cost = summarize(
+                [
+                    (r.cost, False) if r.cost is not None else (r.censored_cost + extra, True)
+                    for r in rows
+                ]
+            )
         confirmed = [r.confirmed for r in rows if r.confirmed is not None]
         arms.append(
             Arm(

@@ -32,6 +32,7 @@ from typing import Any
 
 import optuna
 
+from lrtune.search.ladder import Ladder, study_usage, top_rung
 from lrtune.search.states import FINISHED, group_study_names, unfinished_studies
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,15 @@ def _sign(study: optuna.Study) -> int:
 
 
 def candidates(studies: list[optuna.Study]) -> list[Candidate]:
-    """The group's complete finite trials, best single-seed value first, one per distinct
-    configuration (the earlier study and trial wins a tie)."""
+    """The group's complete finite trials (with rungs, the top rung's), best single-seed
+    value first, one per distinct configuration (the earlier study and trial wins a tie)."""
     if not studies:
         return []
     sign = _sign(studies[0])
     found = []
     for index, s in enumerate(studies):
-        for t in s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        complete = s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        for t in top_rung(complete, Ladder.from_attrs(s.user_attrs)):
             if t.value is not None and math.isfinite(t.value):
                 found.append((sign * t.value, index, t.number, s.study_name, t))
     found.sort(key=lambda x: x[:3])
@@ -100,8 +102,8 @@ def candidates(studies: list[optuna.Study]) -> list[Candidate]:
 
 def _budgets_met(studies: list[optuna.Study]) -> bool:
     for s in studies:
-        done = sum(t.state in FINISHED for t in s.get_trials(deepcopy=False))
-        if done < int(s.user_attrs.get("budget", 0)):
+        done, _ = study_usage(s)  # with rungs, compute
+        if done < float(s.user_attrs.get("budget", 0)):
             return False
     return bool(studies)
 

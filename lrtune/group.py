@@ -67,7 +67,9 @@ def run_group(
 
     if str(resolve_device(device)) == "cpu" or threads is not None:
         limit_cpu_threads(threads)
-    group = prepare_group(spec, url, device=device, on_rangetest=on_rangetest)
+    group = prepare_group(
+        spec, url, device=device, on_rangetest=on_rangetest, trains_here=not create_only
+    )
     storage = open_storage(url)
     # --confirm/--confirm-seeds may change between runs, like --trials: workers read them here.
     set_options(storage, group.name, spec.confirm, spec.confirm_seeds)
@@ -97,7 +99,7 @@ def _run_trials(
     worker_args: Sequence[str],
     on_progress: ProgressCallback | None,
 ) -> None:
-    from lrtune.processes import spawn_workers, wait_workers
+    from lrtune.processes import failures, spawn_workers, wait_workers
     from lrtune.storage import open_storage
     from lrtune.workers import run_worker
 
@@ -127,26 +129,24 @@ def _run_trials(
     ]
     procs = spawn_workers(url, group.name, workers, device=device, extra_args=extra)
     if wait_workers(procs, on_tick=progress) != 0:
-        raise UserError(
-            "a worker failed (see its message above); run the same command "
-            "again to finish the budget"
-        )
+        raise UserError(f"{failures(procs)}; run the same command again to finish the budget")
 
 
-def over_budget(url: str, group: Group) -> tuple[dict[str, int], bool]:
-    """The studies of a resumed group that already hold more finished trials than their
-    budget (``study`` re-run with a smaller ``--trials``), with those counts; and whether
-    every study of the group has its budget (nothing is left to run)."""
+def over_budget(url: str, group: Group) -> tuple[dict[str, float], bool]:
+    """The studies of a resumed group that already hold more finished trials (with rungs:
+    more compute) than their budget (``study`` re-run with a smaller ``--trials``), with
+    those amounts; and whether every study of the group has its budget (nothing is left to
+    run)."""
     import optuna
 
-    from lrtune.search.states import counts
+    from lrtune.search.ladder import study_usage
     from lrtune.storage import open_storage
 
     storage = open_storage(url)
-    over: dict[str, int] = {}
+    over: dict[str, float] = {}
     full = True
     for ref in group.refs:
-        done, _ = counts(optuna.load_study(study_name=ref.name, storage=storage))
+        done, _ = study_usage(optuna.load_study(study_name=ref.name, storage=storage))
         full = full and done >= group.budget(ref)
         if done > group.budget(ref):
             over[ref.name] = done

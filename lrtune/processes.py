@@ -72,12 +72,39 @@ def wait_workers(
             if on_tick is not None:
                 on_tick()
             time.sleep(poll)
-        codes = [p.wait() for p in procs]
+        codes = [exit_code(p.wait()) for p in procs]
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, interrupt.Interrupted) else signal.SIGINT
         stop_workers(procs, signum, STOP_SECONDS if stop_seconds is None else stop_seconds)
         raise
     return max(codes, default=0)
+
+
+def exit_code(returncode: int) -> int:
+    """A process's exit status as a shell gives it: ``128 + N`` when signal N ended it
+    (``Popen`` says ``-N``, which ``max`` over the workers would take for success)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def failures(procs: Sequence[subprocess.Popen[bytes]]) -> str:
+    """One line on the finished ``procs`` that failed: each one's number and pid, and the
+    signal that ended it (nothing else said anything then) or its exit code (its own
+    message came before)."""
+    parts = []
+    for index, proc in enumerate(procs, start=1):
+        code = proc.returncode
+        if code is None or code == 0:
+            continue
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            how = f"was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+        else:
+            how = f"exited with code {code} (its message is above)"
+        parts.append(f"worker {index} (pid {proc.pid}) {how}")
+    return "; ".join(parts) or "no worker failed"
 
 
 #: How long a parent waits for its local workers to stop after passing a signal on; then

@@ -136,8 +136,8 @@ def engine_kwargs(url: str, *, pool_size: int = 1, wal: bool = True) -> dict[str
 def check_url(url: str) -> str:
     """``url`` normalized (:func:`normalize_url`) after checking its form, or a one-line
     :class:`UserError` naming the fault: empty, no scheme, a raw ``@`` in the password, a
-    port that is not a number, or anything else SQLAlchemy cannot parse. Nothing is
-    opened."""
+    port that is not a number, a PostgreSQL URL without a database, or anything else
+    SQLAlchemy cannot parse. Nothing is opened."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -152,12 +152,21 @@ def check_url(url: str) -> str:
     if netloc.count("@") > 1:
         raise UserError(f"storage URL {shown!r} has a raw '@' in its password: write it as %40")
     try:
-        make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:  # a port that is no number: ValueError
         port = netloc.rpartition("@")[2].rpartition(":")[2]
         if not isinstance(exc, ArgumentError) and port and not port.isdigit():
             raise UserError(f"storage URL {shown!r}: port {port!r} is not a number") from None
         raise UserError(f"storage {shown!r} is not a URL: {example}") from None
+    if parsed.get_backend_name() == "postgresql" and not (
+        parsed.database or parsed.query.get("dbname")
+    ):
+        # libpq would connect to the database named like the user, and lrtune would
+        # create Optuna's tables there.
+        raise UserError(
+            f"storage URL {shown!r} names no database: add /DBNAME "
+            "(postgresql://USER@HOST/lrtune); create it first with createdb"
+        )
     return url
 
 

@@ -23,6 +23,7 @@ from lrtune import __version__
 from lrtune.baseline import BASELINE_SAMPLER, baseline_spec
 from lrtune.creation import plot_png, spec_difference, write_study
 from lrtune.dashboard.graphs import set_metric_name
+from lrtune.device import resolve_device
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
 from lrtune.rangetest import (
@@ -33,12 +34,14 @@ from lrtune.rangetest import (
     range_test,
 )
 from lrtune.search.dims import build_checked, setup_lines
+from lrtune.search.ladder import budget_text, check_ladder
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec, check_group_name
 from lrtune.search.states import is_created, study_name
 from lrtune.storage import check_study_name, mask_url, new_sqlite_file, open_storage
 from lrtune.training.tasks import Task
 from lrtune.training.tblog import log_root, write_range_test
+from lrtune.training.updater import check_precision
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,7 @@ def prepare_group(
     *,
     device: str = "auto",
     on_rangetest: Callable[[RangeTestResult], None] | None = None,
+    trains_here: bool = True,
 ) -> Group:
     """Create (or find, to resume) the studies of ``spec``; run the range test if needed.
 
@@ -154,11 +158,22 @@ def prepare_group(
     runs at most once per group (once more for a baseline arm, with its own optimizer);
     its result is reused when the command is run again. A new SQLite file is created only
     once the range test passed. A study a crash left half-written is written again
-    (:mod:`lrtune.creation`).
+    (:mod:`lrtune.creation`). ``trains_here``: trials run on ``device`` in this process
+    (not ``--create-only``), so the precision must suit it.
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
         task = build_checked(spec)  # and the searched setup (lrtune.search.dims)
+    if trains_here and task.fit is None:  # fp16 on the CPU: say so before any study exists
+        check_precision(spec.precision or task.precision, resolve_device(device))
     group = default_group(spec, task)
+    if spec.rungs:  # the spec checked the rest; the last rung is the task's own epochs here
+        check_ladder(
+            spec.rungs,
+            epochs=spec.epochs or task.epochs,
+            pruner=spec.pruner,
+            samplers=spec.samplers,
+            where="--rungs",
+        )
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
         check_study_name(ref.name)
@@ -329,7 +344,7 @@ def _note(group: Group, ref: StudyRef) -> str:
         f"- task: `{spec.task}`, optimizer `{spec.optimizer}`",
         f"- sampler: **{ref.sampler}** (seed {ref.seed}), prior: **{ref.prior}**",
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
-        f"- budget: {group.budget(ref)} finished trials",
+        f"- budget: {budget_text(group.budget(ref), spec.rungs, spec.reduction_factor)}",
         f"- schedules: {', '.join(spec.schedules)}",
         *setup_lines(spec),
     ]

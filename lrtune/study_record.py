@@ -12,6 +12,15 @@ import optuna
 __all__ = ["save_comparison"]
 
 
+def _budget(attrs: dict[str, Any]) -> str:
+    """A study's stored budget in words (with rungs: full-trial equivalents)."""
+    from lrtune.search.ladder import Ladder, budget_text
+
+    ladder = Ladder.from_attrs(attrs)
+    rungs, eta = (ladder.rungs, ladder.eta) if ladder is not None else ((), 3)
+    return budget_text(attrs.get("budget"), rungs, eta)
+
+
 def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
     """Store the comparison on every study of its group (user attr, dashboard note and the
     group's best-so-far graph)."""
@@ -39,7 +48,7 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Any) -> None:
                     f"## {row.study}",
                     f"- task: `{attrs.get('task')}`, sampler **{attrs.get('sampler')}**, "
                     f"prior **{attrs.get('prior')}**, LR bounds {low:.3g} … {high:.3g}",
-                    f"- budget: {attrs.get('budget')} finished trials",
+                    f"- budget: {_budget(attrs)}",
                     "",
                     "### Comparison of the group",
                     "",

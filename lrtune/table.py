@@ -52,7 +52,7 @@ def format_table(cmp: Comparison, *, markdown: bool = False) -> str:
         rows = [
             [
                 _mark(winner is not None and r.study == winner.study) + r.study,
-                f"{r.done}/{r.budget}",
+                f"{r.spent:.3g}/{r.budget} eq" if r.rungs else f"{r.done}/{r.budget}",
                 fmt(r.best),
                 fmt(r.lr, ".3g"),
                 r.schedule or "-",
@@ -76,10 +76,10 @@ def _notes(cmp: Comparison) -> list[str]:
     # The range test's cost only means something when a study used its prior.
     priors = {row.prior for row in cmp.rows}
     cost = (
-        f"cost: to target + the range test ({cmp.rangetest_trials:.2f} trial-equivalents "
+        f"cost: compute to target + the range test ({cmp.rangetest_trials:.2f} trial-equivalents "
         f"of optimizer updates, {cmp.rangetest_seconds:.1f} s) for the rangetest prior"
         if "rangetest" in priors
-        else "cost: to target (no range test was run)"
+        else "cost: compute to target (no range test was run)"
     )
     notes = [
         f"target: {cmp.metric} within {cmp.tolerance:.0%} of the group's best "
@@ -87,6 +87,13 @@ def _notes(cmp: Comparison) -> list[str]:
         f"{fmt(cmp.target)}",
         f"to target: finished trials until the first within target{never}; {cost}",
     ]
+    ladders = sorted({row.rungs for row in cmp.rows if row.rungs})
+    if ladders:
+        rungs = " and ".join(",".join(map(str, r)) for r in ladders)
+        notes.append(
+            f"rungs {rungs} epochs: only top-rung trials are results; trials and cost count "
+            "compute in full-trial equivalents (eq: epochs trained / full epochs)"
+        )
     if repeats > 1:
         censored = sum(a.to_target.censored for a in cmp.arms if a.to_target)
         total = sum(len(a.studies) for a in cmp.arms)

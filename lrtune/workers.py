@@ -22,11 +22,12 @@ from lrtune.creation import wait_created
 from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
+from lrtune.search import ladder as rungs
 from lrtune.search.objective import Surplus, TrialFailed, make_objective
-from lrtune.search.samplers import make_pruner, make_sampler
+from lrtune.search.samplers import BottomRungView, make_pruner, make_sampler
 from lrtune.search.space import grid_space
 from lrtune.search.spec import StudySpec
-from lrtune.search.states import counts, group_study_names
+from lrtune.search.states import group_study_names
 from lrtune.search.widen import can_widen, maybe_widen
 from lrtune.storage import (
     first_line,
@@ -101,13 +102,19 @@ def _load(
     spec = dataclasses.replace(StudySpec.from_dict(attrs["spec"]), task=trusted)
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
     budget = int(attrs["budget"])
+    ladder = rungs.Ladder.from_attrs(attrs)
     sampler = make_sampler(
         attrs["sampler"],
         seed=int(attrs["seed"]) + WORKER_SEED_STRIDE * worker,
-        budget=budget,
+        # With rungs the sampler proposes the bottom rung's configurations: many more.
+        budget=budget if ladder is None else ladder.bottom_trials(),
         grid=grid_space(spec, bounds),
     )
-    pruner = make_pruner(spec.pruner, epochs=int(attrs["epochs"]))
+    pruner = (
+        make_pruner(spec.pruner, epochs=int(attrs["epochs"]))
+        if ladder is None
+        else BottomRungView()
+    )
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     objective = make_objective(
         spec,
@@ -116,6 +123,7 @@ def _load(
         device=device,
         worker=worker_id(),
         follow_bounds=attrs["prior"] == "rangetest" and spec.widen and attrs["sampler"] != "grid",
+        ladder=ladder,
         reference_batch=reference_batch(attrs),
     )
     return study, objective, budget
@@ -205,6 +213,8 @@ def run_worker(
             "`lrtune study ... --create-only` (see `lrtune ls`)"
         )
     loaded = {n: _load(storage, n, worker, device, task) for n in names}
+    # Whether a study has rungs is fixed at creation, like its budget's unit.
+    ladders = {n: rungs.Ladder.from_attrs(loaded[n][0].user_attrs) for n in names}
     # Whether a study widens is fixed at creation: ask once, not after every trial (a
     # storage read per trial for the studies that never widen).
     widens = {n: can_widen(loaded[n][0].user_attrs) for n in names}  # confirm: never
@@ -221,8 +231,12 @@ def run_worker(
             # lrtune.storage; it misses trials that never beat and records no reason.)
             for n in names:
                 stale.fail_stale(loaded[n][0])
-            state = {n: counts(loaded[n][0]) for n in names}
-            open_slots = [n for n in names if sum(state[n]) < loaded[n][2]]
+            state, work = {}, {}
+            for n in names:
+                state[n], work[n] = _assess(loaded[n][0], ladders.get(n))
+            open_slots = [
+                n for n in names if sum(state[n]) < loaded[n][2] and work[n] not in ("wait", "full")
+            ]
             if not open_slots:
                 if all(state[n][0] >= loaded[n][2] for n in names):
                     # Budgets met: confirm the group's best configurations (once).
@@ -240,6 +254,9 @@ def run_worker(
                 continue
             name = min(open_slots, key=lambda n: (sum(state[n]) / loaded[n][2], names.index(n)))
             study, objective, _ = loaded[name]
+            chosen, ladder = work[name], ladders.get(name)
+            if isinstance(chosen, rungs.Promotion) and ladder is not None:
+                rungs.promote(study, chosen, ladder)  # the optimize below runs it (or another)
             ran: list[optuna.trial.FrozenTrial] = []
             study.optimize(
                 objective,
@@ -291,6 +308,19 @@ def run_worker(
             on_trial(name, mine)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _assess(
+    study: optuna.Study, ladder: rungs.Ladder | None
+) -> tuple[tuple[float, float], rungs.Work | None]:
+    """``((done, in_flight), work)`` of ``study`` from one read of its trials: its usage in
+    budget units and, with rungs, what to run next (:func:`lrtune.search.ladder.next_work`)."""
+    trials = study.get_trials(deepcopy=False)
+    usage = rungs.usage(trials, ladder)
+    if ladder is None:
+        return usage, None
+    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+    return usage, rungs.next_work(trials, ladder, minimize=minimize)
 
 
 def storage_retry_seconds() -> float:

@@ -58,7 +58,17 @@ FILES: dict[str, bytes] = {
     b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
     b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
     b"                name='a\\nb')\n",
+    "deep.toml": b"x = " + b"[" * 3000 + b"]" * 3000 + b"\n",
+    "stored-log-zero.toml": b'[params.cosine]\nfinal_factor = ["float", 0.0, 0.5, true]\n',
+    "merge-key.yaml": b"base: &b\n  lr: 1\ntrain:\n  <<: *b\n  epochs: 3\n",
+    "deep.json": b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}\n",
+    "deep.yaml": b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "deep-into.toml": b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "readonly.yaml": b"train:\n  epochs: 3\n",  # mode 0o444, see _write_files
     "afile": b"not a directory\n",
+    "rungs-float.toml": b"rungs = [1, 2.5, 9]\nepochs = 9\n",
+    "rungs-grid.toml": b'rungs = [1, 3, 9]\nepochs = 9\nsamplers = ["grid", "tpe"]\n',
+    "eta-float.toml": b"reduction_factor = 2.5\n",
 }
 
 
@@ -100,6 +110,8 @@ CASES: dict[str, dict[str, Any]] = {
         "steps 3": _c("rangetest --steps 3", "steps"),
         "mode foo": _c("rangetest --mode foo", "--mode"),
         "optimizer bogus": _c("rangetest --optimizer bogus", "bogus"),
+        "task empty": Case(("rangetest", "--task", ""), "--task"),
+        "threads 1e9": _c("rangetest --threads 1000000000", "--threads"),
         "seed x": _c("rangetest --seed x", "--seed"),
         "seed -1": _c("rangetest --seed -1", "--seed"),
         "seed 2**70": _c(f"rangetest --seed {2**70}", "--seed"),
@@ -155,6 +167,26 @@ CASES: dict[str, dict[str, Any]] = {
         "baseline twice": _c("study --baseline schedulefree,schedulefree", "twice"),
         "lr-low 0": _c("study --lr-low 0", "--lr-low"),
         "group slash": _c("study --group a/b", "--group"),
+        "precision fp16 on cpu": _c(
+            "study --group fresh16 --prior none --samplers random --precision fp16 --device cpu",
+            "fp16",
+        ),
+        "grid-points 1e8": _c("study --grid-points 100000000", "--grid-points"),
+        "repeats 1e6": _c("study --repeats 1000000", "--repeats"),
+        "heartbeat 1e11": _c("study --heartbeat-interval 100000000000", "--heartbeat-interval"),
+        "grace below heartbeat": _c(
+            "study --heartbeat-interval 10 --grace-period 5", "--grace-period"
+        ),
+        "threads 1e9": _c("study --threads 1000000000", "--threads"),
+        "workers 1e5": _c("study --workers 100000", "--workers"),
+        "create-only with workers": _c("study --create-only --workers 2", "--create-only"),
+        "spec 3000 deep": _c("study --spec {dir}/deep.toml", "nested"),
+        "spec stored log range from 0": _c(
+            "study --spec {dir}/stored-log-zero.toml --schedules cosine", "low > 0"
+        ),
+        "storage no database": _c(
+            "study --storage postgresql://u@127.0.0.1:1", "no database", storage=False
+        ),
         "group newline": Case(("study", "--group", "a\nb"), "U+000A"),
         "group escape": Case(("study", "--group", "a\x1b[31mb"), "U+001B"),
         "group tab": Case(("study", "--group", "a\tb"), "U+0009"),
@@ -188,6 +220,29 @@ CASES: dict[str, dict[str, Any]] = {
         "rangetest end below start": _c(
             "study --rangetest-start-lr 1 --rangetest-end-lr 0.5", "rangetest_end_lr"
         ),
+        "rungs descending": _c("study --epochs 9 --rungs 3,1,9", "ascending"),
+        "rungs repeated": _c("study --epochs 9 --rungs 1,3,3,9", "ascending"),
+        "rungs 0": _c("study --epochs 9 --rungs 0,3,9", ">= 1"),
+        "rungs non-integer": _c("study --epochs 9 --rungs 1,2.5,9", "2.5"),
+        "rungs one": _c("study --epochs 9 --rungs 9", "two or more"),
+        "rungs last not epochs": _c("study --epochs 10 --rungs 1,3,9", "--epochs (10)"),
+        "rungs last not the task's epochs": _c(
+            "study --prior none --samplers tpe --rungs 1,3,9", "--epochs (10)"
+        ),
+        "rungs with pruner median": _c(
+            "study --epochs 9 --rungs 1,3,9 --pruner median", "--pruner median"
+        ),
+        "rungs with pruner hyperband": _c(
+            "study --epochs 9 --rungs 1,3,9 --pruner hyperband", "--pruner hyperband"
+        ),
+        "rungs with grid": _c("study --epochs 9 --rungs 1,3,9 --samplers grid,tpe", "grid"),
+        "reduction-factor 1": _c("study --epochs 9 --rungs 1,3,9 --reduction-factor 1", ">= 2"),
+        "reduction-factor 1.5": _c(
+            "study --epochs 9 --rungs 1,3,9 --reduction-factor 1.5", "--reduction-factor"
+        ),
+        "spec rungs float": _c("study --spec {dir}/rungs-float.toml", "rungs"),
+        "spec rungs with grid": _c("study --spec {dir}/rungs-grid.toml", "grid"),
+        "spec reduction_factor float": _c("study --spec {dir}/eta-float.toml", "reduction_factor"),
         "storage scheme": _c("study --storage foo://x", "foo", storage=False),
         "storage port": _c("study --storage postgresql://u:pw@h:abc/db", "port", storage=False),
         "storage empty": _c(
@@ -219,6 +274,18 @@ CASES: dict[str, dict[str, Any]] = {
         "task pinned, 2 workers": _c(f"worker --group {GROUP} --task wine --workers 2", "pinned"),
         "task pinned, study": _c(f"worker --study {STUDY} --task mylab:make", "pinned"),
         "grace-period x": _c(f"worker --group {GROUP} --grace-period x", "--grace-period"),
+        "heartbeat 1e11": _c(
+            f"worker --group {GROUP} --heartbeat-interval 100000000000", "--heartbeat-interval"
+        ),
+        "grace below heartbeat": _c(
+            f"worker --group {GROUP} --heartbeat-interval 10 --grace-period 19", "--grace-period"
+        ),
+        "threads 1e9": _c(f"worker --group {GROUP} --threads 1000000000", "--threads"),
+        "workers 1e5": _c(f"worker --group {GROUP} --workers 100000", "--workers"),
+        "task empty": Case(("worker", "--group", GROUP, "--task", ""), "--task"),
+        "storage no database": _c(
+            "worker --group x --storage postgresql://u@127.0.0.1:1", "no database", storage=False
+        ),
         "log-dir under a file": _c(f"worker --group {GROUP} --log-dir {{dir}}/afile/t", "afile"),
         "unknown flag": _c(f"worker --group {GROUP} --frob", "--frob"),
         "storage missing": _c(
@@ -266,6 +333,18 @@ CASES: dict[str, dict[str, Any]] = {
         "into binary": _c(f"export --study {STUDY} --into {{dir}}/binary.toml", "binary.toml"),
         "out missing dir": _c(f"export --study {STUDY} --out no/such/c.yaml", "no/such"),
         "out under /proc": _c(f"export --study {STUDY} --out /proc/c.yaml", "/proc"),
+        "into a merge key": _c(
+            f"export --study {STUDY} --into {{dir}}/merge-key.yaml:train", "anchor"
+        ),
+        "into 5000-deep json": _c(f"export --study {STUDY} --into {{dir}}/deep.json", "nested"),
+        "into 5000-deep yaml": _c(f"export --study {STUDY} --into {{dir}}/deep.yaml", "YAML"),
+        "into 5000-deep toml": _c(
+            f"export --study {STUDY} --into {{dir}}/deep-into.toml", "nested"
+        ),
+        "into read-only": _c(
+            f"export --study {STUDY} --into {{dir}}/readonly.yaml:train", "read-only"
+        ),
+        "out read-only": _c(f"export --study {STUDY} --out {{dir}}/readonly.yaml", "read-only"),
         "storage missing": _c(
             "export --study x --storage sqlite:///lrtnue.db", "no storage at", storage=False
         ),
@@ -309,6 +388,9 @@ CASES: dict[str, dict[str, Any]] = {
             "ls --storage postgresql+psycopg://u:pa@SECRET@127.0.0.1:1/db", "u:", storage=False
         ),
         "storage port": _c("ls --storage postgresql://u@h:abc/db", "port", storage=False),
+        "storage no database": _c(
+            "ls --storage postgresql://u@127.0.0.1:1/", "no database", storage=False
+        ),
     },
 }
 
@@ -353,6 +435,7 @@ def _write_files(files: Path) -> None:
         path.unlink()
     for name, data in FILES.items():
         (files / name).write_bytes(data)
+    (files / "readonly.yaml").chmod(0o444)
     conn = sqlite3.connect(files / "foreign.db")
     with conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
@@ -361,8 +444,21 @@ def _write_files(files: Path) -> None:
 
 
 def _digests(world: dict[str, Any]) -> dict[str, str]:
-    paths = [world["db"], *sorted(world["dir"].iterdir())]
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    paths = sorted(world["dir"].iterdir())
+    out = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    out["storage"] = _content(world["db"])
+    return out
+
+
+def _content(db: Path) -> str:
+    """A digest of everything the SQLite storage holds, read through SQLite: lrtune runs it
+    in WAL mode, where a commit lands in the ``-wal`` file and the database file's own bytes
+    stay as they were until a checkpoint."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+    finally:
+        conn.close()
 
 
 def _run(argv: list[str]) -> int:

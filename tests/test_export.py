@@ -808,6 +808,33 @@ def test_into_yaml_falls_back_to_round_trip_and_says_so(
     assert (data["train"]["batch_size"], data["data"]["batch_size"]) == (64, 32)
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "kept"),
+    [
+        ("train: !Config\n  epochs: 3\n", "train", "train: !Config\n"),
+        ("train: &t !Config\n  epochs: 3\n", "train", "train: &t !Config\n"),
+        ("train: !Config {epochs: 3}\n", "train", "train: !Config {"),
+        ("train:\n  optimizer: !Opt\n    name: adam\n", "train", "  optimizer: !Opt\n"),
+        ("when: !Date 2024\ntrain:\n  epochs: 3\n", "train", "when: !Date 2024\n"),
+    ],
+)  # fmt: skip
+def test_into_yaml_keeps_custom_tags(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path, text: str, key: str, kept: str
+) -> None:
+    # A tag names the class a config loader builds (OmegaConf, Hydra, a yaml constructor):
+    # dropping it silently changes what the user's code gets.
+    from ruamel.yaml import YAML
+
+    target = tmp_path / "config.yaml"
+    target.write_text(text)
+    code, _, err = _export(capsys, url, "--into", f"{target}:{key}")
+    assert code == 0, err
+    new = target.read_text()
+    assert kept in new, new
+    doc = YAML(typ="rt").load(new)
+    assert doc["train"]["optimizer"]["name"] == BEST["optimizer"]["name"]
+
+
 def test_export_package_imports_no_torch() -> None:
     """The export package (export, --into, load_config) pays for torch only when a config
     builds an optimizer, so `lrtune export` and its error paths stay quick."""

@@ -630,7 +630,8 @@ def test_threads_flag(sqlite_url: str, capfd: pytest.CaptureFixture[str]) -> Non
     assert exit_.value.code == 2
     err = capfd.readouterr().err
     assert err.strip() == (
-        "lrtune study: error: argument --threads: expected an integer >= 0, got '-1' (see --help)"
+        "lrtune study: error: argument --threads: expected an integer 0..1024, got '-1' "
+        "(see --help)"
     )
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
     common = ["--prior", "none", "--samplers", "random", "--trials", "1", "--epochs", "1"]
@@ -747,6 +748,46 @@ def test_surplus_check_counts_only_started_unfailed_trials(sqlite_url: str) -> N
     third = study.ask()  # the running second trial fills the budget of 1
     assert is_surplus(study, third, 1)
     assert not is_surplus(study, third, 2)
+
+
+KILLED_TASK = """import os, signal
+import torch
+from lrtune import Task
+
+
+def fit(hp, report):
+    os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer does
+
+
+def make(seed):
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    return Task(torch.nn.Linear(4, 2), (x, y), (x, y), torch.nn.functional.cross_entropy,
+                epochs=1, fit=fit, name="killed")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["study", "worker"])
+def test_a_worker_killed_by_a_signal_is_named(command: str, tmp_path: Path) -> None:
+    # A worker killed by a signal says nothing itself: the parent must say which one died
+    # and how, not "see its message above" over nothing (nor, when another worker ended
+    # well, take its -9 for success).
+    (tmp_path / "killed.py").write_text(KILLED_TASK)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    study = ["study", "--task", str(tmp_path / "killed.py") + ":make", "--prior", "none"]
+    study += ["--samplers", "random", "--trials", "2", "--confirm", "0", "--storage", url]
+    if command == "worker":
+        done = _lrtune(*study, "--create-only")
+        assert done.returncode == 0, done.stderr
+        argv = ["worker", "--group", "killed", "--storage", url]
+    else:
+        argv = study
+    done = _lrtune(*argv, "--workers", "2", "--heartbeat-interval", "1", "--grace-period", "2")
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"lrtune {command}: error: "), done.stderr
+    assert "worker 1 (pid " in lines[0] and "was killed by SIGKILL" in lines[0], lines[0]
+    assert "see its message above" not in lines[0]
 
 
 TINY_TASK = """

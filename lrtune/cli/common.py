@@ -67,23 +67,36 @@ class Command:
         return "examples:\n" + "\n".join(f"  {line}" for line in self.examples)
 
 
-def _int_at_least(low: int, expected: str) -> Callable[[str], int]:
-    """An argparse type: an integer ``>= low``, else one line saying ``expected``."""
+def _int_between(low: int, high: int | None, expected: str) -> Callable[[str], int]:
+    """An argparse type: an integer in ``low..high`` (``high`` None: no upper bound), else
+    one line saying ``expected``."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low:
+        if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
     return parse
 
 
+def _int_at_least(low: int, expected: str) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= low``, else one line saying ``expected``."""
+    return _int_between(low, None, expected)
+
+
 _count = _int_at_least(0, "an integer >= 0")
 _positive_int = _int_at_least(1, "a positive integer")
+
+#: Upper bounds of the flags that size processes, threads and waits: far above any real
+#: use, they stop a typo (``--threads 1e9``) before it reaches libgomp or the scheduler.
+MAX_PROCESSES = 1024
+MAX_HEARTBEAT_S = 3600
+MAX_GRACE_S = 7 * 24 * 3600
+_workers_count = _int_between(1, MAX_PROCESSES, f"an integer 1..{MAX_PROCESSES}")
 
 
 def _positive_float(text: str) -> float:
@@ -108,6 +121,15 @@ def _seed(text: str) -> int:
     return value
 
 
+def _task(text: str) -> str:
+    # An empty --task is a mistake (an unset shell variable), not "the default task".
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected a task: a built-in name (digits), module:function or path/to/file.py:function"
+        )
+    return text
+
+
 def _add_common(
     p: argparse.ArgumentParser, *, task: bool = True, device: bool = True, seed: bool = True
 ) -> None:
@@ -121,6 +143,7 @@ def _add_common(
     if task:
         p.add_argument(
             "--task",
+            type=_task,
             default=None,
             help="built-in task name, module:function or path/to/file.py:function "
             "(default: digits)",
@@ -147,15 +170,16 @@ def storage_url(args: argparse.Namespace) -> str:
 def _add_heartbeat(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--heartbeat-interval",
-        type=_positive_int,
+        type=_int_between(1, MAX_HEARTBEAT_S, f"seconds 1..{MAX_HEARTBEAT_S}"),
         default=None,
         help="seconds between a running trial's heartbeats (default: 5)",
     )
     p.add_argument(
         "--grace-period",
-        type=_positive_int,
+        type=_int_between(1, MAX_GRACE_S, f"seconds 1..{MAX_GRACE_S}"),
         default=None,
-        help="seconds without heartbeat before a trial is failed and retried (default: 20)",
+        help="seconds without heartbeat before a trial is failed and retried, at least "
+        "twice --heartbeat-interval (default: 20, or 4 heartbeat intervals when longer)",
     )
 
 
@@ -165,12 +189,22 @@ class _Heartbeat(TypedDict):
 
 
 def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
+    """The heartbeat settings; a one-line :class:`UserError` when the grace period would
+    fail live trials (call it before anything is written)."""
     from lrtune.study import GRACE_PERIOD, HEARTBEAT_INTERVAL
 
-    return {
-        "heartbeat_interval": args.heartbeat_interval or HEARTBEAT_INTERVAL,
-        "grace_period": args.grace_period or GRACE_PERIOD,
-    }
+    interval = args.heartbeat_interval or HEARTBEAT_INTERVAL
+    grace = args.grace_period
+    if grace is None:
+        grace = max(GRACE_PERIOD, 4 * interval)
+    elif grace < 2 * interval:
+        # A live trial beats every `interval` seconds: a grace period not above two beats
+        # fails it as dead whenever one beat comes late.
+        raise UserError(
+            f"--grace-period {grace} is less than twice --heartbeat-interval {interval}: "
+            f"live trials would be failed as dead; use --grace-period {2 * interval} or more"
+        )
+    return {"heartbeat_interval": interval, "grace_period": grace}
 
 
 def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
@@ -183,7 +217,7 @@ def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
 def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
-        type=_count,
+        type=_int_between(0, MAX_PROCESSES, f"an integer 0..{MAX_PROCESSES}"),
         default=None,
         metavar="N",
         help="torch threads per process; 0 = torch's default, one per core (default: "

@@ -13,7 +13,7 @@ def _add_ls(p: argparse.ArgumentParser) -> None:
 
 
 def _run_ls(args: argparse.Namespace) -> int:
-    from lrtune.search.states import list_studies
+    from lrtune.search.listing import list_studies
 
     rows = list_studies(storage_url(args), group=args.group)
     if not rows:
@@ -21,7 +21,7 @@ def _run_ls(args: argparse.Namespace) -> int:
         return 0
     header = ["study", "sampler", "prior", "trials", "best"]
     table = [header] + [
-        [r["study"], r["sampler"], r["prior"], f"{r['done']}/{r['budget']}", r["best"]]
+        [r["study"], r["sampler"], r["prior"], f"{r['done']}/{r['budget']}{r['unit']}", r["best"]]
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]

@@ -16,12 +16,15 @@ from lrtune.cli.common import (
     _add_threads,
     _count,
     _heartbeat,
+    _int_at_least,
     _positive_float,
     _positive_int,
     _threads_flags,
+    _workers_count,
     storage_url,
     use_log_dir,
 )
+from lrtune.errors import UserError
 from lrtune.shell import command_line, storage_args
 
 if TYPE_CHECKING:
@@ -55,6 +58,19 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         "favours schedules that decay early)",
     )
     p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the task's)")
+    p.add_argument(
+        "--rungs",
+        metavar="E1,E2,...",
+        help="multi-fidelity search: epochs per rung, ascending, the last = --epochs (e.g. "
+        "1,3,9); each rung trains the whole schedule compressed to its epochs, --trials "
+        "counts full-trial equivalents (default: off)",
+    )
+    p.add_argument(
+        "--reduction-factor",
+        type=_int_at_least(2, "an integer >= 2"),
+        metavar="ETA",
+        help="with --rungs: the top 1/ETA of a rung is promoted to the next (default: 3)",
+    )
     p.add_argument(
         "--optimizer",
         help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
@@ -111,7 +127,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_workers_count,
         default=1,
         help="local worker processes (default: 1, run in this process)",
     )
@@ -151,6 +167,8 @@ _SPEC_FLAGS = (
     "rangetest_end_lr",
     "rangetest_steps",
     "rangetest_seeds",
+    "rungs",
+    "reduction_factor",
     "baseline",
 )
 
@@ -165,6 +183,12 @@ def _run_study(args: argparse.Namespace) -> int:
     spec = resolve_spec(
         values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
     )
+    heartbeat = _heartbeat(args)  # every flag checked before anything is written
+    if args.create_only and args.workers != 1:
+        raise UserError(
+            f"--workers {args.workers} with --create-only: it creates the studies and runs no "
+            "trial; start the workers with `lrtune worker --group NAME --workers N`"
+        )
     url = storage_url(args)
     use_log_dir(args)
     from lrtune.group import run_group
@@ -204,7 +228,7 @@ def _run_study(args: argparse.Namespace) -> int:
         on_rangetest=tested.append,
         on_prepared=on_prepared,
         on_progress=_progress(),
-        **_heartbeat(args),
+        **heartbeat,
     )
     if args.create_only:
         group = prepared[0]
@@ -248,6 +272,16 @@ def _say_bounds(group: Group) -> None:
             f"prior rangetest: lr in [{low:.3g}, {high:.3g}] ({decades((low, high)):.1f} decades)"
         )
     spec = group.spec
+    if spec.rungs:
+        from lrtune.search.ladder import Ladder
+
+        ladder = Ladder(rungs=spec.rungs, eta=spec.reduction_factor, budget=spec.trials)
+        print(
+            f"rungs: {', '.join(map(str, spec.rungs))} epochs, the top 1/{spec.reduction_factor}"
+            f" promoted; --trials {spec.trials} = {spec.trials} full-trial equivalents of "
+            f"training per study (about {ladder.bottom_trials()} configurations start on "
+            f"{spec.rungs[0]} epoch{'s' if spec.rungs[0] > 1 else ''})"
+        )
     if "grid" in spec.samplers:
         from lrtune.search.space import grid_size
 
@@ -274,10 +308,11 @@ def _say_over_budget(url: str, group: Group) -> None:
     if not over:
         return
     one = len(over) == 1
-    have = " or ".join(str(d) for d in sorted(set(over.values())))
+    have = " or ".join(f"{d:.3g}" for d in sorted(set(over.values())))
+    unit = "full-trial equivalents of training" if group.spec.rungs else "finished trials"
     rest = "nothing to run" if full else f"nothing to run for {'it' if one else 'them'}"
     print(
-        f"note: {', '.join(over)} already {'has' if one else 'have'} {have} finished trials, "
+        f"note: {', '.join(over)} already {'has' if one else 'have'} {have} {unit}, "
         f"more than --trials {group.spec.trials}; {rest} (all their trials are compared)"
     )
 

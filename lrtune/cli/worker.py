@@ -12,7 +12,7 @@ from lrtune.cli.common import (
     _add_threads,
     _heartbeat,
     _heartbeat_flags,
-    _positive_int,
+    _workers_count,
     storage_url,
     use_log_dir,
 )
@@ -30,7 +30,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--group", help="run the studies of this group")
     p.add_argument("--study", action="append", help="run this study (repeatable)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="processes on this host")
+    p.add_argument("--workers", type=_workers_count, default=1, help="processes on this host")
     p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU (default: none)")
     _add_heartbeat(p)
     _add_log_dir(p)
@@ -52,11 +52,12 @@ def _parse_gpus(text: str) -> list[int]:
 def _run_worker(args: argparse.Namespace) -> int:
     if not args.group and not args.study:
         raise UserError("give --group NAME or --study NAME (see `lrtune ls`)")
+    heartbeat = _heartbeat(args)  # every flag checked before anything is written
     url = storage_url(args)
     use_log_dir(args)
     gpus = _parse_gpus(args.gpus) if args.gpus else None
     if gpus or args.workers > 1:
-        from lrtune.processes import spawn_workers, wait_workers
+        from lrtune.processes import failures, spawn_workers, wait_workers
 
         if not args.group:
             raise UserError("--workers/--gpus need --group")
@@ -74,7 +75,9 @@ def _run_worker(args: argparse.Namespace) -> int:
             gpus=gpus,
             extra_args=extra,
         )
-        return wait_workers(procs)
+        if wait_workers(procs) != 0:
+            raise UserError(f"{failures(procs)}; run the same command again to go on")
+        return 0
     from lrtune.device import resolve_device
     from lrtune.processes import watch_parent
     from lrtune.workers import limit_cpu_threads, run_worker, worker_index
@@ -90,7 +93,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         worker=worker_index(),
         device=device,
         task=args.task,
-        **_heartbeat(args),
+        **heartbeat,
     )
     done = sum(report.trials.values())
     print(

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from lrtune.search.ladder import Ladder, is_result
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
@@ -199,15 +201,17 @@ def rangetest_figure(
     return fig
 
 
-def best_so_far(trials: Sequence[optuna.trial.FrozenTrial], direction: str) -> list[float | None]:
+def best_so_far(
+    trials: Sequence[optuna.trial.FrozenTrial], direction: str, ladder: Ladder | None = None
+) -> list[float | None]:
     """Best complete value after each finished trial (complete or pruned, by number);
-    ``None`` until the first complete one."""
+    ``None`` until the first complete one. With rungs (``ladder``), top-rung values only."""
     sign = 1.0 if direction == "minimize" else -1.0
     best: float | None = None
     curve: list[float | None] = []
     for trial in sorted((t for t in trials if t.state in _FINISHED), key=lambda t: t.number):
         value = trial.value
-        if trial.state == _COMPLETE and value is not None and math.isfinite(value):
+        if is_result(trial, ladder) and value is not None:
             best = value if best is None else min(best, value, key=lambda v: sign * v)
         curve.append(best)
     return curve
@@ -287,7 +291,8 @@ def save_best_so_far_graph(
         label = f"{arm} × {attrs.get('prior', '?')}"
         if int(attrs.get("repeat", 1)) > 1:
             label += f" r{attrs['repeat']}"
-        curves[label] = best_so_far(study.get_trials(deepcopy=False), direction)
+        trials = study.get_trials(deepcopy=False)
+        curves[label] = best_so_far(trials, direction, Ladder.from_attrs(attrs))
     fig = best_so_far_figure(curves, group=group, metric=metric, direction=direction, target=target)
     for study in studies:
         _save(study, fig, BEST_SO_FAR_GRAPH)

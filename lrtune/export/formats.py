@@ -61,7 +61,8 @@ def dump_config(config: Mapping[str, Any], fmt: str) -> str:
 def write_config(text: str, path: str | os.PathLike[str]) -> None:
     """Write ``text`` to ``path`` atomically: a temp file in the same folder, then replace.
 
-    An existing file keeps its permission bits; a new one gets ``0o644``. A symlink stays a
+    An existing file keeps its permission bits (a read-only one is refused: one line); a new
+    one gets ``0o644``. A symlink stays a
     symlink: the file it points to is written (the temp file goes into that file's folder,
     so the rename stays on one file system).
     """
@@ -76,6 +77,13 @@ def write_config(text: str, path: str | os.PathLike[str]) -> None:
         mode = target.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
+    else:
+        # The rename below would replace a file its owner made read-only (and root may
+        # write any file): a read-only config is one nobody meant lrtune to change.
+        if not mode & 0o200 or not os.access(target, os.W_OK):
+            raise UserError(
+                f"{shown} is read-only: make it writable (chmod u+w) for lrtune to change it"
+            )
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:

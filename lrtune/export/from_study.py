@@ -260,20 +260,26 @@ def _numbered_trial(study: Any, number: int) -> Any:
 
 
 def _best_trial(study: Any) -> Any:
-    """The best COMPLETE trial (ties: the earliest)."""
+    """The best COMPLETE trial (ties: the earliest); with rungs, of the top rung."""
     import optuna
+
+    from lrtune.search.ladder import Ladder, top_rung
 
     if len(study.directions) != 1:
         raise UserError(f"study {study.study_name!r} has several objectives; lrtune needs one")
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
+    ladder = Ladder.from_attrs(study.user_attrs)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    done = [t for t in top_rung(complete, ladder) if t.value is not None and math.isfinite(t.value)]
+    if not done and ladder is not None and complete:
+        raise UserError(
+            f"study {study.study_name!r} has no finished trial on its top rung "
+            f"({ladder.rungs[-1]} epochs) yet, only shorter ones: run the same `lrtune study` "
+            "(or a worker) again to finish its budget, or raise --trials"
+        )
     if not done:
         raise UserError(
             f"study {study.study_name!r} has no finished trial yet: run `lrtune study` or "
             "`lrtune worker` on it first"
         )
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    return min(done, key=lambda t: (sign * t.value, t.number))
+    return min(done, key=lambda t: (sign * float(t.value or 0.0), t.number))

@@ -265,7 +265,7 @@ def _merge_yaml(
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
-    from lrtune.export.merge_yaml import render, same, splice_yaml
+    from lrtune.export.merge_yaml import render, same, splice_yaml, tags
 
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
@@ -279,6 +279,13 @@ def _merge_yaml(
         doc = CommentedMap()
     if not isinstance(doc, MutableMapping):
         raise UserError(f"cannot merge into {path}: its top level is not a mapping")
+    merged = _merge_key_at(doc, parts, fields)
+    if merged is not None:
+        raise UserError(
+            f"cannot merge into {where}: {merged or 'the top level'} takes keys from an anchor "
+            "('<<: *name'), which lrtune cannot change without changing it for its other "
+            "users; write those keys out there, or export under another key"
+        )
     merge_at(doc, parts, path, fields, CommentedMap, notes=notes, where=where)
     want = _plain(doc)
     indent = _mapping_indent(doc_old)
@@ -294,7 +301,7 @@ def _merge_yaml(
         spliced = yaml.load(text)
     except Exception:  # an alias whose anchor sat on a replaced value, say
         spliced = None
-    if same(spliced, want):
+    if same(spliced, want) and tags(spliced) == tags(doc):  # a custom tag is kept too
         return text
     # The line-level edit could not express this merge: write the round trip, which is
     # right but re-indents the file; the diff shows it and the note says why.
@@ -302,6 +309,34 @@ def _merge_yaml(
     buf = io.StringIO()
     yaml.dump(doc, buf)
     return buf.getvalue()
+
+
+def _merge_key_at(doc: Any, parts: list[str], fields: Mapping[str, Any]) -> str | None:
+    """The dotted key of the first mapping lrtune would edit that holds a YAML merge key
+    (``<<: *anchor``), else None: those on the way to ``parts``, and below the target (and
+    below its parent, where an optimizer at the target sends the rest) those of the
+    exported fields."""
+    path: list[tuple[Any, list[str]]] = [(doc, [])]
+    for part in parts:
+        node, at = path[-1]
+        if not isinstance(node, Mapping) or not isinstance(node.get(part), Mapping):
+            break
+        path.append((node[part], [*at, part]))
+    for node, at in path:
+        if getattr(node, "merge", None):
+            return ".".join(at)
+    if len(path) <= len(parts):  # the target is new: nothing below it exists yet
+        return None
+    stack = [(path[-1], fields)] + ([(path[-2], fields)] if len(path) > 1 else [])
+    while stack:
+        (node, at), want = stack.pop()
+        for key, value in want.items():
+            child = node.get(key)
+            if isinstance(child, Mapping) and isinstance(value, Mapping):
+                if getattr(child, "merge", None):
+                    return ".".join([*at, key])
+                stack.append(((child, [*at, key]), value))
+    return None
 
 
 def _mapping_indent(doc: Any) -> int:
@@ -331,6 +366,8 @@ def _merge_json(
         doc = json.loads(old) if old.strip() else {}
     except json.JSONDecodeError as exc:
         raise UserError(f"cannot parse {path} as JSON: {exc}") from None
+    except RecursionError:  # json recurses once per level of nesting
+        raise UserError(f"cannot merge into {path}: nested too deeply") from None
     if not isinstance(doc, dict):
         raise UserError(f"cannot merge into {path}: its top level is not an object")
     merge_at(doc, parts, path, fields, dict, notes=notes, where=where)
@@ -350,6 +387,8 @@ def _merge_toml(
         doc = tomlkit.parse(old)
     except TOMLKitError as exc:
         raise UserError(f"cannot parse {path} as TOML: {one_line(exc)}") from None
+    except RecursionError:  # tomlkit recurses once per level of nesting
+        raise UserError(f"cannot merge into {path}: nested too deeply") from None
     merge_at(doc, parts, path, fields, tomlkit.table, notes=notes, where=where, toml=True)
     text = tomlkit.dumps(doc)
     return text.rstrip("\n") + "\n" if text.strip() else text

@@ -53,6 +53,22 @@ def splice_yaml(old: str, doc_old: Any, want: dict[str, Any], yaml: Any, indent:
     return "".join(out)
 
 
+def tags(node: Any, at: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+    """Every YAML tag in a ruamel document (``!Config`` on a mapping, ``!Date`` on a scalar)
+    by the key path of its node: what plain data (:func:`same`) cannot see."""
+    out: dict[tuple[str, ...], str] = {}
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if tag:
+        out[at] = str(tag)
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.update(tags(value, (*at, str(key))))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out.update(tags(value, (*at, str(i))))
+    return out
+
+
 def render(yaml: Any, data: dict[str, Any], col: int, indent: int, eol: str) -> list[str]:
     """``data`` as block YAML lines indented by ``col`` (short lists in flow style)."""
     buf = io.StringIO()
@@ -124,7 +140,9 @@ def _splice_map(
         old, new = node[key], want[name]
         if same(old, new):
             continue
-        if _is_block_map(old) and isinstance(new, dict) and node.lc.value(key)[0] > start:
+        # A block mapping below its key line (after a tag or anchor on that line, too): the
+        # key line stays as it is, and the edit goes on inside.
+        if _is_block_map(old) and isinstance(new, dict) and old.lc.key(next(iter(old)))[0] > start:
             _splice_map(old, new, lines, stop, edits, yaml, indent, eol)
             continue
         inline = _inline(node, key, new, lines, start, stop, yaml, eol)

@@ -165,6 +165,7 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     from lrtune import __version__
     from lrtune.rangetest import RangeTestResult
     from lrtune.schedules import schedule_curve
+    from lrtune.search.ladder import Ladder, rung_of
     from lrtune.table import format_table
 
     first = next(iter(studies.values())).user_attrs
@@ -180,7 +181,9 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     # Best so far.
     runs: dict[tuple[str, str], list[list[float]]] = {}
     for row in cmp.rows:
-        curve = best_so_far(finished_trials(studies[row.study]), direction)
+        study = studies[row.study]
+        ladder = Ladder.from_attrs(study.user_attrs)
+        curve = best_so_far(finished_trials(study), direction, ladder)
         runs.setdefault((row.sampler, row.prior), []).append(curve)
     figures.plot_best_so_far(
         runs,
@@ -325,10 +328,11 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     points: list[dict[str, Any]] = []
     diverged = 0
     for row in cmp.rows:
+        ladder = Ladder.from_attrs(studies[row.study].user_attrs)
         for t in finished_trials(studies[row.study]):
             lr = t.params.get("lr")
-            if lr is None:
-                continue
+            if lr is None or (ladder is not None and rung_of(t) != ladder.top):
+                continue  # with rungs, only full-length trials: values of one fidelity
             value = value_of(t)
             pruned = value is None
             if pruned:

@@ -35,13 +35,16 @@ def value_of(trial: Any) -> float | None:
     return float(trial.value) if math.isfinite(trial.value) else None
 
 
-def best_so_far(trials: list[Any], direction: str) -> list[float]:
-    """The best complete value after each finished trial (``nan`` before the first)."""
+def best_so_far(trials: list[Any], direction: str, ladder: Any = None) -> list[float]:
+    """The best complete value after each finished trial (``nan`` before the first); with
+    a :class:`~lrtune.search.ladder.Ladder`, of the top rung's trials only."""
+    from lrtune.search.ladder import rung_of
+
     sign = 1.0 if direction == "minimize" else -1.0
     best = math.nan
     out = []
     for t in trials:
-        v = value_of(t)
+        v = value_of(t) if ladder is None or rung_of(t) == ladder.top else None
         if v is not None and (math.isnan(best) or sign * v < sign * best):
             best = v
         out.append(best)

@@ -14,6 +14,7 @@ from lrtune import interrupt
 from lrtune.errors import UserError
 from lrtune.faults import describe
 from lrtune.search.dims import scaled_bounds, scaling_rule, suggest_setup
+from lrtune.search.ladder import EPOCHS, RUNG, Ladder, rung_of, surplus_reason
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
@@ -110,9 +111,14 @@ def make_objective(
     device: str = "auto",
     worker: str | None = None,
     follow_bounds: bool = False,
+    ladder: Ladder | None = None,
     reference_batch: int | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective of one study: suggest, train, report each epoch, prune on divergence.
+
+    With a ``ladder`` (rungs) a trial trains its rung's epochs (user attrs ``rung`` and
+    ``epochs``; the schedule is compressed to them) and steps back as surplus when
+    :func:`lrtune.search.ladder.surplus_reason` says so; ``budget`` is then compute.
 
     With ``follow_bounds`` the LR bounds are read from the study (user attr ``bounds``) at
     each trial, so bounds widened by :func:`lrtune.search.widen.maybe_widen` take effect at once.
@@ -128,7 +134,17 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         if worker is not None:
             trial.set_user_attr("worker", worker)
-        if is_surplus(trial.study, trial, budget):
+        if ladder is not None:
+            reason = surplus_reason(trial.study.get_trials(deepcopy=False), trial, ladder)
+            if reason is not None:
+                trial.set_user_attr("fail_reason", reason)
+                raise Surplus
+            # A promotion was enqueued with its rung; a configuration the sampler proposed
+            # starts on the bottom rung. Recorded before training: running trials count.
+            rung = rung_of(trial)
+            trial.set_user_attr(RUNG, rung)
+            trial.set_user_attr(EPOCHS, ladder.rungs[rung])
+        elif is_surplus(trial.study, trial, budget):
             trial.set_user_attr("fail_reason", "surplus: the budget was met by other workers")
             raise Surplus
         with trial_errors(trial):
@@ -144,8 +160,12 @@ def make_objective(
             current = scaled_bounds(current, setup.batch_size, reference_batch, scaling_rule(spec))
             trial.set_user_attr("lr_bounds", list(current))
         lr, schedule, params = suggest(trial, spec, current)
+        epochs = spec.epochs if ladder is None else ladder.rungs[rung_of(trial)]
+
+        steps: list[int] = []
 
         def report(value: float, step: int) -> None:  # lrtune's loop: step = epoch index
+            steps.append(step)
             trial.report(value, step)
             if trial.should_prune():
                 trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
@@ -157,7 +177,7 @@ def make_objective(
             schedule=schedule,
             schedule_params=params,
             optimizer_params=suggest_optimizer(trial, spec),
-            epochs=spec.epochs,
+            epochs=epochs,
             seed=spec.seed,
             device=device,
             precision=spec.precision,
@@ -174,6 +194,10 @@ def make_objective(
             _release_memory()
         trial.set_user_attr("config", result.config)
         trial.set_user_attr("seconds", round(result.seconds, 4))
+        if result.final_lr is not None:
+            trial.set_user_attr("final_lr", result.final_lr)
+        if ladder is not None and epochs is not None and steps and max(steps) >= epochs:
+            warn_ignored_epochs(spec.task, epochs, max(steps))
         if result.diverged:
             trial.set_user_attr("diverged", True)
             trial.set_user_attr("prune_reason", f"diverged: {result.reason}")
@@ -181,6 +205,25 @@ def make_objective(
         return result.value
 
     return objective
+
+
+_WARNED: set[str] = set()
+
+
+def warn_ignored_epochs(task: str, epochs: int, step: int) -> None:
+    """One warning per task and process: a ``fit`` rung trial reported epoch ``step`` (from
+    0) but its rung has ``epochs``: the task trains its own epochs, not ``hp.epochs``."""
+    if task in _WARNED:
+        return
+    _WARNED.add(task)
+    log.warning(
+        "task %s ignores hp.epochs: a rung trial of %d epoch(s) reported epoch %d; its fit "
+        "must train hp.epochs epochs (and report once per epoch) for rungs to compare "
+        "compressed schedules",
+        task,
+        epochs,
+        step + 1,
+    )
 
 
 @contextmanager

@@ -71,15 +71,26 @@ def check_params(value: Any, where: str) -> dict[str, dict[str, Any]]:
 
 
 def check_resolved(rng: list[Any], where: str) -> list[Any]:
+    """A range in the form stored on studies (``["float", low, high, log]``, ``["int", low,
+    high]``, ``["categorical", [...]]``), read back from a spec file or a study."""
     kind = rng[0]
     if kind == "categorical" and len(rng) == 2 and isinstance(rng[1], list) and rng[1]:
         return [kind, list(rng[1])]
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng[1:3])
+    numbers = all(_number(v) for v in rng[1:3])
     if kind == "int" and len(rng) == 3 and numbers and rng[1] < rng[2]:
         return [kind, int(rng[1]), int(rng[2])]
     if kind == "float" and len(rng) == 4 and numbers and rng[1] < rng[2]:
+        check_ends(rng[1], rng[2], bool(rng[3]), where)
         return [kind, float(rng[1]), float(rng[2]), bool(rng[3])]
     raise UserError(f"{where}: malformed range {rng}")
+
+
+def check_ends(low: float, high: float, log: bool, where: str) -> None:
+    """Both ends finite, and ``low > 0`` on a log scale (Optuna would fail every trial)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise UserError(f"{where}: the ends of a range must be finite, got [{low}, {high}]")
+    if log and low <= 0:
+        raise UserError(f"{where}: a log-scale range needs low > 0, got {low:g}")
 
 
 def check_range(rng: Any, default: tuple[Any, ...] | None, kind: str, where: str) -> list[Any]:
@@ -196,6 +207,7 @@ def check_task_range(rng: Any, where: str) -> list[Any]:
         if kind == "categorical" and len(rng) == 2 and isinstance(rng[1], list) and rng[1]:
             return ["categorical", list(rng[1])]
         if len(rng) == 4 and all(_number(v) for v in rng[1:3]) and rng[1] < rng[2]:
+            check_ends(rng[1], rng[2], bool(rng[3]), where)
             cast = int if kind == "int" else float
             return [kind, cast(rng[1]), cast(rng[2]), bool(rng[3])]
         raise UserError(f"{where}: malformed range {rng}")

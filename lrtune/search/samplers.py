@@ -3,10 +3,12 @@ of its own; it only picks Optuna's and sets their seeds and warm-up lengths."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 import optuna
+
+from lrtune.search.ladder import rung_of
 
 Grid = dict[str, list[Any]]
 
@@ -72,3 +74,49 @@ def make_pruner(name: str, *, epochs: int) -> optuna.pruners.BasePruner:
     if name not in PRUNER_FACTORIES:
         raise ValueError(f"unknown pruner {name!r}")
     return PRUNER_FACTORIES[name](epochs)
+
+
+class BottomRungView(optuna.pruners.HyperbandPruner):
+    """The pruner of a study with rungs: it never prunes (a rung trial trains its whole
+    compressed schedule), and it shows samplers only the bottom rung's trials.
+
+    The sampler proposes bottom-rung configurations, so it must learn from bottom-rung
+    values only: fed every rung, TPE would rank a 9-epoch loss against 1-epoch losses.
+    Optuna lets a pruner give samplers a filtered study (``optuna.pruners._filter_study``,
+    how ``HyperbandPruner`` keeps its brackets apart); this fills in that hook with the
+    trial's rung as its bracket. Optuna 5.1's own bracket study filters ``get_trials`` but
+    not ``_get_trials``, which TPE, GP and QMC read, so the view here filters both.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(min_resource=1, max_resource=1)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return False
+
+    def _get_bracket_id(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        return rung_of(trial)
+
+    def _create_bracket_study(self, study: optuna.Study, bracket_id: int) -> optuna.Study:
+        return _RungStudy(study, bracket_id)
+
+
+class _RungStudy(optuna.Study):
+    """``study`` seen through one rung: same storage, ids and trial cache, fewer trials."""
+
+    def __init__(self, study: optuna.Study, rung: int) -> None:  # no storage round trip
+        self.__dict__.update(study.__dict__)
+        self._whole = study
+        self._rung = rung
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[optuna.trial.TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[optuna.trial.FrozenTrial]:
+        trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return [t for t in trials if rung_of(t) == self._rung]
+
+    def stop(self) -> None:
+        self._whole.stop()

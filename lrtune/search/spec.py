@@ -19,6 +19,7 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.schedules import SCHEDULE_NAMES
+from lrtune.search.ladder import check_ladder, parse_rungs
 from lrtune.search.ranges import SETUP_TABLES, check_params
 from lrtune.search.samplers import PRUNERS, SAMPLERS
 from lrtune.training.optimizers import (
@@ -37,6 +38,21 @@ else:  # pragma: no cover
 
 MAX_SEED = 2**31 - 1
 """The largest seed: numpy's and the samplers' seeds (seed + offsets) must stay below 2**32."""
+#: The integer fields and their bounds. The upper ones stop a typo (``--grid-points 1e8``)
+#: before it is built into memory or a storage, far above any real run.
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "seed": (0, MAX_SEED),
+    "epochs": (1, 1_000_000),
+    "trials": (1, 1_000_000),
+    "repeats": (1, 1000),
+    "grid_points": (2, 10_000),
+    "rangetest_seeds": (1, 1000),
+    "rangetest_steps": (20, 1_000_000),
+    "accumulate": (1, 1_000_000),
+    "confirm": (0, 10_000),
+    "confirm_seeds": (1, 1000),
+    "reduction_factor": (2, 1000),
+}
 PRIORS: tuple[str, ...] = ("rangetest", "none")
 #: The rules ``--batch-scaling`` takes (:mod:`lrtune.search.dims`).
 BATCH_SCALINGS: tuple[str, ...] = ("linear", "sqrt", "none")
@@ -81,6 +97,9 @@ class StudySpec:
         confirm: once the budgets are met, re-train this many best distinct
             configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
         confirm_seeds: fresh training seeds per confirmed configuration.
+        rungs: epochs per rung, ascending, the last = ``epochs`` (empty: no rungs);
+            with rungs ``trials`` counts full-trial equivalents (:mod:`lrtune.search.ladder`).
+        reduction_factor: η, the top ``1/η`` of a rung is promoted to the next.
         baseline: baseline arms studied beside the schedule search (``schedulefree``:
             :mod:`lrtune.baseline`); empty: none.
     """
@@ -112,6 +131,8 @@ class StudySpec:
     widen: bool = True
     confirm: int = 3
     confirm_seeds: int = 2
+    rungs: tuple[int, ...] = ()
+    reduction_factor: int = 3
     batch_scaling: str | None = None
     baseline: tuple[str, ...] = ()
 
@@ -153,6 +174,8 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"spec file {p}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"spec file {p}: not a text file (TOML must be UTF-8)") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays or tables
+        raise UserError(f"spec file {p}: nested too deeply to be a spec") from None
     except OSError as exc:
         raise UserError(f"spec file {p}: cannot read it: {exc.strerror or exc}") from None
 
@@ -179,7 +202,15 @@ def resolve_spec(
         kwargs[key] = _check_field(key, value, "--" + key.replace("_", "-"))
     if "optimizer" not in kwargs:  # neither file nor flag names one: the task's own
         kwargs["optimizer"] = task_optimizer(kwargs.get("task", StudySpec.task))
+    if kwargs.get("rungs") and "samplers" not in kwargs:  # a grid has no rungs
+        kwargs["samplers"] = tuple(s for s in StudySpec.samplers if s != "grid")
     spec = StudySpec(**kwargs)
+    if spec.rungs:  # the last rung against the task's own epochs: lrtune.study
+        where = "--rungs" if "rungs" in flags else f"{source}: rungs"
+        epochs = spec.epochs or spec.rungs[-1]
+        check_ladder(
+            spec.rungs, epochs=epochs, pruner=spec.pruner, samplers=spec.samplers, where=where
+        )
     if spec.lr_low >= spec.lr_high:
         raise UserError(
             f"{source}: lr_low ({spec.lr_low:g}) must be below lr_high ({spec.lr_high:g})"
@@ -333,28 +364,19 @@ def _check_field(key: str, value: Any, where: str) -> Any:
             rule = "between 0 and 1" if key == "tolerance" else "a positive finite number"
             raise UserError(f"{where}: must be {rule}, got {value!r}")
         return value
-    if key in (
-        "epochs",
-        "trials",
-        "repeats",
-        "grid_points",
-        "rangetest_seeds",
-        "rangetest_steps",
-        "seed",
-        "accumulate",
-        "confirm",
-        "confirm_seeds",
-    ):
+    if key in INT_LIMITS:
         if value is None and key == "epochs":
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{where}: expected an integer, got {value!r}")
-        minimum = {"seed": 0, "confirm": 0, "grid_points": 2, "rangetest_steps": 20}.get(key, 1)
-        if value < minimum:
-            raise UserError(f"{where}: must be at least {minimum}, got {value}")
-        if key == "seed" and value > MAX_SEED:
-            raise UserError(f"{where}: must be at most {MAX_SEED}, got {value}")
+        low, high = INT_LIMITS[key]
+        if value < low:
+            raise UserError(f"{where}: must be at least {low}, got {value}")
+        if value > high:
+            raise UserError(f"{where}: must be at most {high}, got {value}")
         return value
+    if key == "rungs":
+        return parse_rungs(value, where) if value else ()
     if key == "widen":
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true or false, got {value!r}")

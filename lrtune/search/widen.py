@@ -25,7 +25,7 @@ from typing import Any
 
 import optuna
 
-from lrtune.search.states import FINISHED
+from lrtune.search.ladder import Ladder, rung_of, usage
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,12 @@ def maybe_widen(study: optuna.Study) -> tuple[float, float] | None:
     if not can_widen(attrs):
         return None
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if Ladder.from_attrs(attrs) is not None:  # the sampler's rung: where its bounds apply
+        complete = [t for t in complete if rung_of(t) == 0]
     if len(complete) < MIN_TRIALS:
         return None
-    best = study.best_trial
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    best = min(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
     best_lr = float(best.params["lr"])
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
     spec = attrs["spec"]
@@ -128,10 +131,15 @@ def _enqueue_probe(
     trials: a probe left WAITING after the last worker exits would only clutter the study.
     """
     low, high = (new[0], old[0]) if new[0] < old[0] else (old[1], new[1])
-    budget = study.user_attrs.get("budget")
+    attrs = study.user_attrs
+    budget = attrs.get("budget")
     if budget is not None:
-        states = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-        if len(study.get_trials(deepcopy=False, states=states)) >= int(budget):
+        ladder = Ladder.from_attrs(attrs)
+        trials = study.get_trials(deepcopy=False)
+        held = sum(usage(trials, ladder))
+        if ladder is None:  # waiting trials hold a slot too
+            held += sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
+        if held >= float(budget):
             return
     params: dict[str, object] = {"lr": math.sqrt(low * high)}
     if schedule is not None:

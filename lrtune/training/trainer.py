@@ -61,6 +61,8 @@ class TrainResult:
     the trained model (for a :class:`Task` instance a copy: the task's own model is not
     trained; ``None`` for a ``fit`` task). ``steps`` counts optimizer updates (0 for
     ``fit``); ``total_steps`` is ``None`` when a ``fit`` task's data has no length.
+    ``final_lr`` is the LR of the last update (``None`` for ``fit`` or no update): the
+    schedule's final LR when the run trained its whole length.
     """
 
     value: float
@@ -74,6 +76,7 @@ class TrainResult:
     metric_name: str = "val_loss"
     direction: str = "minimize"
     model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+    final_lr: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +291,7 @@ def _train(
     step = 0
     start = time.perf_counter()
     reason: str | None = None
+    lr = config.lr  # the LR of the last update once one ran (final_lr)
     watch = DivergenceWatch(t.divergence_factor)
     tb = RunLog(config.log_dir)
     update_loss = 0.0
@@ -350,4 +354,5 @@ def _train(
         metric_name=t.metric_name,
         direction=t.direction,
         model=model,
+        final_lr=lr if step else None,
     )

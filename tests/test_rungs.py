@@ -1,0 +1,343 @@
+"""Multi-fidelity search end to end (issue 16's acceptance): ``study --rungs 1,3,9
+--reduction-factor 3`` on SQLite (killed mid-trial, then resumed) and with two workers on
+PostgreSQL, a ``fit`` task and the Lightning adapter with rungs, and the warning for a
+``fit`` that ignores ``hp.epochs``.
+
+:func:`check_ladder` reads a finished study back and checks what the design promises: each
+trial trained exactly its rung's epochs with the schedule compressed to them (its last LR is
+the schedule's final LR), promotions are the top 1/η by value (or, at the end of the budget,
+the best not yet promoted), no configuration trained twice on one rung, and the compute is
+the budget, over it by less than one full trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from conftest import REPO, spawn_lrtune
+
+from lrtune.cli import main
+from lrtune.schedules import schedule_lr
+from lrtune.search.ladder import Ladder, compute
+from lrtune.search.states import FINISHED
+
+States = optuna.trial.TrialState
+
+#: A task slow enough (about 0.2 s an epoch) to be killed inside a rung trial: 8 updates
+#: an epoch, each sleeping 20 ms.
+SLOW_TASK = """
+import time
+import torch
+from torch import nn
+from lrtune import Task
+
+
+class Slow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(0.02)
+        return self.lin(x)
+
+
+def make(seed):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(seed)
+    return Task(model=Slow(), train=(x, y), val=(x, y), loss_fn=nn.functional.cross_entropy,
+                batch_size=16, epochs=9, name="slow")
+"""
+
+RUNGS = ("--rungs", "1,3,9", "--reduction-factor", "3", "--epochs", "9")
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    finally:
+        storage.engine.dispose()
+
+
+def _origin(trial: optuna.trial.FrozenTrial) -> int:
+    """The number a trial was first enqueued or started with (a retry keeps its first's)."""
+    return int(trial.system_attrs.get("failed_trial", trial.number))
+
+
+def check_ladder(
+    trials: list[optuna.trial.FrozenTrial],
+    *,
+    budget: float,
+    rungs: tuple[int, ...] = (1, 3, 9),
+    eta: int = 3,
+    sequential: bool = True,
+    lrtune_loop: bool = True,
+) -> None:
+    """The promises of a study with rungs, read from its trials (see the module doc).
+
+    ``sequential``: one worker at a time, so every trial numbered before a promotion had
+    finished when it was enqueued and the top 1/η can be recomputed exactly.
+    """
+    ladder = Ladder(rungs=rungs, eta=eta, budget=budget)
+    by_number = {t.number: t for t in trials}
+    trained = [t for t in trials if t.state in FINISHED]
+    assert trained
+    per_epoch: set[int] = set()
+    for t in trained:
+        rung = t.user_attrs["rung"]
+        epochs = rungs[rung]
+        config = t.user_attrs["config"]
+        assert t.user_attrs["epochs"] == epochs and config["epochs"] == epochs
+        if t.state != States.COMPLETE:
+            continue
+        # Trained exactly its epochs: one report each.
+        assert sorted(t.intermediate_values) == list(range(epochs)), t.number
+        if not lrtune_loop:
+            continue
+        total = config["total_steps"]
+        assert total % epochs == 0
+        per_epoch.add(total // epochs)
+        # The whole schedule compressed to the rung: the last update's LR is the final LR.
+        schedule = dict(config["schedule"])
+        name = schedule.pop("name")
+        lr = config["optimizer"]["lr"]
+        final = schedule_lr(name, total - 1, total, lr, **schedule)
+        assert t.user_attrs["final_lr"] == pytest.approx(final, rel=1e-9), t.number
+        if name == "cosine":  # annealed: a truncated 1-of-9-epoch run would be at 0.98 lr
+            assert t.user_attrs["final_lr"] < 0.05 * lr
+    assert len(per_epoch) <= 1  # every rung trains the same steps per epoch
+    # Promotions: from the rung below, the same configuration, by their rule.
+    promoted = [t for t in trials if "promotion" in t.user_attrs]
+    assert promoted, "no configuration was promoted"
+    held: set[tuple[int, int]] = set()
+    for t in sorted(promoted, key=_origin):
+        record = t.user_attrs["promotion"]
+        source = by_number[record["from"]]
+        rung = t.user_attrs["rung"]
+        assert source.user_attrs["rung"] == rung - 1 and source.state == States.COMPLETE
+        if t.state in FINISHED:
+            assert t.params == source.params
+        reason = str(t.user_attrs.get("fail_reason", ""))
+        if t.state != States.FAIL:
+            assert (rung, source.number) not in held, f"trial {t.number} trained twice"
+            held.add((rung, source.number))
+        elif reason.startswith("surplus"):
+            continue
+        if record["rule"] == "top":
+            assert record["rank"] <= record["of"] // eta
+        if not sequential:
+            continue
+        # Everything numbered before it had finished when it was enqueued.
+        below = [
+            s
+            for s in trials
+            if s.state in FINISHED and s.user_attrs["rung"] == rung - 1 and s.number < _origin(t)
+        ]
+        ranked = sorted(
+            below,
+            key=lambda s: (s.state != States.COMPLETE, float(s.value or 0.0), s.number),  # minimize
+        )
+        assert record["of"] == len(ranked) and ranked[record["rank"] - 1] is source
+        if record["rule"] == "top":
+            assert source in ranked[: len(ranked) // eta]
+        else:  # the end of the budget: the best of the rung not promoted before it
+            earlier = {
+                p.user_attrs["promotion"]["from"]
+                for p in promoted
+                if p.user_attrs["rung"] == rung
+                and _origin(p) < _origin(t)
+                and not str(p.user_attrs.get("fail_reason", "")).startswith("surplus")
+            }
+            assert ranked[0] is source or all(
+                s.number in earlier for s in ranked[: record["rank"] - 1]
+            )
+            assert ladder.budget - sum(
+                compute(s, ladder) for s in trials if s.number < _origin(t) and s.state in FINISHED
+            ) < ladder.climb(-1)
+    # Compute is the budget: reached, and passed by less than one full trial.
+    spent = sum(compute(t, ladder) for t in trained)
+    assert budget <= spent < budget + 1, spent
+    assert [t for t in trained if t.user_attrs["rung"] == ladder.top]
+
+
+def _export(url: str, study: str, tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / "best.yaml"
+    assert main(["export", "--study", study, "--storage", url, "--out", str(out)]) == 0
+    return dict(yaml.safe_load(out.read_text()))
+
+
+def _exported_from_top(url: str, study: str, tmp_path: Path) -> None:
+    trials = _trials(url, study)
+    exported = _export(url, study, tmp_path)
+    source = next(t for t in trials if t.number == exported["source"]["trial"])
+    top = [t for t in trials if t.state == States.COMPLETE and t.user_attrs["rung"] == 2]
+    assert source.user_attrs["rung"] == 2
+    assert source.value == min(float(t.value or 0.0) for t in top)
+    assert exported["source"]["epochs"] == 9
+    # Shorter runs reached lower values than some top-rung ones: the export ignores them.
+    assert exported["optimizer"]["lr"] == source.params["lr"]
+
+
+@pytest.mark.slow
+def test_rungs_on_sqlite_survive_a_kill_and_resume_the_same_ladder(tmp_path: Path) -> None:
+    task = tmp_path / "slow_task.py"
+    task.write_text(SLOW_TASK)
+    url = f"sqlite:///{tmp_path / 'rungs.db'}"
+    command = [
+        *("study", "--task", f"{task}:make", "--prior", "none", "--samplers", "tpe"),
+        *RUNGS,
+        *("--trials", "3", "--confirm", "0", "--device", "cpu", "--storage", url),
+        *("--lr-low", "0.01", "--lr-high", "1", "--schedules", "cosine,wsd,constant,onecycle"),
+        *("--heartbeat-interval", "1", "--grace-period", "2"),
+    ]
+    name = "slow.tpe.none"
+    proc = spawn_lrtune(command, tmp_path)
+    try:
+        # Kill the process inside a promoted trial (rung 2 or 3) that is training.
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                trials = _trials(url, name)
+            except (KeyError, Exception):  # the study is not there yet
+                trials = []
+            victim = next(
+                (
+                    t
+                    for t in trials
+                    if t.state == States.RUNNING and t.user_attrs.get("rung", 0) >= 1 and t.params
+                ),
+                None,
+            )
+            time.sleep(0.05)
+        assert victim is not None, "no promoted trial ran"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    before = {t.number for t in _trials(url, name)}
+    # Re-running the same command continues the same ladder.
+    assert main(command) == 0
+    trials = _trials(url, name)
+    dead = next(t for t in trials if t.number == victim.number)
+    assert dead.state == States.FAIL
+    assert dead.user_attrs["fail_reason"].startswith("worker died")
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state in FINISHED and retry.params == dead.params
+    assert retry.user_attrs["rung"] == dead.user_attrs["rung"]
+    assert retry.user_attrs["promotion"] == dead.user_attrs["promotion"]
+    # The second run promoted configurations the first one found.
+    assert any(
+        t.number not in before and t.user_attrs["promotion"]["from"] in before
+        for t in trials
+        if "promotion" in t.user_attrs and t.number != retry.number
+    )
+    check_ladder(trials, budget=3)
+    _exported_from_top(url, name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_rungs_with_two_workers_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    command = [
+        *("study", "--task", "breast-cancer", "--prior", "none", "--samplers", "tpe"),
+        *RUNGS,
+        *("--trials", "3", "--confirm", "0", "--device", "cpu", "--storage", pg_url),
+        *("--lr-low", "0.001", "--lr-high", "1", "--workers", "2"),
+    ]
+    assert main(command) == 0
+    name = "breast-cancer.tpe.none"
+    trials = _trials(pg_url, name)
+    workers = {t.user_attrs.get("worker") for t in trials if t.state in FINISHED}
+    assert len(workers) == 2  # both worked
+    check_ladder(trials, budget=3, sequential=False)
+    _exported_from_top(pg_url, name, tmp_path)
+    # Nothing is left waiting or running.
+    assert not [t for t in trials if t.state in (States.RUNNING, States.WAITING)]
+
+
+def _example(url: str, spec: str, *args: str) -> int:
+    return main(
+        ["study", "--spec", spec, "--storage", url, "--prior", "none", "--samplers", "tpe",
+         "--confirm", "0", "--rungs", "1,2,4", "--epochs", "4", "--trials", "2", *args]
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_fit_example_runs_with_rungs(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert _example(sqlite_url, "studies/own-loop.toml") == 0
+    trials = _trials(sqlite_url, "own-loop.tpe.none")
+    check_ladder(trials, budget=2, rungs=(1, 2, 4), lrtune_loop=False)
+    for t in trials:
+        if t.state == States.COMPLETE:
+            # hp.epochs: the fit's own loop trained the rung's epochs, 22 updates each.
+            assert t.user_attrs["config"]["total_steps"] == 22 * t.user_attrs["epochs"]
+    assert "ignores hp.epochs" not in caplog.text
+
+
+@pytest.mark.slow
+def test_the_lightning_example_runs_with_rungs(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pytorch_lightning")
+    monkeypatch.chdir(REPO)
+    assert _example(sqlite_url, "studies/lightning.toml") == 0
+    trials = _trials(sqlite_url, "lightning-digits.tpe.none")
+    check_ladder(trials, budget=2, rungs=(1, 2, 4), lrtune_loop=False)
+
+
+IGNORING_FIT = """
+from lrtune.training.tasks import digits
+
+
+def fit(hp, report):
+    value = 1.0
+    for epoch in range(4):  # its own epochs, not hp.epochs
+        value = 1.0 / (epoch + 1)
+        report(value, epoch)
+    return value
+
+
+def make(seed):
+    task = digits(seed)
+    task.fit, task.name, task.epochs = fit, "stubborn", 4
+    return task
+"""
+
+
+def test_a_fit_that_ignores_hp_epochs_is_warned_about_once(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import lrtune.search.objective as objective
+
+    path = tmp_path / "stubborn.py"
+    path.write_text(IGNORING_FIT)
+    task = f"{path}:make"
+    objective._WARNED.discard(task)
+    caplog.set_level(logging.WARNING)
+    args = ["study", "--task", task, "--prior", "none", "--samplers", "random", "--confirm"]
+    args += ["0", "--rungs", "1,2,4", "--epochs", "4", "--trials", "1", "--storage", sqlite_url]
+    assert main(args) == 0
+    warnings = [r.getMessage() for r in caplog.records if "ignores hp.epochs" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # several short trials, one warning
+    assert warnings[0].startswith(f"task {task} ignores hp.epochs")
+    assert "rung trial of 1 epoch(s) reported epoch 4" in warnings[0]
+    assert not math.isnan(_trials(sqlite_url, "stubborn.random.none")[0].value or 0.0)
