@@ -38,6 +38,7 @@ def run_group(
     create_only: bool = False,
     worker_args: Sequence[str] = (),
     threads: int | None = None,
+    grace: float | None = None,
     on_rangetest: Callable[[RangeTestResult], None] | None = None,
     on_prepared: Callable[[Group], None] | None = None,
     on_progress: ProgressCallback | None = None,
@@ -84,7 +85,7 @@ def run_group(
     if create_only:
         return compare_group(storage, group.name, tolerance=spec.tolerance)
     heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
-    _run_trials(url, group, workers, device, heartbeat, worker_args, on_progress)
+    _run_trials(url, group, workers, device, heartbeat, worker_args, on_progress, grace)
     cmp = compare_group(storage, group.name, tolerance=spec.tolerance)
     save_comparison(storage, cmp)
     return cmp
@@ -98,7 +99,9 @@ def _run_trials(
     heartbeat: dict[str, int],
     worker_args: Sequence[str],
     on_progress: ProgressCallback | None,
+    grace: float | None = None,
 ) -> None:
+    from lrtune.preempt import DEFAULT_GRACE, handing_back
     from lrtune.processes import failures, spawn_workers, wait_workers
     from lrtune.storage import open_storage
     from lrtune.workers import run_worker
@@ -112,14 +115,15 @@ def _run_trials(
 
     progress()
     if workers == 1:
-        run_worker(
-            url,
-            studies=[r.name for r in refs],
-            device=device,
-            on_trial=lambda _n, _t: progress(),
-            heartbeat_interval=heartbeat["heartbeat_interval"],
-            grace_period=heartbeat["grace_period"],
-        )
+        with handing_back(DEFAULT_GRACE if grace is None else grace):  # SIGTERM: lrtune.preempt
+            run_worker(
+                url,
+                studies=[r.name for r in refs],
+                device=device,
+                on_trial=lambda _n, _t: progress(),
+                heartbeat_interval=heartbeat["heartbeat_interval"],
+                grace_period=heartbeat["grace_period"],
+            )
         return
     # The local workers run the task this process checked, whatever the storage says later.
     extra = [

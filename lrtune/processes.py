@@ -76,6 +76,10 @@ def wait_workers(
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, interrupt.Interrupted) else signal.SIGINT
         stop_workers(procs, signum, STOP_SECONDS if stop_seconds is None else stop_seconds)
+        if signum == signal.SIGTERM and all(p.returncode == 0 for p in procs):
+            from lrtune.preempt import Preempted
+
+            raise Preempted() from None  # each handed its trial back (lrtune.preempt)
         raise
     return max(codes, default=0)
 

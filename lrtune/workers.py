@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from lrtune import confirm, interrupt
+from lrtune import confirm, interrupt, preempt
 from lrtune.creation import wait_created
 from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
@@ -42,6 +42,7 @@ from lrtune.study import (
     MAX_CONSECUTIVE_FAILURES,
     WORKER_SEED_STRIDE,
 )
+from lrtune.training.checkpoint import ArtifactStore
 from lrtune.training.loading import locate_task
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def _load(
     worker: int,
     device: str,
     task: str | None = None,
+    checkpoint_store: ArtifactStore | None = None,
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     # The sampler is built from what the study stores, so read its attrs before loading it.
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
@@ -125,8 +127,22 @@ def _load(
         follow_bounds=attrs["prior"] == "rangetest" and spec.widen and attrs["sampler"] != "grid",
         ladder=ladder,
         reference_batch=reference_batch(attrs),
+        checkpoint_store=checkpoint_store,
     )
     return study, objective, budget
+
+
+def checkpoint_store(storage_url: str) -> ArtifactStore | None:
+    """The artifact store trials checkpoint into: the one beside the storage
+    (:func:`lrtune.dashboard.artifact_store`); ``None``, with one warning, when its directory
+    cannot be made (the trials then run without checkpoints)."""
+    from lrtune.dashboard import artifact_store
+
+    try:
+        return artifact_store(storage_url)
+    except UserError as exc:
+        log.warning("trials run without checkpoints: %s", exc)
+        return None
 
 
 def trusted_task(study: str, attrs: dict[str, Any], pinned: str | None) -> str:
@@ -212,7 +228,8 @@ def run_worker(
             f"no studies for {what} in {mask_url(storage_url)}: create them with "
             "`lrtune study ... --create-only` (see `lrtune ls`)"
         )
-    loaded = {n: _load(storage, n, worker, device, task) for n in names}
+    store = checkpoint_store(storage_url)
+    loaded = {n: _load(storage, n, worker, device, task, store) for n in names}
     # Whether a study has rungs is fixed at creation, like its budget's unit.
     ladders = {n: rungs.Ladder.from_attrs(loaded[n][0].user_attrs) for n in names}
     # Whether a study widens is fixed at creation: ask once, not after every trial (a
@@ -224,6 +241,8 @@ def run_worker(
     retry = _StorageRetry(storage_url, storage_retry_seconds())
     stale = StaleWatch(heartbeat_interval, grace_period)
     while True:
+        if preempt.requested():
+            raise preempt.Preempted()  # SIGTERM between trials: nothing to hand back
         interrupt.check()
         try:
             # Before counting: a trial whose worker died holds a slot until it is failed.
@@ -244,7 +263,7 @@ def run_worker(
                         storage,
                         names,
                         loaded,
-                        load_study=lambda n: _load(storage, n, worker, device, task),
+                        load_study=lambda n: _load(storage, n, worker, device, task, store),
                     ):
                         report.trials.update(dict.fromkeys(set(names) - set(report.trials), 0))
                         continue

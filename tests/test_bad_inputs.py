@@ -179,6 +179,9 @@ CASES: dict[str, dict[str, Any]] = {
         ),
         "threads 1e9": _c("study --threads 1000000000", "--threads"),
         "workers 1e5": _c("study --workers 100000", "--workers"),
+        "checkpoint-every -1": _c("study --checkpoint-every -1", "--checkpoint-every"),
+        "checkpoint-every x": _c("study --checkpoint-every x", "--checkpoint-every"),
+        "grace 0": _c("study --grace 0", "--grace"),
         "create-only with workers": _c("study --create-only --workers 2", "--create-only"),
         "spec 3000 deep": _c("study --spec {dir}/deep.toml", "nested"),
         "spec stored log range from 0": _c(
@@ -282,6 +285,14 @@ CASES: dict[str, dict[str, Any]] = {
         ),
         "threads 1e9": _c(f"worker --group {GROUP} --threads 1000000000", "--threads"),
         "workers 1e5": _c(f"worker --group {GROUP} --workers 100000", "--workers"),
+        "grace 0": _c(f"worker --group {GROUP} --grace 0", "--grace"),
+        "grace nan": _c(f"worker --group {GROUP} --grace nan", "--grace"),
+        "max-time x": _c(f"worker --group {GROUP} --max-time x", "--max-time"),
+        "max-time 0": _c(f"worker --group {GROUP} --max-time 0", "--max-time"),
+        "max-time 25:99": _c(f"worker --group {GROUP} --max-time 1:2:3:4", "--max-time"),
+        "grace not below max-time": _c(
+            f"worker --group {GROUP} --max-time 60 --grace 60", "--max-time"
+        ),
         "task empty": Case(("worker", "--group", GROUP, "--task", ""), "--task"),
         "storage no database": _c(
             "worker --group x --storage postgresql://u@127.0.0.1:1", "no database", storage=False

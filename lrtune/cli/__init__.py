@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # shows its own progress and records each failure's reason on the trial.
         optuna.logging.set_verbosity(optuna.logging.ERROR)
     from lrtune.interrupt import deferred_sigint
+    from lrtune.preempt import Preempted
 
     try:
         # Commands that run trials stop at the next training step on Ctrl-C or SIGTERM
@@ -118,6 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lrtune {args.command}: error: {failure}", file=sys.stderr)
         return EXIT_USAGE
+    except Preempted as exc:
+        at = "" if exc.epoch is None else f" in epoch {exc.epoch + 1}"
+        print(
+            f"lrtune {args.command}: preempted (SIGTERM){at}: the running trial (if any) is "
+            "handed back with its checkpoint for another worker to resume",
+            file=sys.stderr,
+        )
+        return 0
     except KeyboardInterrupt as exc:
         from lrtune.interrupt import exit_code, interrupted_by
 

@@ -229,6 +229,58 @@ def _threads_flags(args: argparse.Namespace) -> list[str]:
     return [f"--threads={args.threads}"] if args.threads is not None else []
 
 
+def _duration(text: str) -> float:
+    """An argparse type: a positive duration (``90``, ``45m``, ``2h``, ``HH:MM:SS``)."""
+    from lrtune.preempt import parse_duration
+
+    try:
+        return parse_duration(text, "")
+    except UserError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive duration (seconds, 45m, 2h or HH:MM:SS), got {text!r}"
+        ) from None
+
+
+def _add_preemption(p: argparse.ArgumentParser, *, max_time: bool) -> None:
+    """``--grace`` (and, for ``worker``, ``--max-time``): SIGTERM hands the running trial
+    back (:mod:`lrtune.preempt`)."""
+    p.add_argument(
+        "--grace",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM the running trial finishes its step, checkpoints and is handed back "
+        "to another worker; the process exits 0 within this many seconds (default: 25, at most "
+        "half of --max-time)",
+    )
+    if max_time:
+        p.add_argument(
+            "--max-time",
+            type=_duration,
+            default=None,
+            metavar="T",
+            help="preempt this worker before T (seconds, 45m, 2h or HH:MM:SS: a job's wall "
+            "time): at T minus --grace it hands its trial back and exits 0 (default: none)",
+        )
+
+
+def _grace(args: argparse.Namespace) -> float:
+    """``--grace``, or its default (with a short ``--max-time``: half of it); shorter than
+    ``--max-time``."""
+    from lrtune.preempt import DEFAULT_GRACE
+
+    limit = getattr(args, "max_time", None)
+    if args.grace is None:
+        return DEFAULT_GRACE if limit is None else min(DEFAULT_GRACE, limit / 2)
+    grace = float(args.grace)
+    if limit is not None and grace >= limit:
+        raise UserError(
+            f"--grace {grace:g} is not shorter than --max-time {limit:g} s: the worker "
+            "would preempt itself at once; give a longer --max-time or a shorter --grace"
+        )
+    return grace
+
+
 def _add_log_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-dir",

@@ -13,8 +13,10 @@ from lrtune.cli.common import (
     _add_common,
     _add_heartbeat,
     _add_log_dir,
+    _add_preemption,
     _add_threads,
     _count,
+    _grace,
     _heartbeat,
     _int_at_least,
     _positive_float,
@@ -136,7 +138,15 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="create the studies (and run the range test) for remote workers, exit",
     )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_count,
+        metavar="K",
+        help="a trial checkpoints every K epochs, so a retried or preempted trial resumes "
+        "(default: each epoch once 30 s passed since the last checkpoint; 0: off)",
+    )
     _add_heartbeat(p)
+    _add_preemption(p, max_time=False)
     _add_threads(p)
     _add_log_dir(p)
 
@@ -170,6 +180,7 @@ _SPEC_FLAGS = (
     "rungs",
     "reduction_factor",
     "baseline",
+    "checkpoint_every",
 )
 
 
@@ -184,6 +195,7 @@ def _run_study(args: argparse.Namespace) -> int:
         values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
     )
     heartbeat = _heartbeat(args)  # every flag checked before anything is written
+    grace = _grace(args)
     if args.create_only and args.workers != 1:
         raise UserError(
             f"--workers {args.workers} with --create-only: it creates the studies and runs no "
@@ -224,7 +236,8 @@ def _run_study(args: argparse.Namespace) -> int:
         device=args.device,
         create_only=args.create_only,
         threads=args.threads,
-        worker_args=_threads_flags(args),
+        worker_args=[*_threads_flags(args), f"--grace={grace}"],
+        grace=grace,
         on_rangetest=tested.append,
         on_prepared=on_prepared,
         on_progress=_progress(),

@@ -9,7 +9,9 @@ from lrtune.cli.common import (
     _add_common,
     _add_heartbeat,
     _add_log_dir,
+    _add_preemption,
     _add_threads,
+    _grace,
     _heartbeat,
     _heartbeat_flags,
     _workers_count,
@@ -33,6 +35,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_workers_count, default=1, help="processes on this host")
     p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU (default: none)")
     _add_heartbeat(p)
+    _add_preemption(p, max_time=True)
     _add_log_dir(p)
     _add_threads(p)
 
@@ -53,6 +56,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     if not args.group and not args.study:
         raise UserError("give --group NAME or --study NAME (see `lrtune ls`)")
     heartbeat = _heartbeat(args)  # every flag checked before anything is written
+    grace = _grace(args)
     url = storage_url(args)
     use_log_dir(args)
     gpus = _parse_gpus(args.gpus) if args.gpus else None
@@ -64,7 +68,9 @@ def _run_worker(args: argparse.Namespace) -> int:
         # Check here what every child would check, so that a mistake is said once, not
         # once per process.
         _check_group(url, args.group, args.task, _heartbeat(args)["grace_period"])
-        extra = _heartbeat_flags(args)
+        extra = [*_heartbeat_flags(args), f"--grace={grace}"]
+        if args.max_time is not None:
+            extra.append(f"--max-time={args.max_time}")
         if args.task is not None:
             extra.append(f"--task={args.task}")
         procs = spawn_workers(
@@ -79,6 +85,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             raise UserError(f"{failures(procs)}; run the same command again to go on")
         return 0
     from lrtune.device import resolve_device
+    from lrtune.preempt import handing_back
     from lrtune.processes import watch_parent
     from lrtune.workers import limit_cpu_threads, run_worker, worker_index
 
@@ -86,15 +93,16 @@ def _run_worker(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     if device == "cpu" or args.threads is not None:
         limit_cpu_threads(args.threads)
-    report = run_worker(
-        url,
-        group=args.group,
-        studies=args.study,
-        worker=worker_index(),
-        device=device,
-        task=args.task,
-        **heartbeat,
-    )
+    with handing_back(grace, args.max_time):  # SIGTERM, --max-time: hand the trial back
+        report = run_worker(
+            url,
+            group=args.group,
+            studies=args.study,
+            worker=worker_index(),
+            device=device,
+            task=args.task,
+            **heartbeat,
+        )
     done = sum(report.trials.values())
     print(
         f"worker done: {done} trials in {report.seconds:.1f} s ({report.failed} failed)"
@@ -132,6 +140,7 @@ COMMAND = Command(
     (
         "lrtune worker --group digits --storage postgresql://user@db-host/lrtune",
         "lrtune worker --group digits --gpus 0,1 --task digits",
+        "lrtune worker --group digits --max-time 4h --grace 60",
     ),
     _add_worker,
     _run_worker,

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import optuna
 import torch
 
-from lrtune import interrupt
+from lrtune import interrupt, preempt
 from lrtune.errors import UserError
 from lrtune.faults import describe
 from lrtune.search.dims import scaled_bounds, scaling_rule, suggest_setup
@@ -18,6 +18,7 @@ from lrtune.search.ladder import EPOCHS, RUNG, Ladder, rung_of, surplus_reason
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
+from lrtune.training.checkpoint import ArtifactStore, Checkpoints
 from lrtune.training.tblog import trial_run
 from lrtune.training.trainer import TrainConfig, TrainResult, run_trial
 
@@ -48,7 +49,12 @@ class TaskError(Exception):
 MAX_STEP = 2**31 - 1
 
 
-def run_task(task: str, config: TrainConfig, report: Callable[[float, int], None]) -> TrainResult:
+def run_task(
+    task: str,
+    config: TrainConfig,
+    report: Callable[[float, int], None],
+    checkpoints: Checkpoints | None = None,
+) -> TrainResult:
     """:func:`~lrtune.training.trainer.run_trial`, with what it raises told apart by where
     it was raised, never by its type alone.
 
@@ -75,8 +81,8 @@ def run_task(task: str, config: TrainConfig, report: Callable[[float, int], None
             raise
 
     try:
-        return run_trial(task, config, guarded)
-    except (KeyboardInterrupt, optuna.TrialPruned, UserError):
+        return run_trial(task, config, guarded, checkpoints=checkpoints)
+    except (KeyboardInterrupt, optuna.TrialPruned, UserError, preempt.Preempted):
         raise
     except BaseException as exc:
         storage = next((e for e in ours if not isinstance(e, optuna.TrialPruned)), None)
@@ -113,6 +119,7 @@ def make_objective(
     follow_bounds: bool = False,
     ladder: Ladder | None = None,
     reference_batch: int | None = None,
+    checkpoint_store: ArtifactStore | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective of one study: suggest, train, report each epoch, prune on divergence.
 
@@ -129,6 +136,11 @@ def make_objective(
     ``reference_batch`` is the batch size the bounds were measured at (the range test's):
     a trial that searches ``batch_size`` then searches the bounds moved to its batch by
     the spec's scaling rule (:mod:`lrtune.search.dims`; user attr ``lr_bounds``).
+
+    With a ``checkpoint_store`` each trial checkpoints there every
+    ``spec.checkpoint_every`` epochs and resumes from the checkpoint its retry or
+    hand-back carries (:mod:`lrtune.training.checkpoint`); on SIGTERM in a worker it is
+    handed back (:mod:`lrtune.preempt`).
     """
 
     def objective(trial: optuna.Trial) -> float:
@@ -147,7 +159,7 @@ def make_objective(
         elif is_surplus(trial.study, trial, budget):
             trial.set_user_attr("fail_reason", "surplus: the budget was met by other workers")
             raise Surplus
-        with trial_errors(trial):
+        with trial_errors(trial), preempt.running_trial(lambda: hand_back(trial)):
             return _run(trial)
 
     def _run(trial: optuna.Trial) -> float:
@@ -188,10 +200,17 @@ def make_objective(
             task_params=setup.task_params,
             log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
         )
+        checkpoints = None
+        if checkpoint_store is not None and spec.checkpoint_every != 0:
+            checkpoints = Checkpoints(
+                checkpoint_store, trial, every=spec.checkpoint_every, identity={"epochs": epochs}
+            )
         try:
-            result = run_task(spec.task, config, report)
+            result = run_task(spec.task, config, report, checkpoints)
         finally:
             _release_memory()
+        if checkpoints is not None:
+            checkpoints.discard()  # finished: nothing left to resume
         trial.set_user_attr("config", result.config)
         trial.set_user_attr("seconds", round(result.seconds, 4))
         if result.final_lr is not None:
@@ -245,6 +264,9 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     try:
         yield
         return
+    except preempt.Preempted:
+        hand_back(trial)
+        raise
     except KeyboardInterrupt as exc:
         _set_reason(trial, f"interrupted ({interrupt.interrupted_by(exc)})")
         raise
@@ -258,6 +280,16 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
         reason = _task_reason(exc)
     _set_reason(trial, reason)
     raise TrialFailed(reason) from None
+
+
+def hand_back(trial: optuna.Trial) -> None:
+    """Make ``trial`` WAITING again (preempted: not a failure), for the next worker that
+    asks for a trial to run it from its checkpoint; counts it in user attr ``preempted``."""
+    storage = trial.study._storage
+    count = int(trial.user_attrs.get("preempted", 0)) + 1
+    storage.set_trial_user_attr(trial._trial_id, "preempted", count)
+    storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.WAITING)
+    log.warning("trial %d of %s handed back (preempted)", trial.number, trial.study.study_name)
 
 
 def _task_reason(exc: BaseException) -> str:

@@ -52,6 +52,7 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "confirm": (0, 10_000),
     "confirm_seeds": (1, 1000),
     "reduction_factor": (2, 1000),
+    "checkpoint_every": (0, 1_000_000),
 }
 PRIORS: tuple[str, ...] = ("rangetest", "none")
 #: The rules ``--batch-scaling`` takes (:mod:`lrtune.search.dims`).
@@ -102,6 +103,9 @@ class StudySpec:
         reduction_factor: η, the top ``1/η`` of a rung is promoted to the next.
         baseline: baseline arms studied beside the schedule search (``schedulefree``:
             :mod:`lrtune.baseline`); empty: none.
+        checkpoint_every: a trial of lrtune's loop checkpoints every this many epochs
+            (``None``: once 30 s of training passed since the last; 0: never;
+            :mod:`lrtune.training.checkpoint`).
     """
 
     task: str = "digits"
@@ -135,6 +139,7 @@ class StudySpec:
     reduction_factor: int = 3
     batch_scaling: str | None = None
     baseline: tuple[str, ...] = ()
+    checkpoint_every: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -365,7 +370,7 @@ def _check_field(key: str, value: Any, where: str) -> Any:
             raise UserError(f"{where}: must be {rule}, got {value!r}")
         return value
     if key in INT_LIMITS:
-        if value is None and key == "epochs":
+        if value is None and key in ("epochs", "checkpoint_every"):
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{where}: expected an integer, got {value!r}")

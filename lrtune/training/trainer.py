@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,11 +18,11 @@ from typing import Any
 
 import torch
 
-from lrtune import interrupt
+from lrtune import interrupt, preempt
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
-from lrtune.export.load import ProductionConfig
 from lrtune.schedules import Schedule
+from lrtune.training.checkpoint import Checkpoints, Loop, capture, replay, restore, same_shapes
 from lrtune.training.data import Batches, is_pair
 from lrtune.training.groups import at_base_lr, set_base_lr, task_groups
 from lrtune.training.loading import resolve_task
@@ -77,23 +75,6 @@ class TrainResult:
     direction: str = "minimize"
     model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
     final_lr: float | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialParams(ProductionConfig):
-    """``hp``, what a task's ``fit(hp, report)`` gets: the config ``lrtune.load_config``
-    would return for this trial (``build_optimizer``, ``build_scheduler``, ``lr``,
-    ``optimizer``, ``schedule``, ``batch_size``) plus the trial's ``seed``, ``epochs``,
-    ``device`` (a ``torch.device``) and the task's ``precision``, ``accumulate`` and
-    ``clip_grad_norm`` (after the spec's overrides), for a loop that wants to follow them.
-    """
-
-    seed: int = 0
-    epochs: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    precision: str = "fp32"
-    accumulate: int = 1
-    clip_grad_norm: float | None = None
 
 
 def evaluate(
@@ -173,90 +154,58 @@ def train(
         return _train(_build(task, config), config, on_epoch)
 
 
-def run_trial(task: str | TaskFactory | Task, config: TrainConfig, report: Report) -> TrainResult:
+def run_trial(
+    task: str | TaskFactory | Task,
+    config: TrainConfig,
+    report: Report,
+    *,
+    checkpoints: Checkpoints | None = None,
+) -> TrainResult:
     """One trial: the task's own ``fit(hp, report)`` when it has one, else :func:`train`.
 
     ``report(value, step)`` records an intermediate value (and may raise
     ``optuna.TrialPruned``); lrtune's loop calls it after every epoch with the epoch index.
     ``hp`` is a :class:`TrialParams`. A ``fit`` returning NaN or inf gives a diverged
-    result with that reason; one returning no number raises ``TypeError``.
+    result with that reason; one returning no number raises ``TypeError``. With
+    ``checkpoints`` the trial resumes from its last checkpoint and writes new ones
+    (:mod:`lrtune.training.checkpoint`); on SIGTERM in a worker it raises
+    :class:`lrtune.preempt.Preempted` at the next update boundary, its state saved.
     """
     check_optimizer(config.optimizer)
     with _seeded(config.seed):
         t = _build(task, config)
         if t.fit is None:
-            return _train(t, config, lambda epoch, value: report(value, epoch))
-        return _fit(t, config, report)
+            return _train(t, config, lambda epoch, value: report(value, epoch), checkpoints)
+        from lrtune.training.fit import run_fit  # it builds on this module
+
+        return run_fit(t, config, report, checkpoints)
 
 
-def _fit(t: Task, config: TrainConfig, report: Report) -> TrainResult:
-    assert t.fit is not None
-    device = resolve_device(config.device)
-    epochs = config.epochs or t.epochs
-    accumulate = config.accumulate or t.accumulate
-    batch = batch_sizes(t, config.batch_size, accumulate)
-    try:  # the fit task decides its steps; record what it will most likely take
-        total: int | None = epochs * max(1, len(t.train) // accumulate)
-    except TypeError:
-        total = None
-    # The groups' names and multipliers, checked on the task's model: fit builds its own
-    # optimizer with hp.build_optimizer(groups), which applies them by name.
-    groups = task_groups(t.param_groups, t.model, t.name, config.lr_mults)
-    resolved = resolve_config(t, config, total, batch=batch, groups=groups)
-    hp = TrialParams(
-        optimizer=resolved["optimizer"],
-        schedule=resolved["schedule"],
-        batch_size=batch[0],
-        micro_batch_size=batch[1],
-        task=dict(config.task_params),
-        seed=config.seed,
-        epochs=epochs,
-        device=device,
-        precision=resolved["precision"],
-        accumulate=accumulate,
-        clip_grad_norm=resolved["clip_grad_norm"],
-    )
-    history: list[float] = []
-
-    tb = RunLog(config.log_dir)  # a fit task's own loop: its reported values only
-
-    def recorded(value: float, step: int) -> None:
-        # A deferred Ctrl-C or SIGTERM reaches the task's own loop here, at its next report.
-        interrupt.check()
-        history.append(float(value))
-        tb.value(t.metric_name, float(value), int(step))
-        report(float(value), int(step))
-
-    start = time.perf_counter()
-    try:
-        out = t.fit(hp, recorded)
-    finally:
-        tb.close()
-    # A loop that caught the interrupt (Lightning shuts down gracefully and returns) still
-    # stops the trial: it did not run to its end, and the user was told it is marked failed.
-    interrupt.check()
-    if isinstance(out, torch.Tensor) and out.numel() == 1:
-        out = out.item()
-    if isinstance(out, bool) or not isinstance(out, numbers.Real):
-        raise TypeError(f"fit returned {type(out).__name__}, expected a number (the metric)")
-    value = float(out)
-    reason = None if math.isfinite(value) else f"fit returned {value}"
-    return TrainResult(
-        value=math.nan if reason else value,
-        history=history,
-        diverged=reason is not None,
-        reason=reason,
-        steps=0,
-        total_steps=total,
-        seconds=time.perf_counter() - start,
-        config=resolved,
-        metric_name=t.metric_name,
-        direction=t.direction,
-    )
+def _resumable(
+    checkpoints: Checkpoints | None, loop: Loop, task: str, seed: int, config: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The trial's last checkpoint, put back into ``loop``, or ``None`` (none, or one of
+    another task or configuration: the trial starts over)."""
+    if checkpoints is None:
+        return None
+    checkpoints.identity.update(task=task, seed=seed, config=config)
+    state = checkpoints.load()
+    if state is None:
+        return None
+    problem = same_shapes(loop.model, state["model"])
+    if problem is not None:
+        log.warning("checkpoint not resumed, starting over: %s", problem)
+        return None
+    restore(loop, state)
+    checkpoints.resumed(int(state["epoch"]), loop.history)
+    return state
 
 
 def _train(
-    t: Task, config: TrainConfig, on_epoch: Callable[[int, float], None] | None
+    t: Task,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None,
+    checkpoints: Checkpoints | None = None,
 ) -> TrainResult:
     device = resolve_device(config.device)
     precision = config.precision or t.precision
@@ -287,22 +236,35 @@ def _train(
         model, optimizer, batch_loss(t), precision=precision, clip=clip, device=device
     )
     generator = torch.Generator().manual_seed(config.seed)
-    history: list[float] = []
-    step = 0
+    # lr: the LR of the last update once one ran (final_lr)
+    loop = Loop(
+        model, optimizer, updater, generator, DivergenceWatch(t.divergence_factor), config.lr
+    )
     start = time.perf_counter()
     reason: str | None = None
-    lr = config.lr  # the LR of the last update once one ran (final_lr)
-    watch = DivergenceWatch(t.divergence_factor)
+    state = _resumable(checkpoints, loop, t.name, config.seed, resolved)
+    begin = 0 if state is None else int(state["epoch"])
     tb = RunLog(config.log_dir)
     update_loss = 0.0
-    for epoch in range(epochs):
+    for epoch in range(begin, epochs):
         pending = 0
         group = 1
-        for seen, batch in enumerate(train_batches.epoch(generator)):
+        epoch_start = (generator.get_state(), torch.get_rng_state())
+        batches = train_batches.epoch(generator)
+        skip = int(state["batch"]) if state is not None and epoch == begin else 0
+        if skip and state is not None:
+            batches = replay(batches, loop, state)
+        for seen, batch in enumerate(batches, start=skip):
+            if pending == 0 and preempt.requested():  # SIGTERM in a worker: hand it back
+                if checkpoints is not None:
+                    checkpoints.save(
+                        capture(loop, epoch_start=epoch_start), epoch=epoch, batch=seen
+                    )
+                raise preempt.Preempted(epoch)
             interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
             if pending == 0:
-                lr = config.lr * schedule.factor(step)
-                set_base_lr(optimizer, lr)  # each group at lr x its lr_mult
+                loop.lr = config.lr * schedule.factor(loop.step)
+                set_base_lr(optimizer, loop.lr)  # each group at lr x its lr_mult
                 # Mean loss over the update's micro-batches: k micro-batches of b give the
                 # gradient of one batch of k·b.
                 group = max(1, min(k, n_batches - seen))
@@ -310,7 +272,7 @@ def _train(
             # One host sync per micro-batch is cheap next to a trial; it lets a diverged run
             # stop at once instead of training on NaNs for the rest of its budget.
             value_now = loss.item()
-            reason = watch.check(value_now, step, lr)
+            reason = loop.watch.check(value_now, loop.step, loop.lr)
             if reason is not None:
                 break
             updater.backward(loss, 1.0 / group)
@@ -319,13 +281,13 @@ def _train(
             if pending >= group:
                 pending = 0
                 if updater.step():  # an fp16 step skipped on overflow is no step
-                    tb.step(step, lr, update_loss)
-                    step += 1
+                    tb.step(loop.step, loop.lr, update_loss)
+                    loop.step += 1
                 update_loss = 0.0
         if reason is None and pending:
             if updater.step():
-                tb.step(step, lr, update_loss * group / pending)
-                step += 1
+                tb.step(loop.step, loop.lr, update_loss * group / pending)
+                loop.step += 1
             update_loss = 0.0
         if reason is None:
             with evaluating(optimizer):  # a schedule-free optimizer's averaged weights
@@ -335,24 +297,27 @@ def _train(
         if reason is not None:
             log.info("diverged: %s", reason)
             break
-        history.append(value)
+        loop.history.append(value)
         tb.value(t.metric_name, value, epoch + 1)
         if on_epoch is not None:
             on_epoch(epoch, value)
+        if checkpoints is not None and checkpoints.due(epoch + 1, epochs):
+            checkpoints.save(capture(loop), epoch=epoch + 1)
     tb.close()
     if has_modes(optimizer):
         optimizer.eval()  # type: ignore[attr-defined]  # the model returned is the one evaluated
+    history = loop.history
     return TrainResult(
         value=math.nan if reason else history[-1],
         history=history,
         diverged=reason is not None,
         reason=reason,
-        steps=step,
+        steps=loop.step,
         total_steps=total,
         seconds=time.perf_counter() - start,
         config=resolved,
         metric_name=t.metric_name,
         direction=t.direction,
         model=model,
-        final_lr=lr if step else None,
+        final_lr=loop.lr if loop.step else None,
     )

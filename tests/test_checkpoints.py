@@ -1,0 +1,243 @@
+"""Checkpoints (SPEC "Checkpoints", issue 17): a trial killed or preempted mid-run resumes
+from its checkpoint on the next worker, and ends with the value of an uninterrupted run."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+
+from lrtune.storage import open_storage
+from lrtune.training.checkpoint import CHECKPOINT_ATTR, RESUMED_ATTR, Checkpoints
+from lrtune.training.trainer import TrainConfig, run_trial, train
+
+#: A task slow enough to be stopped mid-trial: 8 batches an epoch, each sleeping
+#: $SLOW_DELAY seconds (0 by default: the reference run in this process is fast). Dropout
+#: and shuffling make the resumed run's RNG streams matter.
+SLOW_TASK = """
+import os
+import time
+
+import torch
+
+from lrtune import Task
+
+
+def make(seed: int) -> Task:
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn(256, 8, generator=g)
+    y = (x.sum(1) > 0).long()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+    )
+    delay = float(os.environ.get("SLOW_DELAY", "0"))
+
+    def step_loss(model, batch):
+        time.sleep(delay)
+        return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    return Task(
+        model=model,
+        train=(x, y),
+        val=(x[:64], y[:64]),
+        loss_fn=torch.nn.functional.cross_entropy,
+        batch_size=32,
+        epochs=5,
+        step_loss=step_loss,
+        optimizer="adam",
+    )
+"""
+
+STUDY = "g.random.none"
+BEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
+
+
+@pytest.fixture
+def slow_task(tmp_path: Path) -> str:
+    path = tmp_path / "slow.py"
+    path.write_text(SLOW_TASK)
+    return f"{path}:make"
+
+
+def _lrtune(args: list[str], cwd: Path, delay: float = 0.0) -> subprocess.Popen[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", SLOW_DELAY=str(delay))
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrtune", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _create(task: str, url: str, cwd: Path) -> None:
+    args = ["study", "--task", task, "--storage", url, "--group", "g", "--prior", "none"]
+    args += ["--samplers", "random", "--trials", "1", "--confirm", "0", "--create-only"]
+    args += ["--checkpoint-every", "1", "--schedules", "cosine"]
+    proc = _lrtune(args, cwd)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+
+
+def _wait_checkpoint(url: str, proc: subprocess.Popen[str], epoch: int) -> dict[str, Any]:
+    """The running trial's checkpoint attr once it has ``epoch`` epochs or more."""
+    storage = open_storage(url)  # no table creation: it would wait on the worker's locks
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        study = optuna.load_study(study_name=STUDY, storage=storage)
+        for trial in study.get_trials(deepcopy=False):
+            named = trial.user_attrs.get(CHECKPOINT_ATTR)
+            if named and named["epoch"] >= epoch:
+                return dict(named)
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint written")
+
+
+def _reference(task: str, trial: optuna.trial.FrozenTrial) -> float:
+    config = TrainConfig(
+        lr=trial.params["lr"], optimizer="adam", schedule="cosine", epochs=5, device="cpu"
+    )
+    return train(task, config).value
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=STUDY, storage=open_storage(url)).get_trials()
+
+
+def _killed_in_epoch_3(task: str, url: str, cwd: Path) -> None:
+    _create(task, url, cwd)
+    first = _lrtune(["worker", "--group", "g", "--storage", url, *BEAT], cwd, delay=0.3)
+    named = _wait_checkpoint(url, first, 2)  # two epochs done: the worker is in epoch 3
+    first.kill()
+    first.communicate()
+    second = _lrtune(["worker", "--group", "g", "--storage", url, *BEAT], cwd)
+    _out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    trials = _trials(url)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"].startswith("worker died")
+    assert len(done) == 1
+    assert done[0].user_attrs[RESUMED_ATTR] == named["epoch"]
+    assert sorted(done[0].intermediate_values) == [0, 1, 2, 3, 4]  # the first ones reported again
+    assert done[0].value == _reference(task, done[0])
+    assert done[0].user_attrs[CHECKPOINT_ATTR] is None  # finished: its checkpoint removed
+
+
+@pytest.mark.slow
+def test_a_killed_trial_resumes_at_its_checkpoint_on_sqlite(
+    slow_task: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    _killed_in_epoch_3(slow_task, sqlite_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_killed_trial_resumes_at_its_checkpoint_on_postgres(
+    slow_task: str, pg_url: str, tmp_path: Path
+) -> None:
+    _killed_in_epoch_3(slow_task, pg_url, tmp_path)
+
+
+def _preempted(task: str, url: str, cwd: Path) -> None:
+    _create(task, url, cwd)
+    args = ["worker", "--group", "g", "--storage", url, *BEAT, "--grace", "60"]
+    first = _lrtune(args, cwd, delay=0.3)
+    _wait_checkpoint(url, first, 1)
+    time.sleep(1.0)  # into the next epoch: the checkpoint is mid-epoch
+    first.send_signal(signal.SIGTERM)
+    _out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert "preempted" in err
+    (waiting,) = _trials(url)
+    assert waiting.state == optuna.trial.TrialState.WAITING
+    assert waiting.user_attrs["preempted"] == 1
+    named = waiting.user_attrs[CHECKPOINT_ATTR]
+    second = _lrtune(["worker", "--group", "g", "--storage", url, *BEAT], cwd)
+    _out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err
+    (done,) = _trials(url)  # the same trial, finished: exact budget, no FAIL
+    assert done.state == optuna.trial.TrialState.COMPLETE
+    assert done.user_attrs[RESUMED_ATTR] == named["epoch"]
+    assert done.value == _reference(task, done)
+
+
+@pytest.mark.slow
+def test_sigterm_hands_the_trial_back_and_it_resumes_on_sqlite(
+    slow_task: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    _preempted(slow_task, sqlite_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_hands_the_trial_back_and_it_resumes_on_postgres(
+    slow_task: str, pg_url: str, tmp_path: Path
+) -> None:
+    _preempted(slow_task, pg_url, tmp_path)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resuming_in_process_gives_the_uninterrupted_value(tmp_path: Path) -> None:
+    """The same as the worker tests, fast: a run stopped after epoch 2 (its checkpoint
+    written) and resumed equals a run never stopped, bit for bit."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}")
+    store = FileSystemArtifactStore(str(tmp_path))
+    config = TrainConfig(lr=0.05, schedule="cosine", epochs=4, seed=3, device="cpu")
+    whole = train("digits", config).value
+
+    def stop_after_2(value: float, epoch: int) -> None:
+        if epoch == 1:
+            raise _Stop
+
+    trial = study.ask()
+    with pytest.raises(_Stop):
+        run_trial("digits", config, stop_after_2, checkpoints=Checkpoints(store, trial, every=1))
+    assert trial.user_attrs[CHECKPOINT_ATTR]["epoch"] == 1  # after epoch 1; epoch 2's not due
+    result = run_trial(
+        "digits", config, lambda v, s: None, checkpoints=Checkpoints(store, trial, every=1)
+    )
+    assert trial.user_attrs[RESUMED_ATTR] == 1
+    assert result.value == whole
+
+
+def test_a_checkpoint_of_another_task_or_a_truncated_one_starts_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}")
+    store = FileSystemArtifactStore(str(tmp_path))
+    config = TrainConfig(lr=0.05, epochs=2, device="cpu")
+    whole = train("digits", config).value
+    trial = study.ask()
+    run_trial("wine", config, lambda v, s: None, checkpoints=Checkpoints(store, trial, every=1))
+    assert trial.user_attrs[CHECKPOINT_ATTR]["epoch"] == 1
+    # the checkpoint attr names wine's file: digits starts over
+    result = run_trial(
+        "digits", config, lambda v, s: None, checkpoints=Checkpoints(store, trial, every=1)
+    )
+    assert "its task is 'wine'" in caplog.text
+    assert result.value == whole
+    assert RESUMED_ATTR not in trial.user_attrs
+    buffer = io.BytesIO()
+    torch.save({"model": {}}, buffer)
+    store.write("cut", io.BytesIO(buffer.getvalue()[:20]))
+    trial.set_user_attr(CHECKPOINT_ATTR, {"artifact": "cut", "epoch": 1, "batch": 0})
+    result = run_trial(
+        "digits", config, lambda v, s: None, checkpoints=Checkpoints(store, trial, every=1)
+    )
+    assert "unreadable" in caplog.text
+    assert result.value == whole
+    assert RESUMED_ATTR not in trial.user_attrs
