@@ -41,26 +41,13 @@ LAYERS = {
 # What main held when this test was written, being moved along docs/design.md's concept
 # lines commit by commit (issue 20). Each entry is a debt: the test fails on anything new,
 # and an entry goes when its fix lands. Keep these sets shrinking, never growing.
-KNOWN_CYCLE_EDGES = {("lrtune.training.tasks", "lrtune.training.zoo")}
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 KNOWN_LAYER_BREAKS = {
     "lrtune.search.space -> lrtune.training.oracle",
     "lrtune.search.widen -> lrtune.dashboard.graphs",
     "lrtune.training.trainer -> lrtune.export.load",
 }
-KNOWN_PRIVATE = {
-    "lrtune.cli -> lrtune.cli.common",
-    "lrtune.cli.dashboard -> lrtune.cli.common",
-    "lrtune.cli.export -> lrtune.cli.common",
-    "lrtune.cli.ls -> lrtune.cli.common",
-    "lrtune.cli.rangetest -> lrtune.cli.common",
-    "lrtune.cli.report -> lrtune.cli.common",
-    "lrtune.cli.study -> lrtune.cli.common",
-    "lrtune.cli.worker -> lrtune.cli.common",
-    "lrtune.export.load -> lrtune.export.formats",
-    "lrtune.export.merge -> lrtune.export.formats",
-    "lrtune.export.merge_yaml -> lrtune.export.formats",
-    "lrtune.training.zoo -> lrtune.training.tasks",
-}
+KNOWN_PRIVATE: set[str] = set()
 KNOWN_LONG_MODULES = {"lrtune.compare", "lrtune.storage", "lrtune.workers"}
 KNOWN_LONG_FUNCTIONS = {
     "lrtune.cli.study._add_study",

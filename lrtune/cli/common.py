@@ -19,7 +19,7 @@ from lrtune.shell import DEFAULT_STORAGE as DEFAULT_STORAGE  # where it lives: t
 EXIT_USAGE = 2
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line and exit 2 (no usage dump).
 
     ``prog`` is ``lrtune`` for the top level and ``lrtune <command>`` for a command's parser,
@@ -83,23 +83,24 @@ def _int_between(low: int, high: int | None, expected: str) -> Callable[[str], i
     return parse
 
 
-def _int_at_least(low: int, expected: str) -> Callable[[str], int]:
+def int_at_least(low: int, expected: str) -> Callable[[str], int]:
     """An argparse type: an integer ``>= low``, else one line saying ``expected``."""
     return _int_between(low, None, expected)
 
 
-_count = _int_at_least(0, "an integer >= 0")
-_positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = int_at_least(0, "an integer >= 0")
+positive_int = int_at_least(1, "a positive integer")
 
 #: Upper bounds of the flags that size processes, threads and waits: far above any real
 #: use, they stop a typo (``--threads 1e9``) before it reaches libgomp or the scheduler.
 MAX_PROCESSES = 1024
 MAX_HEARTBEAT_S = 3600
 MAX_GRACE_S = 7 * 24 * 3600
-_workers_count = _int_between(1, MAX_PROCESSES, f"an integer 1..{MAX_PROCESSES}")
+workers_count = _int_between(1, MAX_PROCESSES, f"an integer 1..{MAX_PROCESSES}")
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """An argparse type: a positive finite number, else one line."""
     try:
         value = float(text)
     except ValueError:
@@ -130,7 +131,7 @@ def _task(text: str) -> str:
     return text
 
 
-def _add_common(
+def add_common(
     p: argparse.ArgumentParser, *, task: bool = True, device: bool = True, seed: bool = True
 ) -> None:
     """``--storage`` and ``--debug`` (every command), and the flags a command that trains
@@ -167,7 +168,8 @@ def storage_url(args: argparse.Namespace) -> str:
     return args.storage or os.environ.get("LRTUNE_STORAGE") or DEFAULT_STORAGE
 
 
-def _add_heartbeat(p: argparse.ArgumentParser) -> None:
+def add_heartbeat(p: argparse.ArgumentParser) -> None:
+    """``--heartbeat-interval`` and ``--grace-period`` (commands that run trials)."""
     p.add_argument(
         "--heartbeat-interval",
         type=_int_between(1, MAX_HEARTBEAT_S, f"seconds 1..{MAX_HEARTBEAT_S}"),
@@ -183,12 +185,14 @@ def _add_heartbeat(p: argparse.ArgumentParser) -> None:
     )
 
 
-class _Heartbeat(TypedDict):
+class HeartbeatOptions(TypedDict):
+    """The heartbeat settings, as :func:`lrtune.storage.open_storage` takes them."""
+
     heartbeat_interval: int
     grace_period: int
 
 
-def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
+def heartbeat_options(args: argparse.Namespace) -> HeartbeatOptions:
     """The heartbeat settings; a one-line :class:`UserError` when the grace period would
     fail live trials (call it before anything is written)."""
     from lrtune.study import GRACE_PERIOD, HEARTBEAT_INTERVAL
@@ -207,14 +211,15 @@ def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
     return {"heartbeat_interval": interval, "grace_period": grace}
 
 
-def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
+def heartbeat_flags(args: argparse.Namespace) -> list[str]:
     """The heartbeat (and --threads) flags again, for the worker processes this command
     starts."""
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in _heartbeat(args).items()]
-    return flags + _threads_flags(args)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in heartbeat_options(args).items()]
+    return flags + threads_flags(args)
 
 
-def _add_threads(p: argparse.ArgumentParser) -> None:
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads`` (torch threads per trial process)."""
     p.add_argument(
         "--threads",
         type=_int_between(0, MAX_PROCESSES, f"an integer 0..{MAX_PROCESSES}"),
@@ -225,11 +230,13 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _threads_flags(args: argparse.Namespace) -> list[str]:
+def threads_flags(args: argparse.Namespace) -> list[str]:
+    """``--threads`` again, for the worker processes this command starts."""
     return [f"--threads={args.threads}"] if args.threads is not None else []
 
 
-def _add_log_dir(p: argparse.ArgumentParser) -> None:
+def add_log_dir(p: argparse.ArgumentParser) -> None:
+    """``--log-dir`` (TensorBoard runs); :func:`use_log_dir` applies it."""
     p.add_argument(
         "--log-dir",
         metavar="DIR",

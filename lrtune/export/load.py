@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError, one_line
-from lrtune.export.formats import _key_parts, format_for_path, holds_optimizer, split_target
+from lrtune.export.formats import format_for_path, holds_optimizer, key_parts, split_target
 
 if TYPE_CHECKING:
     import torch
@@ -157,7 +157,7 @@ def load_config(path: str | os.PathLike[str], key: str | None = None) -> Product
     data = _parse(text, fmt, file)
     where = str(file)
     parent: Any = None
-    for part in _key_parts(key):
+    for part in key_parts(key):
         if not isinstance(data, Mapping) or part not in data:
             raise UserError(f"cannot load {file}: no key {key!r} in it")
         parent, data = data, data[part]
