@@ -174,40 +174,102 @@ def prefix(trials: Trials, compute: float, epochs: int) -> Trials:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What every arm of one task shares."""
+
+    runs: Runs
+    rungs: tuple[int, ...]
+    eta: int
+    budgets: list[int]
+    own: list[int]  # --own-budgets
+    direction: str
+    best: float  # the oracle's best seed mean
+    seeds: range  # the oracle's: the true value's
+
+    def regret(self, config: Config | None) -> float:
+        """True regret of ``config`` (``inf``: nothing exported, or it diverged)."""
+        sign = 1.0 if self.direction == "minimize" else -1.0
+        value = math.nan if config is None else self.runs.mean(config, self.seeds)
+        if not math.isfinite(value):
+            return math.inf
+        return sign * (value - self.best) / max(abs(self.best), 1e-12)
+
+
+def run_arm(
+    label: str, spec: StudySpec, bounds: dict[str, tuple[float, float]], s: Setup
+) -> tuple[dict[str, Any], list[float]]:
+    """One arm of one repeat: its figures by key (``r{b}``, ``spent{b}``, …) and the
+    seconds of its full-length trials."""
+    prior = "none" if "no prior" in label else "rangetest"
+    sign = 1.0 if s.direction == "minimize" else -1.0
+    epochs, top = s.runs.epochs, len(s.rungs) - 1
+    out: dict[str, Any] = {}
+    if "rungs" in label:
+        rspec = dataclasses.replace(spec, rungs=s.rungs, reduction_factor=s.eta)
+        trials = rung_study(rspec, prior, bounds[prior], s.direction, s.budgets[-1])
+        # A study of its own per budget (`--trials b`: its last configurations climb),
+        # for the budgets --own-budgets names; prior arm only.
+        for b in s.own if prior == "rangetest" else []:
+            ts = rung_study(rspec, prior, bounds[prior], s.direction, b)
+            out[f"own{b}"] = s.regret(best_config([t for t in ts if rung_of(t) == top], sign))
+            out[f"ownspent{b}"] = sum(trained(t, epochs) for t in ts)
+    else:
+        pruner = label.rsplit(" ", 1)[1] if label.endswith(("hyperband", "median")) else "none"
+        pspec = dataclasses.replace(spec, pruner=pruner)
+        trials = compute_study(pspec, prior, bounds[prior], s.direction, s.budgets[-1], epochs)
+    # With rungs only top-rung trials can be exported (as `lrtune export`).
+    full = [t for t in trials if rung_of(t) == top] if "rungs" in label else trials
+    results = {t.number for t in full}
+    for b in s.budgets:
+        seen = prefix(trials, b, epochs)
+        export = best_config([t for t in seen if t.number in results], sign)
+        out[f"r{b}"] = s.regret(export)
+        out[f"spent{b}"] = sum(trained(t, epochs) for t in seen)
+        out[f"trials{b}"] = len(seen)
+        out[f"export{b}"] = export
+    out["pruned"] = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) / len(trials)
+    return out, [float(t.user_attrs.get("seconds", 0)) for t in full if t.state == COMPLETE]
+
+
 def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
     runs = Runs(task)
-    ref, epochs = task_ref(task), runs.epochs
     n_lrs = int(per_task_str(args.oracle_lrs, task, "21"))
     schedules = per_task_str(args.schedules, task, SCHEDULES.get(task, ",".join(SCHEDULE_NAMES)))
     scheds = tuple(schedules.split(","))
     rung_text = per_task_str(args.rungs, task, "")
     rungs = tuple(int(e) for e in rung_text.split(",") if e) or tuple(
-        ladder(epochs, args.reduction_factor)
+        ladder(runs.epochs, args.reduction_factor)
     )
     grid = oracle(task, n_lrs, args.oracle_seeds, scheds, runs)
     log(f"{task}: oracle ready ({runs.trained} runs trained, {time.perf_counter() - t0:.0f} s)")
     best_schedule, best_lr, best = grid.best()
-    sign = 1.0 if grid.direction == "minimize" else -1.0
-    eval_seeds = range(args.oracle_seeds)
-
-    def regret(config: Config | None) -> float:
-        value = math.nan if config is None else runs.mean(config, eval_seeds)
-        return sign * (value - best) / max(abs(best), 1e-12) if math.isfinite(value) else math.inf
-
     budgets = sorted(int(b) for b in args.budgets.split(","))
     own = [int(b) for b in args.own_budgets.split(",") if b]
+    setup = Setup(
+        runs,
+        rungs,
+        args.reduction_factor,
+        budgets,
+        own,
+        grid.direction,
+        best,
+        range(args.oracle_seeds),
+    )
     arm_names = [a for a in args.arms.split(",") if a]
-    base = StudySpec(task=ref, optimizer=runs.optimizer, schedules=scheds, trials=budgets[-1])
+    base = StudySpec(
+        task=task_ref(task), optimizer=runs.optimizer, schedules=scheds, trials=budgets[-1]
+    )
     arms: dict[str, dict[str, list[Any]]] = {a: {} for a in arm_names}
     rt_fte: list[float] = []
     for r in range(args.first_repeat, args.first_repeat + args.repeats):
         spec = dataclasses.replace(base, seed=STUDY_SEED + r)
         rt = range_test(
-            ref,
+            spec.task,
             optimizer=runs.optimizer,
             steps=spec.rangetest_steps,
             seeds=spec.rangetest_seeds,
@@ -217,50 +279,10 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         bounds = {"rangetest": (rt.lr_low, rt.lr_high), "none": WIDE}
         full_secs: list[float] = []
         for label in arm_names:
-            prior = "none" if "no prior" in label else "rangetest"
-            arm = arms[label]
-            top = len(rungs) - 1
-            if "rungs" in label:
-                rspec = dataclasses.replace(
-                    spec, rungs=rungs, reduction_factor=args.reduction_factor
-                )
-                trials = rung_study(rspec, prior, bounds[prior], grid.direction, budgets[-1])
-                # A study of its own per budget (`--trials b`: its last configurations
-                # climb), for the budgets --own-budgets names; prior arm only.
-                for b in own if prior == "rangetest" else []:
-                    ts = rung_study(rspec, prior, bounds[prior], grid.direction, b)
-                    arm.setdefault(f"own{b}", []).append(
-                        regret(best_config([t for t in ts if rung_of(t) == top], sign))
-                    )
-                    arm.setdefault(f"ownspent{b}", []).append(sum(trained(t, epochs) for t in ts))
-            else:
-                pruner = (
-                    label.rsplit(" ", 1)[1] if label.endswith(("hyperband", "median")) else "none"
-                )
-                pspec = dataclasses.replace(spec, pruner=pruner)
-                trials = compute_study(
-                    pspec, prior, bounds[prior], grid.direction, budgets[-1], epochs
-                )
-            # With rungs only top-rung trials can be exported (as `lrtune export`).
-            full = [t for t in trials if rung_of(t) == top] if "rungs" in label else trials
-            results = {t.number for t in full}
-            exports = {
-                b: best_config([t for t in prefix(trials, b, epochs) if t.number in results], sign)
-                for b in budgets
-            }
-            spent = {b: sum(trained(t, epochs) for t in prefix(trials, b, epochs)) for b in budgets}
-            counts = {b: len(prefix(trials, b, epochs)) for b in budgets}
-            full_secs += [
-                float(t.user_attrs.get("seconds", 0)) for t in full if t.state == COMPLETE
-            ]
-            arm.setdefault("pruned", []).append(
-                sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) / len(trials)
-            )
-            for b in budgets:
-                arm.setdefault(f"r{b}", []).append(regret(exports[b]))
-                arm.setdefault(f"spent{b}", []).append(spent[b])
-                arm.setdefault(f"trials{b}", []).append(counts[b])
-                arm.setdefault(f"export{b}", []).append(exports[b])
+            figures, secs = run_arm(label, spec, bounds, setup)
+            full_secs += secs
+            for key, value in figures.items():
+                arms[label].setdefault(key, []).append(value)
             runs.save()
             log(f"  {task} repeat {r + 1}: {label} done ({time.perf_counter() - t0:.0f} s)")
         trial_s = statistics.median(full_secs) if full_secs else math.nan
@@ -269,7 +291,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         "task": task,
         "optimizer": runs.optimizer,
         "direction": grid.direction,
-        "epochs": epochs,
+        "epochs": runs.epochs,
         "rungs": list(rungs),
         "eta": args.reduction_factor,
         "budgets": budgets,

@@ -66,7 +66,8 @@ def markdown(results: list[dict[str, Any]], headers: list[str]) -> str:
     lines += [
         "True regret (mean over the oracle's 3 seeds, against its best seed mean) of what a "
         "user would export after c full-trial equivalents of training, median [IQR] over "
-        "repeats; ∞: nothing to export yet or the export diverged on a true-value seed. "
+        "repeats; ∞ (or a quantile shown ≥, which leans on one): nothing to export yet or "
+        "the export diverged on a true-value seed. "
         "Compute spent: mean over repeats (a rung study may end past its budget by part of "
         "a trial). The range test (prior arms) is not in c; its cost is shown.",
         "",
