@@ -45,7 +45,6 @@ KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 KNOWN_LAYER_BREAKS = {
     "lrtune.search.space -> lrtune.training.oracle",
     "lrtune.search.widen -> lrtune.dashboard.graphs",
-    "lrtune.training.trainer -> lrtune.export.load",
 }
 KNOWN_PRIVATE: set[str] = set()
 KNOWN_LONG_MODULES = {"lrtune.compare", "lrtune.storage", "lrtune.workers"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import numbers
@@ -23,10 +22,10 @@ import torch
 from lrtune import interrupt
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
-from lrtune.export.load import ProductionConfig
 from lrtune.schedules import Schedule
 from lrtune.training.data import Batches, is_pair
 from lrtune.training.groups import at_base_lr, set_base_lr, task_groups
+from lrtune.training.hp import TrialParams
 from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import (
     check_optimizer,
@@ -77,23 +76,6 @@ class TrainResult:
     direction: str = "minimize"
     model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
     final_lr: float | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialParams(ProductionConfig):
-    """``hp``, what a task's ``fit(hp, report)`` gets: the config ``lrtune.load_config``
-    would return for this trial (``build_optimizer``, ``build_scheduler``, ``lr``,
-    ``optimizer``, ``schedule``, ``batch_size``) plus the trial's ``seed``, ``epochs``,
-    ``device`` (a ``torch.device``) and the task's ``precision``, ``accumulate`` and
-    ``clip_grad_norm`` (after the spec's overrides), for a loop that wants to follow them.
-    """
-
-    seed: int = 0
-    epochs: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    precision: str = "fp32"
-    accumulate: int = 1
-    clip_grad_norm: float | None = None
 
 
 def evaluate(
