@@ -12,6 +12,7 @@ runs the sweep alone.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import sys
@@ -598,6 +599,59 @@ def test_a_worker_pinned_to_the_study_task_runs(
     monkeypatch.chdir(tmp_path)
     argv = ["worker", "--group", GROUP, "--task", "digits", "--storage", world["url"]]
     assert _run(argv) == 0  # the budget is met: it exits at once
+
+
+IGNORING_FIT = """
+from lrtune.training.tasks import digits
+
+
+def fit(hp, report):
+    value = 1.0
+    for epoch in range(4):  # its own epochs, not hp.epochs
+        value = 1.0 / (epoch + 1)
+        report(value, epoch)
+    return value
+
+
+def make(seed):
+    task = digits(seed)
+    task.fit, task.name, task.epochs = fit, "stubborn", 4
+    return task
+"""
+
+
+@pytest.mark.slow
+def test_a_fit_that_ignores_hp_epochs_is_warned_about_once(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not refusable up front (only a trial shows it): one warning naming the task, once per
+    # study whatever the number of trials and worker processes, and the study goes on.
+    import optuna
+
+    import lrtune.search.objective as objective
+
+    path = tmp_path / "stubborn.py"
+    path.write_text(IGNORING_FIT)
+    task = f"{path}:make"
+    caplog.set_level(logging.WARNING)
+    args = ["study", "--task", task, "--prior", "none", "--samplers", "random", "--confirm"]
+    args += ["0", "--rungs", "1,2,4", "--epochs", "4", "--storage", sqlite_url]
+    objective._WARNED.clear()
+    assert _run([*args, "--trials", "1"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "ignores hp.epochs" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # several short trials, one warning
+    assert warnings[0].startswith(f"task {task} ignores hp.epochs")
+    assert "rung trial of 1 epoch(s) reported epoch 4" in warnings[0]
+    study = optuna.load_study(study_name="stubborn.random.none", storage=sqlite_url)
+    assert study.user_attrs[objective.IGNORES_EPOCHS] == {"epochs": 1, "reported": 4}
+    before = study.get_trials()
+    assert all(t.value is not None for t in before if t.state.is_finished())
+    # Another worker process (a fresh _WARNED) on the same study says it no more.
+    objective._WARNED.clear()
+    caplog.clear()
+    assert _run([*args, "--trials", "2"]) == 0
+    assert "ignores hp.epochs" not in caplog.text
+    assert len(study.get_trials()) > len(before)
 
 
 def count_by_command() -> Counter[str]:

@@ -2,7 +2,8 @@
 --reduction-factor 3`` on SQLite (killed mid-trial, then resumed) and with two ``worker``
 processes on PostgreSQL (one killed inside a rung trial, the other retries it; then the same
 ``study`` command resumes, and goes on with a larger budget); a ``fit`` task and the
-Lightning adapter with rungs, and the warning for a ``fit`` that ignores ``hp.epochs``.
+Lightning adapter with rungs. (The warning for a ``fit`` that ignores ``hp.epochs`` is with the
+other mistakes, in tests/test_bad_inputs.py.)
 
 :func:`check_ladder` reads a finished study back and checks what the design promises: each
 trial trained exactly its rung's epochs with the schedule compressed to them (its last LR is
@@ -14,8 +15,6 @@ by less than one full trial.
 
 from __future__ import annotations
 
-import logging
-import math
 import signal
 import subprocess
 import time
@@ -356,42 +355,3 @@ def test_the_lightning_example_runs_with_rungs(
     assert _example(sqlite_url, "studies/lightning.toml") == 0
     trials = _trials(sqlite_url, "lightning-digits.tpe.none")
     check_ladder(trials, budget=2, rungs=(1, 2, 4), lrtune_loop=False)
-
-
-IGNORING_FIT = """
-from lrtune.training.tasks import digits
-
-
-def fit(hp, report):
-    value = 1.0
-    for epoch in range(4):  # its own epochs, not hp.epochs
-        value = 1.0 / (epoch + 1)
-        report(value, epoch)
-    return value
-
-
-def make(seed):
-    task = digits(seed)
-    task.fit, task.name, task.epochs = fit, "stubborn", 4
-    return task
-"""
-
-
-def test_a_fit_that_ignores_hp_epochs_is_warned_about_once(
-    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    import lrtune.search.objective as objective
-
-    path = tmp_path / "stubborn.py"
-    path.write_text(IGNORING_FIT)
-    task = f"{path}:make"
-    objective._WARNED.discard(task)
-    caplog.set_level(logging.WARNING)
-    args = ["study", "--task", task, "--prior", "none", "--samplers", "random", "--confirm"]
-    args += ["0", "--rungs", "1,2,4", "--epochs", "4", "--trials", "1", "--storage", sqlite_url]
-    assert main(args) == 0
-    warnings = [r.getMessage() for r in caplog.records if "ignores hp.epochs" in r.getMessage()]
-    assert len(warnings) == 1, warnings  # several short trials, one warning
-    assert warnings[0].startswith(f"task {task} ignores hp.epochs")
-    assert "rung trial of 1 epoch(s) reported epoch 4" in warnings[0]
-    assert not math.isnan(_trials(sqlite_url, "stubborn.random.none")[0].value or 0.0)

@@ -197,7 +197,7 @@ def make_objective(
         if result.final_lr is not None:
             trial.set_user_attr("final_lr", result.final_lr)
         if ladder is not None and epochs is not None and steps and max(steps) >= epochs:
-            warn_ignored_epochs(spec.task, epochs, max(steps))
+            warn_ignored_epochs(trial.study, spec.task, epochs, max(steps))
         if result.diverged:
             trial.set_user_attr("diverged", True)
             trial.set_user_attr("prune_reason", f"diverged: {result.reason}")
@@ -207,15 +207,22 @@ def make_objective(
     return objective
 
 
+#: Study user attr: a ``fit`` rung trial of the study reported more epochs than its rung
+#: has (set by the first worker that saw it, so the warning is given once per study).
+IGNORES_EPOCHS = "fit_ignores_epochs"
 _WARNED: set[str] = set()
 
 
-def warn_ignored_epochs(task: str, epochs: int, step: int) -> None:
-    """One warning per task and process: a ``fit`` rung trial reported epoch ``step`` (from
-    0) but its rung has ``epochs``: the task trains its own epochs, not ``hp.epochs``."""
-    if task in _WARNED:
+def warn_ignored_epochs(study: optuna.Study, task: str, epochs: int, step: int) -> None:
+    """One warning per study, whichever worker process sees it first: a ``fit`` rung trial
+    reported epoch ``step`` (from 0) but its rung has ``epochs``: the task trains its own
+    epochs, not ``hp.epochs``."""
+    if study.study_name in _WARNED:
         return
-    _WARNED.add(task)
+    _WARNED.add(study.study_name)  # no second storage read in this process
+    if study.user_attrs.get(IGNORES_EPOCHS):
+        return  # another worker warned
+    study.set_user_attr(IGNORES_EPOCHS, {"epochs": epochs, "reported": step + 1})
     log.warning(
         "task %s ignores hp.epochs: a rung trial of %d epoch(s) reported epoch %d; its fit "
         "must train hp.epochs epochs (and report once per epoch) for rungs to compare "
