@@ -19,6 +19,7 @@ import optuna
 
 from lrtune import confirm, interrupt
 from lrtune.creation import wait_created
+from lrtune.dashboard.graphs import show_widened
 from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
@@ -301,8 +302,9 @@ def run_worker(
         elif mine.state != optuna.trial.TrialState.FAIL:
             failures = 0
             report.trials[name] += 1
-            if mine.state == optuna.trial.TrialState.COMPLETE and widens.get(name, False):
-                maybe_widen(study)
+            complete = mine.state == optuna.trial.TrialState.COMPLETE
+            if complete and widens.get(name, False) and maybe_widen(study) is not None:
+                show_widened(study)  # the moved edge on the dashboard's graph
             show_trial(study, mine)  # the dashboard: config note, per-epoch and importance
         if on_trial is not None:
             on_trial(name, mine)
