@@ -70,6 +70,31 @@ FILES: dict[str, bytes] = {
     "rungs-float.toml": b"rungs = [1, 2.5, 9]\nepochs = 9\n",
     "rungs-grid.toml": b'rungs = [1, 3, 9]\nepochs = 9\nsamplers = ["grid", "tpe"]\n',
     "eta-float.toml": b"reduction_factor = 2.5\n",
+    # The user's setup (issue 19): parameter groups, batch size, the task's own dimensions.
+    "groups_task.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed, dropout=0.0):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(dropout), nn.Linear(8, 2))\n"
+    b"    return Task(model, (x, y), (x, y), nn.functional.cross_entropy, batch_size=16,\n"
+    b"        param_groups=lambda m: [{'params': m[0].parameters(), 'name': 'body'},\n"
+    b"                                {'params': m[2].parameters(), 'name': 'head'}])\n",
+    "groups_twice.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
+    b"        param_groups=lambda m: [{'params': m.parameters(), 'name': 'a'},\n"
+    b"                                {'params': [m.weight], 'name': 'b'}])\n",
+    "groups_nan.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
+    b"        param_groups=lambda m: [{'params': m.parameters(), 'lr_mult': float('nan')}])\n",
+    "lr-mult-zero.toml": b"[params.lr_mult]\nhead = [0, 10]\n",
+    "lr-mult-nan.toml": b"[params.lr_mult]\nhead = [nan, 10]\n",
+    "lr-mult-nosuch.toml": b"[params.lr_mult]\nneck = [1, 10]\n",
+    "batch-zero.toml": b"[params]\nbatch_size = [0, 64]\n",
+    "batch-negative.toml": b"[params]\nbatch_size = [-64, -8]\n",
+    "task-key.toml": b"[params.task]\nwidth = [8, 64]\n",
 }
 
 
@@ -149,6 +174,8 @@ CASES: dict[str, dict[str, Any]] = {
         "task loss raises": _c(
             "rangetest --seeds 1 --steps 20 --task {dir}/loss_raises.py:make", "size"
         ),
+        "param in two groups": _c("rangetest --task {dir}/groups_twice.py:make", "in group 'b'"),
+        "group lr_mult nan": _c("rangetest --task {dir}/groups_nan.py:make", "lr_mult"),
     },
     "study": {
         "spec binary": _c("study --spec {dir}/binary.toml", "not a text file"),
@@ -258,6 +285,24 @@ CASES: dict[str, dict[str, Any]] = {
             "foreign.db",
             storage=False,
         ),
+        "timeout 0": _c("study --timeout 0", "--timeout"),
+        "timeout nan": _c("study --timeout nan", "--timeout"),
+        "batch-scaling cubic": _c("study --batch-scaling cubic", "cubic"),
+        "spec lr_mult 0": _c("study --spec {dir}/lr-mult-zero.toml", "lr_mult"),
+        "spec lr_mult nan": _c("study --spec {dir}/lr-mult-nan.toml", "lr_mult"),
+        "spec lr_mult, no such group": _c(
+            "study --spec {dir}/lr-mult-nosuch.toml --task {dir}/groups_task.py:make",
+            "no such group",
+        ),
+        "spec lr_mult, task without groups": _c(
+            "study --spec {dir}/lr-mult-nosuch.toml", "no param_groups"
+        ),
+        "param in two groups": _c("study --task {dir}/groups_twice.py:make", "in group 'b'"),
+        "spec batch_size 0": _c("study --spec {dir}/batch-zero.toml", "batch_size"),
+        "spec batch_size negative": _c("study --spec {dir}/batch-negative.toml", "batch_size"),
+        "spec task key the factory lacks": _c(
+            "study --spec {dir}/task-key.toml --task {dir}/groups_task.py:make", "'width'"
+        ),
     },
     "worker": {
         "no group or study": _c("worker", "--group"),
@@ -289,6 +334,7 @@ CASES: dict[str, dict[str, Any]] = {
         ),
         "log-dir under a file": _c(f"worker --group {GROUP} --log-dir {{dir}}/afile/t", "afile"),
         "unknown flag": _c(f"worker --group {GROUP} --frob", "--frob"),
+        "timeout 0": _c(f"worker --group {GROUP} --timeout 0", "--timeout"),
         "storage missing": _c(
             "worker --group x --storage sqlite:///lrtnue.db", "no storage at", storage=False
         ),

@@ -235,6 +235,19 @@ def threads_flags(args: argparse.Namespace) -> list[str]:
     return [f"--threads={args.threads}"] if args.threads is not None else []
 
 
+def add_timeout(p: argparse.ArgumentParser) -> None:
+    """``--timeout SECONDS`` (``study`` and ``worker``): no trial starts after it."""
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        default=None,
+        help="start no new trial once SECONDS have passed since the trials began (the range "
+        "test comes before); trials running then finish; run the same command again to go "
+        "on (default: none)",
+    )
+
+
 def add_log_dir(p: argparse.ArgumentParser) -> None:
     """``--log-dir`` (TensorBoard runs); :func:`use_log_dir` applies it."""
     p.add_argument(

@@ -14,6 +14,7 @@ from lrtune.cli.common import (
     add_heartbeat,
     add_log_dir,
     add_threads,
+    add_timeout,
     heartbeat_options,
     int_at_least,
     non_negative_int,
@@ -105,6 +106,13 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--clip-grad-norm", type=positive_float, help="max gradient norm (default: the task's)"
     )
+    p.add_argument(
+        "--batch-scaling",
+        metavar="RULE",
+        help="linear, sqrt or none: with [params] batch_size and --prior rangetest, how a "
+        "trial's LR bounds follow its batch size from the range test's (default: linear "
+        "for sgd, sqrt for the adaptive optimizers)",
+    )
     for name, what, kind in (
         ("start-lr", "first LR (default: 1e-7)", positive_float),
         ("end-lr", "last LR (default: 10)", positive_float),
@@ -136,6 +144,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="create the studies (and run the range test) for remote workers, exit",
     )
+    add_timeout(p)
     add_heartbeat(p)
     add_threads(p)
     add_log_dir(p)
@@ -163,6 +172,7 @@ _SPEC_FLAGS = (
     "precision",
     "accumulate",
     "clip_grad_norm",
+    "batch_scaling",
     "rangetest_start_lr",
     "rangetest_end_lr",
     "rangetest_steps",
@@ -224,6 +234,7 @@ def _run_study(args: argparse.Namespace) -> int:
         device=args.device,
         create_only=args.create_only,
         threads=args.threads,
+        timeout=args.timeout,
         worker_args=threads_flags(args),
         on_rangetest=tested.append,
         on_prepared=on_prepared,
@@ -237,6 +248,8 @@ def _run_study(args: argparse.Namespace) -> int:
         workers = command_line("worker", "--group", group.name) + " --storage URL"
         print(f"run workers with: {workers}")
         return 0
+    if args.timeout is not None:
+        _say_timeout(url, prepared[0], args.timeout)
     return _finish_group(url, cmp)
 
 
@@ -315,6 +328,19 @@ def _say_over_budget(url: str, group: Group) -> None:
         f"note: {', '.join(over)} already {'has' if one else 'have'} {have} {unit}, "
         f"more than --trials {group.spec.trials}; {rest} (all their trials are compared)"
     )
+
+
+def _say_timeout(url: str, group: Group, timeout: float) -> None:
+    """One line when ``--timeout`` stopped the run with budgets left."""
+    from lrtune.group import over_budget
+
+    if not over_budget(url, group)[1]:
+        print(
+            f"lrtune study: --timeout {timeout:g} s reached: no new trial started after it; "
+            "the table compares the trials finished so far; run the same command again "
+            "to finish the budget",
+            file=sys.stderr,
+        )
 
 
 def _finish_group(url: str, cmp: Comparison) -> int:

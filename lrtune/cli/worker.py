@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lrtune.cli.common import (
     Command,
@@ -10,6 +11,7 @@ from lrtune.cli.common import (
     add_heartbeat,
     add_log_dir,
     add_threads,
+    add_timeout,
     heartbeat_flags,
     heartbeat_options,
     storage_url,
@@ -33,6 +35,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=workers_count, default=1, help="processes on this host")
     p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU (default: none)")
     add_heartbeat(p)
+    add_timeout(p)
     add_log_dir(p)
     add_threads(p)
 
@@ -67,6 +70,8 @@ def _run_worker(args: argparse.Namespace) -> int:
         extra = heartbeat_flags(args)
         if args.task is not None:
             extra.append(f"--task={args.task}")
+        if args.timeout is not None:
+            extra.append(f"--timeout={args.timeout!r}")
         procs = spawn_workers(
             url,
             args.group,
@@ -93,9 +98,16 @@ def _run_worker(args: argparse.Namespace) -> int:
         worker=worker_index(),
         device=device,
         task=args.task,
+        timeout=args.timeout,
         **heartbeat,
     )
     done = sum(report.trials.values())
+    if report.timed_out:
+        print(
+            f"worker: --timeout {args.timeout:g} s reached: started no new trial after it; "
+            "run it again to go on",
+            file=sys.stderr,
+        )
     print(
         f"worker done: {done} trials in {report.seconds:.1f} s ({report.failed} failed)"
         if report.failed
