@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from lrtune.cli import main
-from lrtune.storage import first_line, is_connection_error, mask_url, open_storage
+from lrtune.dberrors import first_line, is_connection_error
+from lrtune.storage import mask_url, open_storage
 
 CREATE = ["study", "--prior", "none", "--samplers", "random", "--trials", "2", "--epochs", "1",
           "--schedules", "cosine", "--device", "cpu"]  # fmt: skip

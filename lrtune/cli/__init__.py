@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:
-        from lrtune.storage import storage_failure
+        from lrtune.dberrors import storage_failure
 
         failure = None if debug else storage_failure(exc)  # a database fault mid-command
         if failure is None:

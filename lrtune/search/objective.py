@@ -247,7 +247,7 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     worker retries it; see :mod:`lrtune.workers`). Any other exception fails the trial
     too: none leaves it RUNNING.
     """
-    from lrtune.storage import is_connection_error
+    from lrtune.dberrors import is_connection_error
 
     try:
         yield
