@@ -68,6 +68,7 @@ FILES: dict[str, bytes] = {
     "readonly.yaml": b"train:\n  epochs: 3\n",  # mode 0o444, see _write_files
     "afile": b"not a directory\n",
     "rungs-float.toml": b"rungs = [1, 2.5, 9]\nepochs = 9\n",
+    "beta-string.toml": b'rungs = [1, 3, 9]\nepochs = 9\nhorizon_beta = "0.5"\n',
     "rungs-grid.toml": b'rungs = [1, 3, 9]\nepochs = 9\nsamplers = ["grid", "tpe"]\n',
     "eta-float.toml": b"reduction_factor = 2.5\n",
     # The user's setup (issue 19): parameter groups, batch size, the task's own dimensions.
@@ -268,6 +269,11 @@ CASES: dict[str, dict[str, Any]] = {
         "reduction-factor 1.5": _c(
             "study --epochs 9 --rungs 1,3,9 --reduction-factor 1.5", "--reduction-factor"
         ),
+        "horizon-beta without rungs": _c("study --epochs 9 --horizon-beta 0.5", "needs --rungs"),
+        "horizon-beta nan": _c("study --epochs 9 --rungs 1,3,9 --horizon-beta nan", "between"),
+        "horizon-beta 3": _c("study --epochs 9 --rungs 1,3,9 --horizon-beta 3", "between"),
+        "horizon-beta word": _c("study --epochs 9 --rungs 1,3,9 --horizon-beta half", "half"),
+        "spec horizon_beta string": _c("study --spec {dir}/beta-string.toml", "horizon_beta"),
         "spec rungs float": _c("study --spec {dir}/rungs-float.toml", "rungs"),
         "spec rungs with grid": _c("study --spec {dir}/rungs-grid.toml", "grid"),
         "spec reduction_factor float": _c("study --spec {dir}/eta-float.toml", "reduction_factor"),

@@ -86,6 +86,7 @@ def check_ladder(
     eta: int = 3,
     sequential: bool = True,
     lrtune_loop: bool = True,
+    beta: float = 0.0,
 ) -> None:
     """The promises of a study with rungs, read from its trials (see the module doc).
 
@@ -94,7 +95,7 @@ def check_ladder(
     first ``of`` (the promotion's record) of them to complete: the top 1/η is recomputed
     from them (the budget rule's compute check needs the sequential case).
     """
-    ladder = Ladder(rungs=rungs, eta=eta, budget=budget)
+    ladder = Ladder(rungs=rungs, eta=eta, budget=budget, beta=beta)
     by_number = {t.number: t for t in trials}
     trained = [t for t in trials if t.state in FINISHED]
     assert trained
@@ -131,8 +132,9 @@ def check_ladder(
         source = by_number[record["from"]]
         rung = t.user_attrs["rung"]
         assert source.user_attrs["rung"] == rung - 1 and source.state == States.COMPLETE
-        if t.state in FINISHED:
-            assert t.params == source.params
+        if t.state in FINISHED:  # the same configuration (its LR corrected with a beta)
+            assert t.params == pytest.approx(ladder.carry(source.params, rung - 1))
+            assert t.user_attrs["config"]["optimizer"]["lr"] == pytest.approx(t.params["lr"])
         reason = str(t.user_attrs.get("fail_reason", ""))
         if t.state != States.FAIL:
             assert (rung, source.number) not in held, f"trial {t.number} trained twice"
@@ -336,9 +338,13 @@ def test_the_fit_example_runs_with_rungs(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.chdir(REPO)
-    assert _example(sqlite_url, "studies/own-loop.toml") == 0
+    # With a horizon correction: a promotion from E to 2E epochs trains at lr / sqrt(2).
+    assert _example(sqlite_url, "studies/own-loop.toml", "--horizon-beta", "0.5") == 0
     trials = _trials(sqlite_url, "own-loop.tpe.none")
-    check_ladder(trials, budget=2, rungs=(1, 2, 4), lrtune_loop=False)
+    check_ladder(trials, budget=2, rungs=(1, 2, 4), lrtune_loop=False, beta=0.5)
+    assert all(
+        t.user_attrs["promotion"]["beta"] == 0.5 for t in trials if "promotion" in t.user_attrs
+    )
     for t in trials:
         if t.state == States.COMPLETE:
             # hp.epochs: the fit's own loop trained the rung's epochs, 22 updates each.

@@ -73,6 +73,13 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         help="with --rungs: the top 1/ETA of a rung is promoted to the next (default: 3)",
     )
     p.add_argument(
+        "--horizon-beta",
+        type=float,
+        metavar="BETA",
+        help="with --rungs: a configuration promoted from E to E' epochs trains at "
+        "lr x (E'/E)^-BETA, as the best LR falls with the horizon (e.g. 0.5; default: 0, off)",
+    )
+    p.add_argument(
         "--optimizer",
         help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
         "(default: the task's own, else sgd)",
@@ -179,6 +186,7 @@ _SPEC_FLAGS = (
     "rangetest_seeds",
     "rungs",
     "reduction_factor",
+    "horizon_beta",
     "baseline",
 )
 
@@ -295,6 +303,11 @@ def _say_bounds(group: Group) -> None:
             f"training per study (about {ladder.bottom_trials()} configurations start on "
             f"{spec.rungs[0]} epoch{'s' if spec.rungs[0] > 1 else ''})"
         )
+        if spec.horizon_beta:
+            print(
+                f"horizon correction: a configuration promoted from E to E' epochs trains at "
+                f"lr x (E'/E)^-{spec.horizon_beta:g}"
+            )
     if "grid" in spec.samplers:
         from lrtune.search.space import grid_size
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -159,7 +160,12 @@ def make_objective(
         if setup.batch_size is not None and reference_batch is not None:
             current = scaled_bounds(current, setup.batch_size, reference_batch, scaling_rule(spec))
             trial.set_user_attr("lr_bounds", list(current))
-        lr, schedule, params = suggest(trial, spec, current)
+        with warnings.catch_warnings():
+            if ladder is not None and ladder.beta:
+                # A promotion's LR moved by the horizon correction may leave the bounds
+                # the sampler draws from: it is meant to.
+                warnings.filterwarnings("ignore", message="Fixed parameter lr with value")
+            lr, schedule, params = suggest(trial, spec, current)
         epochs = spec.epochs if ladder is None else ladder.rungs[rung_of(trial)]
 
         steps: list[int] = []
