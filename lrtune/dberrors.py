@@ -60,6 +60,11 @@ def first_line(exc: BaseException) -> str:
 def storage_failure(exc: BaseException) -> str | None:
     """One line for a database error that escaped the command (the database became
     read-only, full, corrupt... mid-run), else None (the exception is not a storage one)."""
+    from lrtune.sqlite_file import gone_in
+
+    gone = gone_in(exc)
+    if gone is not None:
+        return str(gone)  # the SQLite file deleted or replaced (lrtune.sqlite_file)
     if "sqlalchemy" not in sys.modules:
         return None
     import optuna

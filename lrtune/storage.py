@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import optuna
 
 from lrtune.dberrors import first_line, is_connection_error
 from lrtune.errors import UserError, mask_url
+from lrtune.sqlite_file import AsFoundConnection, StorageGone, WalConnection, check_path, watch
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def engine_kwargs(url: str, *, pool_size: int = 1, wal: bool = True) -> dict[str
 
     SQLite: wait up to a minute for a write lock instead of failing with "database is
     locked" when several local workers write at once, in WAL mode with
-    ``synchronous=NORMAL`` (see :class:`_SQLiteConnection`). PostgreSQL: a pool of
+    ``synchronous=NORMAL`` (see :class:`lrtune.sqlite_file.WalConnection`). PostgreSQL: a pool of
     ``pool_size`` connections per process plus one overflow connection that is closed as
     soon as it is given back: a worker holds one connection at rest and two while a trial
     runs (its heartbeat thread writes beside the trial), so a hundred workers stay near the
@@ -114,7 +114,7 @@ def engine_kwargs(url: str, *, pool_size: int = 1, wal: bool = True) -> dict[str
     found it. They take ``synchronous=NORMAL`` only on a file already in WAL mode.
     """
     if url.startswith("sqlite"):
-        factory = _SQLiteConnection if wal else _SQLiteAsFound
+        factory = WalConnection if wal else AsFoundConnection
         return {"connect_args": {"timeout": 60, "factory": factory}}
     if url.startswith("postgresql"):
         connect_args: dict[str, Any] = {"connect_timeout": 5}
@@ -196,6 +196,7 @@ def open_storage(
     shown = mask_url(url)
     db = sqlite_path(url)
     if db is not None:
+        check_path(db)  # deleted or replaced under a storage this process has open
         _check_sqlite_file(db, create=create, readonly=readonly)
     kwargs = engine_kwargs(url, pool_size=pool_size, wal=create)
     try:
@@ -209,7 +210,7 @@ def open_storage(
                 if heartbeat_interval
                 else None
             )
-            return _Storage(
+            storage = _Storage(
                 url,
                 engine_kwargs=kwargs,
                 skip_table_creation=not create,
@@ -217,6 +218,9 @@ def open_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=callback,
             )
+        if db is not None:
+            watch(storage, db)  # the file deleted or replaced mid-run: lrtune.sqlite_file
+        return storage
     except UserError:
         raise
     except ImportError as exc:
@@ -295,45 +299,6 @@ def check_study_name(name: str) -> None:
         )
 
 
-class _SQLiteConnection(sqlite3.Connection):
-    """A SQLite connection in WAL mode with ``synchronous=NORMAL`` (``lrtune study``).
-
-    WAL lets readers (the dashboard, ``lrtune ls``) go on while a worker writes, and with
-    ``synchronous=NORMAL`` a commit no longer waits for the disk: the WAL is synced at
-    checkpoints. SQLite documents this pair as safe from corruption; a power loss or OS
-    crash may roll back the last commits, an application crash loses nothing. WAL needs
-    every process on one host (SQLite over a network filesystem is unsafe either way).
-    The mode is stored in the database file; a file that cannot be switched (read-only)
-    is read in the mode it has.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        try:
-            self.execute("PRAGMA journal_mode=WAL").close()
-        except sqlite3.DatabaseError as exc:
-            log.debug("SQLite journal_mode=WAL not set: %s", exc)
-        _normal_sync_if_wal(self)
-
-
-class _SQLiteAsFound(sqlite3.Connection):
-    """A SQLite connection that leaves the file's journal mode as it is (every command but
-    ``study``); ``synchronous=NORMAL`` only in WAL mode, where SQLite calls it safe."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _normal_sync_if_wal(self)
-
-
-def _normal_sync_if_wal(conn: sqlite3.Connection) -> None:
-    try:
-        row = conn.execute("PRAGMA journal_mode").fetchone()
-    except sqlite3.DatabaseError:  # not a database: the caller's checks say so
-        return
-    if row and str(row[0]).lower() == "wal":
-        conn.execute("PRAGMA synchronous=NORMAL").close()
-
-
 class _Storage(optuna.storages.RDBStorage):
     """Optuna's RDB storage whose heartbeat survives a lost connection.
 
@@ -353,6 +318,8 @@ class _Storage(optuna.storages.RDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
+        except StorageGone:
+            return  # the file is gone: the main thread says so at its next storage call
         except Exception as exc:
             if not is_connection_error(exc):
                 raise

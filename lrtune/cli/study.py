@@ -357,8 +357,10 @@ def _say_timeout(url: str, group: Group, timeout: float) -> None:
 
 
 def _finish_group(url: str, cmp: Comparison) -> int:
+    from lrtune.sqlite_file import check_open
     from lrtune.table import format_table
 
+    check_open()  # no watch:/export: lines for a SQLite file deleted or replaced meanwhile
     print()
     print(format_table(cmp))
     best = cmp.best_row
