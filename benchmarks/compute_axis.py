@@ -13,6 +13,9 @@ each repeat r (study seed 1000 + r, range test seed 5000 + 10 r, as search_effic
   a study of budget b (``--trials b``), whose end differs from the first b of a longer one:
   its last configurations climb to the top rung;
 - **tpe rungs (no prior)**: the same over the wide bounds (1e-6 … 10);
+- **tpe+prior rungs+horizon** (not run unless ``--arms`` names it): tpe+prior rungs with
+  ``lrtune study --horizon-beta`` (``--horizon-beta``, default 0.5): a promotion from E to
+  E' epochs trains at lr × (E'/E)^-β;
 - **tpe+prior full**: TPE inside the bounds, every trial full length, no pruner;
 - **tpe+prior hyperband** / **tpe+prior median**: the same with Optuna's ``HyperbandPruner``
   / ``MedianPruner`` (lrtune's ``--pruner`` settings) judging truncated learning curves.
@@ -77,6 +80,8 @@ ARMS = (
     "tpe+prior median",
     "tpe rungs (no prior)",
 )
+#: Arms run only when ``--arms`` names them.
+OPTIONAL_ARMS = ("tpe+prior rungs+horizon",)
 TASKS = ("charlm", "digits-cnn", "finetune", "charlm-long")
 STUDY_SEED, RT_SEED = 1000, 5000
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -106,7 +111,9 @@ def rung_study(
 ) -> Trials:
     """One study with rungs (``spec.rungs``) of ``budget`` full-trial equivalents, run as
     a worker runs it; its finished trials."""
-    lad = Ladder(rungs=spec.rungs, eta=spec.reduction_factor, budget=float(budget))
+    lad = Ladder(
+        rungs=spec.rungs, eta=spec.reduction_factor, budget=float(budget), beta=spec.horizon_beta
+    )
     sampler = make_sampler("tpe", seed=spec.seed, budget=lad.bottom_trials())
     study = _study(spec, prior, bounds, direction, sampler, BottomRungView(), budget)
     follow = prior == "rangetest"
@@ -186,6 +193,7 @@ class Setup:
     direction: str
     best: float  # the oracle's best seed mean
     seeds: range  # the oracle's: the true value's
+    beta: float = 0.0  # --horizon-beta of the rungs+horizon arm
 
     def regret(self, config: Config | None) -> float:
         """True regret of ``config`` (``inf``: nothing exported, or it diverged)."""
@@ -206,11 +214,12 @@ def run_arm(
     epochs, top = s.runs.epochs, len(s.rungs) - 1
     out: dict[str, Any] = {}
     if "rungs" in label:
-        rspec = dataclasses.replace(spec, rungs=s.rungs, reduction_factor=s.eta)
+        beta = s.beta if "horizon" in label else 0.0
+        rspec = dataclasses.replace(spec, rungs=s.rungs, reduction_factor=s.eta, horizon_beta=beta)
         trials = rung_study(rspec, prior, bounds[prior], s.direction, s.budgets[-1])
         # A study of its own per budget (`--trials b`: its last configurations climb),
         # for the budgets --own-budgets names; prior arm only.
-        for b in s.own if prior == "rangetest" else []:
+        for b in s.own if prior == "rangetest" and not beta else []:
             ts = rung_study(rspec, prior, bounds[prior], s.direction, b)
             out[f"own{b}"] = s.regret(best_config([t for t in ts if rung_of(t) == top], sign))
             out[f"ownspent{b}"] = sum(trained(t, epochs) for t in ts)
@@ -259,6 +268,7 @@ def bench_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
         grid.direction,
         best,
         range(args.oracle_seeds),
+        args.horizon_beta,
     )
     arm_names = [a for a in args.arms.split(",") if a]
     base = StudySpec(
@@ -322,12 +332,17 @@ def main(argv: list[str] | None = None) -> None:
         help="budgets at which tpe+prior rungs also runs a study of that budget (its end "
         "climbs) besides reading the largest budget's study at that compute",
     )
-    parser.add_argument("--arms", default=",".join(ARMS), help="comma list of " + ", ".join(ARMS))
+    parser.add_argument(
+        "--arms", default=",".join(ARMS), help="comma list of " + ", ".join(ARMS + OPTIONAL_ARMS)
+    )
     parser.add_argument("--oracle-lrs", default="21", help="N or N;task=N")
     parser.add_argument("--oracle-seeds", type=int, default=3, help="also the true value's")
     parser.add_argument("--schedules", default="", help="comma list, or list;task=list")
     parser.add_argument("--rungs", default="", help="E1,…,EN or …;task=E1,…,EN")
     parser.add_argument("--reduction-factor", type=int, default=3)
+    parser.add_argument(
+        "--horizon-beta", type=float, default=0.5, help="beta of the rungs+horizon arm"
+    )
     parser.add_argument("--from-json", nargs="+", metavar="OUT", help="render saved runs")
     args = parser.parse_args(argv)
     if args.from_json:
@@ -338,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         results = [r for m in metas for r in m["tasks"]]
         print(markdown(results, [header_of(m) for m in metas]))
         return
-    unknown = set(args.arms.split(",")) - set(ARMS)
+    unknown = set(args.arms.split(",")) - set(ARMS + OPTIONAL_ARMS)
     if unknown or args.repeats < 1 or args.oracle_seeds < 2:
         parser.error(f"unknown arms {sorted(unknown)}, or --repeats < 1, or --oracle-seeds < 2")
     load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
