@@ -58,7 +58,7 @@ def goals(res: dict[str, Any]) -> list[str]:
 
 def fmt(x: float) -> str:
     """A regret; ∞ when nothing was exported or the export diverged."""
-    return pct(x) if math.isfinite(x) else "∞"
+    return pct(x) if math.isfinite(x) else "∞"  # pct would say "diverged"
 
 
 def markdown(results: list[dict[str, Any]], headers: list[str]) -> str:
@@ -111,7 +111,8 @@ def markdown(results: list[dict[str, Any]], headers: list[str]) -> str:
                 )
         lines += [f"- {g}" for g in goals(res)]
         lines.append("")
-    return "\n".join(lines).replace("diverged", "∞")
+    # med_iqr writes a quantile that is inf as "diverged": here it may be no export at all.
+    return "\n".join(ln.replace("diverged", "∞") if ln.startswith("| ") else ln for ln in lines)
 
 
 def header_of(meta: dict[str, Any]) -> str:
