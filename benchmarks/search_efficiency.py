@@ -440,7 +440,24 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, header: st
 
 
 def main() -> None:
+    # --axis compute: rungs against full-length trials and pruners at equal compute
+    # (issue 16), benchmarks/compute_axis.py, with its own flags.
+    axis = argparse.ArgumentParser(add_help=False)
+    axis.add_argument("--axis", choices=("trials", "compute"), default="trials")
+    chosen, rest = axis.parse_known_args()
+    if chosen.axis == "compute":
+        import compute_axis
+
+        compute_axis.main(rest)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--axis",
+        choices=("trials", "compute"),
+        default="trials",
+        help="compute: the regret at equal training compute of rungs, full-length trials "
+        "and pruners (benchmarks/compute_axis.py; its own flags: --axis compute --help)",
+    )
     parser.add_argument("--tasks", default=",".join(CANDIDATES), help="comma list")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--budget", type=int, default=40, help="trials per study")

@@ -78,6 +78,8 @@ class Row:
     rungs: tuple[int, ...] = ()
     #: A baseline arm's study (``--baseline``, :mod:`lrtune.baseline`), not the search's.
     baseline: bool = False
+    #: The best trial's params: the table shows its searched setup (batch size, lr_mult, task).
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def censored_at(self) -> int:
@@ -275,6 +277,7 @@ def compare_group(
                 spent=sum(costs),
                 rungs=ladder.rungs if ladder is not None else (),
                 baseline="baseline" in attrs,
+                params=dict(top.params) if top else {},
             )
         )
     cmp.confirm = confirm_notes(confirmations, cmp.metric)

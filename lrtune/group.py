@@ -38,6 +38,7 @@ def run_group(
     create_only: bool = False,
     worker_args: Sequence[str] = (),
     threads: int | None = None,
+    timeout: float | None = None,
     grace: float | None = None,
     on_rangetest: Callable[[RangeTestResult], None] | None = None,
     on_prepared: Callable[[Group], None] | None = None,
@@ -52,7 +53,11 @@ def run_group(
     ``on_rangetest``; ``on_prepared`` receives the prepared :class:`~lrtune.study.Group`
     (bounds, created studies, range-test result) before any trial runs.
     With ``create_only`` no trial runs: the comparison of what the studies already hold is
-    returned and not saved (remote workers run the trials).
+    returned and not saved (remote workers run the trials). With ``timeout`` (seconds from
+    the start of the trials, as Optuna's ``optimize(timeout=...)``: the range test and the
+    studies' creation come before) no trial starts after that long; those running
+    then finish, and the comparison is of what the studies hold (the same call later goes
+    on: :func:`over_budget` tells whether budgets are left).
 
     On the CPU this limits torch's threads for the process (``threads``, default
     ``$OMP_NUM_THREADS`` or 1; see :func:`lrtune.workers.limit_cpu_threads`).
@@ -85,7 +90,7 @@ def run_group(
     if create_only:
         return compare_group(storage, group.name, tolerance=spec.tolerance)
     heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
-    _run_trials(url, group, workers, device, heartbeat, worker_args, on_progress, grace)
+    _run_trials(url, group, workers, device, heartbeat, worker_args, on_progress, timeout, grace)
     cmp = compare_group(storage, group.name, tolerance=spec.tolerance)
     save_comparison(storage, cmp)
     return cmp
@@ -99,6 +104,7 @@ def _run_trials(
     heartbeat: dict[str, int],
     worker_args: Sequence[str],
     on_progress: ProgressCallback | None,
+    timeout: float | None,
     grace: float | None = None,
 ) -> None:
     from lrtune.preempt import DEFAULT_GRACE, handing_back
@@ -123,12 +129,14 @@ def _run_trials(
                 on_trial=lambda _n, _t: progress(),
                 heartbeat_interval=heartbeat["heartbeat_interval"],
                 grace_period=heartbeat["grace_period"],
+                timeout=timeout,
             )
         return
     # The local workers run the task this process checked, whatever the storage says later.
     extra = [
         *(f"--{k.replace('_', '-')}={v}" for k, v in heartbeat.items()),
         f"--task={group.spec.task}",
+        *([f"--timeout={timeout!r}"] if timeout is not None else []),
         *worker_args,
     ]
     procs = spawn_workers(url, group.name, workers, device=device, extra_args=extra)

@@ -22,7 +22,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from lrtune import interrupt
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
+from lrtune.training.hp import TrialParams
 from lrtune.training.tasks import Task, TaskFactory
 
 try:
@@ -55,22 +56,6 @@ _OWNED_TRAINER_KWARGS = ("max_epochs", "min_epochs", "max_steps", "min_steps")
 _NO_TRAINER_LOG = r".*`self\.log\(\)` but the `self\.trainer` reference is not registered"
 
 _LEAF_SPEC = r".*isinstance\(treespec, LeafSpec\)` is deprecated"
-
-
-class TrialParams(Protocol):
-    """What :func:`lightning_task`'s ``fit`` uses of ``hp`` (SPEC "Your own training code").
-
-    ``hp`` is the object ``lrtune.load_config`` returns plus the trial's ``seed``,
-    ``epochs`` and ``device``.
-    """
-
-    seed: int
-    epochs: int
-    device: Any
-
-    def build_optimizer(self, params: Any) -> torch.optim.Optimizer: ...
-
-    def build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any: ...
 
 
 def lightning_step_loss(model: nn.Module, batch: Any) -> torch.Tensor:

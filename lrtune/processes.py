@@ -64,7 +64,8 @@ def wait_workers(
     stop_seconds: float | None = None,
 ) -> int:
     """Wait for all, calling ``on_tick`` every ``poll`` seconds; on Ctrl-C or SIGTERM pass
-    the same signal on to them and wait for them to stop (:func:`stop_workers`). Worst exit
+    the same signal on to them and wait for them to stop (:func:`stop_workers`); on any
+    other error here (``on_tick`` found the storage gone, say) send them SIGTERM. Worst exit
     code."""
     try:
         while any(p.poll() is None for p in procs):
@@ -73,8 +74,10 @@ def wait_workers(
                 on_tick()
             time.sleep(poll)
         codes = [exit_code(p.wait()) for p in procs]
-    except KeyboardInterrupt as exc:
+    except BaseException as exc:
         signum = exc.signum if isinstance(exc, interrupt.Interrupted) else signal.SIGINT
+        if not isinstance(exc, KeyboardInterrupt):
+            signum = signal.SIGTERM  # none is left running without the parent it reports to
         stop_workers(procs, signum, STOP_SECONDS if stop_seconds is None else stop_seconds)
         if signum == signal.SIGTERM and all(p.returncode == 0 for p in procs):
             from lrtune.preempt import Preempted

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import sqlite3
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from lrtune.errors import UserError, mask_url, one_line
+from lrtune.dberrors import first_line, is_connection_error
+from lrtune.errors import UserError, mask_url
+from lrtune.sqlite_file import AsFoundConnection, StorageGone, WalConnection, check_path, watch
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def engine_kwargs(url: str, *, pool_size: int = 1, wal: bool = True) -> dict[str
 
     SQLite: wait up to a minute for a write lock instead of failing with "database is
     locked" when several local workers write at once, in WAL mode with
-    ``synchronous=NORMAL`` (see :class:`_SQLiteConnection`). PostgreSQL: a pool of
+    ``synchronous=NORMAL`` (see :class:`lrtune.sqlite_file.WalConnection`). PostgreSQL: a pool of
     ``pool_size`` connections per process plus one overflow connection that is closed as
     soon as it is given back: a worker holds one connection at rest and two while a trial
     runs (its heartbeat thread writes beside the trial), so a hundred workers stay near the
@@ -115,7 +114,7 @@ def engine_kwargs(url: str, *, pool_size: int = 1, wal: bool = True) -> dict[str
     found it. They take ``synchronous=NORMAL`` only on a file already in WAL mode.
     """
     if url.startswith("sqlite"):
-        factory = _SQLiteConnection if wal else _SQLiteAsFound
+        factory = WalConnection if wal else AsFoundConnection
         return {"connect_args": {"timeout": 60, "factory": factory}}
     if url.startswith("postgresql"):
         connect_args: dict[str, Any] = {"connect_timeout": 5}
@@ -197,6 +196,7 @@ def open_storage(
     shown = mask_url(url)
     db = sqlite_path(url)
     if db is not None:
+        check_path(db)  # deleted or replaced under a storage this process has open
         _check_sqlite_file(db, create=create, readonly=readonly)
     kwargs = engine_kwargs(url, pool_size=pool_size, wal=create)
     try:
@@ -210,7 +210,7 @@ def open_storage(
                 if heartbeat_interval
                 else None
             )
-            return _Storage(
+            storage = _Storage(
                 url,
                 engine_kwargs=kwargs,
                 skip_table_creation=not create,
@@ -218,6 +218,9 @@ def open_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=callback,
             )
+        if db is not None:
+            watch(storage, db)  # the file deleted or replaced mid-run: lrtune.sqlite_file
+        return storage
     except UserError:
         raise
     except ImportError as exc:
@@ -296,126 +299,6 @@ def check_study_name(name: str) -> None:
         )
 
 
-def _dbapi_error(exc: BaseException) -> BaseException | None:
-    """The driver's own exception inside ``exc``'s cause chain (Optuna wraps SQLAlchemy's
-    errors, SQLAlchemy wraps the driver's), else None."""
-    import sqlalchemy.exc
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, sqlalchemy.exc.DBAPIError) and isinstance(
-            current.orig, BaseException
-        ):
-            return current.orig
-        current = current.__cause__ or current.__context__
-    return None
-
-
-#: SQLite result codes (primary, ``code & 0xFF``) that say what is wrong with the file.
-_SQLITE_FAULTS = {
-    3: "no permission to the database file",
-    8: "the database file is read-only (or its directory is)",
-    11: "the database file is corrupt",
-    13: "the disk is full",
-    14: "cannot open the database file (missing, or its directory is read-only)",
-    26: "the file is not a SQLite database",
-}
-
-
-def first_line(exc: BaseException) -> str:
-    """What went wrong, in one line with passwords masked (:func:`lrtune.errors.one_line`):
-    for a database error the cause the driver gave (never Optuna's generic "exceeding max
-    length" wrapper text), and for a SQLite fault what is wrong with the file."""
-    import sqlite3
-
-    cause = _dbapi_error(exc) if "sqlalchemy" in sys.modules else None
-    if isinstance(cause, sqlite3.Error):
-        code = getattr(cause, "sqlite_errorcode", None)
-        if isinstance(code, int) and code & 0xFF in _SQLITE_FAULTS:
-            return f"{_SQLITE_FAULTS[code & 0xFF]} ({one_line(cause)})"
-    line = one_line(cause if cause is not None else exc)
-    # SQLAlchemy prefixes the DBAPI class, e.g. "(psycopg.OperationalError) ..."
-    return re.sub(r"^\([\w.]+\)\s*", "", line) or type(exc).__name__
-
-
-def storage_failure(exc: BaseException) -> str | None:
-    """One line for a database error that escaped the command (the database became
-    read-only, full, corrupt... mid-run), else None (the exception is not a storage one)."""
-    if "sqlalchemy" not in sys.modules:
-        return None
-    if _dbapi_error(exc) is None and not isinstance(exc, optuna.exceptions.StorageInternalError):
-        return None
-    return f"storage error: {first_line(exc)}"
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """True when ``exc`` (or what caused it) says the database connection failed or was
-    lost: the server is down, restarting, refusing this database, or dropped the
-    connection. Optuna wraps failed commits in ``StorageInternalError``, so the cause chain
-    is followed. A SQLite file that is read-only, full or corrupt is no lost connection:
-    waiting would not help."""
-    import sqlite3
-
-    import sqlalchemy.exc
-
-    cause = _dbapi_error(exc)
-    if isinstance(cause, sqlite3.Error):
-        code = getattr(cause, "sqlite_errorcode", 0) or 0
-        if code & 0xFF in _SQLITE_FAULTS:
-            return False
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
-            return True
-        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-class _SQLiteConnection(sqlite3.Connection):
-    """A SQLite connection in WAL mode with ``synchronous=NORMAL`` (``lrtune study``).
-
-    WAL lets readers (the dashboard, ``lrtune ls``) go on while a worker writes, and with
-    ``synchronous=NORMAL`` a commit no longer waits for the disk: the WAL is synced at
-    checkpoints. SQLite documents this pair as safe from corruption; a power loss or OS
-    crash may roll back the last commits, an application crash loses nothing. WAL needs
-    every process on one host (SQLite over a network filesystem is unsafe either way).
-    The mode is stored in the database file; a file that cannot be switched (read-only)
-    is read in the mode it has.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        try:
-            self.execute("PRAGMA journal_mode=WAL").close()
-        except sqlite3.DatabaseError as exc:
-            log.debug("SQLite journal_mode=WAL not set: %s", exc)
-        _normal_sync_if_wal(self)
-
-
-class _SQLiteAsFound(sqlite3.Connection):
-    """A SQLite connection that leaves the file's journal mode as it is (every command but
-    ``study``); ``synchronous=NORMAL`` only in WAL mode, where SQLite calls it safe."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _normal_sync_if_wal(self)
-
-
-def _normal_sync_if_wal(conn: sqlite3.Connection) -> None:
-    try:
-        row = conn.execute("PRAGMA journal_mode").fetchone()
-    except sqlite3.DatabaseError:  # not a database: the caller's checks say so
-        return
-    if row and str(row[0]).lower() == "wal":
-        conn.execute("PRAGMA synchronous=NORMAL").close()
-
-
 class _Storage(optuna.storages.RDBStorage):
     """Optuna's RDB storage whose heartbeat survives a lost connection.
 
@@ -435,6 +318,8 @@ class _Storage(optuna.storages.RDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
+        except StorageGone:
+            return  # the file is gone: the main thread says so at its next storage call
         except Exception as exc:
             if not is_connection_error(exc):
                 raise

@@ -339,12 +339,13 @@ def _note(group: Group, ref: StudyRef) -> str:
     """The dashboard note of a new study (markdown)."""
     low, high = group.bounds_of(ref)
     spec = group.spec_of(ref)
+    budget = budget_text(group.budget(ref), spec.rungs, spec.reduction_factor, spec.horizon_beta)
     lines = [
         f"## {ref.name}",
         f"- task: `{spec.task}`, optimizer `{spec.optimizer}`",
         f"- sampler: **{ref.sampler}** (seed {ref.seed}), prior: **{ref.prior}**",
         f"- LR bounds: {low:.3g} … {high:.3g} ({decades((low, high)):.1f} decades)",
-        f"- budget: {budget_text(group.budget(ref), spec.rungs, spec.reduction_factor)}",
+        f"- budget: {budget}",
         f"- schedules: {', '.join(spec.schedules)}",
         *setup_lines(spec),
     ]

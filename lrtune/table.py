@@ -128,9 +128,14 @@ def _notes(cmp: Comparison) -> list[str]:
     notes += _baseline_notes(cmp)
     best = cmp.best_row
     if best is not None:
+        setup = "".join(
+            f", {k} {fmt(v, '.3g') if isinstance(v, float) else v}"
+            for k, v in best.params.items()
+            if k == "batch_size" or k.startswith(("lr_mult.", "task."))
+        )
         notes.append(
             f"best trial: {best.study} #{best.best_trial}, {cmp.metric} "
-            f"{fmt(best.best)} (lr {fmt(best.lr, '.3g')}, {best.schedule or '-'})"
+            f"{fmt(best.best)} (lr {fmt(best.lr, '.3g')}, {best.schedule or '-'}{setup})"
         )
     return notes
 

@@ -19,6 +19,7 @@ import optuna
 
 from lrtune import confirm, interrupt, preempt
 from lrtune.creation import wait_created
+from lrtune.dashboard.graphs import show_widened
 from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
@@ -60,6 +61,7 @@ class WorkerReport:
     trials: dict[str, int] = field(default_factory=dict)
     failed: int = 0
     seconds: float = 0.0
+    timed_out: bool = False  # stopped by ``timeout`` with work left
 
 
 #: torch threads of a trial process on the CPU unless ``--threads`` or ``$OMP_NUM_THREADS``
@@ -198,6 +200,7 @@ def run_worker(
     heartbeat_interval: int = HEARTBEAT_INTERVAL,
     grace_period: int = GRACE_PERIOD,
     poll: float = 1.0,
+    timeout: float | None = None,
     on_trial: Callable[[str, optuna.trial.FrozenTrial], None] | None = None,
 ) -> WorkerReport:
     """Run trials of ``group`` (or the named ``studies``) until every study has its budget.
@@ -206,7 +209,9 @@ def run_worker(
     When every remaining slot is taken by a running trial, the worker waits, and fails
     trials whose heartbeat stopped (or never started) so that their retry runs here. With
     ``task``, every study must run that task (checked for all of them before any trial; see
-    :func:`check_task_pin`).
+    :func:`check_task_pin`). With ``timeout`` (seconds from the first trial) it starts no trial
+    (nor the confirmation) after that long, as Optuna's ``optimize(timeout=...)``: a trial
+    running then finishes, and ``report.timed_out`` says that work was left.
     """
     require_existing(storage_url)
     storage = open_storage(
@@ -237,6 +242,8 @@ def run_worker(
     widens = {n: can_widen(loaded[n][0].user_attrs) for n in names}  # confirm: never
     report = WorkerReport(trials=dict.fromkeys(names, 0))
     start = time.perf_counter()
+    # The clock starts with the trials, once the studies (and their task) are loaded.
+    deadline = None if timeout is None else time.monotonic() + timeout
     failures = 0
     retry = _StorageRetry(storage_url, storage_retry_seconds())
     stale = StaleWatch(heartbeat_interval, grace_period)
@@ -256,6 +263,7 @@ def run_worker(
             open_slots = [
                 n for n in names if sum(state[n]) < loaded[n][2] and work[n] not in ("wait", "full")
             ]
+            late = deadline is not None and time.monotonic() >= deadline
             if not open_slots:
                 if all(state[n][0] >= loaded[n][2] for n in names):
                     # Budgets met: confirm the group's best configurations (once).
@@ -268,9 +276,15 @@ def run_worker(
                         report.trials.update(dict.fromkeys(set(names) - set(report.trials), 0))
                         continue
                     break
+                if late:  # the others' running trials are theirs to finish
+                    report.timed_out = True
+                    break
                 retry.ok()
                 time.sleep(poll)
                 continue
+            if late:  # past the timeout: no new trial (one running elsewhere finishes)
+                report.timed_out = True
+                break
             name = min(open_slots, key=lambda n: (sum(state[n]) / loaded[n][2], names.index(n)))
             study, objective, _ = loaded[name]
             chosen, ladder = work[name], ladders.get(name)
@@ -320,8 +334,9 @@ def run_worker(
         elif mine.state != optuna.trial.TrialState.FAIL:
             failures = 0
             report.trials[name] += 1
-            if mine.state == optuna.trial.TrialState.COMPLETE and widens.get(name, False):
-                maybe_widen(study)
+            complete = mine.state == optuna.trial.TrialState.COMPLETE
+            if complete and widens.get(name, False) and maybe_widen(study) is not None:
+                show_widened(study)  # the moved edge on the dashboard's graph
             show_trial(study, mine)  # the dashboard: config note, per-epoch and importance
         if on_trial is not None:
             on_trial(name, mine)

@@ -12,6 +12,7 @@ runs the sweep alone.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import sys
@@ -67,8 +68,34 @@ FILES: dict[str, bytes] = {
     "readonly.yaml": b"train:\n  epochs: 3\n",  # mode 0o444, see _write_files
     "afile": b"not a directory\n",
     "rungs-float.toml": b"rungs = [1, 2.5, 9]\nepochs = 9\n",
+    "beta-string.toml": b'rungs = [1, 3, 9]\nepochs = 9\nhorizon_beta = "0.5"\n',
     "rungs-grid.toml": b'rungs = [1, 3, 9]\nepochs = 9\nsamplers = ["grid", "tpe"]\n',
     "eta-float.toml": b"reduction_factor = 2.5\n",
+    # The user's setup (issue 19): parameter groups, batch size, the task's own dimensions.
+    "groups_task.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed, dropout=0.0):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(dropout), nn.Linear(8, 2))\n"
+    b"    return Task(model, (x, y), (x, y), nn.functional.cross_entropy, batch_size=16,\n"
+    b"        param_groups=lambda m: [{'params': m[0].parameters(), 'name': 'body'},\n"
+    b"                                {'params': m[2].parameters(), 'name': 'head'}])\n",
+    "groups_twice.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
+    b"        param_groups=lambda m: [{'params': m.parameters(), 'name': 'a'},\n"
+    b"                                {'params': [m.weight], 'name': 'b'}])\n",
+    "groups_nan.py": b"import torch\nfrom torch import nn\nfrom lrtune import Task\n\n"
+    b"def make(seed):\n"
+    b"    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))\n"
+    b"    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.functional.cross_entropy,\n"
+    b"        param_groups=lambda m: [{'params': m.parameters(), 'lr_mult': float('nan')}])\n",
+    "lr-mult-zero.toml": b"[params.lr_mult]\nhead = [0, 10]\n",
+    "lr-mult-nan.toml": b"[params.lr_mult]\nhead = [nan, 10]\n",
+    "lr-mult-nosuch.toml": b"[params.lr_mult]\nneck = [1, 10]\n",
+    "batch-zero.toml": b"[params]\nbatch_size = [0, 64]\n",
+    "batch-negative.toml": b"[params]\nbatch_size = [-64, -8]\n",
+    "task-key.toml": b"[params.task]\nwidth = [8, 64]\n",
 }
 
 
@@ -148,6 +175,8 @@ CASES: dict[str, dict[str, Any]] = {
         "task loss raises": _c(
             "rangetest --seeds 1 --steps 20 --task {dir}/loss_raises.py:make", "size"
         ),
+        "param in two groups": _c("rangetest --task {dir}/groups_twice.py:make", "in group 'b'"),
+        "group lr_mult nan": _c("rangetest --task {dir}/groups_nan.py:make", "lr_mult"),
     },
     "study": {
         "spec binary": _c("study --spec {dir}/binary.toml", "not a text file"),
@@ -243,6 +272,11 @@ CASES: dict[str, dict[str, Any]] = {
         "reduction-factor 1.5": _c(
             "study --epochs 9 --rungs 1,3,9 --reduction-factor 1.5", "--reduction-factor"
         ),
+        "horizon-beta without rungs": _c("study --epochs 9 --horizon-beta 0.5", "needs --rungs"),
+        "horizon-beta nan": _c("study --epochs 9 --rungs 1,3,9 --horizon-beta nan", "between"),
+        "horizon-beta 3": _c("study --epochs 9 --rungs 1,3,9 --horizon-beta 3", "between"),
+        "horizon-beta word": _c("study --epochs 9 --rungs 1,3,9 --horizon-beta half", "half"),
+        "spec horizon_beta string": _c("study --spec {dir}/beta-string.toml", "horizon_beta"),
         "spec rungs float": _c("study --spec {dir}/rungs-float.toml", "rungs"),
         "spec rungs with grid": _c("study --spec {dir}/rungs-grid.toml", "grid"),
         "spec reduction_factor float": _c("study --spec {dir}/eta-float.toml", "reduction_factor"),
@@ -259,6 +293,24 @@ CASES: dict[str, dict[str, Any]] = {
             " --storage sqlite:///{dir}/foreign.db",
             "foreign.db",
             storage=False,
+        ),
+        "timeout 0": _c("study --timeout 0", "--timeout"),
+        "timeout nan": _c("study --timeout nan", "--timeout"),
+        "batch-scaling cubic": _c("study --batch-scaling cubic", "cubic"),
+        "spec lr_mult 0": _c("study --spec {dir}/lr-mult-zero.toml", "lr_mult"),
+        "spec lr_mult nan": _c("study --spec {dir}/lr-mult-nan.toml", "lr_mult"),
+        "spec lr_mult, no such group": _c(
+            "study --spec {dir}/lr-mult-nosuch.toml --task {dir}/groups_task.py:make",
+            "no such group",
+        ),
+        "spec lr_mult, task without groups": _c(
+            "study --spec {dir}/lr-mult-nosuch.toml", "no param_groups"
+        ),
+        "param in two groups": _c("study --task {dir}/groups_twice.py:make", "in group 'b'"),
+        "spec batch_size 0": _c("study --spec {dir}/batch-zero.toml", "batch_size"),
+        "spec batch_size negative": _c("study --spec {dir}/batch-negative.toml", "batch_size"),
+        "spec task key the factory lacks": _c(
+            "study --spec {dir}/task-key.toml --task {dir}/groups_task.py:make", "'width'"
         ),
     },
     "worker": {
@@ -299,6 +351,7 @@ CASES: dict[str, dict[str, Any]] = {
         ),
         "log-dir under a file": _c(f"worker --group {GROUP} --log-dir {{dir}}/afile/t", "afile"),
         "unknown flag": _c(f"worker --group {GROUP} --frob", "--frob"),
+        "timeout 0": _c(f"worker --group {GROUP} --timeout 0", "--timeout"),
         "storage missing": _c(
             "worker --group x --storage sqlite:///lrtnue.db", "no storage at", storage=False
         ),
@@ -609,6 +662,59 @@ def test_a_worker_pinned_to_the_study_task_runs(
     monkeypatch.chdir(tmp_path)
     argv = ["worker", "--group", GROUP, "--task", "digits", "--storage", world["url"]]
     assert _run(argv) == 0  # the budget is met: it exits at once
+
+
+IGNORING_FIT = """
+from lrtune.training.tasks import digits
+
+
+def fit(hp, report):
+    value = 1.0
+    for epoch in range(4):  # its own epochs, not hp.epochs
+        value = 1.0 / (epoch + 1)
+        report(value, epoch)
+    return value
+
+
+def make(seed):
+    task = digits(seed)
+    task.fit, task.name, task.epochs = fit, "stubborn", 4
+    return task
+"""
+
+
+@pytest.mark.slow
+def test_a_fit_that_ignores_hp_epochs_is_warned_about_once(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not refusable up front (only a trial shows it): one warning naming the task, once per
+    # study whatever the number of trials and worker processes, and the study goes on.
+    import optuna
+
+    import lrtune.search.objective as objective
+
+    path = tmp_path / "stubborn.py"
+    path.write_text(IGNORING_FIT)
+    task = f"{path}:make"
+    caplog.set_level(logging.WARNING)
+    args = ["study", "--task", task, "--prior", "none", "--samplers", "random", "--confirm"]
+    args += ["0", "--rungs", "1,2,4", "--epochs", "4", "--storage", sqlite_url]
+    objective._WARNED.clear()
+    assert _run([*args, "--trials", "1"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "ignores hp.epochs" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # several short trials, one warning
+    assert warnings[0].startswith(f"task {task} ignores hp.epochs")
+    assert "rung trial of 1 epoch(s) reported epoch 4" in warnings[0]
+    study = optuna.load_study(study_name="stubborn.random.none", storage=sqlite_url)
+    assert study.user_attrs[objective.IGNORES_EPOCHS] == {"epochs": 1, "reported": 4}
+    before = study.get_trials()
+    assert all(t.value is not None for t in before if t.state.is_finished())
+    # Another worker process (a fresh _WARNED) on the same study says it no more.
+    objective._WARNED.clear()
+    caplog.clear()
+    assert _run([*args, "--trials", "2"]) == 0
+    assert "ignores hp.epochs" not in caplog.text
+    assert len(study.get_trials()) > len(before)
 
 
 def count_by_command() -> Counter[str]:

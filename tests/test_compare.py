@@ -47,17 +47,20 @@ def _study(
     a number is a COMPLETE trial, ``P`` a pruned one, ``F`` a failed one."""
     study = optuna.create_study(storage=storage, study_name=name, direction=direction)
     _, sampler, prior = name.split(".")[:3]
-    attrs = {
-        "group": "g",
+    attrs: dict = {
         "sampler": sampler,
         "prior": prior,
         "repeat": repeat,
+        "seed": repeat,
+        "bounds": [1e-5, 1.0],
         "budget": budget if budget is not None else sum(v != F for v in values),
+        "epochs": 1,
         "metric": metric,
         "spec": {"tolerance": 0.02},
     }
-    if rangetest_seconds is not None:
-        attrs["rangetest"] = {"seconds": rangetest_seconds}
+    if rangetest_seconds is not None or prior == "rangetest":
+        attrs["rangetest"] = {"seconds": rangetest_seconds or 0.0}
+    attrs["group"] = "g"  # last, as lrtune writes it: only then is the study created
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     seconds = seconds or [1.0] * len(values)

@@ -20,6 +20,7 @@ from lrtune.dashboard.graphs import (
     best_so_far_figure,
     rangetest_figure,
     save_rangetest_graph,
+    show_widened,
 )
 from lrtune.dashboard.trial_graphs import INTERMEDIATE_GRAPH
 from lrtune.search.widen import STEP_DECADES, maybe_widen
@@ -186,6 +187,7 @@ def test_widen_replaces_the_graph_with_the_moved_edge(sqlite_url: str) -> None:
     assert list(_graphs(study)) == [RANGETEST_GRAPH]
     before = _system_attrs(study)
     assert maybe_widen(study) == pytest.approx((3e-5, 0.15 * 10**STEP_DECADES))
+    show_widened(study)  # what the worker does after a move
     graphs = _graphs(study)
     assert list(graphs) == [RANGETEST_GRAPH]  # replaced in place, not a second graph
     shapes = {s["name"]: s for s in graphs[RANGETEST_GRAPH]["layout"]["shapes"]}

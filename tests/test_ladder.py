@@ -116,6 +116,27 @@ def test_asha_promotes_the_top_third_highest_rung_first() -> None:
     assert isinstance(work, Promotion) and (work.rung, work.source) == (2, 11)
 
 
+def test_a_horizon_correction_moves_a_promotions_lr_by_the_epochs_ratio() -> None:
+    ladder = Ladder(rungs=(1, 3, 9), eta=3, budget=10.0, beta=0.5)
+    assert ladder.carry({"lr": 0.3, "schedule": "wsd"}, 0) == {
+        "lr": pytest.approx(0.3 / 3**0.5),
+        "schedule": "wsd",
+    }
+    assert LADDER.carry({"lr": 0.3}, 1) == {"lr": 0.3}  # beta 0: the same configuration
+    trials = [_trial(0, value=0.5), _trial(1, value=0.4), _trial(2, value=0.6)]
+    work = next_work(trials, ladder, minimize=True)
+    assert isinstance(work, Promotion) and work.source == 1
+    assert work.params == {"lr": pytest.approx(0.002 / 3**0.5)}
+    assert work.attrs(ladder)["promotion"]["beta"] == 0.5
+    assert "beta" not in next_work(trials, LADDER, minimize=True).attrs(LADDER)["promotion"]  # type: ignore[union-attr]
+    # Read back from a study's attrs (old studies: no key, no correction).
+    attrs = {"spec": {"rungs": [1, 3, 9], "reduction_factor": 3, "horizon_beta": 0.5}}
+    assert Ladder.from_attrs({**attrs, "budget": 4}) == Ladder(
+        rungs=(1, 3, 9), eta=3, budget=4.0, beta=0.5
+    )
+    assert Ladder.from_attrs({"spec": {"rungs": [1, 3]}, "budget": 2}).beta == 0.0  # type: ignore[union-attr]
+
+
 def test_a_diverged_trial_ranks_last_and_is_never_promoted() -> None:
     trials = [
         _trial(0, value=None, state=State.PRUNED),

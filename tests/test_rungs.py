@@ -1,20 +1,22 @@
 """Multi-fidelity search end to end (issue 16's acceptance): ``study --rungs 1,3,9
---reduction-factor 3`` on SQLite (killed mid-trial, then resumed) and with two workers on
-PostgreSQL, a ``fit`` task and the Lightning adapter with rungs, and the warning for a
-``fit`` that ignores ``hp.epochs``.
+--reduction-factor 3`` on SQLite (killed mid-trial, then resumed) and with two ``worker``
+processes on PostgreSQL (one killed inside a rung trial, the other retries it; then the same
+``study`` command resumes, and goes on with a larger budget); a ``fit`` task and the
+Lightning adapter with rungs. (The warning for a ``fit`` that ignores ``hp.epochs`` is with the
+other mistakes, in tests/test_bad_inputs.py.)
 
 :func:`check_ladder` reads a finished study back and checks what the design promises: each
 trial trained exactly its rung's epochs with the schedule compressed to them (its last LR is
 the schedule's final LR), promotions are the top 1/η by value (or, at the end of the budget,
-the best not yet promoted), no configuration trained twice on one rung, and the compute is
-the budget, over it by less than one full trial.
+the best not yet promoted) of the trials of the rung below that had finished when it was
+enqueued, no configuration trained twice on one rung, and the compute is the budget, over it
+by less than one full trial.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -84,13 +86,16 @@ def check_ladder(
     eta: int = 3,
     sequential: bool = True,
     lrtune_loop: bool = True,
+    beta: float = 0.0,
 ) -> None:
     """The promises of a study with rungs, read from its trials (see the module doc).
 
     ``sequential``: one worker at a time, so every trial numbered before a promotion had
-    finished when it was enqueued and the top 1/η can be recomputed exactly.
+    finished when it was enqueued. With several workers, those that had finished are the
+    first ``of`` (the promotion's record) of them to complete: the top 1/η is recomputed
+    from them (the budget rule's compute check needs the sequential case).
     """
-    ladder = Ladder(rungs=rungs, eta=eta, budget=budget)
+    ladder = Ladder(rungs=rungs, eta=eta, budget=budget, beta=beta)
     by_number = {t.number: t for t in trials}
     trained = [t for t in trials if t.state in FINISHED]
     assert trained
@@ -127,8 +132,9 @@ def check_ladder(
         source = by_number[record["from"]]
         rung = t.user_attrs["rung"]
         assert source.user_attrs["rung"] == rung - 1 and source.state == States.COMPLETE
-        if t.state in FINISHED:
-            assert t.params == source.params
+        if t.state in FINISHED:  # the same configuration (its LR corrected with a beta)
+            assert t.params == pytest.approx(ladder.carry(source.params, rung - 1))
+            assert t.user_attrs["config"]["optimizer"]["lr"] == pytest.approx(t.params["lr"])
         reason = str(t.user_attrs.get("fail_reason", ""))
         if t.state != States.FAIL:
             assert (rung, source.number) not in held, f"trial {t.number} trained twice"
@@ -137,14 +143,14 @@ def check_ladder(
             continue
         if record["rule"] == "top":
             assert record["rank"] <= record["of"] // eta
-        if not sequential:
-            continue
-        # Everything numbered before it had finished when it was enqueued.
+        # Sequential: everything numbered before it had finished when it was enqueued.
         below = [
             s
             for s in trials
             if s.state in FINISHED and s.user_attrs["rung"] == rung - 1 and s.number < _origin(t)
         ]
+        if not sequential:  # the first `of` of them to finish had finished
+            below = sorted(below, key=lambda s: s.datetime_complete)[: record["of"]]
         ranked = sorted(
             below,
             key=lambda s: (s.state != States.COMPLETE, float(s.value or 0.0), s.number),  # minimize
@@ -163,6 +169,8 @@ def check_ladder(
             assert ranked[0] is source or all(
                 s.number in earlier for s in ranked[: record["rank"] - 1]
             )
+            if not sequential:
+                continue
             assert ladder.budget - sum(
                 compute(s, ladder) for s in trials if s.number < _origin(t) and s.state in FINISHED
             ) < ladder.climb(-1)
@@ -190,6 +198,37 @@ def _exported_from_top(url: str, study: str, tmp_path: Path) -> None:
     assert exported["optimizer"]["lr"] == source.params["lr"]
 
 
+def _running_promotion(
+    url: str, name: str, procs: list[subprocess.Popen[str]]
+) -> optuna.trial.FrozenTrial:
+    """Wait (at most 2 minutes) for a promoted trial (rung 2 or 3) that is training."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for proc in procs:
+            assert proc.poll() is None, proc.communicate()
+        try:
+            trials = _trials(url, name)
+        except Exception:  # the study is not there yet
+            trials = []
+        for t in trials:
+            if t.state == States.RUNNING and t.user_attrs.get("rung", 0) >= 1 and t.params:
+                return t
+        time.sleep(0.05)
+    raise AssertionError("no promoted trial ran")
+
+
+def _check_retried(trials: list[optuna.trial.FrozenTrial], victim: int) -> None:
+    """The killed trial was failed by heartbeat and retried once, on its rung, with its
+    configuration and its promotion record."""
+    dead = next(t for t in trials if t.number == victim)
+    assert dead.state == States.FAIL
+    assert dead.user_attrs["fail_reason"].startswith("worker died")
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim]
+    assert retry.state in FINISHED and retry.params == dead.params
+    assert retry.user_attrs["rung"] == dead.user_attrs["rung"]
+    assert retry.user_attrs["promotion"] == dead.user_attrs["promotion"]
+
+
 @pytest.mark.slow
 def test_rungs_on_sqlite_survive_a_kill_and_resume_the_same_ladder(tmp_path: Path) -> None:
     task = tmp_path / "slow_task.py"
@@ -206,24 +245,7 @@ def test_rungs_on_sqlite_survive_a_kill_and_resume_the_same_ladder(tmp_path: Pat
     proc = spawn_lrtune(command, tmp_path)
     try:
         # Kill the process inside a promoted trial (rung 2 or 3) that is training.
-        deadline = time.monotonic() + 120
-        victim = None
-        while victim is None and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                trials = _trials(url, name)
-            except (KeyError, Exception):  # the study is not there yet
-                trials = []
-            victim = next(
-                (
-                    t
-                    for t in trials
-                    if t.state == States.RUNNING and t.user_attrs.get("rung", 0) >= 1 and t.params
-                ),
-                None,
-            )
-            time.sleep(0.05)
-        assert victim is not None, "no promoted trial ran"
+        victim = _running_promotion(url, name, [proc])
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
@@ -234,18 +256,12 @@ def test_rungs_on_sqlite_survive_a_kill_and_resume_the_same_ladder(tmp_path: Pat
     # Re-running the same command continues the same ladder.
     assert main(command) == 0
     trials = _trials(url, name)
-    dead = next(t for t in trials if t.number == victim.number)
-    assert dead.state == States.FAIL
-    assert dead.user_attrs["fail_reason"].startswith("worker died")
-    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert retry.state in FINISHED and retry.params == dead.params
-    assert retry.user_attrs["rung"] == dead.user_attrs["rung"]
-    assert retry.user_attrs["promotion"] == dead.user_attrs["promotion"]
+    _check_retried(trials, victim.number)
     # The second run promoted configurations the first one found.
     assert any(
         t.number not in before and t.user_attrs["promotion"]["from"] in before
         for t in trials
-        if "promotion" in t.user_attrs and t.number != retry.number
+        if "promotion" in t.user_attrs and t.system_attrs.get("failed_trial") is None
     )
     check_ladder(trials, budget=3)
     _exported_from_top(url, name, tmp_path)
@@ -253,22 +269,61 @@ def test_rungs_on_sqlite_survive_a_kill_and_resume_the_same_ladder(tmp_path: Pat
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_rungs_with_two_workers_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+def test_rungs_on_postgresql_survive_a_killed_worker_and_resume(
+    pg_url: str, tmp_path: Path
+) -> None:
+    task = tmp_path / "slow_task.py"
+    task.write_text(SLOW_TASK)
+    heartbeat = ("--heartbeat-interval", "1", "--grace-period", "2")
     command = [
-        *("study", "--task", "breast-cancer", "--prior", "none", "--samplers", "tpe"),
+        *("study", "--task", f"{task}:make", "--prior", "none", "--samplers", "tpe"),
         *RUNGS,
         *("--trials", "3", "--confirm", "0", "--device", "cpu", "--storage", pg_url),
-        *("--lr-low", "0.001", "--lr-high", "1", "--workers", "2"),
+        *("--lr-low", "0.01", "--lr-high", "1", "--schedules", "cosine,wsd,constant,onecycle"),
+        *heartbeat,
     ]
-    assert main(command) == 0
-    name = "breast-cancer.tpe.none"
+    name = "slow.tpe.none"
+    # Remote workers: the study is created, then two `lrtune worker` processes join it.
+    assert main([*command, "--create-only"]) == 0
+    worker = ["worker", "--group", "slow", "--storage", pg_url, "--device", "cpu", *heartbeat]
+    procs = [spawn_lrtune(worker, tmp_path) for _ in range(2)]
+    try:
+        victim = _running_promotion(pg_url, name, procs)
+        pid = int(str(victim.user_attrs["worker"]).rsplit(":", 1)[1])
+        (killed,) = [p for p in procs if p.pid == pid]
+        (survivor,) = [p for p in procs if p is not killed]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        # The other worker fails the dead trial by heartbeat, retries it and ends the ladder.
+        _, err = survivor.communicate(timeout=180)
+        assert survivor.returncode == 0, err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     trials = _trials(pg_url, name)
-    workers = {t.user_attrs.get("worker") for t in trials if t.state in FINISHED}
-    assert len(workers) == 2  # both worked
+    _check_retried(trials, victim.number)
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
+    # Both workers trained: the victim's trial ran on one, its retry on the other.
+    assert retry.user_attrs["worker"] != victim.user_attrs["worker"]
     check_ladder(trials, budget=3, sequential=False)
+    # Resume: the same command finds the ladder done and trains nothing more.
+    assert main(command) == 0
+    assert len(_trials(pg_url, name)) == len(trials)
+    # More budget: the same ladder goes on (promotions of configurations found before).
+    at = command.index("--trials") + 1
+    assert main([*command[:at], "4", *command[at + 1 :]]) == 0
+    more = _trials(pg_url, name)
+    assert any(
+        t.number >= len(trials) and t.user_attrs["promotion"]["from"] < len(trials)
+        for t in more
+        if "promotion" in t.user_attrs
+    )
+    check_ladder(more, budget=4, sequential=False)
     _exported_from_top(pg_url, name, tmp_path)
     # Nothing is left waiting or running.
-    assert not [t for t in trials if t.state in (States.RUNNING, States.WAITING)]
+    assert not [t for t in more if t.state in (States.RUNNING, States.WAITING)]
 
 
 def _example(url: str, spec: str, *args: str) -> int:
@@ -283,9 +338,13 @@ def test_the_fit_example_runs_with_rungs(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.chdir(REPO)
-    assert _example(sqlite_url, "studies/own-loop.toml") == 0
+    # With a horizon correction: a promotion from E to 2E epochs trains at lr / sqrt(2).
+    assert _example(sqlite_url, "studies/own-loop.toml", "--horizon-beta", "0.5") == 0
     trials = _trials(sqlite_url, "own-loop.tpe.none")
-    check_ladder(trials, budget=2, rungs=(1, 2, 4), lrtune_loop=False)
+    check_ladder(trials, budget=2, rungs=(1, 2, 4), lrtune_loop=False, beta=0.5)
+    assert all(
+        t.user_attrs["promotion"]["beta"] == 0.5 for t in trials if "promotion" in t.user_attrs
+    )
     for t in trials:
         if t.state == States.COMPLETE:
             # hp.epochs: the fit's own loop trained the rung's epochs, 22 updates each.
@@ -302,42 +361,3 @@ def test_the_lightning_example_runs_with_rungs(
     assert _example(sqlite_url, "studies/lightning.toml") == 0
     trials = _trials(sqlite_url, "lightning-digits.tpe.none")
     check_ladder(trials, budget=2, rungs=(1, 2, 4), lrtune_loop=False)
-
-
-IGNORING_FIT = """
-from lrtune.training.tasks import digits
-
-
-def fit(hp, report):
-    value = 1.0
-    for epoch in range(4):  # its own epochs, not hp.epochs
-        value = 1.0 / (epoch + 1)
-        report(value, epoch)
-    return value
-
-
-def make(seed):
-    task = digits(seed)
-    task.fit, task.name, task.epochs = fit, "stubborn", 4
-    return task
-"""
-
-
-def test_a_fit_that_ignores_hp_epochs_is_warned_about_once(
-    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    import lrtune.search.objective as objective
-
-    path = tmp_path / "stubborn.py"
-    path.write_text(IGNORING_FIT)
-    task = f"{path}:make"
-    objective._WARNED.discard(task)
-    caplog.set_level(logging.WARNING)
-    args = ["study", "--task", task, "--prior", "none", "--samplers", "random", "--confirm"]
-    args += ["0", "--rungs", "1,2,4", "--epochs", "4", "--trials", "1", "--storage", sqlite_url]
-    assert main(args) == 0
-    warnings = [r.getMessage() for r in caplog.records if "ignores hp.epochs" in r.getMessage()]
-    assert len(warnings) == 1, warnings  # several short trials, one warning
-    assert warnings[0].startswith(f"task {task} ignores hp.epochs")
-    assert "rung trial of 1 epoch(s) reported epoch 4" in warnings[0]
-    assert not math.isnan(_trials(sqlite_url, "stubborn.random.none")[0].value or 0.0)

@@ -13,13 +13,16 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 
 from lrtune.cli import main
-from lrtune.storage import first_line, is_connection_error, mask_url, open_storage
+from lrtune.dberrors import first_line, is_connection_error
+from lrtune.storage import mask_url, open_storage
 
 CREATE = ["study", "--prior", "none", "--samplers", "random", "--trials", "2", "--epochs", "1",
           "--schedules", "cosine", "--device", "cpu"]  # fmt: skip
@@ -345,3 +348,75 @@ def test_an_unwritable_new_storage_directory_is_one_line(
     assert code == 2
     assert "no directory" in _one_error_line(text, "study")
     assert not (tmp_path / "nodir").exists()
+
+
+# --- issue 22 item 10: the SQLite file deleted or replaced mid-run --------------------------
+
+
+def _running_trials(db: Path) -> int:
+    """RUNNING trials in ``db``, read through a connection closed at once (a pooled one of
+    this process would hold the old file and its WAL)."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return conn.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    except sqlite3.OperationalError:  # no tables yet
+        return 0
+    finally:
+        conn.close()
+
+
+def _start_and_wait_for_a_trial(db: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    from tests.conftest import SLOW_STUDY, spawn_lrtune
+
+    proc = spawn_lrtune([*SLOW_STUDY, "--trials", "1", "--storage", f"sqlite:///{db}"], tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.is_file() and _running_trials(db):
+            return proc
+    proc.kill()
+    pytest.fail(f"no trial started: {proc.communicate()[1][-2000:]}")
+
+
+def _gone_line(proc: subprocess.Popen[str], what: str) -> str:
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, out + err
+    assert "watch:" not in out and "export:" not in out, out
+    line = _one_error_line(err, "study")
+    assert what in line, line
+    return line
+
+
+@pytest.mark.slow
+def test_a_sqlite_file_deleted_mid_run_is_one_line_and_leaves_no_wal(tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+    proc = _start_and_wait_for_a_trial(db, tmp_path)
+    db.unlink()  # `rm run.db`: the -wal and -shm files stay
+    assert "run the command again" in _gone_line(proc, "was deleted")
+    # Nothing of the lost run is left for the next storage made at this path to read.
+    wal = db.with_name(db.name + "-wal")
+    assert not db.exists() and (not wal.exists() or wal.stat().st_size == 0)
+
+
+@pytest.mark.slow
+def test_a_sqlite_file_replaced_mid_run_is_left_intact(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    storage = optuna.storages.RDBStorage(f"sqlite:///{other}")
+    optuna.create_study(study_name="keep", storage=storage).enqueue_trial({"x": 1.0})
+    storage.engine.dispose()
+    db = tmp_path / "run.db"
+    proc = _start_and_wait_for_a_trial(db, tmp_path)
+    os.replace(other, db)  # `mv other.db run.db`, a backup restored...
+    _gone_line(proc, "was replaced")
+    # The new file holds what it held, not the pages of the run's WAL left beside it.
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("SELECT study_name FROM studies").fetchall() == [("keep",)]
+        assert conn.execute("SELECT count(*) FROM trials").fetchone() == (1,)
+    finally:
+        conn.close()

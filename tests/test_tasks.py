@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from lrtune.errors import UserError
-from lrtune.training.loading import resolve_task
-from lrtune.training.tasks import BUILTIN_TASKS, Task, check_task
+from lrtune.training.loading import BUILTIN_TASKS, resolve_task
+from lrtune.training.tasks import Task, check_task
 from lrtune.training.trainer import TrainConfig, train
 
 GOOD_MODULE = """

@@ -133,7 +133,7 @@ def test_task_defaults_are_used_without_overrides() -> None:
 
 
 def _train_rows(name: str) -> torch.Tensor:
-    from lrtune.training.tasks import BUILTIN_TASKS
+    from lrtune.training.loading import BUILTIN_TASKS
 
     return BUILTIN_TASKS[name](0).train[0]
 

@@ -648,10 +648,10 @@ def test_threads_flag(sqlite_url: str, capfd: pytest.CaptureFixture[str]) -> Non
             os.environ["OMP_NUM_THREADS"] = env_before
     capfd.readouterr()
     from lrtune.cli import build_parser
-    from lrtune.cli.common import _heartbeat_flags
+    from lrtune.cli.common import heartbeat_flags
 
     args = build_parser().parse_args(["study", "--threads", "3", "--workers", "2"])
-    assert "--threads=3" in _heartbeat_flags(args)
+    assert "--threads=3" in heartbeat_flags(args)
     args = build_parser().parse_args(["worker", "--group", "g", "--threads", "3"])
     assert args.threads == 3
 

@@ -22,7 +22,7 @@ from lrtune.cli.common import (
     EXIT_USAGE,
     Command,
     HelpFormatter,
-    _Parser,
+    Parser,
     storage_url,
 )
 from lrtune.errors import UserError
@@ -48,7 +48,7 @@ _EPILOG = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command."""
-    parser = _Parser(
+    parser = Parser(
         prog="lrtune",
         description="Find the learning rate and LR schedule for PyTorch training.",
         epilog=_EPILOG,
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lrtune import __version__
 
     parser.add_argument("--version", action="version", version=f"lrtune {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         p = sub.add_parser(
             command.name,
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:
-        from lrtune.storage import storage_failure
+        from lrtune.dberrors import storage_failure
 
         failure = None if debug else storage_failure(exc)  # a database fault mid-command
         if failure is None:

@@ -19,7 +19,7 @@ from lrtune.shell import DEFAULT_STORAGE as DEFAULT_STORAGE  # where it lives: t
 EXIT_USAGE = 2
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line and exit 2 (no usage dump).
 
     ``prog`` is ``lrtune`` for the top level and ``lrtune <command>`` for a command's parser,
@@ -83,23 +83,24 @@ def _int_between(low: int, high: int | None, expected: str) -> Callable[[str], i
     return parse
 
 
-def _int_at_least(low: int, expected: str) -> Callable[[str], int]:
+def int_at_least(low: int, expected: str) -> Callable[[str], int]:
     """An argparse type: an integer ``>= low``, else one line saying ``expected``."""
     return _int_between(low, None, expected)
 
 
-_count = _int_at_least(0, "an integer >= 0")
-_positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = int_at_least(0, "an integer >= 0")
+positive_int = int_at_least(1, "a positive integer")
 
 #: Upper bounds of the flags that size processes, threads and waits: far above any real
 #: use, they stop a typo (``--threads 1e9``) before it reaches libgomp or the scheduler.
 MAX_PROCESSES = 1024
 MAX_HEARTBEAT_S = 3600
 MAX_GRACE_S = 7 * 24 * 3600
-_workers_count = _int_between(1, MAX_PROCESSES, f"an integer 1..{MAX_PROCESSES}")
+workers_count = _int_between(1, MAX_PROCESSES, f"an integer 1..{MAX_PROCESSES}")
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """An argparse type: a positive finite number, else one line."""
     try:
         value = float(text)
     except ValueError:
@@ -130,7 +131,7 @@ def _task(text: str) -> str:
     return text
 
 
-def _add_common(
+def add_common(
     p: argparse.ArgumentParser, *, task: bool = True, device: bool = True, seed: bool = True
 ) -> None:
     """``--storage`` and ``--debug`` (every command), and the flags a command that trains
@@ -167,7 +168,8 @@ def storage_url(args: argparse.Namespace) -> str:
     return args.storage or os.environ.get("LRTUNE_STORAGE") or DEFAULT_STORAGE
 
 
-def _add_heartbeat(p: argparse.ArgumentParser) -> None:
+def add_heartbeat(p: argparse.ArgumentParser) -> None:
+    """``--heartbeat-interval`` and ``--grace-period`` (commands that run trials)."""
     p.add_argument(
         "--heartbeat-interval",
         type=_int_between(1, MAX_HEARTBEAT_S, f"seconds 1..{MAX_HEARTBEAT_S}"),
@@ -183,12 +185,14 @@ def _add_heartbeat(p: argparse.ArgumentParser) -> None:
     )
 
 
-class _Heartbeat(TypedDict):
+class HeartbeatOptions(TypedDict):
+    """The heartbeat settings, as :func:`lrtune.storage.open_storage` takes them."""
+
     heartbeat_interval: int
     grace_period: int
 
 
-def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
+def heartbeat_options(args: argparse.Namespace) -> HeartbeatOptions:
     """The heartbeat settings; a one-line :class:`UserError` when the grace period would
     fail live trials (call it before anything is written)."""
     from lrtune.study import GRACE_PERIOD, HEARTBEAT_INTERVAL
@@ -207,14 +211,15 @@ def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
     return {"heartbeat_interval": interval, "grace_period": grace}
 
 
-def _heartbeat_flags(args: argparse.Namespace) -> list[str]:
+def heartbeat_flags(args: argparse.Namespace) -> list[str]:
     """The heartbeat (and --threads) flags again, for the worker processes this command
     starts."""
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in _heartbeat(args).items()]
-    return flags + _threads_flags(args)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in heartbeat_options(args).items()]
+    return flags + threads_flags(args)
 
 
-def _add_threads(p: argparse.ArgumentParser) -> None:
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads`` (torch threads per trial process)."""
     p.add_argument(
         "--threads",
         type=_int_between(0, MAX_PROCESSES, f"an integer 0..{MAX_PROCESSES}"),
@@ -225,8 +230,22 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _threads_flags(args: argparse.Namespace) -> list[str]:
+def threads_flags(args: argparse.Namespace) -> list[str]:
+    """``--threads`` again, for the worker processes this command starts."""
     return [f"--threads={args.threads}"] if args.threads is not None else []
+
+
+def add_timeout(p: argparse.ArgumentParser) -> None:
+    """``--timeout SECONDS`` (``study`` and ``worker``): no trial starts after it."""
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        default=None,
+        help="start no new trial once SECONDS have passed since the trials began (the range "
+        "test comes before); trials running then finish; run the same command again to go "
+        "on (default: none)",
+    )
 
 
 def _duration(text: str) -> float:
@@ -241,12 +260,12 @@ def _duration(text: str) -> float:
         ) from None
 
 
-def _add_preemption(p: argparse.ArgumentParser, *, max_time: bool) -> None:
+def add_preemption(p: argparse.ArgumentParser, *, max_time: bool) -> None:
     """``--grace`` (and, for ``worker``, ``--max-time``): SIGTERM hands the running trial
-    back (:mod:`lrtune.preempt`)."""
+    back (:mod:`lrtune.preempt`); :func:`grace_seconds` reads it."""
     p.add_argument(
         "--grace",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="on SIGTERM the running trial finishes its step, checkpoints and is handed back "
@@ -264,7 +283,7 @@ def _add_preemption(p: argparse.ArgumentParser, *, max_time: bool) -> None:
         )
 
 
-def _grace(args: argparse.Namespace) -> float:
+def grace_seconds(args: argparse.Namespace) -> float:
     """``--grace``, or its default (with a short ``--max-time``: half of it); shorter than
     ``--max-time``."""
     from lrtune.preempt import DEFAULT_GRACE
@@ -281,7 +300,8 @@ def _grace(args: argparse.Namespace) -> float:
     return grace
 
 
-def _add_log_dir(p: argparse.ArgumentParser) -> None:
+def add_log_dir(p: argparse.ArgumentParser) -> None:
+    """``--log-dir`` (TensorBoard runs); :func:`use_log_dir` applies it."""
     p.add_argument(
         "--log-dir",
         metavar="DIR",

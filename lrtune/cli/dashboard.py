@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from lrtune.cli.common import Command, _add_common, storage_url
+from lrtune.cli.common import Command, add_common, storage_url
 
 
 def _port(text: str) -> int:
@@ -46,7 +46,7 @@ def _add_dashboard(p: argparse.ArgumentParser) -> None:
         "proxy forwards; without it the dashboard answers only to its own address, "
         "localhost and IP addresses (a guard against DNS rebinding)",
     )
-    _add_common(p, task=False, device=False, seed=False)
+    add_common(p, task=False, device=False, seed=False)
 
 
 def _run_dashboard(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lrtune.cli.common import Command, _add_common, _count, _positive_int, storage_url
+from lrtune.cli.common import Command, add_common, non_negative_int, positive_int, storage_url
 from lrtune.errors import UserError
 
 
@@ -21,7 +21,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--trial",
-        type=_count,
+        type=non_negative_int,
         metavar="N",
         default=None,
         help="export trial N of the study instead (default: as --study says)",
@@ -44,14 +44,14 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="B",
         help="rescale the LR to batch size B by the linear scaling rule (lr * B / trained) "
         "(default: the batch size trained with)",
     )
     p.add_argument("--dry-run", action="store_true", help="with --into: print the diff only")
-    _add_common(p, task=False, device=False, seed=False)
+    add_common(p, task=False, device=False, seed=False)
 
 
 def _run_export(args: argparse.Namespace) -> int:

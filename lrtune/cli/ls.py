@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from lrtune.cli.common import Command, _add_common, storage_url
+from lrtune.cli.common import Command, add_common, storage_url
 
 
 def _add_ls(p: argparse.ArgumentParser) -> None:
-    _add_common(p, task=False, device=False, seed=False)
+    add_common(p, task=False, device=False, seed=False)
     p.add_argument("--group", help="only the studies of this group (default: all)")
 
 

@@ -7,11 +7,11 @@ import os
 
 from lrtune.cli.common import (
     Command,
-    _add_common,
-    _add_log_dir,
-    _add_threads,
-    _positive_float,
-    _positive_int,
+    add_common,
+    add_log_dir,
+    add_threads,
+    positive_float,
+    positive_int,
     storage_url,
     use_log_dir,
 )
@@ -19,17 +19,17 @@ from lrtune.errors import UserError
 
 
 def _add_rangetest(p: argparse.ArgumentParser) -> None:
-    _add_common(p)
-    _add_log_dir(p)
+    add_common(p)
+    add_log_dir(p)
     p.add_argument(
         "--optimizer",
         help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
         "(default: the task's own, else sgd)",
     )
-    p.add_argument("--seeds", type=_positive_int, default=3, help="sweeps to run")
-    p.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first LR of the sweep")
-    p.add_argument("--end-lr", type=_positive_float, default=10.0, help="last LR of the sweep")
-    p.add_argument("--steps", type=_positive_int, default=100, help="mini-batches per sweep")
+    p.add_argument("--seeds", type=positive_int, default=3, help="sweeps to run")
+    p.add_argument("--start-lr", type=positive_float, default=1e-7, help="first LR of the sweep")
+    p.add_argument("--end-lr", type=positive_float, default=10.0, help="last LR of the sweep")
+    p.add_argument("--steps", type=positive_int, default=100, help="mini-batches per sweep")
     p.add_argument("--mode", choices=("exp", "linear"), default="exp", help="LR growth")
     p.add_argument(
         "--track-metric",
@@ -39,7 +39,7 @@ def _add_rangetest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON (default: no file)")
     p.add_argument("--plot", metavar="PATH", help="draw the curves to a PNG (default: no plot)")
     p.add_argument("--study", help="also record the result on this existing study (default: none)")
-    _add_threads(p)
+    add_threads(p)
 
 
 def _run_rangetest(args: argparse.Namespace) -> int:

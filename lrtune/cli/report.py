@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lrtune.cli.common import Command, _add_common, storage_url
+from lrtune.cli.common import Command, add_common, storage_url
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="directory for report.md and the PNGs (created; the report's files replaced)",
     )
-    _add_common(p, task=False, device=False, seed=False)
+    add_common(p, task=False, device=False, seed=False)
 
 
 def _run_report(args: argparse.Namespace) -> int:

@@ -10,21 +10,22 @@ from typing import TYPE_CHECKING
 
 from lrtune.cli.common import (
     Command,
-    _add_common,
-    _add_heartbeat,
-    _add_log_dir,
-    _add_preemption,
-    _add_threads,
-    _count,
-    _grace,
-    _heartbeat,
-    _int_at_least,
-    _positive_float,
-    _positive_int,
-    _threads_flags,
-    _workers_count,
+    add_common,
+    add_heartbeat,
+    add_log_dir,
+    add_preemption,
+    add_threads,
+    add_timeout,
+    grace_seconds,
+    heartbeat_options,
+    int_at_least,
+    non_negative_int,
+    positive_float,
+    positive_int,
     storage_url,
+    threads_flags,
     use_log_dir,
+    workers_count,
 )
 from lrtune.errors import UserError
 from lrtune.shell import command_line, storage_args
@@ -41,17 +42,17 @@ if TYPE_CHECKING:
 
 
 def _add_study(p: argparse.ArgumentParser) -> None:
-    _add_common(p)
+    add_common(p)
     p.add_argument("--spec", metavar="FILE", help="study spec file (studies/*.toml); flags win")
     p.add_argument("--group", help="name of the set of studies (default: the task's name)")
     p.add_argument("--prior", help="rangetest, none, or rangetest,none (default: rangetest)")
     p.add_argument(
         "--samplers", help="comma list of grid, random, tpe, qmc, gp (default: grid,random,tpe)"
     )
-    p.add_argument("--trials", type=_positive_int, help="finished trials per study (default: 30)")
+    p.add_argument("--trials", type=positive_int, help="finished trials per study (default: 30)")
     p.add_argument(
         "--repeats",
-        type=_positive_int,
+        type=positive_int,
         help="studies per sampler x prior with different sampler seeds (default: 1)",
     )
     p.add_argument(
@@ -59,7 +60,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         help="none, median or hyperband (default: none; pruning on mid-training losses "
         "favours schedules that decay early)",
     )
-    p.add_argument("--epochs", type=_positive_int, help="epochs per trial (default: the task's)")
+    p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the task's)")
     p.add_argument(
         "--rungs",
         metavar="E1,E2,...",
@@ -69,9 +70,16 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--reduction-factor",
-        type=_int_at_least(2, "an integer >= 2"),
+        type=int_at_least(2, "an integer >= 2"),
         metavar="ETA",
         help="with --rungs: the top 1/ETA of a rung is promoted to the next (default: 3)",
+    )
+    p.add_argument(
+        "--horizon-beta",
+        type=float,
+        metavar="BETA",
+        help="with --rungs: a configuration promoted from E to E' epochs trains at "
+        "lr x (E'/E)^-BETA, as the best LR falls with the horizon (e.g. 0.5; default: 0, off)",
     )
     p.add_argument(
         "--optimizer",
@@ -84,11 +92,11 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         help="schedulefree: add a schedule-free arm (LR and warmup searched, no schedule) "
         "to the comparison (default: none)",
     )
-    p.add_argument("--lr-low", type=_positive_float, help="no-prior lower LR bound (default: 1e-6)")
-    p.add_argument("--lr-high", type=_positive_float, help="no-prior upper LR bound (default: 10)")
+    p.add_argument("--lr-low", type=positive_float, help="no-prior lower LR bound (default: 1e-6)")
+    p.add_argument("--lr-high", type=positive_float, help="no-prior upper LR bound (default: 10)")
     p.add_argument(
         "--tolerance",
-        type=_positive_float,
+        type=positive_float,
         help="trials-to-target: within this fraction of the best (default: 0.02)",
     )
     p.add_argument(
@@ -97,39 +105,46 @@ def _add_study(p: argparse.ArgumentParser) -> None:
         default=None,
         help="grow the prior's bounds when the best trials sit at an edge (default: on)",
     )
-    p.add_argument("--grid-points", type=_positive_int, help="LR points of the grid (default: 6)")
+    p.add_argument("--grid-points", type=positive_int, help="LR points of the grid (default: 6)")
     p.add_argument("--precision", help="fp32, bf16 or fp16 (default: the task's own, else fp32)")
     p.add_argument(
         "--accumulate",
-        type=_positive_int,
+        type=positive_int,
         help="micro-batches per optimizer update (default: the task's, else 1)",
     )
     p.add_argument(
-        "--clip-grad-norm", type=_positive_float, help="max gradient norm (default: the task's)"
+        "--clip-grad-norm", type=positive_float, help="max gradient norm (default: the task's)"
+    )
+    p.add_argument(
+        "--batch-scaling",
+        metavar="RULE",
+        help="linear, sqrt or none: with [params] batch_size and --prior rangetest, how a "
+        "trial's LR bounds follow its batch size from the range test's (default: linear "
+        "for sgd, sqrt for the adaptive optimizers)",
     )
     for name, what, kind in (
-        ("start-lr", "first LR (default: 1e-7)", _positive_float),
-        ("end-lr", "last LR (default: 10)", _positive_float),
-        ("steps", "updates per sweep (default: 100)", _positive_int),
-        ("seeds", "sweeps (default: 3)", _positive_int),
+        ("start-lr", "first LR (default: 1e-7)", positive_float),
+        ("end-lr", "last LR (default: 10)", positive_float),
+        ("steps", "updates per sweep (default: 100)", positive_int),
+        ("seeds", "sweeps (default: 3)", positive_int),
     ):
         p.add_argument(f"--rangetest-{name}", type=kind, help=f"the prior's range test: {what}")
     p.add_argument(
         "--confirm",
-        type=_count,
+        type=non_negative_int,
         metavar="K",
         help="after the budgets, re-train the K best configurations on fresh seeds "
         "(default: 3; 0: off)",
     )
     p.add_argument(
         "--confirm-seeds",
-        type=_positive_int,
+        type=positive_int,
         metavar="S",
         help="fresh training seeds per confirmed configuration (default: 2)",
     )
     p.add_argument(
         "--workers",
-        type=_workers_count,
+        type=workers_count,
         default=1,
         help="local worker processes (default: 1, run in this process)",
     )
@@ -140,15 +155,16 @@ def _add_study(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--checkpoint-every",
-        type=_count,
+        type=non_negative_int,
         metavar="K",
         help="a trial checkpoints every K epochs, so a retried or preempted trial resumes "
         "(default: each epoch once 30 s passed since the last checkpoint; 0: off)",
     )
-    _add_heartbeat(p)
-    _add_preemption(p, max_time=False)
-    _add_threads(p)
-    _add_log_dir(p)
+    add_timeout(p)
+    add_heartbeat(p)
+    add_preemption(p, max_time=False)
+    add_threads(p)
+    add_log_dir(p)
 
 
 _SPEC_FLAGS = (
@@ -173,12 +189,14 @@ _SPEC_FLAGS = (
     "precision",
     "accumulate",
     "clip_grad_norm",
+    "batch_scaling",
     "rangetest_start_lr",
     "rangetest_end_lr",
     "rangetest_steps",
     "rangetest_seeds",
     "rungs",
     "reduction_factor",
+    "horizon_beta",
     "baseline",
     "checkpoint_every",
 )
@@ -194,8 +212,8 @@ def _run_study(args: argparse.Namespace) -> int:
     spec = resolve_spec(
         values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
     )
-    heartbeat = _heartbeat(args)  # every flag checked before anything is written
-    grace = _grace(args)
+    heartbeat = heartbeat_options(args)  # every flag checked before anything is written
+    grace = grace_seconds(args)
     if args.create_only and args.workers != 1:
         raise UserError(
             f"--workers {args.workers} with --create-only: it creates the studies and runs no "
@@ -236,7 +254,8 @@ def _run_study(args: argparse.Namespace) -> int:
         device=args.device,
         create_only=args.create_only,
         threads=args.threads,
-        worker_args=[*_threads_flags(args), f"--grace={grace}"],
+        timeout=args.timeout,
+        worker_args=[*threads_flags(args), f"--grace={grace!r}"],
         grace=grace,
         on_rangetest=tested.append,
         on_prepared=on_prepared,
@@ -250,6 +269,8 @@ def _run_study(args: argparse.Namespace) -> int:
         workers = command_line("worker", "--group", group.name) + " --storage URL"
         print(f"run workers with: {workers}")
         return 0
+    if args.timeout is not None:
+        _say_timeout(url, prepared[0], args.timeout)
     return _finish_group(url, cmp)
 
 
@@ -295,6 +316,11 @@ def _say_bounds(group: Group) -> None:
             f"training per study (about {ladder.bottom_trials()} configurations start on "
             f"{spec.rungs[0]} epoch{'s' if spec.rungs[0] > 1 else ''})"
         )
+        if spec.horizon_beta:
+            print(
+                f"horizon correction: a configuration promoted from E to E' epochs trains at "
+                f"lr x (E'/E)^-{spec.horizon_beta:g}"
+            )
     if "grid" in spec.samplers:
         from lrtune.search.space import grid_size
 
@@ -330,9 +356,24 @@ def _say_over_budget(url: str, group: Group) -> None:
     )
 
 
+def _say_timeout(url: str, group: Group, timeout: float) -> None:
+    """One line when ``--timeout`` stopped the run with budgets left."""
+    from lrtune.group import over_budget
+
+    if not over_budget(url, group)[1]:
+        print(
+            f"lrtune study: --timeout {timeout:g} s reached: no new trial started after it; "
+            "the table compares the trials finished so far; run the same command again "
+            "to finish the budget",
+            file=sys.stderr,
+        )
+
+
 def _finish_group(url: str, cmp: Comparison) -> int:
+    from lrtune.sqlite_file import check_open
     from lrtune.table import format_table
 
+    check_open()  # no watch:/export: lines for a SQLite file deleted or replaced meanwhile
     print()
     print(format_table(cmp))
     best = cmp.best_row

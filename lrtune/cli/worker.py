@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lrtune.cli.common import (
     Command,
-    _add_common,
-    _add_heartbeat,
-    _add_log_dir,
-    _add_preemption,
-    _add_threads,
-    _grace,
-    _heartbeat,
-    _heartbeat_flags,
-    _workers_count,
+    add_common,
+    add_heartbeat,
+    add_log_dir,
+    add_preemption,
+    add_threads,
+    add_timeout,
+    grace_seconds,
+    heartbeat_flags,
+    heartbeat_options,
     storage_url,
     use_log_dir,
+    workers_count,
 )
 from lrtune.errors import UserError
 
 
 def _add_worker(p: argparse.ArgumentParser) -> None:
-    _add_common(p, task=False, seed=False)
+    add_common(p, task=False, seed=False)
     p.add_argument(
         "--task",
         metavar="NAME",
@@ -32,12 +34,13 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--group", help="run the studies of this group")
     p.add_argument("--study", action="append", help="run this study (repeatable)")
-    p.add_argument("--workers", type=_workers_count, default=1, help="processes on this host")
+    p.add_argument("--workers", type=workers_count, default=1, help="processes on this host")
     p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU (default: none)")
-    _add_heartbeat(p)
-    _add_preemption(p, max_time=True)
-    _add_log_dir(p)
-    _add_threads(p)
+    add_heartbeat(p)
+    add_timeout(p)
+    add_preemption(p, max_time=True)
+    add_log_dir(p)
+    add_threads(p)
 
 
 def _parse_gpus(text: str) -> list[int]:
@@ -55,8 +58,8 @@ def _parse_gpus(text: str) -> list[int]:
 def _run_worker(args: argparse.Namespace) -> int:
     if not args.group and not args.study:
         raise UserError("give --group NAME or --study NAME (see `lrtune ls`)")
-    heartbeat = _heartbeat(args)  # every flag checked before anything is written
-    grace = _grace(args)
+    heartbeat = heartbeat_options(args)  # every flag checked before anything is written
+    grace = grace_seconds(args)
     url = storage_url(args)
     use_log_dir(args)
     gpus = _parse_gpus(args.gpus) if args.gpus else None
@@ -67,12 +70,14 @@ def _run_worker(args: argparse.Namespace) -> int:
             raise UserError("--workers/--gpus need --group")
         # Check here what every child would check, so that a mistake is said once, not
         # once per process.
-        _check_group(url, args.group, args.task, _heartbeat(args)["grace_period"])
-        extra = [*_heartbeat_flags(args), f"--grace={grace}"]
+        _check_group(url, args.group, args.task, heartbeat_options(args)["grace_period"])
+        extra = [*heartbeat_flags(args), f"--grace={grace!r}"]
         if args.max_time is not None:
-            extra.append(f"--max-time={args.max_time}")
+            extra.append(f"--max-time={args.max_time!r}")
         if args.task is not None:
             extra.append(f"--task={args.task}")
+        if args.timeout is not None:
+            extra.append(f"--timeout={args.timeout!r}")
         procs = spawn_workers(
             url,
             args.group,
@@ -101,9 +106,16 @@ def _run_worker(args: argparse.Namespace) -> int:
             worker=worker_index(),
             device=device,
             task=args.task,
+            timeout=args.timeout,
             **heartbeat,
         )
     done = sum(report.trials.values())
+    if report.timed_out:
+        print(
+            f"worker: --timeout {args.timeout:g} s reached: started no new trial after it; "
+            "run it again to go on",
+            file=sys.stderr,
+        )
     print(
         f"worker done: {done} trials in {report.seconds:.1f} s ({report.failed} failed)"
         if report.failed

@@ -275,6 +275,14 @@ def save_rangetest_graph(
     _save(study, rangetest_figure(rangetest, bounds_history), RANGETEST_GRAPH)
 
 
+def show_widened(study: optuna.Study) -> None:
+    """Redraw ``study``'s range-test graph with the edges ``search.widen`` moved
+    (``bounds_history``); nothing without a range test."""
+    attrs = study.user_attrs
+    if "rangetest" in attrs:
+        save_rangetest_graph(study, attrs["rangetest"], attrs.get("bounds_history"))
+
+
 def save_best_so_far_graph(
     studies: Sequence[optuna.Study],
     *,

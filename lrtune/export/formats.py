@@ -42,7 +42,7 @@ def dump_config(config: Mapping[str, Any], fmt: str) -> str:
 
         return str(
             yaml.safe_dump(
-                _plain(config),
+                plain(config),
                 sort_keys=False,
                 default_flow_style=False,
                 allow_unicode=True,
@@ -50,11 +50,11 @@ def dump_config(config: Mapping[str, Any], fmt: str) -> str:
             )
         )
     if fmt == "json":
-        return json.dumps(_plain(config), indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(plain(config), indent=2, ensure_ascii=False) + "\n"
     if fmt == "toml":
         import tomlkit
 
-        return tomlkit.dumps(_drop_none(_plain(config)))
+        return tomlkit.dumps(drop_none(plain(config)))
     raise UserError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
@@ -103,12 +103,12 @@ def write_config(text: str, path: str | os.PathLike[str]) -> None:
         raise
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Plain dicts, lists, strings and numbers (no tuples, numpy scalars or tomlkit items)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
@@ -119,15 +119,16 @@ def _plain(value: Any) -> Any:
         return str(value)
     item = getattr(value, "item", None)  # numpy / torch scalars
     if callable(item):
-        return _plain(item())
+        return plain(item())
     return str(value)
 
 
-def _drop_none(value: Any) -> Any:
+def drop_none(value: Any) -> Any:
+    """``value`` without its ``None`` entries, at every depth (TOML has no null)."""
     if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_drop_none(v) for v in value if v is not None]
+        return [drop_none(v) for v in value if v is not None]
     return value
 
 
@@ -142,7 +143,8 @@ def split_target(target: str | os.PathLike[str], key: str | None = None) -> tupl
     return Path(head), tail or None
 
 
-def _key_parts(key: str | None) -> list[str]:
+def key_parts(key: str | None) -> list[str]:
+    """A ``PATH:dotted.key`` target's key as its parts; a one-line error on an empty part."""
     if not key:
         return []
     parts = key.split(".")

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from lrtune.dberrors import first_line
 from lrtune.errors import UserError
-from lrtune.storage import first_line, mask_url, open_storage
+from lrtune.storage import mask_url, open_storage
 
 EXPORTED_FIELDS: tuple[str, ...] = (
     "optimizer",

@@ -13,11 +13,11 @@ from typing import Any
 
 from lrtune.errors import UserError, one_line
 from lrtune.export.formats import (
-    _drop_none,
-    _key_parts,
-    _plain,
+    drop_none,
     format_for_path,
     holds_optimizer,
+    key_parts,
+    plain,
     split_target,
     write_config,
 )
@@ -53,8 +53,8 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
             old = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {path}: {one_line(exc)}") from None
-    parts = _key_parts(key)
-    fields = _plain(config)
+    parts = key_parts(key)
+    fields = plain(config)
     notes: list[str] = []
     where = f"{path}:{key}" if key else str(path)
     if fmt == "yaml":
@@ -62,7 +62,7 @@ def merge_into(target: str, config: Mapping[str, Any], *, dry_run: bool) -> str:
     elif fmt == "json":
         new = _merge_json(old, path, parts, fields, notes, where)
     else:
-        new = _merge_toml(old, path, parts, _drop_none(fields), notes, where)
+        new = _merge_toml(old, path, parts, drop_none(fields), notes, where)
     if "\r\n" in old:  # the JSON and TOML writers and YAML's new lines use "\n"
         new = new.replace("\r\n", "\n").replace("\n", "\r\n")
     diff = "".join(
@@ -136,8 +136,8 @@ def _sync(
 
 def _same_value(old: Any, new: Any) -> bool:
     try:
-        return bool(_plain(old) == _plain(new)) and type(_plain(old)) is type(_plain(new))
-    except Exception:  # a value _plain cannot compare: treat it as changed
+        return bool(plain(old) == plain(new)) and type(plain(old)) is type(plain(new))
+    except Exception:  # a value plain cannot compare: treat it as changed
         return False
 
 
@@ -287,7 +287,7 @@ def _merge_yaml(
             "users; write those keys out there, or export under another key"
         )
     merge_at(doc, parts, path, fields, CommentedMap, notes=notes, where=where)
-    want = _plain(doc)
+    want = plain(doc)
     indent = _mapping_indent(doc_old)
     yaml.indent(mapping=indent, sequence=indent + 2, offset=2)
     eol = "\r\n" if "\r\n" in old else "\n"

@@ -17,7 +17,7 @@ import io
 import json
 from typing import Any
 
-from lrtune.export.formats import _plain
+from lrtune.export.formats import plain
 
 Edit = tuple[int, int, list[str]]
 """Replace lines ``[start, end)`` of the old text by these (``start == end``: insert)."""
@@ -25,7 +25,7 @@ Edit = tuple[int, int, list[str]]
 
 def same(old: Any, new: Any) -> bool:
     """Equal as plain data, types included (``1`` is not ``1.0``, ``True`` is not ``1``)."""
-    return json.dumps(_plain(old), default=str) == json.dumps(_plain(new), default=str)
+    return json.dumps(plain(old), default=str) == json.dumps(plain(new), default=str)
 
 
 def splice_yaml(old: str, doc_old: Any, want: dict[str, Any], yaml: Any, indent: int) -> str:

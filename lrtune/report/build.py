@@ -271,6 +271,8 @@ def _render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
             f"- batch size {config.get('batch_size')}, {config.get('epochs')} epochs, "
             f"{config.get('total_steps')} optimizer steps",
         ]
+        if config.get("task"):  # the task's own searched dimensions ([params.task])
+            lines.append(f"- task: {', '.join(f'{k}={v}' for k, v in config['task'].items())}")
     shown = first.get("storage")  # masked again: a study written by an older lrtune
     storage = storage_args(str(shown) if shown else None)
     export = command_line("export", "--study", best_row.study, *storage, "--out", "lr.yaml")

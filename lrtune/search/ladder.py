@@ -20,7 +20,10 @@ worker that crashes or a second worker loses nothing:
   below the top climbs instead (rule ``budget``), so the budget ends with top-rung trials;
 - two workers promoting the same configuration at once leave two trials; the later
   numbered steps back as ``surplus`` (:func:`surplus_reason`), as does a trial that starts
-  when the trials before it already hold the budget.
+  when the trials before it already hold the budget;
+- horizon correction (``--horizon-beta β``, off at 0): the best LR falls as the horizon
+  grows (LR* ∝ E^-β, Bjorck et al., ICLR 2025), so a promotion from E to E' epochs trains
+  ``lr × (E'/E)^-β`` (:meth:`Ladder.carry`), the rest of its configuration unchanged.
 
 Optuna only (no torch): the comparison, ``export`` and ``lrtune ls`` read ladders too.
 """
@@ -51,12 +54,13 @@ _COMPLETE = optuna.trial.TrialState.COMPLETE
 
 @dataclass(frozen=True, kw_only=True)
 class Ladder:
-    """The rungs of a study (epochs, ascending), the reduction factor η and the budget in
-    full-trial equivalents."""
+    """The rungs of a study (epochs, ascending), the reduction factor η, the budget in
+    full-trial equivalents and β of the horizon correction (0: none)."""
 
     rungs: tuple[int, ...]
     eta: int
     budget: float
+    beta: float = 0.0
 
     @property
     def top(self) -> int:
@@ -78,6 +82,14 @@ class Ladder:
         per_config = sum(self.cost(k) / self.eta**k for k in range(len(self.rungs)))
         return max(1, round(self.budget / per_config))
 
+    def carry(self, params: Mapping[str, Any], rung: int) -> dict[str, Any]:
+        """The parameters a configuration of ``rung`` trains with on the next rung: the
+        same, its ``lr`` times ``(E_next / E)^-β`` with a horizon correction."""
+        out = dict(params)
+        if self.beta and "lr" in out:
+            out["lr"] = float(out["lr"]) * (self.rungs[rung + 1] / self.rungs[rung]) ** -self.beta
+        return out
+
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> Ladder | None:
         """The ladder of a study with these user attrs; ``None`` for a study without rungs
@@ -89,17 +101,37 @@ class Ladder:
             rungs=tuple(int(e) for e in spec["rungs"]),
             eta=int(spec.get("reduction_factor", 3)),
             budget=float(attrs.get("budget", spec.get("trials", 0))),
+            beta=float(spec.get("horizon_beta") or 0.0),
         )
 
 
-def budget_text(budget: Any, rungs: Sequence[int], eta: int) -> str:
+def budget_text(budget: Any, rungs: Sequence[int], eta: int, beta: float = 0.0) -> str:
     """A study's budget in words (its dashboard note)."""
     if not rungs:
         return f"{budget} finished trials"
+    horizon = f"; a promotion's LR times (E'/E)^-{beta:g}" if beta else ""
     return (
         f"{budget} full-trial equivalents of training, on rungs of "
-        f"{', '.join(map(str, rungs))} epochs (the top 1/{eta} of a rung is promoted)"
+        f"{', '.join(map(str, rungs))} epochs (the top 1/{eta} of a rung is promoted{horizon})"
     )
+
+
+#: ``--horizon-beta``'s bounds: LR* ∝ E^-β with |β| beyond 2 would move the LR by more than
+#: two decades per decade of epochs, no horizon effect anyone reports.
+BETA_LIMIT = 2.0
+
+
+def check_beta(value: Any, where: str) -> float:
+    """``--horizon-beta``: a finite number between -2 and 2 (0: no correction)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{where}: expected a number (beta of LR* ~ epochs^-beta), got {value!r}")
+    beta = float(value)
+    if not math.isfinite(beta) or abs(beta) > BETA_LIMIT:
+        raise UserError(
+            f"{where}: must be between -{BETA_LIMIT:g} and {BETA_LIMIT:g} (e.g. 0.5; 0: off), "
+            f"got {value!r}"
+        )
+    return beta
 
 
 def parse_rungs(value: Any, where: str) -> tuple[int, ...]:
@@ -239,8 +271,15 @@ class Promotion:
     of: int
 
     def attrs(self, ladder: Ladder) -> dict[str, Any]:
-        """User attrs of the promoted trial."""
-        record = {"from": self.source, "rule": self.rule, "rank": self.rank, "of": self.of}
+        """User attrs of the promoted trial (with a horizon correction, its ``beta``)."""
+        record: dict[str, Any] = {
+            "from": self.source,
+            "rule": self.rule,
+            "rank": self.rank,
+            "of": self.of,
+        }
+        if ladder.beta:
+            record["beta"] = ladder.beta
         return {RUNG: self.rung, EPOCHS: ladder.rungs[self.rung], PROMOTION: record}
 
 
@@ -298,7 +337,7 @@ def next_work(
         top = ranked if share is None else ranked[:share]
         return [
             Promotion(
-                params=dict(t.params),
+                params=ladder.carry(t.params, rung),
                 rung=rung + 1,
                 source=t.number,
                 rule="top" if share is not None else "budget",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -171,7 +172,12 @@ def make_objective(
         if setup.batch_size is not None and reference_batch is not None:
             current = scaled_bounds(current, setup.batch_size, reference_batch, scaling_rule(spec))
             trial.set_user_attr("lr_bounds", list(current))
-        lr, schedule, params = suggest(trial, spec, current)
+        with warnings.catch_warnings():
+            if ladder is not None and ladder.beta:
+                # A promotion's LR moved by the horizon correction may leave the bounds
+                # the sampler draws from: it is meant to.
+                warnings.filterwarnings("ignore", message="Fixed parameter lr with value")
+            lr, schedule, params = suggest(trial, spec, current)
         epochs = spec.epochs if ladder is None else ladder.rungs[rung_of(trial)]
 
         steps: list[int] = []
@@ -216,7 +222,7 @@ def make_objective(
         if result.final_lr is not None:
             trial.set_user_attr("final_lr", result.final_lr)
         if ladder is not None and epochs is not None and steps and max(steps) >= epochs:
-            warn_ignored_epochs(spec.task, epochs, max(steps))
+            warn_ignored_epochs(trial.study, spec.task, epochs, max(steps))
         if result.diverged:
             trial.set_user_attr("diverged", True)
             trial.set_user_attr("prune_reason", f"diverged: {result.reason}")
@@ -226,15 +232,22 @@ def make_objective(
     return objective
 
 
+#: Study user attr: a ``fit`` rung trial of the study reported more epochs than its rung
+#: has (set by the first worker that saw it, so the warning is given once per study).
+IGNORES_EPOCHS = "fit_ignores_epochs"
 _WARNED: set[str] = set()
 
 
-def warn_ignored_epochs(task: str, epochs: int, step: int) -> None:
-    """One warning per task and process: a ``fit`` rung trial reported epoch ``step`` (from
-    0) but its rung has ``epochs``: the task trains its own epochs, not ``hp.epochs``."""
-    if task in _WARNED:
+def warn_ignored_epochs(study: optuna.Study, task: str, epochs: int, step: int) -> None:
+    """One warning per study, whichever worker process sees it first: a ``fit`` rung trial
+    reported epoch ``step`` (from 0) but its rung has ``epochs``: the task trains its own
+    epochs, not ``hp.epochs``."""
+    if study.study_name in _WARNED:
         return
-    _WARNED.add(task)
+    _WARNED.add(study.study_name)  # no second storage read in this process
+    if study.user_attrs.get(IGNORES_EPOCHS):
+        return  # another worker warned
+    study.set_user_attr(IGNORES_EPOCHS, {"epochs": epochs, "reported": step + 1})
     log.warning(
         "task %s ignores hp.epochs: a rung trial of %d epoch(s) reported epoch %d; its fit "
         "must train hp.epochs epochs (and report once per epoch) for rungs to compare "
@@ -259,7 +272,7 @@ def trial_errors(trial: optuna.Trial) -> Iterator[None]:
     worker retries it; see :mod:`lrtune.workers`). Any other exception fails the trial
     too: none leaves it RUNNING.
     """
-    from lrtune.storage import is_connection_error
+    from lrtune.dberrors import is_connection_error
 
     try:
         yield

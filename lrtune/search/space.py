@@ -8,8 +8,8 @@ from typing import Any
 
 import optuna
 
+from lrtune.logspace import log_grid
 from lrtune.search.spec import StudySpec
-from lrtune.training.oracle import log_grid
 
 
 def suggest(

@@ -19,7 +19,7 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.schedules import SCHEDULE_NAMES
-from lrtune.search.ladder import check_ladder, parse_rungs
+from lrtune.search.ladder import check_beta, check_ladder, parse_rungs
 from lrtune.search.ranges import SETUP_TABLES, check_params
 from lrtune.search.samplers import PRUNERS, SAMPLERS
 from lrtune.training.optimizers import (
@@ -101,11 +101,12 @@ class StudySpec:
         rungs: epochs per rung, ascending, the last = ``epochs`` (empty: no rungs);
             with rungs ``trials`` counts full-trial equivalents (:mod:`lrtune.search.ladder`).
         reduction_factor: η, the top ``1/η`` of a rung is promoted to the next.
+        horizon_beta: with rungs, a promotion from E to E' epochs trains ``lr × (E'/E)^-β``
+            (the best LR falls as the horizon grows); 0: off.
         baseline: baseline arms studied beside the schedule search (``schedulefree``:
             :mod:`lrtune.baseline`); empty: none.
-        checkpoint_every: a trial of lrtune's loop checkpoints every this many epochs
-            (``None``: once 30 s of training passed since the last; 0: never;
-            :mod:`lrtune.training.checkpoint`).
+        checkpoint_every: checkpoint a trial every this many epochs (``None``: once 30 s
+            passed since the last; 0: never; :mod:`lrtune.training.checkpoint`).
     """
 
     task: str = "digits"
@@ -137,6 +138,7 @@ class StudySpec:
     confirm_seeds: int = 2
     rungs: tuple[int, ...] = ()
     reduction_factor: int = 3
+    horizon_beta: float = 0.0
     batch_scaling: str | None = None
     baseline: tuple[str, ...] = ()
     checkpoint_every: int | None = None
@@ -215,6 +217,11 @@ def resolve_spec(
         epochs = spec.epochs or spec.rungs[-1]
         check_ladder(
             spec.rungs, epochs=epochs, pruner=spec.pruner, samplers=spec.samplers, where=where
+        )
+    if spec.horizon_beta and not spec.rungs:
+        where = "--horizon-beta" if "horizon_beta" in flags else f"{source}: horizon_beta"
+        raise UserError(
+            f"{where}: corrects the LR of promotions between rungs: it needs --rungs (or drop it)"
         )
     if spec.lr_low >= spec.lr_high:
         raise UserError(
@@ -382,6 +389,8 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         return value
     if key == "rungs":
         return parse_rungs(value, where) if value else ()
+    if key == "horizon_beta":
+        return check_beta(value, where)
     if key == "widen":
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true or false, got {value!r}")

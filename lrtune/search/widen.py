@@ -12,8 +12,9 @@ no-prior arm, so a misleading range test costs some trials, not the result:
   trial's schedule, so the search looks past the old edge at once instead of waiting for
   the sampler to draw there.
 
-Every move is recorded on the study (``bounds_history``) and drawn on its range-test graph
-in optuna-dashboard.
+Every move is recorded on the study (``bounds_history``); the worker that moved it redraws
+the study's range-test graph in optuna-dashboard (``dashboard.graphs.show_widened``: the
+search never draws).
 """
 
 from __future__ import annotations
@@ -107,10 +108,6 @@ def maybe_widen(study: optuna.Study) -> tuple[float, float] | None:
     history.append(list(new))
     study.set_user_attr("bounds", list(new))
     study.set_user_attr("bounds_history", history)
-    if "rangetest" in attrs:
-        from lrtune.dashboard.graphs import save_rangetest_graph
-
-        save_rangetest_graph(study, attrs["rangetest"], history)  # shows the moved edge
     _enqueue_probe(study, bounds, new, best.params.get("schedule"))
     log.info(
         "%s: best lr %.3g at an edge of [%.3g, %.3g]; bounds now [%.3g, %.3g]",

@@ -1,42 +1,23 @@
 """A task's own training loop, ``fit(hp, report)`` (SPEC "Your own training code", level 3):
-``hp`` (:class:`TrialParams`) and the trial around it."""
+the trial around it, ``hp`` a :class:`~lrtune.training.hp.TrialParams`."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 import time
-from dataclasses import field
 
 import torch
 
 from lrtune import interrupt, preempt
 from lrtune.device import resolve_device
-from lrtune.export.load import ProductionConfig
 from lrtune.training.checkpoint import Checkpoints
 from lrtune.training.groups import task_groups
+from lrtune.training.hp import TrialParams
 from lrtune.training.resolved import TrainConfig, batch_sizes, resolve_config
+from lrtune.training.result import Report, TrainResult
 from lrtune.training.tasks import Task
 from lrtune.training.tblog import RunLog
-from lrtune.training.trainer import Report, TrainResult
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialParams(ProductionConfig):
-    """``hp``, what a task's ``fit(hp, report)`` gets: the config ``lrtune.load_config``
-    would return for this trial (``build_optimizer``, ``build_scheduler``, ``lr``,
-    ``optimizer``, ``schedule``, ``batch_size``) plus the trial's ``seed``, ``epochs``,
-    ``device`` (a ``torch.device``) and the task's ``precision``, ``accumulate`` and
-    ``clip_grad_norm`` (after the spec's overrides), for a loop that wants to follow them.
-    """
-
-    seed: int = 0
-    epochs: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    precision: str = "fp32"
-    accumulate: int = 1
-    clip_grad_norm: float | None = None
 
 
 def run_fit(

@@ -22,7 +22,41 @@ from pathlib import Path
 from typing import Any
 
 from lrtune.errors import UserError, one_line
-from lrtune.training.tasks import BUILTIN_TASKS, Task, TaskFactory, check_task
+from lrtune.training.tasks import (
+    Task,
+    TaskFactory,
+    breast_cancer,
+    check_task,
+    digits,
+    digits_cnn,
+    synthetic,
+    wine,
+)
+
+
+def _zoo(name: str) -> TaskFactory:
+    # The heavier tasks (a transformer, a pretrained body) are imported on first use, so
+    # naming a light task costs nothing of theirs.
+    def make(seed: int) -> Task:
+        from lrtune.training import zoo
+
+        factory: TaskFactory = getattr(zoo, name)
+        return factory(seed)
+
+    make.__name__ = name
+    return make
+
+
+#: The built-in tasks by the name ``--task`` takes.
+BUILTIN_TASKS: dict[str, TaskFactory] = {
+    "digits": digits,
+    "digits-cnn": digits_cnn,
+    "breast-cancer": breast_cancer,
+    "wine": wine,
+    "synthetic": synthetic,
+    "charlm": _zoo("charlm"),
+    "finetune": _zoo("finetune"),
+}
 
 EXPECTED = (
     f"a built-in task ({', '.join(BUILTIN_TASKS)}), module:function, or path/to/file.py:function"

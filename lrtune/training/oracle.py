@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lrtune.logspace import log_grid as log_grid  # benchmarks import it from here
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.training.tasks import Task, TaskFactory
 from lrtune.training.trainer import TrainConfig, train
@@ -66,20 +67,6 @@ class GridResult:
         ]
         v, s, lr = min(cells)
         return s, lr, sign * v
-
-
-def log_grid(low: float, high: float, n: int) -> list[float]:
-    """``n`` log-spaced values from ``low`` to ``high`` inclusive.
-
-    The ends are exactly ``low`` and ``high``: 10**log10(x) can miss x by an ulp, and
-    Optuna's GridSampler warns when a grid point falls outside the trial's distribution.
-    """
-    points = [float(x) for x in np.logspace(math.log10(low), math.log10(high), n)]
-    if n >= 1:
-        points[0] = float(low)
-    if n >= 2:
-        points[-1] = float(high)
-    return points
 
 
 def dense_grid(

@@ -136,9 +136,11 @@ def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=8)
-def _bundled(
+def bundled_dataset(
     name: str,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """scikit-learn's bundled ``load_<name>`` data as ``(train, val)`` tensor pairs, the
+    fixed split every built-in classification task uses."""
     # Loading and splitting costs ~0.5 s; every trial of a study uses the same split, so a
     # worker does it once. Training only reads these tensors (index_select), never writes.
     import sklearn.datasets
@@ -149,7 +151,7 @@ def _bundled(
 
 
 def _classification(name: str, dataset: str, hidden: int, seed: int) -> Task:
-    train, val = _bundled(dataset)
+    train, val = bundled_dataset(dataset)
     model = _seeded(seed, lambda: _mlp(train[0].shape[1], hidden, int(train[1].max()) + 1))
     return Task(model=model, train=train, val=val, loss_fn=nn.CrossEntropyLoss(), name=name)
 
@@ -207,30 +209,6 @@ def synthetic(seed: int) -> Task:
     train, val = _split(x, y[:, None], classify=False)
     model = _seeded(seed, lambda: _mlp(16, 64, 1))
     return Task(model=model, train=train, val=val, loss_fn=nn.MSELoss(), name="synthetic")
-
-
-BUILTIN_TASKS: dict[str, TaskFactory] = {
-    "digits": digits,
-    "digits-cnn": digits_cnn,
-    "breast-cancer": breast_cancer,
-    "wine": wine,
-    "synthetic": synthetic,
-}
-
-
-def _zoo(name: str) -> TaskFactory:
-    # lrtune.training.zoo imports this module, so its factories are looked up on first use.
-    def make(seed: int) -> Task:
-        from lrtune.training import zoo
-
-        factory: TaskFactory = getattr(zoo, name)
-        return factory(seed)
-
-    make.__name__ = name
-    return make
-
-
-BUILTIN_TASKS.update({"charlm": _zoo("charlm"), "finetune": _zoo("finetune")})
 
 
 def check_task(task: Any, label: str = "task") -> None:

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from lrtune.errors import UserError
 from lrtune.schedules import Schedule
 from lrtune.training.checkpoint import Checkpoints, Loop, capture, replay, restore, same_shapes
 from lrtune.training.data import Batches, is_pair
+from lrtune.training.fit import run_fit
 from lrtune.training.groups import at_base_lr, set_base_lr, task_groups
 from lrtune.training.loading import resolve_task
 from lrtune.training.optimizers import (
@@ -39,42 +40,13 @@ from lrtune.training.resolved import (
     resolve_config,
     with_micro_batch,
 )
+from lrtune.training.result import Report, TrainResult
 from lrtune.training.tasks import Task, TaskFactory
 from lrtune.training.tblog import RunLog
 from lrtune.training.updater import Updater, batch_loss, check_precision
 from lrtune.training.watch import DivergenceWatch
 
 log = logging.getLogger(__name__)
-
-Report = Callable[[float, int], None]
-
-
-@dataclass
-class TrainResult:
-    """The outcome of :func:`train` or :func:`run_trial`.
-
-    ``value`` is the task's metric after the last epoch (``nan`` when diverged);
-    ``history`` the metric after each epoch (what ``fit`` reported, for a ``fit`` task);
-    ``config`` the resolved training config in the form ``lrtune export`` writes; ``model``
-    the trained model (for a :class:`Task` instance a copy: the task's own model is not
-    trained; ``None`` for a ``fit`` task). ``steps`` counts optimizer updates (0 for
-    ``fit``); ``total_steps`` is ``None`` when a ``fit`` task's data has no length.
-    ``final_lr`` is the LR of the last update (``None`` for ``fit`` or no update): the
-    schedule's final LR when the run trained its whole length.
-    """
-
-    value: float
-    history: list[float]
-    diverged: bool
-    reason: str | None
-    steps: int
-    total_steps: int | None
-    seconds: float
-    config: dict[str, Any]
-    metric_name: str = "val_loss"
-    direction: str = "minimize"
-    model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
-    final_lr: float | None = None
 
 
 def evaluate(
@@ -176,8 +148,6 @@ def run_trial(
         t = _build(task, config)
         if t.fit is None:
             return _train(t, config, lambda epoch, value: report(value, epoch), checkpoints)
-        from lrtune.training.fit import run_fit  # it builds on this module
-
         return run_fit(t, config, report, checkpoints)
 
 

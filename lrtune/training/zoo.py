@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrtune.training.tasks import Task, _bundled
+from lrtune.training.tasks import Task, bundled_dataset
 
 #: Characters per training window (the model's context) of ``charlm``.
 CONTEXT = 32
@@ -136,7 +136,7 @@ def _pretrained_body() -> dict[str, torch.Tensor]:
     # on digits 0-4 (its features did not beat a body from scratch on 5-9, nor did an
     # autoencoder on 0-4's images only). Cached so a worker pretrains once, not once per
     # trial; trials copy these weights, never write them.
-    (x, _), _ = _bundled("digits")
+    (x, _), _ = bundled_dataset("digits")
     with torch.random.fork_rng(devices=[]):  # pretraining must not shift the trial's seed
         torch.manual_seed(1234)
         body = _body()
@@ -155,7 +155,7 @@ def _pretrained_body() -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=1)
 def _target_split() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    (x_tr, y_tr), (x_va, y_va) = _bundled("digits")
+    (x_tr, y_tr), (x_va, y_va) = bundled_dataset("digits")
     tr, va = y_tr >= 5, y_va >= 5
     # A fixed draw of the few labelled rows: the same for every seed and trial.
     pick = torch.randperm(int(tr.sum()), generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,157 @@
+"""``hp``: a trial's training hyperparameters as one object.
+
+:class:`ProductionConfig` is what ``lrtune.load_config`` returns for the user's own loop
+(``build_optimizer``, ``build_scheduler``, ``lr``, ``lr_at``); :class:`TrialParams` is the
+same plus the trial's ``seed``, ``epochs`` and ``device``: what a task's ``fit(hp, report)``
+gets (SPEC "Your own training code"). Both live here, below the trainer and the export,
+so that neither reaches into the other. Torch-free until an optimizer or a device is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from lrtune.errors import UserError, one_line
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductionConfig:
+    """An exported config, ready for the user's own training loop.
+
+    ``optimizer`` is ``{"name", "lr", <kwargs>}`` (``momentum``, ``weight_decay``,
+    ``betas``, ``eps``; ``groups: {name: {lr_mult}}`` when the trials trained parameter
+    groups), ``schedule`` ``{"name", <params>}`` with durations as fractions of the run,
+    ``batch_size`` the effective batch size the LR belongs to (micro-batch × accumulate),
+    ``micro_batch_size`` the rows of one forward pass, ``task`` the task's own searched
+    parameters (``[params.task]``), ``source`` where it came from.
+    ``precision`` (``fp32``, ``bf16``, ``fp16``), ``accumulate`` (micro-batches per
+    optimizer update: one scheduler step per update) and ``clip_grad_norm`` (``None``: no
+    clipping) are how the trial trained (the export's ``training`` block).
+    """
+
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    batch_size: int | None = None
+    source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    precision: str = "fp32"
+    accumulate: int = 1
+    clip_grad_norm: float | None = None
+    micro_batch_size: int | None = None
+    task: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def lr(self) -> float:
+        """The peak LR."""
+        return float(self.optimizer["lr"])
+
+    def build_optimizer(self, params: Iterable[Any]) -> torch.optim.Optimizer:
+        """The exported optimizer over ``params`` at the exported LR.
+
+        ``params`` are tensors (e.g. ``model.parameters()``) or param-group dicts. A group
+        may set its own ``lr``, or ``lr_mult``: its LR is then the exported LR times
+        ``lr_mult``. The scheduler scales every group by the same factor. A config tuned
+        with parameter groups (``optimizer.groups``) needs those groups, named as the
+        task's ``param_groups`` named them (``Task.param_groups(model)`` itself will do):
+        each gets the exported LR times its recorded ``lr_mult``.
+
+        A schedule-free optimizer (``schedulefree_adamw``, ``schedulefree_sgd``) comes back
+        in train mode; call ``optimizer.eval()`` before evaluating or saving the model and
+        ``optimizer.train()`` before training again, as the trials did.
+        """
+        items = list(params)
+        groups: list[Any] = []
+        recorded = self.optimizer.get("groups")
+        if recorded:
+            from lrtune.training.groups import named_groups
+
+            items, groups = [], named_groups(items, recorded, self.lr)
+        for item in items:
+            if isinstance(item, Mapping):
+                group = dict(item)
+                mult = group.pop("lr_mult", None)
+                if mult is not None and "lr" not in group:
+                    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or mult < 0:
+                        raise UserError(f"lr_mult must be a number >= 0, got {mult!r}")
+                    group["lr"] = self.lr * float(mult)
+                groups.append(group)
+            else:
+                groups.append(item)
+        from lrtune.training.optimizers import make_optimizer
+
+        kwargs = {k: v for k, v in self.optimizer.items() if k not in ("name", "lr", "groups")}
+        try:
+            return make_optimizer(str(self.optimizer["name"]), groups, self.lr, **kwargs)
+        except ValueError as exc:
+            raise UserError(f"bad optimizer in the config: {one_line(exc)}") from None
+
+    def build_scheduler(
+        self, optimizer: torch.optim.Optimizer, total_steps: int
+    ) -> torch.optim.lr_scheduler.LambdaLR:
+        """A ``LambdaLR`` over the exported closed-form schedule for a run of ``total_steps``.
+
+        Call ``scheduler.step()`` after every optimizer step; the LR at step ``s`` is then
+        ``schedule_lr(name, s, total_steps, lr, **params)``, as in the trial.
+        """
+        params = {k: v for k, v in self.schedule.items() if k != "name"}
+        from lrtune import schedules
+
+        try:
+            return schedules.build_scheduler(
+                optimizer, str(self.schedule["name"]), total_steps, **params
+            )
+        except ValueError as exc:
+            raise UserError(f"bad schedule in the config: {one_line(exc)}") from None
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """The LR at ``step`` of a run of ``total_steps`` (the closed form)."""
+        from lrtune import schedules
+
+        params = {k: v for k, v in self.schedule.items() if k != "name"}
+        return schedules.schedule_lr(
+            str(self.schedule["name"]), step, total_steps, self.lr, **params
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict in export order."""
+        out: dict[str, Any] = {"optimizer": dict(self.optimizer), "schedule": dict(self.schedule)}
+        if self.batch_size is not None:
+            out["batch_size"] = self.batch_size
+        if self.micro_batch_size is not None:
+            out["micro_batch_size"] = self.micro_batch_size
+        if self.task:
+            out["task"] = dict(self.task)
+        out["training"] = {
+            "precision": self.precision,
+            "accumulate": self.accumulate,
+            "clip_grad_norm": self.clip_grad_norm,
+        }
+        out["source"] = dict(self.source)
+        return out
+
+
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialParams(ProductionConfig):
+    """``hp``, what a task's ``fit(hp, report)`` gets: the config ``lrtune.load_config``
+    would return for this trial (``build_optimizer``, ``build_scheduler``, ``lr``,
+    ``optimizer``, ``schedule``, ``batch_size``) plus the trial's ``seed``, ``epochs``,
+    ``device`` (a ``torch.device``) and the task's ``precision``, ``accumulate`` and
+    ``clip_grad_norm`` (after the spec's overrides), for a loop that wants to follow them.
+    """
+
+    seed: int = 0
+    epochs: int = 1
+    device: torch.device = dataclasses.field(default_factory=_cpu)
+    precision: str = "fp32"
+    accumulate: int = 1
+    clip_grad_norm: float | None = None
