@@ -6,6 +6,8 @@ lrtune runs ``fit`` in every trial instead of its own loop. ``hp`` is what
 scheduler with one call each, exactly as production code does with the exported file, so
 the tuned LR schedule is the one it trains with. ``report(value, epoch)`` records the
 validation loss and raises ``optuna.TrialPruned`` when the pruner stops the trial.
+``hp.checkpoint(state)`` after each epoch and ``hp.restore()`` at the start let a trial
+whose worker died or was preempted (SIGTERM) go on where it stopped on another worker.
 
 The range test (``--prior rangetest``) does not run ``fit``: it sweeps ``model`` on
 ``train`` through ``step_loss``, with the same bf16 autocast and 2 micro-batches per
@@ -64,8 +66,15 @@ def fit(hp: Any, report: Callable[[float, int], None]) -> float:
     updates_per_epoch = math.ceil(len(train) / accumulate)
     optimizer = hp.build_optimizer(model.parameters())
     scheduler = hp.build_scheduler(optimizer, hp.epochs * updates_per_epoch)
-    val_loss = math.inf
-    for epoch in range(hp.epochs):
+    val_loss, start = math.inf, 0
+    state = hp.restore()  # a retried or handed-back trial: go on where it stopped
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])  # the shuffling order of the next epochs
+        start, val_loss = state["epoch"], state["val_loss"]
+    for epoch in range(start, hp.epochs):
         model.train()
         for i, (x, y) in enumerate(train):
             x, y = x.to(device), y.to(device)
@@ -85,6 +94,16 @@ def fit(hp: Any, report: Callable[[float, int], None]) -> float:
                 rows += len(y)
         val_loss = total / rows
         report(val_loss, epoch)  # may raise optuna.TrialPruned: let it through
+        hp.checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch + 1,
+                "val_loss": val_loss,
+            }
+        )
     return val_loss
 
 

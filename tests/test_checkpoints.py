@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
+from conftest import REPO
 from optuna.artifacts import FileSystemArtifactStore
 
 from lrtune.storage import open_storage
@@ -241,3 +242,28 @@ def test_a_checkpoint_of_another_task_or_a_truncated_one_starts_over(
     assert "unreadable" in caplog.text
     assert result.value == whole
     assert RESUMED_ATTR not in trial.user_attrs
+
+
+def test_a_fit_task_resumes_from_its_hp_checkpoint(tmp_path: Path) -> None:
+    """studies/own_loop.py checkpoints with hp.checkpoint after each report; stopped in
+    epoch 3 and resumed, it ends with the uninterrupted run's value."""
+    task = str(REPO / "studies" / "own_loop.py") + ":make"
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}")
+    store = FileSystemArtifactStore(str(tmp_path))
+    config = TrainConfig(lr=0.05, schedule="cosine", epochs=4, seed=1, device="cpu")
+    whole = run_trial(task, config, lambda v, s: None).value
+
+    def stop_in_epoch_3(value: float, epoch: int) -> None:
+        if epoch == 2:
+            raise _Stop
+
+    trial = study.ask()
+    with pytest.raises(_Stop):
+        run_trial(task, config, stop_in_epoch_3, checkpoints=Checkpoints(store, trial, every=1))
+    assert trial.user_attrs[CHECKPOINT_ATTR]["epoch"] == 2
+    result = run_trial(
+        task, config, lambda v, s: None, checkpoints=Checkpoints(store, trial, every=1)
+    )
+    assert trial.user_attrs[RESUMED_ATTR] == 2
+    assert len(result.history) == 4
+    assert result.value == whole

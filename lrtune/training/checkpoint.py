@@ -290,3 +290,37 @@ def replay(batches: Any, loop: Loop, state: Mapping[str, Any]) -> Any:
     loop.generator.set_state(state["generator"])
     set_rng_state(state["rng"])
     yield from it
+
+
+class UserCheckpoints:
+    """``hp.checkpoint(state)`` / ``hp.restore()`` of a task's own ``fit`` loop: the user's
+    state (anything ``torch.save`` takes) with the values reported so far (``history``,
+    the list the trial's ``report`` appends to)."""
+
+    def __init__(self, checkpoints: Checkpoints, history: list[float]) -> None:
+        self.checkpoints, self.history = checkpoints, history
+        self.used = False  # the loop calls hp.checkpoint: preemption waits for its next call
+        self.deferred = False  # a report let a preemption through to the next hp.checkpoint
+
+    def save(self, state: Any) -> None:
+        """Save unless the interval says not yet. Once the worker was preempted, save and
+        raise :class:`lrtune.preempt.Preempted`: the trial is handed back."""
+        from lrtune import preempt
+
+        self.used = True
+        done = len(self.history)
+        if preempt.requested() or self.checkpoints.due(done, done + 1):
+            self.checkpoints.save({"user": state, "history": list(self.history)}, epoch=done)
+        if preempt.requested():
+            raise preempt.Preempted(done)
+
+    def load(self) -> Any:
+        """The user's state of the last checkpoint (its reported values reported again), or
+        ``None``. The user's objects are unpickled (``weights_only=False``): the artifact
+        store must be as trusted as the task code the workers run."""
+        data = self.checkpoints.load(weights_only=False)
+        if data is None or "user" not in data:
+            return None
+        self.history[:] = [float(v) for v in data["history"]]
+        self.checkpoints.resumed(int(data["epoch"]), self.history)
+        return data["user"]

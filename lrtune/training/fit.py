@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from typing import Any
 
 import torch
 
 from lrtune import interrupt, preempt
 from lrtune.device import resolve_device
-from lrtune.training.checkpoint import Checkpoints
+from lrtune.training.checkpoint import Checkpoints, UserCheckpoints
 from lrtune.training.groups import task_groups
 from lrtune.training.hp import TrialParams
 from lrtune.training.resolved import TrainConfig, batch_sizes, resolve_config
@@ -38,6 +39,11 @@ def run_fit(
     # optimizer with hp.build_optimizer(groups), which applies them by name.
     groups = task_groups(t.param_groups, t.model, t.name, config.lr_mults)
     resolved = resolve_config(t, config, total, batch=batch, groups=groups)
+    history: list[float] = []
+    mine = None
+    if checkpoints is not None:
+        checkpoints.identity.update(task=t.name, seed=config.seed, config=resolved)
+        mine = UserCheckpoints(checkpoints, history)
     hp = TrialParams(
         optimizer=resolved["optimizer"],
         schedule=resolved["schedule"],
@@ -50,16 +56,19 @@ def run_fit(
         precision=resolved["precision"],
         accumulate=accumulate,
         clip_grad_norm=resolved["clip_grad_norm"],
+        checkpoints=mine,
     )
-    history: list[float] = []
 
     tb = RunLog(config.log_dir)  # a fit task's own loop: its reported values only
 
     def recorded(value: float, step: int) -> None:
         # A deferred Ctrl-C or SIGTERM reaches the task's own loop here, at its next report;
-        # in a worker SIGTERM hands the trial back (it resumes from its hp.checkpoint).
+        # in a worker SIGTERM hands the trial back: at the loop's next hp.checkpoint (it
+        # saves first), or here when the loop does not checkpoint or did not since.
         if preempt.requested():
-            raise preempt.Preempted(step)
+            if mine is None or not mine.used or mine.deferred:
+                raise preempt.Preempted(step)
+            mine.deferred = True
         interrupt.check()
         history.append(float(value))
         tb.value(t.metric_name, float(value), int(step))
@@ -75,11 +84,7 @@ def run_fit(
     if preempt.requested():
         raise preempt.Preempted()
     interrupt.check()
-    if isinstance(out, torch.Tensor) and out.numel() == 1:
-        out = out.item()
-    if isinstance(out, bool) or not isinstance(out, numbers.Real):
-        raise TypeError(f"fit returned {type(out).__name__}, expected a number (the metric)")
-    value = float(out)
+    value = _number(out)
     reason = None if math.isfinite(value) else f"fit returned {value}"
     return TrainResult(
         value=math.nan if reason else value,
@@ -93,3 +98,12 @@ def run_fit(
         metric_name=t.metric_name,
         direction=t.direction,
     )
+
+
+def _number(out: Any) -> float:
+    """What ``fit`` returned, as the trial's value; ``TypeError`` when it is no number."""
+    if isinstance(out, torch.Tensor) and out.numel() == 1:
+        out = out.item()
+    if isinstance(out, bool) or not isinstance(out, numbers.Real):
+        raise TypeError(f"fit returned {type(out).__name__}, expected a number (the metric)")
+    return float(out)

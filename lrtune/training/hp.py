@@ -147,6 +147,9 @@ class TrialParams(ProductionConfig):
     ``optimizer``, ``schedule``, ``batch_size``) plus the trial's ``seed``, ``epochs``,
     ``device`` (a ``torch.device``) and the task's ``precision``, ``accumulate`` and
     ``clip_grad_norm`` (after the spec's overrides), for a loop that wants to follow them.
+
+    :meth:`checkpoint` and :meth:`restore` let the loop resume a trial that was retried
+    or handed back (SPEC "Checkpoints").
     """
 
     seed: int = 0
@@ -155,3 +158,22 @@ class TrialParams(ProductionConfig):
     precision: str = "fp32"
     accumulate: int = 1
     clip_grad_norm: float | None = None
+    #: The trial's checkpoints (``save(state)``, ``load() -> state | None``), or ``None``:
+    #: outside a worker, or ``--checkpoint-every 0``.
+    checkpoints: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def checkpoint(self, state: Any) -> None:
+        """Save ``state`` (anything ``torch.save`` takes: model and optimizer
+        ``state_dict``s, the next epoch, ...) as the trial's checkpoint. Call it after an
+        epoch's ``report``: on SIGTERM the trial is handed back at the next call, once the
+        state is saved (and at the next ``report`` if the loop does not call it). With the
+        default interval a call less than 30 s after the previous save is skipped, unless
+        the worker is being preempted."""
+        if self.checkpoints is not None:
+            self.checkpoints.save(state)
+
+    def restore(self) -> Any:
+        """The state the trial last passed to :meth:`checkpoint` when it is being resumed
+        (a retry after its worker died, or a trial handed back), else ``None``: start from
+        scratch. The values reported before it are reported again for you."""
+        return None if self.checkpoints is None else self.checkpoints.load()
