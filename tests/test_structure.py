@@ -44,10 +44,9 @@ LAYERS = {
 KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 KNOWN_LAYER_BREAKS = {}
 KNOWN_PRIVATE: set[str] = set()
-KNOWN_LONG_MODULES = {"lrtune.compare", "lrtune.workers"}
+KNOWN_LONG_MODULES = {"lrtune.workers"}
 KNOWN_LONG_FUNCTIONS = {
     "lrtune.cli.study._add_study",
-    "lrtune.compare.compare_group",
     "lrtune.confirm.make_confirm_objective",
     "lrtune.dashboard.graphs.rangetest_figure",
     "lrtune.hf.hf_task",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     import optuna
 
-    from lrtune.compare import Comparison
+    from lrtune.comparison import Comparison
     from lrtune.progress import Progress
     from lrtune.rangetest import RangeTestResult
     from lrtune.study import Group
