@@ -52,7 +52,6 @@ KNOWN_LONG_FUNCTIONS = {
     "lrtune.lightning.lightning_task",
     "lrtune.rangetest.sweep._sweep",
     "lrtune.rangetest.sweep.range_test",
-    "lrtune.report.build._render",
     "lrtune.report.figures.plot_lr_scatter",
     "lrtune.search.objective.make_objective",
     "lrtune.training.trainer._train",
