@@ -1,7 +1,8 @@
 """The comparison of a group's studies: which sampler × prior reached a good result first.
 
 :func:`compare_group` reads a group from a storage and returns a typed table
-(:class:`Comparison`); :func:`lrtune.table.format_table` lays it out as text or Markdown.
+(:class:`~lrtune.comparison.Comparison`); :func:`lrtune.table.format_table` lays it out as
+text or Markdown.
 With ``--repeats`` a sampler × prior (an :class:`Arm`) is summarised by the median and IQR over
 its repeats, where a repeat that never reached the target is *censored*: it counts as its
 budget + 1 finished trials, a lower bound, and a statistic that rests on such a repeat is
@@ -14,157 +15,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
 
-from lrtune.censored import Stat, summarize
+from lrtune.censored import summarize
+from lrtune.comparison import Arm, Comparison, Confirmed, Row, Winner
 from lrtune.confirmed import ConfirmState, confirm_notes, read_confirmations
 from lrtune.search.ladder import Ladder, is_result, trained
 from lrtune.search.states import finished, group_study_names
-
-
-@dataclass(frozen=True)
-class Confirmed:
-    """A configuration re-trained on fresh seeds (trial user attr ``confirm``, SPEC "Seed
-    noise"): the mean and standard deviation of its values over ``seeds`` seeds."""
-
-    mean: float
-    sd: float
-    seeds: int
-
-    @classmethod
-    def from_attr(cls, data: Any) -> Confirmed | None:
-        """Read the ``confirm`` user attr; ``None`` when absent or without a finite mean."""
-        if not isinstance(data, dict):
-            return None
-        try:
-            mean, sd = float(data["mean"]), float(data.get("sd", math.nan))
-            given: Any = data.get("seeds", data.get("values", []))
-            seeds = len(given) if isinstance(given, list) else int(given)
-        except (KeyError, TypeError, ValueError):
-            return None
-        return cls(mean, sd, seeds) if math.isfinite(mean) else None
-
-
-@dataclass
-class Row:
-    """One study's line of the table.
-
-    ``to_target`` counts finished trials (complete or pruned, in order) up to and including
-    the first complete one within the target (with rungs: the first on the top rung);
-    ``None`` when none was. ``cost`` is the compute those trials trained, in full-trial
-    equivalents (epochs trained ÷ the full epochs: a pruned or short-rung trial counts its
-    share), plus the range test's cost for the prior arm. ``spent`` is the compute of all
-    finished trials; ``rungs`` the study's rungs (empty: none).
-    """
-
-    study: str
-    sampler: str
-    prior: str
-    repeat: int
-    done: int
-    budget: int
-    best: float | None
-    lr: float | None
-    schedule: str | None
-    best_trial: int | None
-    to_target: int | None
-    cost: float | None
-    seconds: float
-    confirmed: Confirmed | None = None
-    spent: float = 0.0
-    rungs: tuple[int, ...] = ()
-    #: A baseline arm's study (``--baseline``, :mod:`lrtune.baseline`), not the search's.
-    baseline: bool = False
-    #: The best trial's params: the table shows its searched setup (batch size, lr_mult, task).
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def censored_at(self) -> int:
-        """What a study that never reached the target counts as: its finished trials + 1
-        (= budget + 1 once it has its budget), a lower bound of its trials-to-target."""
-        return self.done + 1
-
-    @property
-    def censored_cost(self) -> float:
-        """The cost a study that never reached the target counts as (before the range
-        test): its compute + one full trial, the least a trial reaching it would add."""
-        return self.spent + 1.0
-
-
-@dataclass
-class Arm:
-    """One sampler × prior over its repeats (one study each)."""
-
-    sampler: str
-    prior: str
-    studies: list[str]
-    reached: int
-    best: Stat | None
-    to_target: Stat | None
-    cost: Stat | None
-    seconds: Stat | None
-    confirmed: Confirmed | None = None
-
-
-@dataclass(frozen=True)
-class Winner:
-    """The sampler × prior that reached the target at the lowest median cost.
-
-    ``study`` is the study for a single repeat; with repeats, the arm's first study (its
-    name is ``{group}.{sampler}.{prior}``). ``to_target`` and ``cost`` are medians over the
-    ``repeats``, none of them censored.
-    """
-
-    study: str
-    sampler: str
-    prior: str
-    repeats: int
-    reached: int
-    to_target: float
-    cost: float
-    confirmed: Confirmed | None = None
-
-
-@dataclass
-class Comparison:
-    """The group's table with what it is measured against."""
-
-    group: str
-    direction: str
-    metric: str
-    tolerance: float
-    best: float | None
-    target: float | None
-    rangetest_seconds: float
-    rangetest_trials: float
-    rows: list[Row] = field(default_factory=list)
-    arms: list[Arm] = field(default_factory=list)
-    winner: Winner | None = None
-    #: Lines on the group's confirmations (``{group}.confirm``, :mod:`lrtune.confirm`).
-    confirm: list[str] = field(default_factory=list)
-
-    @property
-    def repeats(self) -> int:
-        """The most studies any sampler × prior has."""
-        return max((len(a.studies) for a in self.arms), default=1)
-
-    @property
-    def best_row(self) -> Row | None:
-        """The study holding the group's best trial (the one to export)."""
-        rows = [r for r in self.rows if r.best is not None]
-        sign = 1 if self.direction == "minimize" else -1
-        return min(rows, key=lambda r: sign * (r.best or 0.0), default=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, stored on the studies as ``comparison``; ``winner`` is the
-        winner's study name, ``winner_arm`` its full record."""
-        data = asdict(self)
-        data["winner"] = self.winner.study if self.winner else None
-        data["winner_arm"] = asdict(self.winner) if self.winner else None
-        return data
 
 
 def within(value: float, best: float, tolerance: float, direction: str) -> bool:
@@ -202,6 +61,33 @@ def compare_group(
     results = {n: [t for t in ts if is_result(t, ladders[n])] for n, ts in trials.items()}
     values = [float(t.value or 0.0) for ts in results.values() for t in ts]
     best = min(values, key=lambda v: sign * v) if values else None
+    rt_seconds, rt_trials = _rangetest_cost(studies, trials, full)
+    cmp = Comparison(
+        group=group,
+        direction=direction,
+        metric=str(first.get("metric", "value")),
+        tolerance=tol,
+        best=best,
+        target=None if best is None else best + sign * tol * abs(best),
+        rangetest_seconds=rt_seconds,
+        rangetest_trials=rt_trials,
+    )
+    confirmations = read_confirmations(storage, group)
+    for s in studies:
+        n = s.study_name
+        cmp.rows.append(_row(cmp, s, trials[n], results[n], ladders[n], full[n], confirmations))
+    cmp.confirm = confirm_notes(confirmations, cmp.metric)
+    cmp.arms = arms_of(cmp)
+    cmp.winner = judge(cmp)
+    return cmp
+
+
+def _rangetest_cost(
+    studies: list[optuna.Study],
+    trials: dict[str, list[optuna.trial.FrozenTrial]],
+    full: dict[str, int],
+) -> tuple[float, float]:
+    """The search's range test: its seconds and its cost in trial-equivalents."""
     durations = [  # seconds of a full-length trial: a rung trial's scaled by its epochs
         float(t.user_attrs["seconds"]) * full[n] / int(t.user_attrs.get("epochs") or full[n])
         for n, ts in trials.items()
@@ -218,72 +104,63 @@ def compare_group(
         ),
         None,
     )
-    rt_seconds = float(rt["seconds"]) if rt else 0.0
     configs = [
         _full_length(t.user_attrs["config"], full[n])
         for n, ts in trials.items()
         for t in ts
         if isinstance(t.user_attrs.get("config"), dict)
     ]
-    rt_trials = rangetest_trials(rt, configs, per_trial)
-    cmp = Comparison(
-        group,
-        direction,
-        str(first.get("metric", "value")),
-        tol,
-        best,
-        None if best is None else best + sign * tol * abs(best),
-        rt_seconds,
-        rt_trials,
+    return (float(rt["seconds"]) if rt else 0.0), rangetest_trials(rt, configs, per_trial)
+
+
+def _row(
+    cmp: Comparison,
+    study: optuna.Study,
+    ts: list[optuna.trial.FrozenTrial],
+    complete: list[optuna.trial.FrozenTrial],
+    ladder: Ladder | None,
+    full_epochs: int,
+    confirmations: ConfirmState | None,
+) -> Row:
+    """``study``'s row: ``ts`` its finished trials, ``complete`` those that are results."""
+    attrs = study.user_attrs
+    sign = _sign(cmp)
+    top = min(complete, key=lambda t: sign * float(t.value or 0.0)) if complete else None
+    costs = [trained(t, full_epochs) for t in ts]
+    to_target = None
+    if cmp.best is not None:
+        best = cmp.best
+        to_target = next(
+            (
+                i + 1
+                for i, t in enumerate(ts)
+                if is_result(t, ladder)
+                and within(float(t.value or 0.0), best, cmp.tolerance, cmp.direction)
+            ),
+            None,
+        )
+    cost = None if to_target is None else sum(costs[:to_target]) + _extra(cmp, attrs.get("prior"))
+    return Row(
+        study=study.study_name,
+        # A baseline arm (lrtune.baseline) is its own row: "schedulefree / none".
+        sampler=str(attrs.get("baseline") or attrs.get("sampler")),
+        prior=str(attrs.get("prior")),
+        repeat=int(attrs.get("repeat", 1)),
+        done=len(ts),
+        budget=int(attrs.get("budget", 0)),
+        best=top.value if top else None,
+        lr=top.params.get("lr") if top else None,
+        schedule=top.params.get("schedule") if top else None,
+        best_trial=top.number if top else None,
+        to_target=to_target,
+        cost=cost,
+        seconds=sum(float(t.user_attrs.get("seconds", 0.0)) for t in ts),
+        confirmed=_confirmed(confirmations, study.study_name),
+        spent=sum(costs),
+        rungs=ladder.rungs if ladder is not None else (),
+        baseline="baseline" in attrs,
+        params=dict(top.params) if top else {},
     )
-    confirmations = read_confirmations(storage, group)
-    for s in studies:
-        attrs = s.user_attrs
-        ts = trials[s.study_name]
-        ladder = ladders[s.study_name]
-        complete = results[s.study_name]
-        top = min(complete, key=lambda t: sign * float(t.value or 0.0)) if complete else None
-        costs = [trained(t, full[s.study_name]) for t in ts]
-        to_target = None
-        if best is not None:
-            to_target = next(
-                (
-                    i + 1
-                    for i, t in enumerate(ts)
-                    if is_result(t, ladder) and within(float(t.value or 0.0), best, tol, direction)
-                ),
-                None,
-            )
-        cost = (
-            None if to_target is None else sum(costs[:to_target]) + _extra(cmp, attrs.get("prior"))
-        )
-        cmp.rows.append(
-            Row(
-                study=s.study_name,
-                # A baseline arm (lrtune.baseline) is its own row: "schedulefree / none".
-                sampler=str(attrs.get("baseline") or attrs.get("sampler")),
-                prior=str(attrs.get("prior")),
-                repeat=int(attrs.get("repeat", 1)),
-                done=len(ts),
-                budget=int(attrs.get("budget", 0)),
-                best=top.value if top else None,
-                lr=top.params.get("lr") if top else None,
-                schedule=top.params.get("schedule") if top else None,
-                best_trial=top.number if top else None,
-                to_target=to_target,
-                cost=cost,
-                seconds=sum(float(t.user_attrs.get("seconds", 0.0)) for t in ts),
-                confirmed=_confirmed(confirmations, s.study_name),
-                spent=sum(costs),
-                rungs=ladder.rungs if ladder is not None else (),
-                baseline="baseline" in attrs,
-                params=dict(top.params) if top else {},
-            )
-        )
-    cmp.confirm = confirm_notes(confirmations, cmp.metric)
-    cmp.arms = arms_of(cmp)
-    cmp.winner = judge(cmp)
-    return cmp
 
 
 def _full_length(config: dict[str, Any], full_epochs: int) -> dict[str, Any]:

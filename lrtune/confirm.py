@@ -28,12 +28,15 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from lrtune.search.ladder import Ladder, study_usage, top_rung
 from lrtune.search.states import FINISHED, group_study_names, unfinished_studies
+
+if TYPE_CHECKING:
+    from lrtune.training.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +260,7 @@ def make_confirm_objective(
     """Train the trial's enqueued configuration on each of ``seeds``; the mean is its value."""
 
     def objective(trial: optuna.Trial) -> float:
-        from lrtune.search.dims import setup_of
         from lrtune.search.objective import Surplus, run_task, trial_errors
-        from lrtune.training.trainer import TrainConfig
 
         if worker is not None:
             trial.set_user_attr("worker", worker)
@@ -275,38 +276,12 @@ def make_confirm_objective(
                 "fail_reason", f"surplus: trial {duplicate} confirms this configuration"
             )
             raise Surplus
-        lr = float(trial.suggest_float("lr", *_around(float(params["lr"]), spec), log=True))
-        schedule = str(params.get("schedule", "constant"))
-        trial.suggest_categorical("schedule", sorted({*spec.schedules, schedule}))
-        sched_params = {
-            k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(schedule + ".")
-        }
-        # The optimizer parameters the trial searched, over the spec's fixed ones.
-        opt_params = {
-            **spec.optimizer_params,
-            **{k[len("optimizer.") :]: v for k, v in params.items() if k.startswith("optimizer.")},
-        }
-        setup = setup_of(params)  # the batch size, multipliers and task parameters it searched
         values: list[float | None] = []
         seconds = 0.0
         config: dict[str, Any] | None = None
-        for seed in seeds:
-            train_config = TrainConfig(
-                lr=lr,
-                optimizer=spec.optimizer,
-                schedule=schedule,
-                schedule_params=sched_params,
-                optimizer_params=opt_params,
-                epochs=spec.epochs,
-                seed=seed,
-                device=device,
-                precision=spec.precision,
-                accumulate=spec.accumulate,
-                clip_grad_norm=spec.clip_grad_norm,
-                batch_size=setup.batch_size,
-                lr_mults=setup.lr_mults,
-                task_params=setup.task_params,
-            )
+        for seed, train_config in zip(
+            seeds, _seed_configs(trial, spec, params, seeds, device), strict=True
+        ):
             # The search trials' one error path: FAIL with fail_reason, Ctrl-C and a lost
             # storage connection handled as in any trial. run_trial: a task with its own
             # fit() is confirmed through it too.
@@ -333,6 +308,47 @@ def make_confirm_objective(
         return float(record["mean"])
 
     return objective
+
+
+def _seed_configs(
+    trial: optuna.Trial, spec: Any, params: dict[str, Any], seeds: list[int], device: str
+) -> list[TrainConfig]:
+    """The enqueued configuration ``params`` as one training config per seed; its ``lr``
+    and ``schedule`` are suggested on ``trial`` (so the trial shows them as params)."""
+    from lrtune.search.dims import setup_of
+    from lrtune.training.trainer import TrainConfig
+
+    lr = float(trial.suggest_float("lr", *_around(float(params["lr"]), spec), log=True))
+    schedule = str(params.get("schedule", "constant"))
+    trial.suggest_categorical("schedule", sorted({*spec.schedules, schedule}))
+    sched_params = {
+        k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(schedule + ".")
+    }
+    # The optimizer parameters the trial searched, over the spec's fixed ones.
+    opt_params = {
+        **spec.optimizer_params,
+        **{k[len("optimizer.") :]: v for k, v in params.items() if k.startswith("optimizer.")},
+    }
+    setup = setup_of(params)  # the batch size, multipliers and task parameters it searched
+    return [
+        TrainConfig(
+            lr=lr,
+            optimizer=spec.optimizer,
+            schedule=schedule,
+            schedule_params=sched_params,
+            optimizer_params=opt_params,
+            epochs=spec.epochs,
+            seed=seed,
+            device=device,
+            precision=spec.precision,
+            accumulate=spec.accumulate,
+            clip_grad_norm=spec.clip_grad_norm,
+            batch_size=setup.batch_size,
+            lr_mults=setup.lr_mults,
+            task_params=setup.task_params,
+        )
+        for seed in seeds
+    ]
 
 
 def confirm_record(seeds: list[int], values: list[float | None]) -> dict[str, Any]:

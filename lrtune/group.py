@@ -16,7 +16,7 @@ from lrtune.study import GRACE_PERIOD, HEARTBEAT_INTERVAL, Group, prepare_group
 if TYPE_CHECKING:
     import optuna
 
-    from lrtune.compare import Comparison
+    from lrtune.comparison import Comparison
     from lrtune.rangetest import RangeTestResult
     from lrtune.search.spec import StudySpec
 

@@ -1,5 +1,5 @@
 """The comparison table as text: number formatting and the layout of a
-:class:`~lrtune.compare.Comparison` (no optuna or torch import, so the report and the CLI
+:class:`~lrtune.comparison.Comparison` (no optuna or torch import, so the report and the CLI
 can format without them)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lrtune.compare import Comparison
+    from lrtune.comparison import Comparison
 
 
 def fmt(value: float | None, spec: str = ".4g") -> str:

@@ -16,7 +16,8 @@ import optuna
 import pytest
 
 from lrtune.censored import Bound, summarize
-from lrtune.compare import Comparison, compare_group
+from lrtune.compare import compare_group
+from lrtune.comparison import Comparison
 from lrtune.table import format_table
 from tests.conftest import REPO
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lrtune.compare import Comparison
+from lrtune.comparison import Comparison
 from lrtune.group import run_group
 from lrtune.search.spec import StudySpec
 from lrtune.study import Group

@@ -44,17 +44,13 @@ LAYERS = {
 KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 KNOWN_LAYER_BREAKS = {}
 KNOWN_PRIVATE: set[str] = set()
-KNOWN_LONG_MODULES = {"lrtune.compare", "lrtune.workers"}
+KNOWN_LONG_MODULES = {"lrtune.workers"}
 KNOWN_LONG_FUNCTIONS = {
-    "lrtune.cli.study._add_study",
-    "lrtune.compare.compare_group",
-    "lrtune.confirm.make_confirm_objective",
     "lrtune.dashboard.graphs.rangetest_figure",
     "lrtune.hf.hf_task",
     "lrtune.lightning.lightning_task",
     "lrtune.rangetest.sweep._sweep",
     "lrtune.rangetest.sweep.range_test",
-    "lrtune.report.build._render",
     "lrtune.report.figures.plot_lr_scatter",
     "lrtune.search.objective.make_objective",
     "lrtune.training.trainer._train",

@@ -294,3 +294,36 @@ def test_timeout_starts_no_trial_after_it_and_the_same_command_goes_on(
     assert _main(*argv, "--timeout", "3600") == 0
     assert "--timeout" not in capsys.readouterr().err
     assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 2
+
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "how-to" / "training-setup.md"
+
+
+def test_the_page_commands_and_specs_are_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/how-to/training-setup.md: every command parses with today's flags, each spec it
+    runs resolves and builds its task (factory keys and group names checked), and each
+    export it shows has the blocks that setup exports (the full runs: by hand, see the
+    page)."""
+    import re
+    import shlex
+
+    from lrtune.search.dims import build_checked
+    from lrtune.search.spec import load_spec_file, resolve_spec
+
+    repo = PAGE.parents[2]
+    monkeypatch.chdir(repo)
+    text = PAGE.read_text(encoding="utf-8")
+    commands = re.findall(r"```bash\n(.+?)\n```", text)
+    assert len(commands) == 6
+    parser = cli.build_parser()
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == "lrtune"
+        args = parser.parse_args(argv[1:])
+        if argv[1] == "study":
+            spec = resolve_spec(load_spec_file(args.spec))
+            build_checked(spec)
+    exports = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.+?)\n```", text, re.S)]
+    assert [sorted(e["optimizer"]["groups"]) for e in exports] == [["backbone", "head"]] * 3
+    assert "task" in exports[2] and set(exports[2]["task"]) == {"dropout", "width"}
+    assert all({"batch_size", "micro_batch_size", "source"} <= set(e) for e in exports)

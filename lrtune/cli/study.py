@@ -10,23 +10,13 @@ from typing import TYPE_CHECKING
 
 from lrtune.cli.common import (
     Command,
-    add_common,
-    add_heartbeat,
-    add_log_dir,
-    add_preemption,
-    add_threads,
-    add_timeout,
     grace_seconds,
     heartbeat_options,
-    int_at_least,
-    non_negative_int,
-    positive_float,
-    positive_int,
     storage_url,
     threads_flags,
     use_log_dir,
-    workers_count,
 )
+from lrtune.cli.study_flags import SPEC_FLAGS, add_study
 from lrtune.errors import UserError
 from lrtune.shell import command_line, storage_args
 
@@ -35,178 +25,17 @@ if TYPE_CHECKING:
 
     import optuna
 
-    from lrtune.compare import Comparison
+    from lrtune.comparison import Comparison
     from lrtune.progress import Progress
     from lrtune.rangetest import RangeTestResult
     from lrtune.study import Group
-
-
-def _add_study(p: argparse.ArgumentParser) -> None:
-    add_common(p)
-    p.add_argument("--spec", metavar="FILE", help="study spec file (studies/*.toml); flags win")
-    p.add_argument("--group", help="name of the set of studies (default: the task's name)")
-    p.add_argument("--prior", help="rangetest, none, or rangetest,none (default: rangetest)")
-    p.add_argument(
-        "--samplers", help="comma list of grid, random, tpe, qmc, gp (default: grid,random,tpe)"
-    )
-    p.add_argument("--trials", type=positive_int, help="finished trials per study (default: 30)")
-    p.add_argument(
-        "--repeats",
-        type=positive_int,
-        help="studies per sampler x prior with different sampler seeds (default: 1)",
-    )
-    p.add_argument(
-        "--pruner",
-        help="none, median or hyperband (default: none; pruning on mid-training losses "
-        "favours schedules that decay early)",
-    )
-    p.add_argument("--epochs", type=positive_int, help="epochs per trial (default: the task's)")
-    p.add_argument(
-        "--rungs",
-        metavar="E1,E2,...",
-        help="multi-fidelity search: epochs per rung, ascending, the last = --epochs (e.g. "
-        "1,3,9); each rung trains the whole schedule compressed to its epochs, --trials "
-        "counts full-trial equivalents (default: off)",
-    )
-    p.add_argument(
-        "--reduction-factor",
-        type=int_at_least(2, "an integer >= 2"),
-        metavar="ETA",
-        help="with --rungs: the top 1/ETA of a rung is promoted to the next (default: 3)",
-    )
-    p.add_argument(
-        "--horizon-beta",
-        type=float,
-        metavar="BETA",
-        help="with --rungs: a configuration promoted from E to E' epochs trains at "
-        "lr x (E'/E)^-BETA, as the best LR falls with the horizon (e.g. 0.5; default: 0, off)",
-    )
-    p.add_argument(
-        "--optimizer",
-        help="sgd, adam, adamw, rmsprop, adagrad, schedulefree_adamw, schedulefree_sgd "
-        "(default: the task's own, else sgd)",
-    )
-    p.add_argument("--schedules", help="comma list of schedules to search (default: all)")
-    p.add_argument(
-        "--baseline",
-        help="schedulefree: add a schedule-free arm (LR and warmup searched, no schedule) "
-        "to the comparison (default: none)",
-    )
-    p.add_argument("--lr-low", type=positive_float, help="no-prior lower LR bound (default: 1e-6)")
-    p.add_argument("--lr-high", type=positive_float, help="no-prior upper LR bound (default: 10)")
-    p.add_argument(
-        "--tolerance",
-        type=positive_float,
-        help="trials-to-target: within this fraction of the best (default: 0.02)",
-    )
-    p.add_argument(
-        "--widen",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="grow the prior's bounds when the best trials sit at an edge (default: on)",
-    )
-    p.add_argument("--grid-points", type=positive_int, help="LR points of the grid (default: 6)")
-    p.add_argument("--precision", help="fp32, bf16 or fp16 (default: the task's own, else fp32)")
-    p.add_argument(
-        "--accumulate",
-        type=positive_int,
-        help="micro-batches per optimizer update (default: the task's, else 1)",
-    )
-    p.add_argument(
-        "--clip-grad-norm", type=positive_float, help="max gradient norm (default: the task's)"
-    )
-    p.add_argument(
-        "--batch-scaling",
-        metavar="RULE",
-        help="linear, sqrt or none: with [params] batch_size and --prior rangetest, how a "
-        "trial's LR bounds follow its batch size from the range test's (default: linear "
-        "for sgd, sqrt for the adaptive optimizers)",
-    )
-    for name, what, kind in (
-        ("start-lr", "first LR (default: 1e-7)", positive_float),
-        ("end-lr", "last LR (default: 10)", positive_float),
-        ("steps", "updates per sweep (default: 100)", positive_int),
-        ("seeds", "sweeps (default: 3)", positive_int),
-    ):
-        p.add_argument(f"--rangetest-{name}", type=kind, help=f"the prior's range test: {what}")
-    p.add_argument(
-        "--confirm",
-        type=non_negative_int,
-        metavar="K",
-        help="after the budgets, re-train the K best configurations on fresh seeds "
-        "(default: 3; 0: off)",
-    )
-    p.add_argument(
-        "--confirm-seeds",
-        type=positive_int,
-        metavar="S",
-        help="fresh training seeds per confirmed configuration (default: 2)",
-    )
-    p.add_argument(
-        "--workers",
-        type=workers_count,
-        default=1,
-        help="local worker processes (default: 1, run in this process)",
-    )
-    p.add_argument(
-        "--create-only",
-        action="store_true",
-        help="create the studies (and run the range test) for remote workers, exit",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=non_negative_int,
-        metavar="K",
-        help="a trial checkpoints every K epochs, so a retried or preempted trial resumes "
-        "(default: each epoch once 30 s passed since the last checkpoint; 0: off)",
-    )
-    add_timeout(p)
-    add_heartbeat(p)
-    add_preemption(p, max_time=False)
-    add_threads(p)
-    add_log_dir(p)
-
-
-_SPEC_FLAGS = (
-    "task",
-    "group",
-    "prior",
-    "samplers",
-    "trials",
-    "repeats",
-    "pruner",
-    "epochs",
-    "optimizer",
-    "schedules",
-    "lr_low",
-    "lr_high",
-    "tolerance",
-    "grid_points",
-    "widen",
-    "seed",
-    "confirm",
-    "confirm_seeds",
-    "precision",
-    "accumulate",
-    "clip_grad_norm",
-    "batch_scaling",
-    "rangetest_start_lr",
-    "rangetest_end_lr",
-    "rangetest_steps",
-    "rangetest_seeds",
-    "rungs",
-    "reduction_factor",
-    "horizon_beta",
-    "baseline",
-    "checkpoint_every",
-)
 
 
 def _run_study(args: argparse.Namespace) -> int:
     from lrtune.search.spec import load_spec_file, resolve_spec
 
     values = load_spec_file(args.spec) if args.spec else {}
-    overrides = {k: getattr(args, k) for k in _SPEC_FLAGS}
+    overrides = {k: getattr(args, k) for k in SPEC_FLAGS}
     if overrides["seed"] is None and "seed" in values:
         del overrides["seed"]
     spec = resolve_spec(
@@ -394,6 +223,6 @@ COMMAND = Command(
         "lrtune study --task digits --trials 10 --storage sqlite:///digits.db",
         "lrtune study --spec studies/digits.toml --workers 2",
     ),
-    _add_study,
+    add_study,
     _run_study,
 )

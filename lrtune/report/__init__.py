@@ -1,7 +1,8 @@
 """``lrtune report`` and the figures: a group's comparison as ``report.md`` and PNGs.
 
-- :mod:`~lrtune.report.build`: :func:`write_report` (the markdown, written atomically) and
-  the report's file names;
+- :mod:`~lrtune.report.build`: :func:`write_report` (the report written atomically);
+- :mod:`~lrtune.report.sections`: report.md's sections, each with its figure, and the
+  report's file names;
 - :mod:`~lrtune.report.gather`: what it reads from the studies (:func:`best_so_far`,
   :func:`start_bounds`, importances);
 - :mod:`~lrtune.report.figures`: the report's plots (best so far, schedule, importances,
@@ -15,16 +16,7 @@
 from __future__ import annotations
 
 from lrtune.rangetest.plot import plot_range_test
-from lrtune.report.build import (
-    BEST_SO_FAR_PNG,
-    IMPORTANCES_PNG,
-    RANGETEST_PNG,
-    REPORT_FILE,
-    REPORT_FILES,
-    SCATTER_PNG,
-    SCHEDULE_PNG,
-    write_report,
-)
+from lrtune.report.build import REPORT_FILES, write_report
 from lrtune.report.figures import (
     plot_best_so_far,
     plot_importances,
@@ -32,6 +24,14 @@ from lrtune.report.figures import (
     plot_schedule,
 )
 from lrtune.report.gather import MIN_IMPORTANCE_TRIALS, best_so_far, start_bounds
+from lrtune.report.sections import (
+    BEST_SO_FAR_PNG,
+    IMPORTANCES_PNG,
+    RANGETEST_PNG,
+    REPORT_FILE,
+    SCATTER_PNG,
+    SCHEDULE_PNG,
+)
 
 __all__ = [
     "BEST_SO_FAR_PNG",
