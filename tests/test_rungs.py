@@ -48,8 +48,8 @@ class Slow(nn.Module):
         self.lin = nn.Linear(4, 2)
 
     def forward(self, x):
-        if self.training:
-            time.sleep(0.02)
+        if self.training:  # slow enough that a promoted trial is seen RUNNING on a busy machine
+            time.sleep(0.08)
         return self.lin(x)
 
 
@@ -201,13 +201,15 @@ def _exported_from_top(url: str, study: str, tmp_path: Path) -> None:
 def _running_promotion(
     url: str, name: str, procs: list[subprocess.Popen[str]]
 ) -> optuna.trial.FrozenTrial:
-    """Wait (at most 2 minutes) for a promoted trial (rung 2 or 3) that is training."""
-    deadline = time.monotonic() + 120
+    """Wait (at most 5 minutes) for a promoted trial (rung 2 or 3) that is training."""
+    deadline = time.monotonic() + 300
+    study = None  # one storage for the whole wait: opening one per poll is slower than a trial
     while time.monotonic() < deadline:
         for proc in procs:
             assert proc.poll() is None, proc.communicate()
         try:
-            trials = _trials(url, name)
+            study = study or optuna.load_study(study_name=name, storage=url)
+            trials = study.get_trials(deepcopy=False)
         except Exception:  # the study is not there yet
             trials = []
         for t in trials:

@@ -51,7 +51,6 @@ KNOWN_LONG_FUNCTIONS = {
     "lrtune.lightning.lightning_task",
     "lrtune.rangetest.sweep._sweep",
     "lrtune.rangetest.sweep.range_test",
-    "lrtune.report.figures.plot_lr_scatter",
     "lrtune.search.objective.make_objective",
     "lrtune.training.trainer._train",
     "lrtune.workers.run_worker",

@@ -210,12 +210,8 @@ def plot_lr_scatter(
     trial is drawn hollow at its last reported value). ``bounds[prior]`` is shaded for the
     ``rangetest`` prior (the narrowed range); ``best`` = ``(lr, value)`` is starred.
     """
-    from matplotlib.lines import Line2D
-
     fig = new_figure(figsize=(10, 5))
     ax = fig.subplots()
-    priors = list(dict.fromkeys(str(p["prior"]) for p in points))
-    samplers = list(dict.fromkeys(str(p["sampler"]) for p in points))
     values = [float(p["value"]) for p in points]
     cap = _outlier_cap(values, direction)
     clipped = [v for v in values if v > cap]
@@ -252,38 +248,40 @@ def plot_lr_scatter(
     better = "lower" if direction == "minimize" else "higher"
     ax.set_title(f"{title} ({better} is better)", pad=16 if clipped else 6)
     ax.grid(True, which="major", alpha=0.3)
+    handles = _scatter_legend(points, bounds, clipped, best)
+    ax.legend(
+        handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
+    )
+    return save_figure(fig, path)
+
+
+def _scatter_legend(
+    points: Sequence[Mapping[str, Any]],
+    bounds: Mapping[str, tuple[float, float]],
+    clipped: list[float],
+    best: tuple[float, float] | None,
+) -> list[Any]:
+    """The LR scatter's legend: priors, samplers, and the marks that are drawn."""
+    from matplotlib.lines import Line2D
+
+    def mark(label: str, **style: Any) -> Any:
+        return Line2D([], [], linestyle="", label=label, **style)
+
+    priors = list(dict.fromkeys(str(p["prior"]) for p in points))
+    samplers = list(dict.fromkeys(str(p["sampler"]) for p in points))
     handles: list[Any] = [
-        Line2D(
-            [],
-            [],
-            marker="o",
-            linestyle="",
-            color=_PRIOR_COLORS.get(pr, "0.4"),
-            label=f"prior {pr}",
-        )
-        for pr in priors
+        mark(f"prior {pr}", marker="o", color=_PRIOR_COLORS.get(pr, "0.4")) for pr in priors
     ]
     handles += [
-        Line2D(
-            [],
-            [],
-            marker=_SAMPLER_MARKERS.get(s, "o"),
-            linestyle="",
-            color="0.3",
-            label=f"sampler {s}",
-        )
-        for s in samplers
+        mark(f"sampler {s}", marker=_SAMPLER_MARKERS.get(s, "o"), color="0.3") for s in samplers
     ]
     if any(p.get("pruned") for p in points):
         handles.append(
-            Line2D(
-                [],
-                [],
+            mark(
+                "pruned (last reported value)",
                 marker="o",
-                linestyle="",
                 markerfacecolor="none",
                 markeredgecolor="0.3",
-                label="pruned (last reported value)",
             )
         )
     if "rangetest" in bounds:
@@ -299,30 +297,21 @@ def plot_lr_scatter(
         )
     if clipped:
         handles.append(
-            Line2D(
-                [],
-                [],
+            mark(
+                f"{len(clipped)} off the scale (up to {max(clipped):.3g})",
                 marker=r"$\uparrow$",
-                linestyle="",
                 markersize=10,
                 color="0.3",
-                label=f"{len(clipped)} off the scale (up to {max(clipped):.3g})",
             )
         )
     if best is not None:
         handles.append(
-            Line2D(
-                [],
-                [],
+            mark(
+                f"best trial (lr {best[0]:.3g})",
                 marker="*",
-                linestyle="",
                 markersize=12,
                 markerfacecolor="gold",
                 markeredgecolor="black",
-                label=f"best trial (lr {best[0]:.3g})",
             )
         )
-    ax.legend(
-        handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
-    )
-    return save_figure(fig, path)
+    return handles
