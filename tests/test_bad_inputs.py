@@ -393,6 +393,15 @@ CASES: dict[str, dict[str, Any]] = {
         "trial x": _c(f"export --study {STUDY} --trial x", "--trial"),
         "trial -1": _c(f"export --study {STUDY} --trial -1", "--trial"),
         "trial nosuch": _c(f"export --study {STUDY} --trial 99", "no trial 99"),
+        "weights under a file": _c(
+            f"export --study {STUDY} --weights {{dir}}/afile/w.pt --out c.yaml", "--weights"
+        ),
+        "weights a directory": _c(f"export --study {STUDY} --weights {{dir}}", "--weights"),
+        "keep-checkpoints alone": _c(f"export --study {STUDY} --keep-checkpoints", "--weights"),
+        "weights dry-run": _c(
+            f"export --study {STUDY} --into {{dir}}/readonly.yaml --dry-run --weights w.pt",
+            "--weights",
+        ),
         "into missing": _c(f"export --study {STUDY} --into nosuch.yaml", "nosuch.yaml"),
         "into binary": _c(f"export --study {STUDY} --into {{dir}}/binary.toml", "binary.toml"),
         "out missing dir": _c(f"export --study {STUDY} --out no/such/c.yaml", "no/such"),

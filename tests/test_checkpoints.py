@@ -267,3 +267,46 @@ def test_a_fit_task_resumes_from_its_hp_checkpoint(tmp_path: Path) -> None:
     assert trial.user_attrs[RESUMED_ATTR] == 2
     assert len(result.history) == 4
     assert result.value == whole
+
+
+def test_export_weights_load_into_a_fresh_model_and_give_the_studys_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lrtune.cli import main
+    from lrtune.training.data import Batches
+    from lrtune.training.loading import resolve_task
+    from lrtune.training.trainer import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    study = ["study", "--task", "digits", "--storage", url, "--prior", "none", "--confirm", "0"]
+    assert main([*study, "--samplers", "random", "--trials", "3", "--epochs", "2"]) == 0
+    kept = list((tmp_path / "w.db.artifacts").glob("lrtune-weights-*"))
+    assert len(kept) == 3  # every finished trial keeps its final weights until an export
+    weights = tmp_path / "best.pt"
+    export = ["export", "--study", "digits.random.none", "--storage", url, "--out", "c.yaml"]
+    assert main([*export, "--weights", str(weights)]) == 0
+    task = resolve_task("digits")(0)
+    task.model.load_state_dict(torch.load(weights))
+    value = evaluate(task, task.model, Batches(task.val, 1024, torch.device("cpu"), "val"))
+    best = optuna.load_study(study_name="digits.random.none", storage=url).best_value
+    assert value == pytest.approx(best, rel=1e-6)
+    assert len(list((tmp_path / "w.db.artifacts").glob("lrtune-weights-*"))) == 1
+
+
+def test_export_weights_of_a_study_without_checkpoints_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lrtune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    study = ["study", "--task", "wine", "--storage", url, "--prior", "none", "--confirm", "0"]
+    study += ["--samplers", "random", "--trials", "1", "--epochs", "1", "--checkpoint-every", "0"]
+    assert main(study) == 0
+    capsys.readouterr()
+    export = ["export", "--study", "wine.random.none", "--storage", url, "--out", "c.yaml"]
+    assert main([*export, "--weights", "w.pt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kept no weights" in err[0]
+    assert not (tmp_path / "w.pt").exists() and not (tmp_path / "c.yaml").exists()

@@ -51,6 +51,19 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         "(default: the batch size trained with)",
     )
     p.add_argument("--dry-run", action="store_true", help="with --into: print the diff only")
+    p.add_argument(
+        "--weights",
+        metavar="PATH",
+        default=None,
+        help="also write the exported trial's final model weights (a torch state_dict file: "
+        "model.load_state_dict(torch.load(PATH))); the group's other trials' kept weights "
+        "are then removed (default: none)",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="with --weights: keep every trial's weights in the artifact store",
+    )
     add_common(p, task=False, device=False, seed=False)
 
 
@@ -61,9 +74,39 @@ def _run_export(args: argparse.Namespace) -> int:
         raise UserError("--dry-run goes with --into PATH[:key]")
     if args.format == "hf" and args.into:
         raise UserError("--format hf writes Python for TrainingArguments: use --out, not --into")
-    config = export.export_config(
-        storage_url(args), args.study, batch_size=args.batch_size, trial=args.trial
-    )
+    if args.keep_checkpoints and not args.weights:
+        raise UserError("--keep-checkpoints goes with --weights PATH")
+    if args.dry_run and args.weights:
+        raise UserError("--dry-run writes nothing: leave out --weights")
+    url = storage_url(args)
+    config = export.export_config(url, args.study, batch_size=args.batch_size, trial=args.trial)
+    if args.weights:
+        from lrtune.export.weights import prepare_weights
+
+        # Checked and copied beside PATH first: a mistake writes nothing.
+        pending = prepare_weights(
+            url, config["source"], args.weights, keep_all=args.keep_checkpoints
+        )
+        try:
+            code = _write_config(args, config)
+        except BaseException:
+            pending.abort()
+            raise
+        removed = pending.commit()
+        print(f"lrtune export: wrote weights {args.weights}", file=sys.stderr)
+        if removed:
+            print(
+                f"lrtune export: removed the kept weights of {removed} other trial(s) "
+                "(--keep-checkpoints keeps them)",
+                file=sys.stderr,
+            )
+        return code
+    return _write_config(args, config)
+
+
+def _write_config(args: argparse.Namespace, config: dict) -> int:
+    from lrtune import export
+
     if args.format == "hf":
         from lrtune.export.hf_args import hf_text
 

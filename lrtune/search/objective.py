@@ -217,6 +217,8 @@ def make_objective(
             _release_memory()
         if checkpoints is not None:
             checkpoints.discard()  # finished: nothing left to resume
+            if result.model is not None and not result.diverged:
+                checkpoints.keep_weights(result.model)  # for export --weights
         trial.set_user_attr("config", result.config)
         trial.set_user_attr("seconds", round(result.seconds, 4))
         if result.final_lr is not None:

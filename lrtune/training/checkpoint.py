@@ -175,6 +175,21 @@ class Checkpoints:
         log.info("trial resumed after epoch %d from its checkpoint", epoch)
         self._last = time.monotonic()
 
+    def keep_weights(self, model: torch.nn.Module) -> None:
+        """Keep the finished trial's final ``state_dict`` (trial user attr ``weights``), for
+        ``export --weights``; a store that cannot take it costs the weights only."""
+        artifact = f"lrtune-weights-{uuid.uuid4().hex}"
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+        buffer.seek(0)
+        try:
+            self.store.write(artifact, buffer)
+        except Exception as exc:
+            warn_once("store", "weights not kept (the trials go on without them): %s", exc)
+            _quiet_remove(self.store, artifact)
+            return
+        self.trial.set_user_attr("weights", artifact)
+
     def discard(self) -> None:
         """Remove the trial's checkpoint (it finished: nothing to resume)."""
         named = self.trial.user_attrs.get(CHECKPOINT_ATTR)
