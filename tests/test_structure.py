@@ -46,7 +46,6 @@ KNOWN_LAYER_BREAKS = {}
 KNOWN_PRIVATE: set[str] = set()
 KNOWN_LONG_MODULES = {"lrtune.workers"}
 KNOWN_LONG_FUNCTIONS = {
-    "lrtune.dashboard.graphs.rangetest_figure",
     "lrtune.hf.hf_task",
     "lrtune.lightning.lightning_task",
     "lrtune.rangetest.sweep._sweep",

@@ -108,10 +108,65 @@ def rangetest_figure(
     import plotly.graph_objects as go
 
     rt = _as_dict(rangetest)
+    fig = go.Figure()
+    all_lrs, values = _add_curves(fig, rt)
+    low, high = float(rt["lr_low"]), float(rt["lr_high"])
+    fig.add_vrect(
+        x0=low,
+        x1=high,
+        name="bounds",
+        fillcolor="green",
+        **_STRIP,
+        label={"text": f"bounds {low:.3g} … {high:.3g}", "textposition": "top center"},
+    )
+    x_max = max([float(rt.get("end_lr") or high), *all_lrs])
+    if rt.get("diverged_at") is not None:
+        # A line, not a marker on the curve: the loss there is far above the clipped y axis.
+        div = float(rt["diverged_at"])
+        fig.add_vrect(x0=div, x1=x_max, name="diverges", fillcolor="red", **_STRIP)
+        fig.add_vline(
+            x=div,
+            line={"color": "red", "width": 1.5},
+            name="diverged",
+            label={"text": f"diverged {div:.3g}", "textposition": "middle", "font_size": 10},
+        )
+    moves = _add_moves(fig, bounds_history or [])
+    title = f"LR range test ({rt.get('optimizer', 'sgd')}): {rt.get('diagnosis', '')}"
+    if moves:
+        now = bounds_history[-1] if bounds_history else (low, high)
+        title += f"; bounds widened to {now[0]:.3g} … {now[1]:.3g}"
+    lo_x = min([*all_lrs, low, *(m[2] for m in moves)], default=low)
+    hi_x = max([x_max, high, *(m[2] for m in moves)])
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        xaxis={
+            "type": "log",
+            "title": {"text": "learning rate (log scale)"},
+            "range": [math.log10(lo_x), math.log10(hi_x)],
+        },
+        yaxis={"title": {"text": "training loss (smoothed)"}},
+        showlegend=True,  # also for a single line: its label says which study it is
+        legend={"font": {"size": 10}},
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    if values:
+        # The loss blows up at the end of the sweep: clip the y axis to the starting level so
+        # the part that matters is not flattened (as the PNG plot does).
+        starts = [v for v in (_finite(s[0]) for s in rt["smoothed"] if s) if v is not None]
+        top, bottom = (max(starts) if starts else max(values)), min(values)
+        span = max(top - bottom, 1e-12)
+        fig.update_yaxes(range=[bottom - 0.1 * span, top + 0.35 * span])
+    return fig
+
+
+def _add_curves(fig: go.Figure, rt: Mapping[str, Any]) -> tuple[list[float], list[float]]:
+    """The smoothed curve of each seed and the suggestions' markers; the positive LRs and
+    finite losses drawn."""
+    import plotly.graph_objects as go
+
     curves_x: list[list[float]] = rt["lrs"]
     curves_y: list[list[float | None]] = rt["smoothed"]
     seeds = list(rt.get("seeds") or [])
-    fig = go.Figure()
     all_lrs = [x for lrs in curves_x for x in lrs if x > 0]
     values: list[float] = []
     for k, (lrs, smoothed) in enumerate(zip(curves_x, curves_y, strict=True)):
@@ -143,27 +198,14 @@ def rangetest_figure(
                 hovertemplate=f"{_LABELS[attr]}: lr {lr:.3g}<extra></extra>",
             )
         )
-    low, high = float(rt["lr_low"]), float(rt["lr_high"])
-    fig.add_vrect(
-        x0=low,
-        x1=high,
-        name="bounds",
-        fillcolor="green",
-        **_STRIP,
-        label={"text": f"bounds {low:.3g} … {high:.3g}", "textposition": "top center"},
-    )
-    x_max = max([float(rt.get("end_lr") or high), *all_lrs])
-    if rt.get("diverged_at") is not None:
-        # A line, not a marker on the curve: the loss there is far above the clipped y axis.
-        div = float(rt["diverged_at"])
-        fig.add_vrect(x0=div, x1=x_max, name="diverges", fillcolor="red", **_STRIP)
-        fig.add_vline(
-            x=div,
-            line={"color": "red", "width": 1.5},
-            name="diverged",
-            label={"text": f"diverged {div:.3g}", "textposition": "middle", "font_size": 10},
-        )
-    moves = _moves(bounds_history or [])
+    return all_lrs, values
+
+
+def _add_moves(
+    fig: go.Figure, bounds_history: Sequence[Sequence[float]]
+) -> list[tuple[str, float, float]]:
+    """A ``widened k`` strip and edge line per move of the bounds; the moves."""
+    moves = _moves(bounds_history)
     for k, (edge, old, new) in enumerate(moves, start=1):
         strip = {"x0": min(old, new), "x1": max(old, new), "fillcolor": "orange"}
         fig.add_vrect(name=f"widened {k}", **strip, **_STRIP)
@@ -173,32 +215,7 @@ def rangetest_figure(
             name=f"widened {k} edge",
             label={"text": f"{edge} → {new:.3g}", "textposition": "middle", "font_size": 10},
         )
-    title = f"LR range test ({rt.get('optimizer', 'sgd')}): {rt.get('diagnosis', '')}"
-    if moves:
-        now = bounds_history[-1] if bounds_history else (low, high)
-        title += f"; bounds widened to {now[0]:.3g} … {now[1]:.3g}"
-    lo_x = min([*all_lrs, low, *(m[2] for m in moves)], default=low)
-    hi_x = max([x_max, high, *(m[2] for m in moves)])
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}},
-        xaxis={
-            "type": "log",
-            "title": {"text": "learning rate (log scale)"},
-            "range": [math.log10(lo_x), math.log10(hi_x)],
-        },
-        yaxis={"title": {"text": "training loss (smoothed)"}},
-        showlegend=True,  # also for a single line: its label says which study it is
-        legend={"font": {"size": 10}},
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-    )
-    if values:
-        # The loss blows up at the end of the sweep: clip the y axis to the starting level so
-        # the part that matters is not flattened (as the PNG plot does).
-        starts = [v for v in (_finite(s[0]) for s in curves_y if s) if v is not None]
-        top, bottom = (max(starts) if starts else max(values)), min(values)
-        span = max(top - bottom, 1e-12)
-        fig.update_yaxes(range=[bottom - 0.1 * span, top + 0.35 * span])
-    return fig
+    return moves
 
 
 def best_so_far(
