@@ -23,7 +23,7 @@ trials RUNNING. :func:`stop_for` makes the exception a signal raises, in both ca
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -32,6 +32,7 @@ DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 _requested: int | None = None  # the signal received since the block began, if any
 _immediate = False  # inside immediate(): raise at once
+_on_sigterm: Callable[[], BaseException] | None = None  # see on_sigterm()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -63,13 +64,18 @@ def stop_for(signum: int) -> BaseException:
     """The exception that stops the run on ``signum``: the one place where a deferred
     signal (:func:`check`) and an immediate one (:func:`immediate`, a second signal) become
     an exception. SIGTERM in a worker that hands trials back is
-    :class:`lrtune.preempt.Preempted` (the trial goes back to WAITING), else
-    :class:`Interrupted` (the trial is marked failed)."""
-    from lrtune import preempt  # here: preempt imports this module
-
-    if signum == signal.SIGTERM and preempt.requested():
-        return preempt.Preempted()
+    :class:`lrtune.preempt.Preempted` (the trial goes back to WAITING; see
+    :func:`on_sigterm`), else :class:`Interrupted` (the trial is marked failed)."""
+    if signum == signal.SIGTERM and _on_sigterm is not None:
+        return _on_sigterm()
     return Interrupted(signum)
+
+
+def on_sigterm(make: Callable[[], BaseException] | None) -> None:
+    """Make SIGTERM raise ``make()`` instead of :class:`Interrupted` (``None``: back to
+    that); :mod:`lrtune.preempt` sets it while a worker hands trials back."""
+    global _on_sigterm
+    _on_sigterm = make
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
