@@ -12,12 +12,18 @@ raises :class:`Interrupted` there: the running trial is marked failed and the co
 
 SIGTERM (what ``kill``, SLURM, Kubernetes and spot instances send) is deferred the same way,
 so that a terminated worker never leaves its trial RUNNING for the heartbeat to find.
+
+Code that touches no storage and runs long before the first training step (building a
+task: importing its modules, loading its data; a busy machine takes a minute for
+scikit-learn's imports alone) runs under :func:`immediate`: there a signal raises at once,
+else the parent's bounded wait for its local workers would run out and kill them with their
+trials RUNNING. :func:`stop_for` makes the exception a signal raises, in both cases.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -25,6 +31,8 @@ from types import FrameType
 DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 _requested: int | None = None  # the signal received since the block began, if any
+_immediate = False  # inside immediate(): raise at once
+_on_sigterm: Callable[[], BaseException] | None = None  # see on_sigterm()
 
 
 class Interrupted(KeyboardInterrupt):
@@ -52,11 +60,31 @@ def exit_code(exc: BaseException) -> int:
     return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
 
 
+def stop_for(signum: int) -> BaseException:
+    """The exception that stops the run on ``signum``: the one place where a deferred
+    signal (:func:`check`) and an immediate one (:func:`immediate`, a second signal) become
+    an exception. SIGTERM in a worker that hands trials back is
+    :class:`lrtune.preempt.Preempted` (the trial goes back to WAITING; see
+    :func:`on_sigterm`), else :class:`Interrupted` (the trial is marked failed)."""
+    if signum == signal.SIGTERM and _on_sigterm is not None:
+        return _on_sigterm()
+    return Interrupted(signum)
+
+
+def on_sigterm(make: Callable[[], BaseException] | None) -> None:
+    """Make SIGTERM raise ``make()`` instead of :class:`Interrupted` (``None``: back to
+    that); :mod:`lrtune.preempt` sets it while a worker hands trials back."""
+    global _on_sigterm
+    _on_sigterm = make
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
     global _requested
-    if _requested is not None:
-        raise Interrupted(signum)  # the second signal: stop now
-    _requested = signum
+    first = _requested is None
+    if first:
+        _requested = signum  # recorded first: a raise that a __del__ swallows is not lost
+    if not first or _immediate:
+        raise stop_for(signum)  # a second signal, or code where raising at once is safe
 
 
 @contextmanager
@@ -91,4 +119,18 @@ def check() -> None:
     """Raise :class:`Interrupted` if Ctrl-C was pressed (or SIGTERM received) since the
     block began."""
     if _requested is not None:
-        raise Interrupted(_requested)
+        raise stop_for(_requested)
+
+
+@contextmanager
+def immediate() -> Iterator[None]:
+    """Within the block a Ctrl-C or SIGTERM raises at once instead of at the next
+    :func:`check` (one received before the block raises on entry). For code that holds no
+    storage connection and may run long before the next check: a task's factory."""
+    global _immediate
+    check()
+    previous, _immediate = _immediate, True
+    try:
+        yield
+    finally:
+        _immediate = previous

@@ -74,6 +74,7 @@ def handing_back(grace: float = DEFAULT_GRACE, max_time: float | None = None) ->
     SIGTERM at ``max_time - grace`` seconds."""
     global _active
     _active = True
+    interrupt.on_sigterm(Preempted)  # SIGTERM raised anywhere: hand the trial back
     stop = threading.Event()
     began = time.monotonic()
     watchdog = threading.Thread(
@@ -84,6 +85,7 @@ def handing_back(grace: float = DEFAULT_GRACE, max_time: float | None = None) ->
         yield
     finally:
         _active = False
+        interrupt.on_sigterm(None)
         stop.set()
 
 

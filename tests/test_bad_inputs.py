@@ -172,6 +172,9 @@ CASES: dict[str, dict[str, Any]] = {
         "study, storage port": _c(
             "rangetest --study x --storage postgresql://u@h:abc/db", "port", storage=False
         ),
+        "study, storage no database": _c(
+            "rangetest --study x --storage postgresql://u@127.0.0.1:1", "no database", storage=False
+        ),
         "task loss raises": _c(
             "rangetest --seeds 1 --steps 20 --task {dir}/loss_raises.py:make", "size"
         ),
@@ -312,6 +315,22 @@ CASES: dict[str, dict[str, Any]] = {
         "spec task key the factory lacks": _c(
             "study --spec {dir}/task-key.toml --task {dir}/groups_task.py:make", "'width'"
         ),
+        "task empty": Case(("study", "--task", ""), "--task"),
+        "lr-high 0": _c("study --lr-high 0", "--lr-high"),
+        "lr-high nan": _c("study --lr-high nan", "--lr-high"),
+        "lr-low above lr-high": _c("study --lr-low 1 --lr-high 0.1", "lr_high"),
+        "tolerance 0": _c("study --tolerance 0", "--tolerance"),
+        "tolerance nan": _c("study --tolerance nan", "--tolerance"),
+        "clip-grad-norm 0": _c("study --clip-grad-norm 0", "--clip-grad-norm"),
+        "clip-grad-norm inf": _c("study --clip-grad-norm inf", "--clip-grad-norm"),
+        "rangetest-steps 3": _c("study --rangetest-steps 3", "--rangetest-steps"),
+        "rangetest-steps x": _c("study --rangetest-steps x", "--rangetest-steps"),
+        "rangetest-seeds 0": _c("study --rangetest-seeds 0", "--rangetest-seeds"),
+        "confirm -1": _c("study --confirm -1", "--confirm"),
+        "confirm x": _c("study --confirm x", "--confirm"),
+        "confirm 1e6": _c("study --confirm 1000000", "--confirm"),
+        "confirm-seeds 0": _c("study --confirm-seeds 0", "--confirm-seeds"),
+        "confirm-seeds 1e6": _c("study --confirm-seeds 1000000", "--confirm-seeds"),
     },
     "worker": {
         "no group or study": _c("worker", "--group"),
@@ -381,6 +400,9 @@ CASES: dict[str, dict[str, Any]] = {
         "storage no scheme, password": _c(
             "dashboard --storage root:SECRET@127.0.0.1:1/db", "storage", storage=False
         ),
+        "storage no database": _c(
+            "dashboard --storage postgresql://u@127.0.0.1:1", "no database", storage=False
+        ),
     },
     "export": {
         "no study": _c("export", "--study"),
@@ -426,6 +448,9 @@ CASES: dict[str, dict[str, Any]] = {
             "export --study x --storage postgresql://u@h:abc/db", "port", storage=False
         ),
         "storage foreign sqlite": _c("export --study x " + FOREIGN, "foreign.db", storage=False),
+        "storage no database": _c(
+            "export --study x --storage postgresql://u@127.0.0.1:1", "no database", storage=False
+        ),
     },
     "report": {
         "no group": _c("report --out r", "--group"),
@@ -444,6 +469,11 @@ CASES: dict[str, dict[str, Any]] = {
         ),
         "storage foreign sqlite": _c(
             "report --group x --out r " + FOREIGN, "foreign.db", storage=False
+        ),
+        "storage no database": _c(
+            "report --group x --out r --storage postgresql://u@127.0.0.1:1/",
+            "no database",
+            storage=False,
         ),
     },
     "ls": {

@@ -19,6 +19,7 @@ from lrtune.search.ladder import EPOCHS, RUNG, Ladder, rung_of, surplus_reason
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
+from lrtune.training import ranks
 from lrtune.training.checkpoint import ArtifactStore, Checkpoints
 from lrtune.training.tblog import trial_run
 from lrtune.training.trainer import TrainConfig, TrainResult, run_trial
@@ -81,8 +82,15 @@ def run_task(
             ours.append(exc)
             raise
 
+    call: Callable[[float, int], None] = guarded
+    group = ranks.current()
+    if group is not None:  # --nproc-per-trial: every rank trains this configuration
+        group.share(task, config)
+        call = group.leader_report(guarded)
+        # The other ranks would start from scratch: rank 0 must not resume alone.
+        checkpoints = None
     try:
-        return run_trial(task, config, guarded, checkpoints=checkpoints)
+        return run_trial(task, config, call, checkpoints=checkpoints)
     except (KeyboardInterrupt, optuna.TrialPruned, UserError, preempt.Preempted):
         raise
     except BaseException as exc:

@@ -12,6 +12,7 @@ import torch
 
 from lrtune import interrupt, preempt
 from lrtune.device import resolve_device
+from lrtune.training import ranks
 from lrtune.training.checkpoint import Checkpoints, UserCheckpoints
 from lrtune.training.groups import task_groups
 from lrtune.training.hp import TrialParams
@@ -57,6 +58,8 @@ def run_fit(
         accumulate=accumulate,
         clip_grad_norm=resolved["clip_grad_norm"],
         checkpoints=mine,
+        rank=group.rank if (group := ranks.current()) else 0,
+        world_size=group.world if group else 1,
     )
 
     tb = RunLog(config.log_dir)  # a fit task's own loop: its reported values only

@@ -149,7 +149,9 @@ class TrialParams(ProductionConfig):
     ``clip_grad_norm`` (after the spec's overrides), for a loop that wants to follow them.
 
     :meth:`checkpoint` and :meth:`restore` let the loop resume a trial that was retried
-    or handed back (SPEC "Checkpoints").
+    or handed back (SPEC "Checkpoints"). Under ``worker --nproc-per-trial N``, ``rank``
+    and ``world_size`` place this process in the trial's torch.distributed group (already
+    initialized); else 0 and 1.
     """
 
     seed: int = 0
@@ -161,6 +163,8 @@ class TrialParams(ProductionConfig):
     #: The trial's checkpoints (``save(state)``, ``load() -> state | None``), or ``None``:
     #: outside a worker, or ``--checkpoint-every 0``.
     checkpoints: Any = dataclasses.field(default=None, repr=False, compare=False)
+    rank: int = 0
+    world_size: int = 1
 
     def checkpoint(self, state: Any) -> None:
         """Save ``state`` (anything ``torch.save`` takes: model and optimizer

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from lrtune import interrupt
 from lrtune.errors import UserError, one_line
 from lrtune.training.tasks import (
     Task,
@@ -206,7 +207,10 @@ def _call(
     factory: Callable[..., Any], label: str, folder: Path | None, seed: int, params: Any
 ) -> Task:
     try:
-        with folder_on_path(folder) if folder is not None else contextlib.nullcontext():
+        with (
+            folder_on_path(folder) if folder is not None else contextlib.nullcontext(),
+            interrupt.immediate(),  # imports and data loading: Ctrl-C/SIGTERM stop at once
+        ):
             task = factory(seed, **params)
     except UserError:
         raise

@@ -12,6 +12,7 @@ import torch
 
 from lrtune.device import PRECISIONS_BY_DEVICE
 from lrtune.errors import UserError
+from lrtune.training import ranks
 from lrtune.training.data import is_pair
 from lrtune.training.tasks import PRECISIONS, Task
 
@@ -67,9 +68,20 @@ class Updater:
         optimizer.zero_grad(set_to_none=True)
 
     def forward(self, batch: Any) -> torch.Tensor:
-        """The loss of one micro-batch (under autocast)."""
+        """The loss of one micro-batch (under autocast). Under ``--nproc-per-trial`` each
+        rank computes its slice of the batch and the loss returned is the whole batch's
+        (:mod:`lrtune.training.ranks`)."""
+        group = ranks.current()
+        if group is None:
+            with self.autocast():
+                return self.step_loss(self.model, batch)
+        part, n_local, n = group.shard(batch)
         with self.autocast():
-            return self.step_loss(self.model, batch)
+            if n_local:
+                local = self.step_loss(self.model, part)
+            else:  # fewer rows than ranks: this rank adds zero gradients
+                local = sum((p.sum() for p in self.model.parameters()), torch.zeros(()))
+        return group.global_loss(local, n_local, n)
 
     def backward(self, loss: torch.Tensor, weight: float = 1.0) -> None:
         """Accumulate ``weight × loss``'s gradients (scaled for fp16)."""
@@ -80,6 +92,9 @@ class Updater:
     def step(self) -> bool:
         """Clip, step and clear the gradients; False when fp16 overflow skipped the step."""
         done = True
+        group = ranks.current()
+        if group is not None:  # before unscaling: every rank then sees the same gradients
+            group.reduce_grads(self.model.parameters())
         if self.scaler is not None:
             if self.clip is not None:
                 self.scaler.unscale_(self.optimizer)
