@@ -238,7 +238,7 @@ def load(
     worker: str | None,
 ) -> tuple[optuna.Study, Callable[[optuna.Trial], float], int]:
     """A confirm study as the worker runs it: ``(study, objective, budget)``, training
-    ``task`` (the one the worker's trust check let through: ``lrtune.workers.trusted_task``),
+    ``task`` (the one the worker's trust check let through: ``lrtune.joining.trusted_task``),
     never another the study names."""
     from lrtune.search.spec import StudySpec
 

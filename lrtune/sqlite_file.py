@@ -67,9 +67,9 @@ def identity(path: Path) -> Identity | None:
 def _gone(db: Path, now: Identity | None) -> StorageGone:
     if now is None:
         return StorageGone(
-            f"the storage {db} was deleted while this command ran: what it wrote since it "
-            "started is lost, and nothing more is written; run the command again to start "
-            "a new storage"
+            f"the storage {db} was deleted while this command ran: the trials it held, this "
+            "run's included, went with it, and nothing more is written; run the command "
+            "again to start a new storage"
         )
     return StorageGone(
         f"the storage {db} was replaced by another file while this command ran: nothing "

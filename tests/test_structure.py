@@ -44,15 +44,12 @@ LAYERS = {
 KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 KNOWN_LAYER_BREAKS = {}
 KNOWN_PRIVATE: set[str] = set()
-KNOWN_LONG_MODULES = {"lrtune.workers"}
+KNOWN_LONG_MODULES: set[str] = set()
 KNOWN_LONG_FUNCTIONS = {
     "lrtune.hf.hf_task",
     "lrtune.lightning.lightning_task",
-    "lrtune.rangetest.sweep._sweep",
-    "lrtune.rangetest.sweep.range_test",
     "lrtune.search.objective.make_objective",
     "lrtune.training.trainer._train",
-    "lrtune.workers.run_worker",
 }
 
 

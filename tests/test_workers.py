@@ -25,6 +25,7 @@ import torch
 
 from lrtune import processes, workers
 from lrtune.cli import main
+from lrtune.joining import load_for_work
 from lrtune.search.states import FINISHED
 from lrtune.storage import mask_url, open_storage
 from lrtune.study import MAX_CONSECUTIVE_FAILURES
@@ -460,13 +461,15 @@ def test_storage_lost_mid_run_retries_then_gives_up(pg_url: str) -> None:
 
 
 def test_storage_retry_seconds_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(workers.STORAGE_RETRY_ENV, raising=False)
-    assert workers.storage_retry_seconds() == workers.STORAGE_RETRY_SECONDS == 120
-    monkeypatch.setenv(workers.STORAGE_RETRY_ENV, "7.5")
-    assert workers.storage_retry_seconds() == 7.5
-    monkeypatch.setenv(workers.STORAGE_RETRY_ENV, "soon")
-    with pytest.raises(workers.UserError, match="LRTUNE_STORAGE_RETRY_SECONDS"):
-        workers.storage_retry_seconds()
+    from lrtune import storage_retry
+
+    monkeypatch.delenv(storage_retry.STORAGE_RETRY_ENV, raising=False)
+    assert storage_retry.storage_retry_seconds() == storage_retry.STORAGE_RETRY_SECONDS == 120
+    monkeypatch.setenv(storage_retry.STORAGE_RETRY_ENV, "7.5")
+    assert storage_retry.storage_retry_seconds() == 7.5
+    monkeypatch.setenv(storage_retry.STORAGE_RETRY_ENV, "soon")
+    with pytest.raises(storage_retry.UserError, match="LRTUNE_STORAGE_RETRY_SECONDS"):
+        storage_retry.storage_retry_seconds()
 
 
 # --- 5. GPU path, on CPU ----------------------------------------------------------------------
@@ -669,7 +672,7 @@ def test_each_worker_samples_with_its_own_seed(
     for name in ("digits.random.none", "digits.tpe.none"):
         firsts = []
         for index in range(4):
-            study, _objective, _budget = workers._load(storage, name, index, "cpu")
+            study, _objective, _budget = load_for_work(storage, name, index, "cpu")
             trial = study.ask()
             firsts.append(trial.suggest_float("lr", 1e-6, 10, log=True))
             study.tell(trial, state=States.FAIL)

@@ -1,7 +1,8 @@
 """The LR range test (Smith 2015; fastai's ``lr_find``) and the search bounds it gives.
 
-- :mod:`~lrtune.rangetest.sweep`: :func:`range_test`, the sweep itself, and
-  :func:`preserved_state`, which gives the model and optimizer back exactly as they were;
+- :mod:`~lrtune.rangetest.sweep`: :func:`range_test`, the sweep itself;
+- :mod:`~lrtune.rangetest.restore`: :func:`preserved_state`, which gives the model and
+  optimizer back exactly as they were;
 - :mod:`~lrtune.rangetest.suggest`: the one smoothing (:class:`Ema`), the stop rule,
   :func:`diagnose`, the suggestions and :func:`bounds_from`;
 - :mod:`~lrtune.rangetest.result`: :class:`RangeTestResult` (frozen), its JSON and table.
@@ -32,9 +33,15 @@ from lrtune.rangetest.suggest import (
 from lrtune.smoothing import BETA, Ema
 
 if TYPE_CHECKING:
-    from lrtune.rangetest.sweep import lr_find, preserved_rng, preserved_state, range_test
+    from lrtune.rangetest.restore import preserved_rng, preserved_state
+    from lrtune.rangetest.sweep import lr_find, range_test
 
-_LAZY = {"range_test", "lr_find", "preserved_state", "preserved_rng"}
+_LAZY = {
+    "range_test": "sweep",
+    "lr_find": "sweep",
+    "preserved_state": "restore",
+    "preserved_rng": "restore",
+}
 
 __all__ = [
     "BETA",
@@ -61,5 +68,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module("lrtune.rangetest.sweep"), name)
+        return getattr(importlib.import_module(f"lrtune.rangetest.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

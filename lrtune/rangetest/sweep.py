@@ -11,20 +11,20 @@ optimizer, BatchNorm buffers, gradients and torch RNG state are restored whateve
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from lrtune import interrupt
-from lrtune.device import mps_available, resolve_device
+from lrtune.device import resolve_device
 from lrtune.errors import UserError
 from lrtune.rangetest.quick import task_from_parts
+from lrtune.rangetest.restore import preserved_rng, preserved_state
 from lrtune.rangetest.result import RangeTestResult
 from lrtune.rangetest.suggest import (
     MAX_SKIPPED,
@@ -45,53 +45,6 @@ from lrtune.training.tasks import Task, TaskFactory
 from lrtune.training.updater import Updater, batch_loss, check_precision
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Restore torch's CPU (and CUDA or mps) RNG state on exit, whatever happens inside."""
-    rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    mps_rng = torch.mps.get_rng_state() if mps_available() else None
-    try:
-        yield
-    finally:
-        torch.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
-        if mps_rng is not None:
-            torch.mps.set_rng_state(mps_rng)
-
-
-@contextmanager
-def preserved_state(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> Iterator[None]:
-    """Give ``model`` and ``optimizer`` back exactly as they were, whatever happens inside.
-
-    Restored on exit: parameters and buffers (BatchNorm statistics), each module's train/eval
-    mode, the device the model was on, each parameter's ``.grad`` (the sweep's backward
-    passes leave one on every parameter; a user who had none, or had accumulated some, gets
-    back exactly that), the optimizer's state and torch's RNG state.
-    """
-    device = next(model.parameters()).device
-    params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    training = {name: m.training for name, m in model.named_modules()}
-    grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
-    opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
-    try:
-        with preserved_rng():
-            yield
-    finally:
-        model.to(device)
-        with torch.no_grad():
-            model.load_state_dict(params)
-        for name, module in model.named_modules():
-            module.training = training.get(name, module.training)
-        for param, grad in zip(model.parameters(), grads, strict=True):
-            param.grad = None if grad is None else grad.to(param.device)
-        if optimizer is not None and opt_state is not None:
-            optimizer.load_state_dict(opt_state)
 
 
 def _tracked_metric(
@@ -160,12 +113,9 @@ def _sweep(
     check_every = 8 if device.type == "cuda" else 1
     pending: list[torch.Tensor] = []
     lrs: list[float] = []
-    raw: list[float] = []
-    smoothed: list[float] = []
+    curve = _Smoothing()
     metric_steps: list[int] = []
     metrics: list[float] = []
-    ema, best = Ema(), math.inf
-    stop_reason = None
     skipped = 0
     i = 0
     while i < steps:
@@ -175,13 +125,7 @@ def _sweep(
             group["lr"] = lr * ratio
         # One sweep step is one optimizer update, of ``accumulate`` micro-batches; its loss
         # is their mean.
-        loss = updater.forward(next(stream))
-        updater.backward(loss, 1.0 / accumulate)
-        loss = loss.detach()
-        for _ in range(accumulate - 1):
-            micro = updater.forward(next(stream))
-            updater.backward(micro, 1.0 / accumulate)
-            loss = loss + micro.detach()
+        loss = _accumulated_loss(updater, stream, accumulate)
         if not updater.step():
             # fp16 overflow: the scaler skipped the update; the LR does not move on. A loss
             # that keeps overflowing ends the sweep as non-finite.
@@ -207,22 +151,52 @@ def _sweep(
             else torch.stack(pending).float().flatten().tolist()
         )
         pending.clear()
-        for value in values:
-            raw.append(value)
-            if not math.isfinite(value):
-                stop_reason = "non-finite"
-                smoothed.append(math.nan)
-                break
-            sm = ema.update(value)
-            smoothed.append(sm)
-            best = min(best, sm)
-            if should_stop(sm, best):
-                stop_reason = "diverged"
-                break
-        if stop_reason:
+        if curve.extend(values):
             break
-    n = len(raw)
-    return Curve(lrs[:n], raw, smoothed, stop_reason, metric_steps, metrics, metric_name)
+    n = len(curve.raw)
+    return Curve(
+        lrs[:n], curve.raw, curve.smoothed, curve.stop_reason, metric_steps, metrics, metric_name
+    )
+
+
+def _accumulated_loss(updater: Updater, stream: Iterator[Any], accumulate: int) -> torch.Tensor:
+    """One sweep step's loss, backpropagated: the sum over ``accumulate`` micro-batches
+    (each scaled by ``1/accumulate`` for the gradient), detached."""
+    loss = updater.forward(next(stream))
+    updater.backward(loss, 1.0 / accumulate)
+    loss = loss.detach()
+    for _ in range(accumulate - 1):
+        micro = updater.forward(next(stream))
+        updater.backward(micro, 1.0 / accumulate)
+        loss = loss + micro.detach()
+    return loss
+
+
+@dataclass
+class _Smoothing:
+    """The sweep's losses as read back from the device: raw, smoothed, and why it stopped."""
+
+    raw: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    stop_reason: str | None = None
+    ema: Ema = field(default_factory=Ema)
+    best: float = math.inf
+
+    def extend(self, values: list[float]) -> bool:
+        """Take the next losses; ``True`` once the sweep must stop (non-finite, diverged)."""
+        for value in values:
+            self.raw.append(value)
+            if not math.isfinite(value):
+                self.stop_reason = "non-finite"
+                self.smoothed.append(math.nan)
+                return True
+            sm = self.ema.update(value)
+            self.smoothed.append(sm)
+            self.best = min(self.best, sm)
+            if should_stop(sm, self.best):
+                self.stop_reason = "diverged"
+                return True
+        return False
 
 
 def _check_args(start_lr: float, end_lr: float, steps: int, mode: str, seeds: int) -> None:
@@ -236,6 +210,14 @@ def _check_args(start_lr: float, end_lr: float, steps: int, mode: str, seeds: in
         raise UserError(f"mode must be 'exp' or 'linear', got {mode!r}")
     if seeds < 1:
         raise UserError(f"seeds must be at least 1, got {seeds}")
+
+
+def _check_optimizer_name(optimizer: str | torch.optim.Optimizer) -> None:
+    if isinstance(optimizer, str):
+        try:
+            check_optimizer(optimizer)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
 
 
 def _options(
@@ -304,19 +286,9 @@ def range_test(
     model rejects) is raised as :class:`UserError` with its first line.
     """
     _check_args(start_lr, end_lr, steps, mode, seeds)
-    task = task_from_parts(
-        task,
-        model=model,
-        train=train,
-        loss_fn=loss_fn,
-        step_loss=step_loss,
-        batch_size=batch_size,
-    )
-    if isinstance(optimizer, str):
-        try:
-            check_optimizer(optimizer)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+    parts = {"model": model, "train": train, "loss_fn": loss_fn, "step_loss": step_loss}
+    task = task_from_parts(task, **parts, batch_size=batch_size)
+    _check_optimizer_name(optimizer)
     dev = resolve_device(device)
     factory = resolve_task(task)  # a Task gives a factory that returns that same Task
     given_opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
@@ -328,36 +300,16 @@ def range_test(
     t0 = time.perf_counter()
     curves: list[Curve] = []
     seed_list = [seed + k for k in range(seeds)]
-    metric_name = None
     setup: dict[str, Any] = {}
+    sweep: dict[str, Any] = {"start_lr": start_lr, "end_lr": end_lr, "steps": steps}
+    sweep |= {"mode": mode, "device": dev, "track_metric": track_metric}
     with preserved_rng():
         for s in seed_list:
             torch.manual_seed(s)
             t = factory(s)
             options = _options(t, dev, precision, accumulate, clip_grad_norm)
-            with preserved_state(t.model, given_opt):
-                t.model.to(dev)
-                opt, ratios, groups = _optimizer(t, given_opt, str(optimizer), start_lr)
-                setup = {
-                    "batch_size": micro_batch_size(t) * options["accumulate"],
-                    "micro_batch_size": micro_batch_size(t),
-                    "groups": groups,
-                }
-                curve = _sweep(
-                    t,
-                    opt,
-                    ratios,
-                    seed=s,
-                    start_lr=start_lr,
-                    end_lr=end_lr,
-                    steps=steps,
-                    mode=mode,
-                    device=dev,
-                    track_metric=track_metric,
-                    **options,
-                )
+            curve, setup = _sweep_seed(t, given_opt, str(optimizer), s, sweep, options)
             curves.append(curve)
-            metric_name = curve.metric_name
     return combine(
         curves,
         seed_list,
@@ -367,9 +319,31 @@ def range_test(
         start_lr=start_lr,
         end_lr=end_lr,
         steps=steps,
-        metric_name=metric_name,
+        metric_name=curves[-1].metric_name if curves else None,
         **setup,
     )
+
+
+def _sweep_seed(
+    t: Task,
+    given_opt: torch.optim.Optimizer | None,
+    optimizer: str,
+    seed: int,
+    sweep: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[Curve, dict[str, Any]]:
+    """One seed's sweep of ``t``, its model given back as it was; the curve and the setup
+    it measured (batch size, micro-batch, parameter groups)."""
+    with preserved_state(t.model, given_opt):
+        t.model.to(sweep["device"])
+        opt, ratios, groups = _optimizer(t, given_opt, optimizer, sweep["start_lr"])
+        setup = {
+            "batch_size": micro_batch_size(t) * options["accumulate"],
+            "micro_batch_size": micro_batch_size(t),
+            "groups": groups,
+        }
+        curve = _sweep(t, opt, ratios, seed=seed, **sweep, **options)
+    return curve, setup
 
 
 def _optimizer(
