@@ -310,3 +310,19 @@ def test_export_weights_of_a_study_without_checkpoints_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "kept no weights" in err[0]
     assert not (tmp_path / "w.pt").exists() and not (tmp_path / "c.yaml").exists()
+
+
+def test_a_store_that_cannot_be_written_costs_the_checkpoints_not_the_trial(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "afile").write_text("not a directory")
+    store = FileSystemArtifactStore(str(tmp_path / "afile" / "store"))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}")
+    config = TrainConfig(lr=0.05, epochs=3, device="cpu")
+    trial = study.ask()
+    result = run_trial(
+        "wine", config, lambda v, s: None, checkpoints=Checkpoints(store, trial, every=1)
+    )
+    assert result.value == train("wine", config).value
+    assert caplog.text.count("checkpoints not written") == 1  # one warning per worker
+    assert CHECKPOINT_ATTR not in trial.user_attrs
