@@ -47,6 +47,8 @@ def first_line(exc: BaseException) -> str:
     length" wrapper text), and for a SQLite fault what is wrong with the file."""
     import sqlite3
 
+    if _grpc_unavailable(exc):  # gRPC's own text starts with its class: say what failed
+        return f"the proxy does not answer: {exc.details()}"  # type: ignore[attr-defined]
     cause = _dbapi_error(exc) if "sqlalchemy" in sys.modules else None
     if isinstance(cause, sqlite3.Error):
         code = getattr(cause, "sqlite_errorcode", None)
@@ -97,5 +99,18 @@ def is_connection_error(exc: BaseException) -> bool:
             return True
         if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
             return True
+        if _grpc_unavailable(current):  # `lrtune proxy` down or restarting
+            return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _grpc_unavailable(exc: BaseException) -> bool:
+    if "grpc" not in sys.modules:
+        return False
+    import grpc
+
+    return isinstance(exc, grpc.RpcError) and exc.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )

@@ -57,7 +57,13 @@ def hf_step_loss(model: nn.Module, batch: Any) -> torch.Tensor:
     return loss
 
 
-def _check_args(args: TrainingArguments, eval_dataset: Any, metric: str) -> None:
+def _check_args(
+    args: TrainingArguments,
+    eval_dataset: Any,
+    metric: str,
+    direction: str,
+    compute_metrics: Callable[[Any], dict[str, float]] | None,
+) -> None:
     if not isinstance(args, TrainingArguments):
         raise UserError(f"hf_task: args is {type(args).__name__}, expected TrainingArguments")
     if eval_dataset is None:
@@ -74,6 +80,13 @@ def _check_args(args: TrainingArguments, eval_dataset: Any, metric: str) -> None
             )
     if not metric:
         raise UserError("hf_task: metric must name a key of Trainer.evaluate()'s result")
+    if direction not in ("minimize", "maximize"):
+        raise UserError(f"hf_task: direction is {direction!r}, expected 'minimize' or 'maximize'")
+    if compute_metrics is None and _metric_key(metric) != "eval_loss":
+        raise UserError(
+            f"hf_task: metric {metric!r}: without compute_metrics the evaluation gives "
+            "eval_loss only; pass compute_metrics= that returns it, or metric='eval_loss'"
+        )
 
 
 def _metric_key(metric: str) -> str:
@@ -115,38 +128,21 @@ def hf_task(
     Raises :class:`UserError` for a missing ``eval_dataset``, a learning rate or schedule
     set in ``args``, and (in a trial) a metric that the evaluation does not produce.
     """
-    _check_args(args, eval_dataset, metric)
-    if direction not in ("minimize", "maximize"):
-        raise UserError(f"hf_task: direction is {direction!r}, expected 'minimize' or 'maximize'")
+    _check_args(args, eval_dataset, metric, direction, compute_metrics)
     key = _metric_key(metric)
-    if compute_metrics is None and key != "eval_loss":
-        raise UserError(
-            f"hf_task: metric {metric!r}: without compute_metrics the evaluation gives "
-            "eval_loss only; pass compute_metrics= that returns it, or metric='eval_loss'"
-        )
     collate = data_collator or transformers.default_data_collator
     batch_size = int(args.per_device_train_batch_size) * int(args.gradient_accumulation_steps)
 
+    trainer_kwargs = {
+        "model_init": model_init,
+        "train_dataset": train_dataset,
+        "eval_dataset": eval_dataset,
+        "data_collator": collate,
+        "compute_metrics": compute_metrics,
+    }
+
     def fit(hp: Any, report: Report) -> float:
-        transformers.set_seed(hp.seed)
-        with tempfile.TemporaryDirectory(prefix="lrtune-hf-") as out, _quiet():
-            trial_args = _trial_args(args, hp, out)
-            reporter = _Reporter(key, report)
-            trainer = _trainer_class(hp)(
-                model_init=model_init,  # type: ignore[arg-type]  # any nn.Module trains
-                args=trial_args,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                data_collator=collate,
-                compute_metrics=compute_metrics,
-                callbacks=[*(callbacks or []), reporter],
-            )
-            trainer.remove_callback(transformers.PrinterCallback)  # disable_tqdm's printer
-            trainer.train()
-            if reporter.last is None:  # no evaluation ran (an eval_strategy of "no")
-                reporter.on_evaluate(trial_args, trainer.state, None, trainer.evaluate())
-            assert reporter.last is not None
-            return reporter.last
+        return _fit(hp, report, args, key, trainer_kwargs, callbacks or [])
 
     def make(seed: int) -> Task:
         torch.manual_seed(seed)  # the seed sets the initial weights, as for every task
@@ -176,6 +172,31 @@ def hf_task(
         )
 
     return make
+
+
+def _fit(
+    hp: Any,
+    report: Report,
+    args: TrainingArguments,
+    key: str,
+    trainer_kwargs: dict[str, Any],
+    callbacks: list[Any],
+) -> float:
+    """One trial: ``Trainer.train()`` with ``hp``'s optimizer and schedule, ``key`` reported
+    after each evaluation; the last value."""
+    transformers.set_seed(hp.seed)
+    with tempfile.TemporaryDirectory(prefix="lrtune-hf-") as out, _quiet():
+        trial_args = _trial_args(args, hp, out)
+        reporter = _Reporter(key, report)
+        trainer = _trainer_class(hp)(
+            args=trial_args, callbacks=[*callbacks, reporter], **trainer_kwargs
+        )
+        trainer.remove_callback(transformers.PrinterCallback)  # disable_tqdm's printer
+        trainer.train()
+        if reporter.last is None:  # no evaluation ran (an eval_strategy of "no")
+            reporter.on_evaluate(trial_args, trainer.state, None, trainer.evaluate())
+        assert reporter.last is not None
+        return reporter.last
 
 
 def _no_loss_fn(*args: Any) -> torch.Tensor:

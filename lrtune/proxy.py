@@ -1,8 +1,9 @@
-"""``grpc://`` storages: Optuna's gRPC storage proxy (``lrtune proxy``) and its clients.
+"""``grpc://`` storages: the client side of Optuna's gRPC storage proxy (``lrtune proxy``,
+served by :mod:`lrtune.proxy_server`).
 
 Hundreds of workers each holding a PostgreSQL connection exhaust the server's
 ``max_connections``; through the proxy they hold none: one ``lrtune proxy`` process keeps a
-small pool (:data:`POOL_SIZE` plus one overflow connection) behind Optuna's
+small pool (:data:`lrtune.proxy_server.POOL_SIZE` plus one overflow connection) behind Optuna's
 ``run_grpc_proxy_server`` and its cache, and workers take ``--storage grpc://HOST:PORT``
 (Optuna's ``GrpcStorageProxy``). What the proxy cannot carry: trial heartbeats (Optuna's
 proxy does not forward them), so a worker that dies mid-trial leaves its trial RUNNING
@@ -13,17 +14,11 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 
 from lrtune.errors import UserError
 
-#: Database connections the proxy keeps (plus one overflow connection while it is busy).
-POOL_SIZE = 4
-#: Threads serving the workers' requests; each holds a connection only while it queries.
-THREADS = 8
 _URL = re.compile(r"grpc://(?P<host>\[[^\]]*\]|[^:/\s]*)(?::(?P<port>[^/\s]*))?/?")
 
 
@@ -60,30 +55,3 @@ def connect(url: str) -> optuna.storages.BaseStorage:
             "`lrtune proxy --storage DATABASE_URL --port PORT`"
         ) from None
     return storage
-
-
-def serve(url: str, *, host: str, port: int, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve the database at ``url`` on ``host:port`` until interrupted (Ctrl-C, SIGTERM)."""
-    from lrtune.storage import open_storage
-
-    if is_grpc(url):
-        raise UserError("lrtune proxy --storage takes the database URL, not another proxy")
-    storage = open_storage(url, pool_size=POOL_SIZE)
-    cached = optuna.storages.get_storage(storage)  # Optuna's cache, as its docs advise
-    _check_port_free(host, port)
-    if on_ready is not None:
-        on_ready()
-    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=THREADS) as pool:
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.run_grpc_proxy_server(cached, host=host, port=port, thread_pool=pool)
-
-
-def _check_port_free(host: str, port: int) -> None:
-    import socket
-
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

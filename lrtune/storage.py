@@ -147,6 +147,11 @@ def check_url(url: str) -> str:
     shown = mask_url(url)
     if "://" not in url:
         raise UserError(f"storage {shown!r} is not a URL: {example}")
+    if url.startswith("grpc://"):  # an `lrtune proxy` (lrtune.proxy)
+        from lrtune.proxy import parse
+
+        parse(url)
+        return url
     netloc = url.split("://", 1)[1].split("/", 1)[0]
     if netloc.count("@") > 1:
         raise UserError(f"storage URL {shown!r} has a raw '@' in its password: write it as %40")
@@ -193,6 +198,12 @@ def open_storage(
     parameters (Optuna's ``RetryFailedTrialCallback``), up to ``max_retry`` times.
     """
     url = check_url(url)
+    if url.startswith("grpc://"):
+        # Through `lrtune proxy`: the proxy holds the database (and its connections); the
+        # heartbeat does not cross Optuna's proxy (lrtune.proxy).
+        from lrtune.proxy import connect
+
+        return connect(url)  # type: ignore[return-value]
     shown = mask_url(url)
     db = sqlite_path(url)
     if db is not None:

@@ -476,6 +476,19 @@ CASES: dict[str, dict[str, Any]] = {
             storage=False,
         ),
     },
+    "proxy": {
+        "no port": _c("proxy", "--port"),
+        "port 0": _c("proxy --port 0", "--port"),
+        "port x": _c("proxy --port x", "--port"),
+        "storage a proxy": _c(
+            "proxy --port 13999 --storage grpc://127.0.0.1:13998", "database URL", storage=False
+        ),
+        "storage missing": _c(
+            "proxy --port 13999 --storage sqlite:///lrtnue.db", "no storage at", storage=False
+        ),
+        "storage scheme": _c("proxy --port 13999 --storage foo://x", "foo", storage=False),
+        "host unknown": _c("proxy --port 13999 --host no.such.host.invalid", "cannot listen"),
+    },
     "ls": {
         "stray argument": _c("ls extra", "extra"),
         "unknown flag": _c("ls --frob", "--frob"),

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 
-from lrtune.cli import dashboard, export, ls, rangetest, report, study, worker
+from lrtune.cli import dashboard, export, ls, proxy, rangetest, report, study, worker
 from lrtune.cli.common import (
     DEFAULT_STORAGE,
     EXIT_USAGE,
@@ -38,6 +38,7 @@ COMMANDS: tuple[Command, ...] = (
     export.COMMAND,
     dashboard.COMMAND,
     report.COMMAND,
+    proxy.COMMAND,
 )
 
 _EPILOG = """examples:

@@ -26,7 +26,7 @@ def _add_proxy(p: argparse.ArgumentParser) -> None:
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
-    from lrtune.proxy import POOL_SIZE, serve
+    from lrtune.proxy_server import POOL_SIZE, serve
     from lrtune.storage import mask_url, require_existing
 
     url = storage_url(args)
