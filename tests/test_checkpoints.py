@@ -326,3 +326,20 @@ def test_a_store_that_cannot_be_written_costs_the_checkpoints_not_the_trial(
     assert result.value == train("wine", config).value
     assert caplog.text.count("checkpoints not written") == 1  # one warning per worker
     assert CHECKPOINT_ATTR not in trial.user_attrs
+
+
+@pytest.mark.slow
+def test_max_time_preempts_the_worker_before_it(
+    slow_task: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`worker --max-time T` sends itself SIGTERM at T - grace: it exits 0 before T, its
+    trial handed back (or not yet started), none failed."""
+    _create(slow_task, sqlite_url, tmp_path)
+    args = ["worker", "--group", "g", "--storage", sqlite_url, *BEAT]
+    worker = _lrtune([*args, "--max-time", "20", "--grace", "5"], tmp_path, delay=0.5)
+    _out, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    assert "preempted" in err
+    states = {t.state for t in _trials(sqlite_url)}
+    assert optuna.trial.TrialState.FAIL not in states
+    assert optuna.trial.TrialState.RUNNING not in states
