@@ -208,6 +208,61 @@ def lightning_task(
     calls ``report(value, epoch)`` after each epoch (which may raise ``optuna.TrialPruned``)
     and returns the last value of ``monitor``. Raises :class:`UserError` for bad arguments.
     """
+    extra, user_callbacks = _checked_args(
+        module_factory, train, val, monitor, direction, trainer_kwargs
+    )
+    loaders: list[tuple[Any, Any]] = []  # filled on first use: a datamodule sets up once
+
+    def data() -> tuple[Any, Any]:
+        if not loaders:
+            if isinstance(train, pl.LightningDataModule):
+                train.prepare_data()
+                train.setup("fit")
+                dm_val = train.val_dataloader() if is_overridden("val_dataloader", train) else None
+                loaders.append((train.train_dataloader(), dm_val))
+            else:
+                loaders.append((train, val))
+        return loaders[0]
+
+    def fit(hp: TrialParams, report: Report) -> float:
+        return _fit(hp, report, module_factory, train, val, monitor, extra, user_callbacks)
+
+    def make(seed: int) -> Task:
+        train_loader, val_loader = data()
+        size = batch_size if batch_size is not None else getattr(train_loader, "batch_size", None)
+        if not isinstance(size, int):
+            raise UserError(
+                f"lightning task {name}: the train loader has no batch_size; "
+                "pass lightning_task(..., batch_size=)"
+            )
+        torch.manual_seed(seed)  # the seed sets the initial weights, as for every task
+        return Task(
+            model=module_factory(),
+            train=train_loader,
+            val=val_loader,
+            loss_fn=_no_loss_fn,
+            metric_name=monitor,
+            direction=direction,
+            batch_size=size,
+            epochs=epochs,
+            name=name,
+            step_loss=lightning_step_loss,
+            fit=fit,
+        )
+
+    return make
+
+
+def _checked_args(
+    module_factory: Any,
+    train: Any,
+    val: Any,
+    monitor: Any,
+    direction: str,
+    trainer_kwargs: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], list[Any]]:
+    """:func:`lightning_task`'s arguments checked (one line each); the extra ``Trainer``
+    arguments and the user's callbacks."""
     if not callable(module_factory):
         raise UserError("lightning_task: module_factory must build a LightningModule")
     is_datamodule = isinstance(train, pl.LightningDataModule)
@@ -235,62 +290,38 @@ def lightning_task(
         )
     callbacks = extra.pop("callbacks", None) or []
     user_callbacks = [callbacks] if isinstance(callbacks, pl.Callback) else list(callbacks)
-    loaders: list[tuple[Any, Any]] = []  # filled on first use: a datamodule sets up once
+    return extra, user_callbacks
 
-    def data() -> tuple[Any, Any]:
-        if not loaders:
-            if isinstance(train, pl.LightningDataModule):
-                train.prepare_data()
-                train.setup("fit")
-                dm_val = train.val_dataloader() if is_overridden("val_dataloader", train) else None
-                loaders.append((train.train_dataloader(), dm_val))
-            else:
-                loaders.append((train, val))
-        return loaders[0]
 
-    def fit(hp: TrialParams, report: Report) -> float:
-        with _quiet():
-            pl.seed_everything(hp.seed, workers=True, verbose=False)
-            module = module_factory()
-            _use_lrtune_optimizer(module, hp)
-            kwargs: dict[str, Any] = {
-                **_accelerator(hp.device),
-                "logger": False,
-                "enable_checkpointing": False,
-                "enable_progress_bar": False,
-                "enable_model_summary": False,
-                **extra,
-                "max_epochs": hp.epochs,
-                "callbacks": [*user_callbacks, _Reporter(monitor, report)],
-            }
-            trainer = pl.Trainer(**kwargs)
-            _run(trainer, module, train, val)
-            return _monitored(trainer, monitor)
-
-    def make(seed: int) -> Task:
-        train_loader, val_loader = data()
-        size = batch_size if batch_size is not None else getattr(train_loader, "batch_size", None)
-        if not isinstance(size, int):
-            raise UserError(
-                f"lightning task {name}: the train loader has no batch_size; "
-                "pass lightning_task(..., batch_size=)"
-            )
-        torch.manual_seed(seed)  # the seed sets the initial weights, as for every task
-        return Task(
-            model=module_factory(),
-            train=train_loader,
-            val=val_loader,
-            loss_fn=_no_loss_fn,
-            metric_name=monitor,
-            direction=direction,
-            batch_size=size,
-            epochs=epochs,
-            name=name,
-            step_loss=lightning_step_loss,
-            fit=fit,
-        )
-
-    return make
+def _fit(
+    hp: TrialParams,
+    report: Report,
+    module_factory: Callable[[], pl.LightningModule],
+    train: Any,
+    val: Any,
+    monitor: str,
+    extra: dict[str, Any],
+    user_callbacks: list[Any],
+) -> float:
+    """One trial: ``Trainer.fit`` of a fresh module with ``hp``'s optimizer and schedule,
+    ``monitor`` reported each epoch; its last value."""
+    with _quiet():
+        pl.seed_everything(hp.seed, workers=True, verbose=False)
+        module = module_factory()
+        _use_lrtune_optimizer(module, hp)
+        kwargs: dict[str, Any] = {
+            **_accelerator(hp.device),
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            **extra,
+            "max_epochs": hp.epochs,
+            "callbacks": [*user_callbacks, _Reporter(monitor, report)],
+        }
+        trainer = pl.Trainer(**kwargs)
+        _run(trainer, module, train, val)
+        return _monitored(trainer, monitor)
 
 
 def _run(trainer: pl.Trainer, module: pl.LightningModule, train: Any, val: Any) -> None:
