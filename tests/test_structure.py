@@ -46,7 +46,6 @@ KNOWN_LAYER_BREAKS = {}
 KNOWN_PRIVATE: set[str] = set()
 KNOWN_LONG_MODULES: set[str] = set()
 KNOWN_LONG_FUNCTIONS = {
-    "lrtune.search.objective.make_objective",
     "lrtune.training.trainer._train",
 }
 

@@ -7,6 +7,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import optuna
 import torch
@@ -152,6 +153,16 @@ def make_objective(
     handed back (:mod:`lrtune.preempt`).
     """
 
+    run = _Settings(
+        spec=spec,
+        bounds=bounds,
+        device=device,
+        follow_bounds=follow_bounds,
+        ladder=ladder,
+        reference_batch=reference_batch,
+        checkpoint_store=checkpoint_store,
+    )
+
     def objective(trial: optuna.Trial) -> float:
         if worker is not None:
             trial.set_user_attr("worker", worker)
@@ -169,77 +180,98 @@ def make_objective(
             trial.set_user_attr("fail_reason", "surplus: the budget was met by other workers")
             raise Surplus
         with trial_errors(trial), preempt.running_trial(lambda: hand_back(trial)):
-            return _run(trial)
-
-    def _run(trial: optuna.Trial) -> float:
-        current = bounds
-        if follow_bounds:
-            stored = trial.study.user_attrs.get("bounds", bounds)
-            current = (float(stored[0]), float(stored[1]))
-        setup = suggest_setup(trial, spec)  # before lr: a searched batch moves its bounds
-        if setup.batch_size is not None and reference_batch is not None:
-            current = scaled_bounds(current, setup.batch_size, reference_batch, scaling_rule(spec))
-            trial.set_user_attr("lr_bounds", list(current))
-        with warnings.catch_warnings():
-            if ladder is not None and ladder.beta:
-                # A promotion's LR moved by the horizon correction may leave the bounds
-                # the sampler draws from: it is meant to.
-                warnings.filterwarnings("ignore", message="Fixed parameter lr with value")
-            lr, schedule, params = suggest(trial, spec, current)
-        epochs = spec.epochs if ladder is None else ladder.rungs[rung_of(trial)]
-
-        steps: list[int] = []
-
-        def report(value: float, step: int) -> None:  # lrtune's loop: step = epoch index
-            steps.append(step)
-            trial.report(value, step)
-            if trial.should_prune():
-                trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
-                raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
-
-        config = TrainConfig(
-            lr=lr,
-            optimizer=spec.optimizer,
-            schedule=schedule,
-            schedule_params=params,
-            optimizer_params=suggest_optimizer(trial, spec),
-            epochs=epochs,
-            seed=spec.seed,
-            device=device,
-            precision=spec.precision,
-            accumulate=spec.accumulate,
-            clip_grad_norm=spec.clip_grad_norm,
-            batch_size=setup.batch_size,
-            lr_mults=setup.lr_mults,
-            task_params=setup.task_params,
-            log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
-        )
-        checkpoints = None
-        if checkpoint_store is not None and spec.checkpoint_every != 0:
-            checkpoints = Checkpoints(
-                checkpoint_store, trial, every=spec.checkpoint_every, identity={"epochs": epochs}
-            )
-        try:
-            result = run_task(spec.task, config, report, checkpoints)
-        finally:
-            _release_memory()
-        if checkpoints is not None:
-            checkpoints.discard()  # finished: nothing left to resume
-            if result.model is not None and not result.diverged:
-                checkpoints.keep_weights(result.model)  # for export --weights
-        trial.set_user_attr("config", result.config)
-        trial.set_user_attr("seconds", round(result.seconds, 4))
-        if result.final_lr is not None:
-            trial.set_user_attr("final_lr", result.final_lr)
-        if ladder is not None and epochs is not None and steps and max(steps) >= epochs:
-            warn_ignored_epochs(trial.study, spec.task, epochs, max(steps))
-        if result.diverged:
-            trial.set_user_attr("diverged", True)
-            trial.set_user_attr("prune_reason", f"diverged: {result.reason}")
-            raise optuna.TrialPruned(f"diverged: {result.reason}")
-        return result.value
+            return _train_trial(trial, run)
 
     return objective
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Settings:
+    """What :func:`make_objective` fixes for every trial of its study."""
+
+    spec: StudySpec
+    bounds: tuple[float, float]
+    device: str
+    follow_bounds: bool
+    ladder: Ladder | None
+    reference_batch: int | None
+    checkpoint_store: ArtifactStore | None
+
+
+def _train_trial(trial: optuna.Trial, run: _Settings) -> float:
+    """Suggest the trial's configuration, train it (reported each epoch), record it."""
+    spec, ladder = run.spec, run.ladder
+    current = run.bounds
+    if run.follow_bounds:
+        stored = trial.study.user_attrs.get("bounds", run.bounds)
+        current = (float(stored[0]), float(stored[1]))
+    setup = suggest_setup(trial, spec)  # before lr: a searched batch moves its bounds
+    if setup.batch_size is not None and run.reference_batch is not None:
+        current = scaled_bounds(current, setup.batch_size, run.reference_batch, scaling_rule(spec))
+        trial.set_user_attr("lr_bounds", list(current))
+    with warnings.catch_warnings():
+        if ladder is not None and ladder.beta:
+            # A promotion's LR moved by the horizon correction may leave the bounds
+            # the sampler draws from: it is meant to.
+            warnings.filterwarnings("ignore", message="Fixed parameter lr with value")
+        lr, schedule, params = suggest(trial, spec, current)
+    epochs = spec.epochs if ladder is None else ladder.rungs[rung_of(trial)]
+    steps: list[int] = []
+    config = TrainConfig(
+        lr=lr,
+        optimizer=spec.optimizer,
+        schedule=schedule,
+        schedule_params=params,
+        optimizer_params=suggest_optimizer(trial, spec),
+        epochs=epochs,
+        seed=spec.seed,
+        device=run.device,
+        precision=spec.precision,
+        accumulate=spec.accumulate,
+        clip_grad_norm=spec.clip_grad_norm,
+        batch_size=setup.batch_size,
+        lr_mults=setup.lr_mults,
+        task_params=setup.task_params,
+        log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
+    )
+    checkpoints = None
+    if run.checkpoint_store is not None and spec.checkpoint_every != 0:
+        checkpoints = Checkpoints(
+            run.checkpoint_store, trial, every=spec.checkpoint_every, identity={"epochs": epochs}
+        )
+    try:
+        result = run_task(spec.task, config, _pruning_report(trial, steps), checkpoints)
+    finally:
+        _release_memory()
+    if checkpoints is not None:
+        checkpoints.discard()  # finished: nothing left to resume
+        if result.model is not None and not result.diverged:
+            checkpoints.keep_weights(result.model)  # for export --weights
+    trial.set_user_attr("config", result.config)
+    trial.set_user_attr("seconds", round(result.seconds, 4))
+    if result.final_lr is not None:
+        trial.set_user_attr("final_lr", result.final_lr)
+    if ladder is not None and epochs is not None and steps and max(steps) >= epochs:
+        warn_ignored_epochs(trial.study, spec.task, epochs, max(steps))
+    if result.diverged:
+        trial.set_user_attr("diverged", True)
+        trial.set_user_attr("prune_reason", f"diverged: {result.reason}")
+        raise optuna.TrialPruned(f"diverged: {result.reason}")
+    return result.value
+
+
+def _pruning_report(trial: optuna.Trial, steps: list[int]) -> Callable[[float, int], None]:
+    """``report(value, step)`` for the task: records the value on ``trial`` (and the step
+    in ``steps``) and raises ``TrialPruned`` when the pruner says so."""
+
+    def report(value: float, step: int) -> None:  # lrtune's loop: step = epoch index
+        steps.append(step)
+        trial.report(value, step)
+        if trial.should_prune():
+            trial.set_user_attr("prune_reason", f"pruner at epoch {step + 1}")
+            raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
+
+    return report
 
 
 #: Study user attr: a ``fit`` rung trial of the study reported more epochs than its rung
