@@ -52,7 +52,7 @@ COMMAND = Command(
     "serve a storage to many workers through Optuna's gRPC proxy (few database connections)",
     (
         "lrtune proxy --storage postgresql://user@db-host/lrtune --host 0.0.0.0 --port 13000",
-        "lrtune worker --group digits --storage grpc://proxy-host:13000",
+        "lrtune proxy --storage postgresql://user@127.0.0.1/lrtune --port 13000",
     ),
     _add_proxy,
     _run_proxy,
