@@ -9,6 +9,11 @@ from typing import Any
 
 from bench_stats import med_iqr, pct, quantile
 
+#: compute_axis.ARMS as its --arms default: a run with other arms names them in its header.
+DEFAULT_ARMS = (
+    "tpe+prior rungs,tpe+prior full,tpe+prior hyperband,tpe+prior median,tpe rungs (no prior)"
+)
+
 
 def goals(res: dict[str, Any]) -> list[str]:
     """The issue's goals, read off one task's figures."""
@@ -123,6 +128,8 @@ def header_of(meta: dict[str, Any]) -> str:
         + (f" --schedules '{a['schedules']}'" if a["schedules"] else "")
         + (f" --rungs '{a['rungs']}'" if a["rungs"] else "")
         + (f" --first-repeat {a['first_repeat']}" if a["first_repeat"] else "")
+        + (f" --own-budgets '{a['own_budgets']}'" if a.get("own_budgets", "5") != "5" else "")
+        + (f" --arms '{a['arms']}'" if a.get("arms", DEFAULT_ARMS) != DEFAULT_ARMS else "")
     )
     return (
         f"`python benchmarks/search_efficiency.py --axis compute {opts}`: {meta['machine']}, "
