@@ -45,9 +45,7 @@ KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 KNOWN_LAYER_BREAKS = {}
 KNOWN_PRIVATE: set[str] = set()
 KNOWN_LONG_MODULES: set[str] = set()
-KNOWN_LONG_FUNCTIONS = {
-    "lrtune.training.trainer._train",
-}
+KNOWN_LONG_FUNCTIONS = {}
 
 
 def _modules() -> dict[str, Path]:

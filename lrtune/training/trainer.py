@@ -12,8 +12,8 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -171,12 +171,9 @@ def _resumable(
     return state
 
 
-def _train(
-    t: Task,
-    config: TrainConfig,
-    on_epoch: Callable[[int, float], None] | None,
-    checkpoints: Checkpoints | None = None,
-) -> TrainResult:
+def _options(t: Task, config: TrainConfig) -> tuple[torch.device, str, int, float | None]:
+    """The device, precision, accumulation and clipping a run uses (the config's, else the
+    task's), checked."""
     device = resolve_device(config.device)
     precision = config.precision or t.precision
     check_precision(precision, device)
@@ -184,6 +181,79 @@ def _train(
     if not isinstance(k, int) or k < 1:
         raise UserError(f"accumulate must be a positive int, got {k!r}")
     clip = config.clip_grad_norm if config.clip_grad_norm is not None else t.clip_grad_norm
+    return device, precision, k, clip
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EpochRun:
+    """One epoch of :func:`_train`: its index, the RNG states it started from (what a
+    hand-back checkpoint replays), the schedule and the peak LR."""
+
+    epoch: int
+    epoch_start: Any
+    schedule: Schedule
+    lr: float
+
+
+def _train_epoch(
+    loop: Loop,
+    batches: Iterator[tuple[int, Any]],
+    run: _EpochRun,
+    *,
+    k: int,
+    n_batches: int,
+    tb: RunLog,
+    checkpoints: Checkpoints | None,
+) -> str | None:
+    """Train one epoch's updates of ``k`` micro-batches; why it diverged, else ``None``.
+
+    On SIGTERM in a worker it checkpoints (when it can) and hands the trial back."""
+    updater, optimizer = loop.updater, loop.optimizer
+    reason: str | None = None
+    pending, group, update_loss = 0, 1, 0.0
+    for seen, batch in batches:
+        if pending == 0 and preempt.requested():  # SIGTERM in a worker: hand it back
+            if checkpoints is not None:
+                checkpoints.save(
+                    capture(loop, epoch_start=run.epoch_start), epoch=run.epoch, batch=seen
+                )
+            raise preempt.Preempted(run.epoch)
+        interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
+        if pending == 0:
+            loop.lr = run.lr * run.schedule.factor(loop.step)
+            set_base_lr(optimizer, loop.lr)  # each group at lr x its lr_mult
+            # Mean loss over the update's micro-batches: k micro-batches of b give the
+            # gradient of one batch of k·b.
+            group = max(1, min(k, n_batches - seen))
+        loss = updater.forward(batch)
+        # One host sync per micro-batch is cheap next to a trial; it lets a diverged run
+        # stop at once instead of training on NaNs for the rest of its budget.
+        value_now = loss.item()
+        reason = loop.watch.check(value_now, loop.step, loop.lr)
+        if reason is not None:
+            return reason
+        updater.backward(loss, 1.0 / group)
+        update_loss += value_now / group
+        pending += 1
+        if pending >= group:
+            pending = 0
+            if updater.step():  # an fp16 step skipped on overflow is no step
+                tb.step(loop.step, loop.lr, update_loss)
+                loop.step += 1
+            update_loss = 0.0
+    if pending and updater.step():
+        tb.step(loop.step, loop.lr, update_loss * group / pending)
+        loop.step += 1
+    return None
+
+
+def _train(
+    t: Task,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None,
+    checkpoints: Checkpoints | None = None,
+) -> TrainResult:
+    device, precision, k, clip = _options(t, config)
     batch = batch_sizes(t, config.batch_size, k)
     t = with_micro_batch(t, batch[1])
     epochs = config.epochs or t.epochs
@@ -215,50 +285,21 @@ def _train(
     state = _resumable(checkpoints, loop, t.name, config.seed, resolved)
     begin = 0 if state is None else int(state["epoch"])
     tb = RunLog(config.log_dir)
-    update_loss = 0.0
     for epoch in range(begin, epochs):
-        pending = 0
-        group = 1
         epoch_start = (generator.get_state(), torch.get_rng_state())
         batches = train_batches.epoch(generator)
         skip = int(state["batch"]) if state is not None and epoch == begin else 0
         if skip and state is not None:
             batches = replay(batches, loop, state)
-        for seen, batch in enumerate(batches, start=skip):
-            if pending == 0 and preempt.requested():  # SIGTERM in a worker: hand it back
-                if checkpoints is not None:
-                    checkpoints.save(
-                        capture(loop, epoch_start=epoch_start), epoch=epoch, batch=seen
-                    )
-                raise preempt.Preempted(epoch)
-            interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
-            if pending == 0:
-                loop.lr = config.lr * schedule.factor(loop.step)
-                set_base_lr(optimizer, loop.lr)  # each group at lr x its lr_mult
-                # Mean loss over the update's micro-batches: k micro-batches of b give the
-                # gradient of one batch of k·b.
-                group = max(1, min(k, n_batches - seen))
-            loss = updater.forward(batch)
-            # One host sync per micro-batch is cheap next to a trial; it lets a diverged run
-            # stop at once instead of training on NaNs for the rest of its budget.
-            value_now = loss.item()
-            reason = loop.watch.check(value_now, loop.step, loop.lr)
-            if reason is not None:
-                break
-            updater.backward(loss, 1.0 / group)
-            update_loss += value_now / group
-            pending += 1
-            if pending >= group:
-                pending = 0
-                if updater.step():  # an fp16 step skipped on overflow is no step
-                    tb.step(loop.step, loop.lr, update_loss)
-                    loop.step += 1
-                update_loss = 0.0
-        if reason is None and pending:
-            if updater.step():
-                tb.step(loop.step, loop.lr, update_loss * group / pending)
-                loop.step += 1
-            update_loss = 0.0
+        reason = _train_epoch(
+            loop,
+            enumerate(batches, start=skip),
+            _EpochRun(epoch=epoch, epoch_start=epoch_start, schedule=schedule, lr=config.lr),
+            k=k,
+            n_batches=n_batches,
+            tb=tb,
+            checkpoints=checkpoints,
+        )
         if reason is None:
             with evaluating(optimizer):  # a schedule-free optimizer's averaged weights
                 value = evaluate(t, model, val_batches, updater.autocast)
@@ -276,6 +317,19 @@ def _train(
     tb.close()
     if has_modes(optimizer):
         optimizer.eval()  # type: ignore[attr-defined]  # the model returned is the one evaluated
+    return _result(t, loop, reason, total_steps=total, start=start, config=resolved)
+
+
+def _result(
+    t: Task,
+    loop: Loop,
+    reason: str | None,
+    *,
+    total_steps: int,
+    start: float,
+    config: dict[str, Any],
+) -> TrainResult:
+    """What :func:`_train` returns once its epochs ran (or it diverged: ``reason``)."""
     history = loop.history
     return TrainResult(
         value=math.nan if reason else history[-1],
@@ -283,11 +337,11 @@ def _train(
         diverged=reason is not None,
         reason=reason,
         steps=loop.step,
-        total_steps=total,
+        total_steps=total_steps,
         seconds=time.perf_counter() - start,
-        config=resolved,
+        config=config,
         metric_name=t.metric_name,
         direction=t.direction,
-        model=model,
+        model=loop.model,
         final_lr=loop.lr if loop.step else None,
     )
