@@ -85,7 +85,18 @@ def _lrtune(args: list[str], cwd: Path, delay: float = 0.0) -> subprocess.Popen[
 def _create(task: str, url: str, cwd: Path) -> None:
     args = ["study", "--task", task, "--storage", url, "--group", "g", "--prior", "none"]
     args += ["--samplers", "random", "--trials", "1", "--confirm", "0", "--create-only"]
-    args += ["--checkpoint-every", "1", "--schedules", "cosine"]
+    # LR bounds well below divergence: a sampled LR that diverges ends the trial early (pruned)
+    # and leaves no window to stop it in.
+    args += [
+        "--checkpoint-every",
+        "1",
+        "--schedules",
+        "cosine",
+        "--lr-low",
+        "0.001",
+        "--lr-high",
+        "0.01",
+    ]
     proc = _lrtune(args, cwd)
     _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

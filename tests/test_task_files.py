@@ -130,6 +130,7 @@ def test_two_file_task_under_the_console_script_and_a_worker_elsewhere(tmp_path:
     assert "LR range test" in out.stdout
     url = f"sqlite:///{tmp_path / 'two.db'}"
     study = "study --prior none --samplers random --trials 2 --schedules constant --create-only"
+    study += " --lr-low 0.001 --lr-high 0.05"  # no sampled LR diverges (it would be pruned)
     out = _run([*lrtune, *study.split(), "--task", task, "--storage", url], tmp_path)
     assert out.returncode == 0, out.stderr
     elsewhere = tmp_path / "elsewhere"
