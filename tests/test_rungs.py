@@ -213,7 +213,10 @@ def _running_promotion(
         except Exception:  # the study is not there yet
             trials = []
         for t in trials:
-            if t.state == States.RUNNING and t.user_attrs.get("rung", 0) >= 1 and t.params:
+            # Every param suggested: a kill between two suggestions leaves the dead trial a
+            # part of its configuration, which its retry (given the whole) would not equal.
+            promoted = t.user_attrs.get("rung", 0) >= 1 and "schedule" in t.params
+            if t.state == States.RUNNING and promoted:
                 return t
         time.sleep(0.05)
     raise AssertionError("no promoted trial ran")
