@@ -16,10 +16,13 @@ source hash would throw them away on every edit of ``trainer.py``.
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import hashlib
 import json
 import math
 import os
+import platform
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,3 +177,24 @@ def seed_noise(grid: GridResult, top: int = 10) -> tuple[float, float]:
     sd = [statistics.stdev(r) / d for r, d in zip(runs, den, strict=True) if len(r) > 1]
     half = [(max(r) - min(r)) / 2 / d for r, d in zip(runs, den, strict=True)]
     return (statistics.median(sd) if sd else math.nan), statistics.median(half)
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages: the figures are read against them."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run_meta(args: argparse.Namespace, tasks: list[Any], load_start: str) -> dict[str, Any]:
+    """A benchmark run's JSON header: machine, versions, date, load at its start and end,
+    its arguments, and the per-task ``tasks`` results."""
+    return {
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "date": str(datetime.date.today()),
+        "load_start": load_start,
+        "load_end": load_average(),
+        "args": vars(args),
+        "tasks": tasks,
+    }

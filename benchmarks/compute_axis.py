@@ -42,11 +42,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -58,7 +55,7 @@ import optuna
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runs import WIDE, Config, Runs, ladder, oracle, task_ref
+from bench_runs import WIDE, Config, Runs, ladder, load_average, oracle, run_meta, task_ref
 from bench_stats import finite, log, unfinite
 from compute_report import header_of, markdown
 from rung_rank import SCHEDULES
@@ -356,19 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args.arms.split(",")) - set(ARMS + OPTIONAL_ARMS)
     if unknown or args.repeats < 1 or args.oracle_seeds < 2:
         parser.error(f"unknown arms {sorted(unknown)}, or --repeats < 1, or --oracle-seeds < 2")
-    load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_start = load_average()
     results = [bench_task(t, args) for t in args.tasks.split(",")]
-    meta = {
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-        "torch": torch.__version__,
-        "date": str(datetime.date.today()),
-        "load_start": load_start,
-        "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-        "args": vars(args),
-        "tasks": results,
-    }
+    meta = run_meta(args, results, load_start)
     print(markdown(results, [header_of(meta)]))
     print(json.dumps(finite(meta)))
 

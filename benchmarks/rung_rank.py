@@ -38,11 +38,8 @@ oracle; every run is cached, so a rerun trains nothing):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -56,7 +53,7 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runs import Runs, ladder, oracle, task_ref
+from bench_runs import Runs, ladder, load_average, oracle, run_meta, task_ref
 
 from lrtune.rangetest import range_test
 from lrtune.schedules import SCHEDULE_NAMES
@@ -358,19 +355,9 @@ def main() -> None:
         parser.error("--seeds must be ≥ 2 (each seed is scored against the others' mean)")
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
-    load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_start = load_average()
     results = [bench_task(t, args) for t in args.tasks.split(",")]
-    meta = {
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-        "torch": torch.__version__,
-        "date": str(datetime.date.today()),
-        "load_start": load_start,
-        "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-        "args": vars(args),
-        "tasks": results,
-    }
+    meta = run_meta(args, results, load_start)
     analysed = [r | {"analysis": analyse(r)} for r in results]
     print(markdown(analysed, f"- {header_of(meta)}"))
     print(json.dumps(meta, default=lambda x: None))

@@ -32,18 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+from bench_pg import temporary_database
 
 HERE = Path(__file__).resolve()
-PG_ADMIN = os.environ.get(
-    "LRTUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
@@ -59,33 +55,6 @@ def tiny(seed: int) -> Any:
         torch.nn.Linear(2, 1), (x, y), (x, y), torch.nn.MSELoss(), batch_size=16, epochs=1,
         name="tiny",
     )  # fmt: skip
-
-
-@contextlib.contextmanager
-def pg_database() -> Iterator[str | None]:
-    import sqlalchemy
-
-    name = f"lrtune_bench_{uuid.uuid4().hex[:8]}"
-    engine = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except sqlalchemy.exc.OperationalError as exc:
-        print(f"(PostgreSQL skipped: {str(exc.orig).splitlines()[0]})", file=sys.stderr)
-        yield None
-        return
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with engine.connect() as conn:
-            conn.execute(
-                sqlalchemy.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                ),
-                {"n": name},
-            )
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        engine.dispose()
 
 
 def optuna_ms(storage: Any, trials: int) -> float:
@@ -136,7 +105,7 @@ def overhead(trials: int, use_pg: bool, tmp: Path) -> list[dict[str, Any]]:
     rows.append(
         {"storage": "sqlite", "optuna_ms": optuna_ms(sqlite, trials), "url": sqlite}
     )  # fmt: skip
-    with pg_database() if use_pg else contextlib.nullcontext() as pg:
+    with temporary_database(optional=True) if use_pg else contextlib.nullcontext() as pg:
         if pg:
             rows.append({"storage": "postgresql", "optuna_ms": optuna_ms(pg, trials), "url": pg})
         bare = train_ms()

@@ -24,39 +24,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
 import optuna
 import sqlalchemy
+from bench_pg import PG_ADMIN, temporary_database
 
-PG_ADMIN = os.environ.get(
-    "LRTUNE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"lrtune_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sqlalchemy.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                ),
-                {"n": name},
-            )
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def by_process(admin: sqlalchemy.Engine, db: str) -> dict[int, int]:
@@ -85,7 +60,8 @@ def lrtune(*args: str) -> subprocess.Popen[str]:
 
 
 def run(n: int, trials: int, via_proxy: bool) -> dict[str, Any]:
-    with database() as url:
+    with temporary_database() as url:
+        assert url is not None
         create = lrtune(
             *("study", "--task", "digits", "--group", "sc", "--samplers", "random"),
             *("--prior", "none", "--pruner", "none", "--trials", str(trials), "--confirm", "0"),
