@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 
-from lrtune.errors import one_line
+from lrtune.errors import causes, one_line
 
 
 def _dbapi_error(exc: BaseException) -> BaseException | None:
@@ -18,15 +18,11 @@ def _dbapi_error(exc: BaseException) -> BaseException | None:
     errors, SQLAlchemy wraps the driver's), else None."""
     import sqlalchemy.exc
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, sqlalchemy.exc.DBAPIError) and isinstance(
             current.orig, BaseException
         ):
             return current.orig
-        current = current.__cause__ or current.__context__
     return None
 
 
@@ -91,17 +87,13 @@ def is_connection_error(exc: BaseException) -> bool:
         code = getattr(cause, "sqlite_errorcode", 0) or 0
         if code & 0xFF in _SQLITE_FAULTS:
             return False
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
             return True
         if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
             return True
         if _grpc_unavailable(current):  # `lrtune proxy` down or restarting
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 

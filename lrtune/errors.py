@@ -7,9 +7,11 @@ Pure Python (no torch, no Optuna), so any error path may import it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from lrtune.masking import mask_url
 
-__all__ = ["MAX_LINE", "UserError", "mask_url", "one_line"]
+__all__ = ["MAX_LINE", "UserError", "causes", "mask_url", "one_line"]
 
 #: The longest line :func:`one_line` returns (a tensor in a message is pages long).
 MAX_LINE = 300
@@ -40,3 +42,16 @@ def one_line(exc: BaseException, *, with_type: bool = False) -> str:
     if not first:
         return type(exc).__name__
     return f"{type(exc).__name__}: {first}" if with_type else first
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what caused it (``__cause__``, else ``__context__``), and so on: the
+    chain every error reader walks (Optuna wraps SQLAlchemy's errors, SQLAlchemy the
+    driver's; Optuna's ``optimize`` replaces an error raised while it records a trial by an
+    ``UnboundLocalError``). A chain that loops is walked once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

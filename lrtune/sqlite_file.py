@@ -26,7 +26,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from lrtune.errors import UserError
+from lrtune.errors import UserError, causes
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,7 @@ class StorageGone(UserError):
 def gone_in(exc: BaseException) -> StorageGone | None:
     """The :class:`StorageGone` in ``exc``'s chain of causes, if any (Optuna's ``optimize``
     replaces an error raised while it records a trial by an ``UnboundLocalError``)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, StorageGone):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    return next((e for e in causes(exc) if isinstance(e, StorageGone)), None)
 
 
 def identity(path: Path) -> Identity | None:

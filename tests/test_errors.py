@@ -1,11 +1,12 @@
-"""lrtune.errors.one_line: the one way an exception becomes a line of text."""
+"""lrtune.errors.one_line: the one way an exception becomes a line of text; causes: the one
+walk of an exception's chain."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from lrtune.errors import MAX_LINE, UserError, one_line
+from lrtune.errors import MAX_LINE, UserError, causes, one_line
 
 
 def test_the_first_non_empty_line_stripped() -> None:
@@ -52,3 +53,18 @@ def test_importing_errors_imports_neither_torch_nor_optuna() -> None:
         "assert not {'torch', 'optuna'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_causes_walks_cause_before_context_and_stops_on_a_loop() -> None:
+    root, context, explicit = OSError("disk"), KeyError("k"), ValueError("v")
+    try:
+        try:
+            raise context
+        except KeyError:
+            raise explicit from root  # __cause__ wins over the implicit __context__
+    except ValueError as exc:
+        top = RuntimeError("top")
+        top.__context__ = exc
+    assert list(causes(top)) == [top, explicit, root]
+    root.__cause__ = top  # a chain that loops back is walked once, not forever
+    assert list(causes(top)) == [top, explicit, root]
