@@ -7,6 +7,7 @@ expansion ($(VAR) for Kubernetes)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
@@ -55,6 +56,32 @@ def shim(tmp_path: Path) -> Path:
     exe.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m lrtune "$@"\n')
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return bin_dir
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Path:
+    """A bin folder whose ``lrtune`` only records its arguments (one per line) in
+    ``argv.txt`` beside it: the command line a script or a pod would run."""
+    bin_dir = tmp_path / "rec"
+    bin_dir.mkdir()
+    exe = bin_dir / "lrtune"
+    exe.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {shlex.quote(str(bin_dir / "argv.txt"))}\n')
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return bin_dir
+
+
+def recorded(
+    recorder: Path, cmd: list[str], env: dict[str, str], cwd: Path
+) -> tuple[argparse.Namespace | None, str]:
+    """Run ``cmd`` with :func:`recorder`'s ``lrtune``: the arguments it was given, parsed by
+    lrtune's own parser (``None``: it was not run), and the command's stderr."""
+    argv = recorder / "argv.txt"
+    argv.unlink(missing_ok=True)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    if not argv.exists():
+        return None, proc.stderr
+    return build_parser().parse_args(argv.read_text().splitlines()), proc.stderr
 
 
 def cluster_env(shim: Path, **extra: str) -> dict[str, str]:
@@ -133,6 +160,59 @@ def test_slurm_headers() -> None:
     assert "array" not in create
 
 
+def signal_lead(path: Path) -> int:
+    """Seconds before the limit that ``#SBATCH --signal=B:TERM@N`` sends SIGTERM."""
+    return int(sbatch_options(path)["signal"].rpartition("@")[2])
+
+
+def test_slurm_worker_stops_before_the_job_limit(recorder: Path, tmp_path: Path) -> None:
+    """The worker's --max-time is the time the job has left (SLURM_JOB_END_TIME, else
+    squeue's %L) less a margin, and its --grace fits inside the --signal lead, so a trial
+    is checkpointed and handed back before SLURM kills the job."""
+    script = ["bash", str(SLURM / "worker.sbatch")]
+    base = cluster_env(
+        recorder,
+        LRTUNE_STORAGE="postgresql://u@db/lrtune",
+        SLURM_JOB_ID="7",
+        SLURM_CPUS_PER_TASK="4",
+    )
+    squeue = recorder / "squeue"
+
+    def answer(text: str) -> None:  # what squeue -h -j 7 -o %L prints
+        squeue.write_text(f'#!/bin/sh\n[ "$*" = "-h -j 7 -o %L" ] && echo {shlex.quote(text)}\n')
+        squeue.chmod(0o755)
+
+    now = int(time.time())
+    args, _ = recorded(recorder, script, dict(base, SLURM_JOB_END_TIME=str(now + 3600)), tmp_path)
+    assert args is not None and args.command == "worker" and args.threads == 4
+    assert 3600 - 30 - 60 <= args.max_time <= 3600 - 30  # minus the margin (and this test's time)
+    assert args.grace < signal_lead(SLURM / "worker.sbatch")
+    assert args.grace < args.max_time
+    for left, seconds in [("1-02:03:04", 93784), ("3:59:30", 14370), ("09:08", 548)]:
+        answer(left)
+        args, _ = recorded(recorder, script, base, tmp_path)
+        assert args is not None and args.max_time == seconds - 30, left
+    answer("UNLIMITED")
+    args, _ = recorded(recorder, script, base, tmp_path)
+    assert args is not None and args.max_time is None
+    # Too little time left for a trial: no worker, one line, exit 0 (the task is done).
+    args, err = recorded(recorder, script, dict(base, SLURM_JOB_END_TIME=str(now + 60)), tmp_path)
+    assert args is None and "time limit" in err and len(err.splitlines()) == 1
+
+
+def test_slurm_create_job_checkpoints_trials(recorder: Path, tmp_path: Path) -> None:
+    env = cluster_env(recorder, LRTUNE_STORAGE="postgresql://u@db/lrtune", SLURM_JOB_ID="7")
+    args, _ = recorded(recorder, ["bash", str(SLURM / "create.sbatch")], env, tmp_path)
+    assert args is not None and args.create_only and args.checkpoint_every == 1
+    args, _ = recorded(
+        recorder,
+        ["bash", str(SLURM / "create.sbatch")],
+        dict(env, LRTUNE_CHECKPOINT_EVERY="3"),
+        tmp_path,
+    )
+    assert args is not None and args.checkpoint_every == 3
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_slurm_array_runs_a_group(pg_url: str, shim: Path, tmp_path: Path) -> None:
@@ -143,7 +223,13 @@ def test_slurm_array_runs_a_group(pg_url: str, shim: Path, tmp_path: Path) -> No
     tasks = [
         (
             ["bash", str(SLURM / "worker.sbatch")],
-            dict(base, SLURM_ARRAY_JOB_ID="42", SLURM_ARRAY_TASK_ID=str(k)),
+            dict(
+                base,
+                SLURM_ARRAY_JOB_ID="42",
+                SLURM_ARRAY_TASK_ID=str(k),
+                SLURM_JOB_ID=str(43 + k),
+                SLURM_JOB_END_TIME=str(int(time.time()) + 4 * 3600),  # --time=04:00:00
+            ),
         )
         for k in range(2)
     ]
@@ -151,6 +237,8 @@ def test_slurm_array_runs_a_group(pg_url: str, shim: Path, tmp_path: Path) -> No
     assert all("worker done:" in out for out in outputs), outputs
     done = finished_trials(pg_url, "tiny")["tiny.random.none"]
     assert len(done) == 3  # the budget, shared by the array's tasks
+    spec = optuna.load_study(study_name="tiny.random.none", storage=pg_url).user_attrs["spec"]
+    assert spec["checkpoint_every"] == 1  # create.sbatch's: a preempted trial resumes
 
 
 def test_slurm_script_without_storage_says_so(shim: Path, tmp_path: Path) -> None:
@@ -297,6 +385,22 @@ def test_k8s_jobs(manifests: dict[tuple[str, str], dict[str, Any]]) -> None:
     assert workers["spec"]["completionMode"] == "Indexed"
     assert workers["spec"]["completions"] == workers["spec"]["parallelism"]
     assert lrtune_container(workers)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert args.checkpoint_every == 1  # the ConfigMap's: an evicted pod's trial resumes
+
+
+def test_k8s_worker_hands_back_before_sigkill(
+    manifests: dict[tuple[str, str], dict[str, Any]], recorder: Path, tmp_path: Path
+) -> None:
+    """The worker pod's --grace is shorter than the pod's terminationGracePeriodSeconds:
+    on eviction it checkpoints and hands its trial back before Kubernetes' SIGKILL."""
+    job = manifests[("Job", "lrtune-workers")]
+    container = lrtune_container(job)
+    env = container_env(manifests, container, {"storage-url": "x", "password": "x"}, {})
+    env = {**cluster_env(recorder), **env, "JOB_COMPLETION_INDEX": "3"}
+    args, _ = recorded(recorder, command_line(container, env), env, tmp_path)
+    assert args is not None and args.command == "worker" and args.group == "digits"
+    assert args.grace is not None
+    assert args.grace + 10 <= pod_spec(job)["terminationGracePeriodSeconds"]
 
 
 @pytest.fixture
