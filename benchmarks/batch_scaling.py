@@ -8,7 +8,7 @@ When a study searches the batch size (``[params] batch_size = [lo, hi]``) with
   2017), × √(B/B0) for Adam (``sqrt``), lrtune's default; or
 - **fixed**: the bounds as measured (``--batch-scaling none``).
 
-For each task both arms run the same group through :func:`lrtune.group.run_group` (the
+For each task both arms run the same group through :func:`lrtune.group.run.run_group` (the
 same range test, the same TPE sampler seeds: ``--repeats`` studies each), ``--trials``
 trials per study. Each study's best trial is what a user would export; it is scored by its
 **true value**, the mean over three fresh training seeds (100, 101, 102; never the study's
@@ -41,7 +41,7 @@ from typing import Any
 import optuna
 import torch
 
-from lrtune.group import run_group
+from lrtune.group.run import run_group
 from lrtune.search.spec import resolve_spec
 from lrtune.training.trainer import TrainConfig, train
 

@@ -7,7 +7,7 @@ of trials of the same length):
   the range-test prior, exactly as ``benchmarks/search_efficiency.py`` runs it;
 - **schedule-free**: TPE over LR × warmup with the task's schedule-free optimizer
   (``schedulefree_adamw`` for AdamW tasks, ``schedulefree_sgd`` otherwise), i.e. the study
-  ``lrtune study --baseline schedulefree`` adds (its spec is :func:`lrtune.baseline.
+  ``lrtune study --baseline schedulefree`` adds (its spec is :func:`lrtune.group.baseline.
   baseline_spec`), with and without a range test of the schedule-free optimizer.
 
 Every arm is scored by the **true regret** of the configuration a user would export after
@@ -45,7 +45,7 @@ import optuna
 import search_efficiency as se  # benchmarks/search_efficiency.py: studies, exports
 import torch
 
-from lrtune.baseline import baseline_spec
+from lrtune.group.baseline import baseline_spec
 from lrtune.rangetest import range_test
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.spec import StudySpec, task_optimizer

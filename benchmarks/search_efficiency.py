@@ -21,7 +21,7 @@ not what a study saw. For each built-in task (``--tasks``):
   finished trial so far; its **regret** is (true value − oracle best) / |oracle best|
   (sign flipped when maximizing). **Trials to target**: the first k at which the exported
   configuration's true value is within the tolerance of the oracle's best
-  (``lrtune.compare.within``), tolerance = max(``--tolerance``, seed noise); a repeat that
+  (``lrtune.group.compare.within``), tolerance = max(``--tolerance``, seed noise); a repeat that
   never gets there is censored at budget + 1 (shown ≥). Prior arms add the range test's
   cost in trial-equivalents (its seconds ÷ the repeat's median trial seconds).
 - **confirmation** (SPEC "Seed noise", K = 3, S = 2) at equal total trials: arm A runs
@@ -73,7 +73,7 @@ from bench_stats import finite, log, med_iqr, num, pct, per_task, quantile, unfi
 from priors import warm_start_params  # benchmarks/priors.py: candidate priors
 
 # Every import from lrtune is here, in one place (modules may move; update them here).
-from lrtune.compare import within
+from lrtune.group.compare import within
 from lrtune.rangetest import range_test
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.objective import make_objective

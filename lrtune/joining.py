@@ -13,14 +13,14 @@ from typing import Any
 
 import optuna
 
-from lrtune import confirm
 from lrtune.errors import UserError
+from lrtune.group import confirm, confirm_trial
+from lrtune.group.prepare import WORKER_SEED_STRIDE
 from lrtune.search import ladder as rungs
 from lrtune.search.objective import make_objective
 from lrtune.search.samplers import BottomRungView, make_pruner, make_sampler
 from lrtune.search.space import grid_space
 from lrtune.search.spec import StudySpec
-from lrtune.study import WORKER_SEED_STRIDE
 from lrtune.training.checkpoint import ArtifactStore
 from lrtune.training.loading import locate_task
 
@@ -44,7 +44,7 @@ def load_for_work(
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
     trusted = trusted_task(name, attrs, task)  # every study, search and confirm alike
     if confirm.is_confirm_study(attrs):
-        return confirm.load(storage, name, task=trusted, device=device, worker=worker_id())
+        return confirm_trial.load(storage, name, task=trusted, device=device, worker=worker_id())
     spec = dataclasses.replace(StudySpec.from_dict(attrs["spec"]), task=trusted)
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))
     budget = int(attrs["budget"])

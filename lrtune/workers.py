@@ -16,12 +16,18 @@ from typing import Any
 
 import optuna
 
-from lrtune import confirm, interrupt, preempt
-from lrtune.creation import wait_created
+from lrtune import interrupt, preempt
 from lrtune.dashboard.graphs import show_widened
 from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
 from lrtune.faults import StaleWatch
+from lrtune.group import confirm
+from lrtune.group.creation import wait_created
+from lrtune.group.prepare import (
+    GRACE_PERIOD,
+    HEARTBEAT_INTERVAL,
+    MAX_CONSECUTIVE_FAILURES,
+)
 from lrtune.joining import Loaded, checkpoint_store, load_for_work
 from lrtune.search import ladder as rungs
 from lrtune.search.objective import Surplus, TrialFailed
@@ -29,11 +35,6 @@ from lrtune.search.states import group_study_names
 from lrtune.search.widen import can_widen, maybe_widen
 from lrtune.storage import is_connection_error, mask_url, open_storage, require_existing
 from lrtune.storage_retry import StorageRetry, storage_retry_seconds
-from lrtune.study import (
-    GRACE_PERIOD,
-    HEARTBEAT_INTERVAL,
-    MAX_CONSECUTIVE_FAILURES,
-)
 
 log = logging.getLogger(__name__)
 

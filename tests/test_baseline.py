@@ -8,9 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lrtune.baseline import baseline_spec
 from lrtune.cli import main
 from lrtune.export import export_config
+from lrtune.group.baseline import baseline_spec
 from lrtune.search.spec import StudySpec, resolve_spec
 
 pytest.importorskip("schedulefree", reason="the schedulefree extra is not installed")

@@ -15,10 +15,10 @@ import sys
 import optuna
 import pytest
 
-from lrtune.censored import Bound, summarize
-from lrtune.compare import compare_group
-from lrtune.comparison import Comparison
-from lrtune.table import format_table
+from lrtune.group.censored import Bound, summarize
+from lrtune.group.compare import compare_group
+from lrtune.group.comparison import Comparison
+from lrtune.group.present import format_table
 from tests.conftest import REPO
 
 P, F = "pruned", "fail"
@@ -89,7 +89,7 @@ def _study(
 def _confirmation(
     storage: optuna.storages.BaseStorage, name: str, number: int, value: object, record: dict
 ) -> None:
-    """A trial of ``g.confirm`` (as :mod:`lrtune.confirm` stores it) confirming trial
+    """A trial of ``g.confirm`` (as :mod:`lrtune.group.confirm` stores it) confirming trial
     ``number`` of study ``name``."""
     study = optuna.create_study(storage=storage, study_name="g.confirm", load_if_exists=True)
     study.set_user_attr("confirm_of", "g")
@@ -355,9 +355,9 @@ def test_unknown_group() -> None:
 
 def test_imports_neither_torch_nor_study() -> None:
     code = (
-        "import sys, lrtune.compare, lrtune.table, lrtune.search.states, lrtune.progress, "
-        "lrtune.search.widen; "
-        "bad = [m for m in ('torch', 'lrtune.study', 'lrtune.search.objective') "
+        "import sys, lrtune.group.compare, lrtune.group.present, lrtune.search.states, "
+        "lrtune.progress, lrtune.search.widen; "
+        "bad = [m for m in ('torch', 'lrtune.group.prepare', 'lrtune.search.objective') "
         "if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -370,7 +370,7 @@ def test_the_range_test_costs_its_updates_not_its_seconds() -> None:
     """3 seeds x 100 updates against trials of 110 updates: 300 / 110 trial-equivalents,
     whatever the seconds say (accumulation made each sweep update cost 4 micro-batches, as
     it does each trial update); a sweep at another batch size counts its rows."""
-    from lrtune.compare import rangetest_trials
+    from lrtune.group.compare import rangetest_trials
 
     rt = {"seconds": 50.0, "lrs": [[0.1] * 100] * 3}
     configs = [{"total_steps": 110, "batch_size": 128}] * 5

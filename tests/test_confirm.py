@@ -9,9 +9,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lrtune import confirm
 from lrtune.cli import main
 from lrtune.export import export_config
+from lrtune.group import confirm, confirm_trial
 from lrtune.search.objective import Surplus
 from lrtune.search.states import group_study_names
 from lrtune.training.trainer import TrainConfig, train
@@ -143,7 +143,7 @@ def test_duplicate_enqueued_by_two_workers_is_trained_once(sqlite_url: str) -> N
     first = waiting[0]
     study.enqueue_trial(first.params, user_attrs=dict(first.user_attrs))  # a racing copy
     # Each of two workers takes one of the two waiting trials.
-    loaded, objective, budget = confirm.load(
+    loaded, objective, budget = confirm_trial.load(
         storage, "digits.confirm", task="digits", device="cpu", worker="w"
     )
     assert budget == 1

@@ -1,4 +1,4 @@
-"""``lrtune.group.run_group``, the library call behind ``lrtune study``: called directly on a
+"""``lrtune.group.run.run_group``, the library call behind ``lrtune study``: called directly on a
 tiny task into a real SQLite storage, it prints nothing and returns the comparison."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lrtune.comparison import Comparison
-from lrtune.group import run_group
+from lrtune.group.comparison import Comparison
+from lrtune.group.prepare import Group
+from lrtune.group.run import run_group
 from lrtune.search.spec import StudySpec
-from lrtune.study import Group
 
 SPEC = StudySpec(
     task="digits",

@@ -8,8 +8,8 @@ from typing import Any
 import optuna
 import pytest
 
-from lrtune.compare import compare_group
 from lrtune.errors import UserError
+from lrtune.group.compare import compare_group
 from lrtune.search.ladder import (
     Ladder,
     Promotion,
@@ -228,7 +228,8 @@ def test_the_sampler_sees_the_bottom_rung_only() -> None:
 def test_the_comparison_counts_compute_and_top_rung_results_only() -> None:
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name="g.tpe.none")
-    created = {"repeat": 1, "seed": 0, "bounds": [1e-4, 1.0], "epochs": 9}  # as lrtune.study
+    # as lrtune.group.prepare writes them
+    created = {"repeat": 1, "seed": 0, "bounds": [1e-4, 1.0], "epochs": 9}
     for key, value in {
         **created,
         "sampler": "tpe",

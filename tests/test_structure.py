@@ -5,8 +5,9 @@ functions too (a lazy import hides a cycle from Python, not from the design), an
 
 - no import cycle between lrtune's modules;
 - the lower layers never reach up: ``lrtune.training`` and ``lrtune.search`` import
-  nothing from ``export``, ``dashboard``, ``report`` or ``cli``, and ``search`` does not
-  use ``training.oracle`` (a benchmark's dense grids, not part of a study);
+  nothing from ``group`` (a group's lifecycle), ``export``, ``dashboard``, ``report`` or
+  ``cli``, and ``search`` does not use ``training.oracle`` (a benchmark's dense grids, not
+  part of a study);
 - a private name (``_x``) is private to its module: never imported from another module,
   nor reached as ``module._x`` through an imported lrtune module;
 - no module over 400 lines, no function over 80.
@@ -29,8 +30,15 @@ MAX_FUNCTION_LINES = 80
 
 # (importer prefix, forbidden prefixes): a lower layer must not import a higher one.
 LAYERS = {
-    "lrtune.training": ("lrtune.export", "lrtune.dashboard", "lrtune.report", "lrtune.cli"),
+    "lrtune.training": (
+        "lrtune.group",
+        "lrtune.export",
+        "lrtune.dashboard",
+        "lrtune.report",
+        "lrtune.cli",
+    ),
     "lrtune.search": (
+        "lrtune.group",
         "lrtune.export",
         "lrtune.dashboard",
         "lrtune.report",

@@ -16,10 +16,10 @@ import yaml
 
 from lrtune import cli, export, load_config
 from lrtune.errors import UserError
+from lrtune.group.prepare import prepare_group
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec, resolve_spec
 from lrtune.search.states import FINISHED
-from lrtune.study import prepare_group
 
 SEARCHED = """\
 task = "digits"

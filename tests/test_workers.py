@@ -25,10 +25,10 @@ import torch
 
 from lrtune import processes, workers
 from lrtune.cli import main
+from lrtune.group.prepare import MAX_CONSECUTIVE_FAILURES
 from lrtune.joining import load_for_work
 from lrtune.search.states import FINISHED
 from lrtune.storage import mask_url, open_storage
-from lrtune.study import MAX_CONSECUTIVE_FAILURES
 
 REPO = Path(__file__).resolve().parents[1]
 States = optuna.trial.TrialState

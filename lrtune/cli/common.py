@@ -195,7 +195,7 @@ class HeartbeatOptions(TypedDict):
 def heartbeat_options(args: argparse.Namespace) -> HeartbeatOptions:
     """The heartbeat settings; a one-line :class:`UserError` when the grace period would
     fail live trials (call it before anything is written)."""
-    from lrtune.study import GRACE_PERIOD, HEARTBEAT_INTERVAL
+    from lrtune.group.prepare import GRACE_PERIOD, HEARTBEAT_INTERVAL
 
     interval = args.heartbeat_interval or HEARTBEAT_INTERVAL
     grace = args.grace_period

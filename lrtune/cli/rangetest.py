@@ -55,7 +55,7 @@ def _run_rangetest(args: argparse.Namespace) -> int:
         limit_cpu_threads(args.threads)
     study = None
     if args.study:
-        from lrtune.study import load_existing_study
+        from lrtune.group.prepare import load_existing_study
 
         study = load_existing_study(storage_url(args), args.study)
     from lrtune.faults import call_task
@@ -95,7 +95,7 @@ def _run_rangetest(args: argparse.Namespace) -> int:
         write_range_test(result, run)
         print(f"wrote TensorBoard run {run}")
     if study is not None:
-        from lrtune.creation import record_range_test
+        from lrtune.group.creation import record_range_test
 
         record_range_test(study, result, storage_url(args))
         print(f"recorded on study {args.study}")

@@ -1,5 +1,5 @@
 """``lrtune study``: the main job. Parses the flags into a spec, calls
-:func:`lrtune.group.run_group` and prints what it reports: the range-test table, the
+:func:`lrtune.group.run.run_group` and prints what it reports: the range-test table, the
 bounds, the progress and the comparison table."""
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
     import optuna
 
-    from lrtune.comparison import Comparison
+    from lrtune.group.comparison import Comparison
+    from lrtune.group.prepare import Group
     from lrtune.progress import Progress
     from lrtune.rangetest import RangeTestResult
-    from lrtune.study import Group
 
 
 def _run_study(args: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def _run_study(args: argparse.Namespace) -> int:
         )
     url = storage_url(args)
     use_log_dir(args)
-    from lrtune.group import run_group
+    from lrtune.group.run import run_group
 
     # The tables are printed once the group is ready: when the range test is unusable (a
     # NaN loss), the error alone comes out, not a table of meaningless LRs above it.
@@ -170,7 +170,7 @@ def _say_bounds(group: Group) -> None:
 def _say_over_budget(url: str, group: Group) -> None:
     """One line when a resumed group's studies already hold more trials than the budget
     (``study`` re-run with a smaller ``--trials``): nothing runs for them."""
-    from lrtune.group import over_budget
+    from lrtune.group.run import over_budget
 
     over, full = over_budget(url, group)
     if not over:
@@ -187,7 +187,7 @@ def _say_over_budget(url: str, group: Group) -> None:
 
 def _say_timeout(url: str, group: Group, timeout: float) -> None:
     """One line when ``--timeout`` stopped the run with budgets left."""
-    from lrtune.group import over_budget
+    from lrtune.group.run import over_budget
 
     if not over_budget(url, group)[1]:
         print(
@@ -199,8 +199,8 @@ def _say_timeout(url: str, group: Group, timeout: float) -> None:
 
 
 def _finish_group(url: str, cmp: Comparison) -> int:
+    from lrtune.group.present import format_table
     from lrtune.sqlite_file import check_open
-    from lrtune.table import format_table
 
     check_open()  # no watch:/export: lines for a SQLite file deleted or replaced meanwhile
     print()

@@ -215,7 +215,7 @@ def _stop_on_failure(study: str, trial: Any) -> None:
 def _check_group(url: str, group: str, task: str | None, grace_period: int) -> None:
     """The checks ``run_worker`` makes before its first trial: the group has studies and
     each runs the pinned task."""
-    from lrtune.creation import wait_created
+    from lrtune.group.creation import wait_created
     from lrtune.joining import trusted_task
     from lrtune.search.states import group_study_names
     from lrtune.storage import mask_url, open_storage, require_existing

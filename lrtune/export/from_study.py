@@ -75,9 +75,9 @@ def export_config(
         chosen = _numbered_trial(study, trial)
     else:
         chosen = _best_trial(study)
-        from lrtune.confirmed import best_for_export
+        from lrtune.group.confirmations import best_for_export
 
-        # With confirmations, the configuration with the best seed mean (lrtune.confirm).
+        # With confirmations, the configuration with the best seed mean (lrtune.group.confirm).
         confirmed = best_for_export(storage, study.user_attrs)
         if confirmed is not None:
             chosen = confirmed.trial

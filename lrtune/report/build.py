@@ -56,7 +56,7 @@ def write_report(storage_url: str, group: str, out_dir: str | os.PathLike[str]) 
     """
     import optuna
 
-    from lrtune.compare import compare_group
+    from lrtune.group.compare import compare_group
     from lrtune.search.states import group_study_names
     from lrtune.storage import open_storage
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lrtune.group.present import fmt
 from lrtune.rangetest.plot import plot_range_test
 from lrtune.report import figures
 from lrtune.report.gather import (
@@ -23,7 +24,6 @@ from lrtune.report.gather import (
     value_of,
 )
 from lrtune.shell import command_line, storage_args
-from lrtune.table import fmt
 
 REPORT_FILE = "report.md"
 BEST_SO_FAR_PNG = "best-so-far.png"
@@ -46,7 +46,7 @@ class Section:
 def render(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> str:
     """``report.md``'s text for the comparison ``cmp`` of ``group`` (``studies`` by name);
     the figures are drawn into ``tmp``."""
-    from lrtune.table import format_table
+    from lrtune.group.present import format_table
 
     best_row = cmp.best_row
     best_study = studies[best_row.study]

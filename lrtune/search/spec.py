@@ -96,7 +96,7 @@ class StudySpec:
         widen: let a prior's bounds grow when the best trials sit at an edge
             (:mod:`lrtune.search.widen`).
         confirm: once the budgets are met, re-train this many best distinct
-            configurations of the group on fresh seeds (:mod:`lrtune.confirm`; 0: off).
+            configurations of the group on fresh seeds (:mod:`lrtune.group.confirm`; 0: off).
         confirm_seeds: fresh training seeds per confirmed configuration.
         rungs: epochs per rung, ascending, the last = ``epochs`` (empty: no rungs);
             with rungs ``trials`` counts full-trial equivalents (:mod:`lrtune.search.ladder`).
@@ -104,7 +104,7 @@ class StudySpec:
         horizon_beta: with rungs, a promotion from E to E' epochs trains ``lr × (E'/E)^-β``
             (the best LR falls as the horizon grows); 0: off.
         baseline: baseline arms studied beside the schedule search (``schedulefree``:
-            :mod:`lrtune.baseline`); empty: none.
+            :mod:`lrtune.group.baseline`); empty: none.
         checkpoint_every: checkpoint a trial every this many epochs (``None``: once 30 s
             passed since the last; 0: never; :mod:`lrtune.training.checkpoint`).
     """
@@ -157,7 +157,7 @@ class StudySpec:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(StudySpec)}
-#: The baselines ``baseline`` may list (lrtune.baseline.BASELINES; that module imports this one).
+#: The baselines ``baseline`` may list (lrtune.group.baseline, which imports this module).
 BASELINE_NAMES: tuple[str, ...] = ("schedulefree",)
 _LISTS = {
     "schedules": SCHEDULE_NAMES,
@@ -212,7 +212,7 @@ def resolve_spec(
     if kwargs.get("rungs") and "samplers" not in kwargs:  # a grid has no rungs
         kwargs["samplers"] = tuple(s for s in StudySpec.samplers if s != "grid")
     spec = StudySpec(**kwargs)
-    if spec.rungs:  # the last rung against the task's own epochs: lrtune.study
+    if spec.rungs:  # the last rung against the task's own epochs: lrtune.group.prepare
         where = "--rungs" if "rungs" in flags else f"{source}: rungs"
         epochs = spec.epochs or spec.rungs[-1]
         check_ladder(

@@ -24,7 +24,7 @@ def finished(trials: Iterable[optuna.trial.FrozenTrial]) -> list[optuna.trial.Fr
 
 
 #: The user attrs a search study holds once created (and ``rangetest`` when its prior is
-#: the range test). ``group`` is written last (:mod:`lrtune.creation`): a study whose
+#: the range test). ``group`` is written last (:mod:`lrtune.group.creation`): a study whose
 #: creation was cut short (a kill, a full disk) is no member of its group yet, and the
 #: same ``lrtune study`` command finishes it.
 CREATED_ATTRS = ("spec", "sampler", "prior", "repeat", "seed", "bounds", "budget", "epochs")
@@ -87,7 +87,7 @@ def counts(study: optuna.Study) -> tuple[int, int]:
 
 def _spec_names(attrs: dict[str, Any], group: str) -> list[str]:
     """The study names the spec stored on a search study of ``group`` makes (as
-    ``lrtune.study.study_refs``: samplers, then baselines, per prior and repeat). A
+    ``lrtune.group.prepare.study_refs``: samplers, then baselines, per prior and repeat). A
     baseline arm's own spec names no others."""
     spec = attrs.get("spec")
     if not isinstance(spec, dict) or "baseline" in attrs:

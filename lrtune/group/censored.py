@@ -1,5 +1,5 @@
 """Statistics over repeats where some values are censored: a repeat that never reached the
-target counts at a lower bound of its true value (:mod:`lrtune.compare`). Pure Python."""
+target counts at a lower bound of its true value (:mod:`lrtune.group.compare`). Pure Python."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a group's confirm study holds (:mod:`lrtune.confirm`), read without torch: for the
+"""What a group's confirm study holds (:mod:`lrtune.group.confirm`), read without torch: for the
 comparison's notes, the confirm study's dashboard note and ``export``."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from lrtune.confirm import confirm_name, group_of
+from lrtune.group.confirm import confirm_name, group_of
 from lrtune.search.states import FINISHED
 
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from lrtune.errors import UserError
-from lrtune.study import GRACE_PERIOD, HEARTBEAT_INTERVAL, Group, prepare_group
+from lrtune.group.prepare import GRACE_PERIOD, HEARTBEAT_INTERVAL, Group, prepare_group
 
 if TYPE_CHECKING:
     import optuna
 
-    from lrtune.comparison import Comparison
+    from lrtune.group.comparison import Comparison
     from lrtune.rangetest import RangeTestResult
     from lrtune.search.spec import StudySpec
 
@@ -50,7 +50,7 @@ def run_group(
     ``workers`` is 1 to run the trials in this process, else that many local ``lrtune
     worker`` processes (with ``worker_args`` added to their command line). The range test,
     when the prior needs one and the storage holds none, runs first and is passed to
-    ``on_rangetest``; ``on_prepared`` receives the prepared :class:`~lrtune.study.Group`
+    ``on_rangetest``; ``on_prepared`` receives the prepared :class:`~lrtune.group.prepare.Group`
     (bounds, created studies, range-test result) before any trial runs.
     With ``create_only`` no trial runs: the comparison of what the studies already hold is
     returned and not saved (remote workers run the trials). With ``timeout`` (seconds from
@@ -64,11 +64,11 @@ def run_group(
     Raises :class:`~lrtune.errors.UserError` for a bad spec, task or storage (nothing is
     written then) and when a local worker process fails.
     """
-    from lrtune.compare import compare_group
-    from lrtune.confirm import set_options
     from lrtune.device import resolve_device
+    from lrtune.group.compare import compare_group
+    from lrtune.group.confirm import set_options
+    from lrtune.group.present import save_comparison
     from lrtune.storage import open_storage
-    from lrtune.study_record import save_comparison
     from lrtune.workers import limit_cpu_threads
 
     if str(resolve_device(device)) == "cpu" or threads is not None:

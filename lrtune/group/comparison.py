@@ -1,7 +1,7 @@
 """The comparison of a group's studies as data: a :class:`Row` per study, an :class:`Arm`
 per sampler × prior over its repeats, the :class:`Winner` and the :class:`Comparison`
-holding them. :func:`lrtune.compare.compare_group` computes it, :mod:`lrtune.table` lays
-it out as text. Keyword-only records; pure Python.
+holding them. :func:`lrtune.group.compare.compare_group` computes it,
+:mod:`lrtune.group.present` lays it out as text. Keyword-only records; pure Python.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lrtune.censored import Stat
+from lrtune.group.censored import Stat
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +64,7 @@ class Row:
     confirmed: Confirmed | None = None
     spent: float = 0.0
     rungs: tuple[int, ...] = ()
-    #: A baseline arm's study (``--baseline``, :mod:`lrtune.baseline`), not the search's.
+    #: A baseline arm's study (``--baseline``, :mod:`lrtune.group.baseline`), not the search's.
     baseline: bool = False
     #: The best trial's params: the table shows its searched setup (batch size, lr_mult, task).
     params: dict[str, Any] = field(default_factory=dict)
@@ -131,7 +131,7 @@ class Comparison:
     rows: list[Row] = field(default_factory=list)
     arms: list[Arm] = field(default_factory=list)
     winner: Winner | None = None
-    #: Lines on the group's confirmations (``{group}.confirm``, :mod:`lrtune.confirm`).
+    #: Lines on the group's confirmations (``{group}.confirm``, :mod:`lrtune.group.confirm`).
     confirm: list[str] = field(default_factory=list)
 
     @property

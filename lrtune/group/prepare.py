@@ -20,12 +20,12 @@ from typing import Any
 import optuna
 
 from lrtune import __version__
-from lrtune.baseline import BASELINE_SAMPLER, baseline_spec
-from lrtune.creation import plot_png, spec_difference, write_study
 from lrtune.dashboard.graphs import set_metric_name
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
 from lrtune.faults import task_errors
+from lrtune.group.baseline import BASELINE_SAMPLER, baseline_spec
+from lrtune.group.creation import plot_png, spec_difference, write_study
 from lrtune.rangetest import (
     DIAG_FLAT,
     DIAG_NEVER_DIVERGED,
@@ -63,7 +63,7 @@ class StudyRef:
     prior: str
     repeat: int
     seed: int
-    #: A baseline arm's name (``schedulefree``: :mod:`lrtune.baseline`); ``None``: the search.
+    #: A baseline arm's name (``schedulefree``: :mod:`lrtune.group.baseline`); ``None``: the search.
     baseline: str | None = None
 
 
@@ -158,7 +158,7 @@ def prepare_group(
     runs at most once per group (once more for a baseline arm, with its own optimizer);
     its result is reused when the command is run again. A new SQLite file is created only
     once the range test passed. A study a crash left half-written is written again
-    (:mod:`lrtune.creation`). ``trains_here``: trials run on ``device`` in this process
+    (:mod:`lrtune.group.creation`). ``trains_here``: trials run on ``device`` in this process
     (not ``--create-only``), so the precision must suit it.
     """
     with task_errors(f"task {spec.task}"):  # building it once also checks the task
@@ -254,7 +254,7 @@ def _create_study(
     plot_dir: Path,
 ) -> None:
     """Create study ``ref`` with everything a worker needs in its user attrs, or finish
-    writing it (:mod:`lrtune.creation`)."""
+    writing it (:mod:`lrtune.group.creation`)."""
     spec = group.spec_of(ref)
     attrs = {
         "lrtune_version": __version__,

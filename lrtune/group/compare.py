@@ -1,14 +1,14 @@
 """The comparison of a group's studies: which sampler × prior reached a good result first.
 
 :func:`compare_group` reads a group from a storage and returns a typed table
-(:class:`~lrtune.comparison.Comparison`); :func:`lrtune.table.format_table` lays it out as
-text or Markdown.
+(:class:`~lrtune.group.comparison.Comparison`); :func:`lrtune.group.present.format_table`
+lays it out as text or Markdown.
 With ``--repeats`` a sampler × prior (an :class:`Arm`) is summarised by the median and IQR over
 its repeats, where a repeat that never reached the target is *censored*: it counts as its
 budget + 1 finished trials, a lower bound, and a statistic that rests on such a repeat is
 shown with ``≥``. The winner is judged on those medians, never on the luckiest repeat.
 
-It imports neither torch nor :mod:`lrtune.study`, so read-only commands stay light.
+It imports neither torch nor :mod:`lrtune.group.prepare`, so read-only commands stay light.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 
 import optuna
 
-from lrtune.censored import summarize
-from lrtune.comparison import Arm, Comparison, Confirmed, Row, Winner
-from lrtune.confirmed import ConfirmState, confirm_notes, read_confirmations
+from lrtune.group.censored import summarize
+from lrtune.group.comparison import Arm, Comparison, Confirmed, Row, Winner
+from lrtune.group.confirmations import ConfirmState, confirm_notes, read_confirmations
 from lrtune.search.ladder import Ladder, is_result, trained
 from lrtune.search.states import finished, group_study_names
 
@@ -142,7 +142,7 @@ def _row(
     cost = None if to_target is None else sum(costs[:to_target]) + _extra(cmp, attrs.get("prior"))
     return Row(
         study=study.study_name,
-        # A baseline arm (lrtune.baseline) is its own row: "schedulefree / none".
+        # A baseline arm (lrtune.group.baseline) is its own row: "schedulefree / none".
         sampler=str(attrs.get("baseline") or attrs.get("sampler")),
         prior=str(attrs.get("prior")),
         repeat=int(attrs.get("repeat", 1)),
