@@ -16,13 +16,13 @@ from lrtune.cli import main
 from lrtune.dashboard.graphs import (
     BEST_SO_FAR_GRAPH,
     RANGETEST_GRAPH,
-    best_so_far,
     best_so_far_figure,
     rangetest_figure,
     save_rangetest_graph,
     show_widened,
 )
 from lrtune.dashboard.trial_graphs import INTERMEDIATE_GRAPH
+from lrtune.search.best import best_so_far
 from lrtune.search.widen import STEP_DECADES, maybe_widen
 
 COMPLETE = optuna.trial.TrialState.COMPLETE

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from lrtune.search.ladder import Ladder, is_result
+from lrtune.search.best import best_so_far
+from lrtune.search.ladder import Ladder
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -216,22 +217,6 @@ def _add_moves(
             label={"text": f"{edge} → {new:.3g}", "textposition": "middle", "font_size": 10},
         )
     return moves
-
-
-def best_so_far(
-    trials: Sequence[optuna.trial.FrozenTrial], direction: str, ladder: Ladder | None = None
-) -> list[float | None]:
-    """Best complete value after each finished trial (complete or pruned, by number);
-    ``None`` until the first complete one. With rungs (``ladder``), top-rung values only."""
-    sign = 1.0 if direction == "minimize" else -1.0
-    best: float | None = None
-    curve: list[float | None] = []
-    for trial in sorted((t for t in trials if t.state in _FINISHED), key=lambda t: t.number):
-        value = trial.value
-        if is_result(trial, ladder) and value is not None:
-            best = value if best is None else min(best, value, key=lambda v: sign * v)
-        curve.append(best)
-    return curve
 
 
 def best_so_far_figure(

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from lrtune.direction import sign as direction_sign
 from lrtune.group.censored import summarize
 from lrtune.group.comparison import Arm, Comparison, Confirmed, Row, Winner
 from lrtune.group.confirmations import ConfirmState, confirm_notes, read_confirmations
@@ -53,7 +54,7 @@ def compare_group(
     direction = (
         "minimize" if studies[0].direction == optuna.study.StudyDirection.MINIMIZE else "maximize"
     )
-    sign = 1 if direction == "minimize" else -1
+    sign = direction_sign(direction)
     trials = {s.study_name: finished(s.get_trials(deepcopy=False)) for s in studies}
     ladders = {s.study_name: Ladder.from_attrs(s.user_attrs) for s in studies}
     full = {s.study_name: int(s.user_attrs.get("epochs") or 1) for s in studies}
@@ -124,7 +125,7 @@ def _row(
 ) -> Row:
     """``study``'s row: ``ts`` its finished trials, ``complete`` those that are results."""
     attrs = study.user_attrs
-    sign = _sign(cmp)
+    sign = direction_sign(cmp.direction)
     top = min(complete, key=lambda t: sign * float(t.value or 0.0)) if complete else None
     costs = [trained(t, full_epochs) for t in ts]
     to_target = None
@@ -244,14 +245,12 @@ def arms_of(cmp: Comparison) -> list[Arm]:
                 cost=cost,
                 seconds=summarize([(r.seconds, False) for r in rows]),
                 # Hook for confirmed winners: the arm's best confirmed configuration.
-                confirmed=min(confirmed, key=lambda c: _sign(cmp) * c.mean, default=None),
+                confirmed=min(
+                    confirmed, key=lambda c: direction_sign(cmp.direction) * c.mean, default=None
+                ),
             )
         )
     return arms
-
-
-def _sign(cmp: Comparison) -> int:
-    return 1 if cmp.direction == "minimize" else -1
 
 
 def judge(cmp: Comparison) -> Winner | None:
@@ -262,8 +261,8 @@ def judge(cmp: Comparison) -> Winner | None:
     def quality(arm: Arm) -> float:
         # Confirmed values, once they exist, judge ties ahead of single-seed values.
         if arm.confirmed is not None:
-            return _sign(cmp) * arm.confirmed.mean
-        return _sign(cmp) * arm.best.median.value if arm.best else math.inf
+            return direction_sign(cmp.direction) * arm.confirmed.mean
+        return direction_sign(cmp.direction) * arm.best.median.value if arm.best else math.inf
 
     eligible = [
         (a.cost.median.value, quality(a), i, a.to_target.median.value)

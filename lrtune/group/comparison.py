@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lrtune.direction import sign as direction_sign
 from lrtune.group.censored import Stat
 
 
@@ -143,7 +144,7 @@ class Comparison:
     def best_row(self) -> Row | None:
         """The study holding the group's best trial (the one to export)."""
         rows = [r for r in self.rows if r.best is not None]
-        sign = 1 if self.direction == "minimize" else -1
+        sign = direction_sign(self.direction)
         return min(rows, key=lambda r: sign * (r.best or 0.0), default=None)
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import optuna
 
+from lrtune.direction import sign as direction_sign
 from lrtune.search.ladder import Ladder, study_usage, top_rung
 from lrtune.search.states import FINISHED, group_study_names, unfinished_studies
 
@@ -73,16 +74,12 @@ class Candidate:
     params: dict[str, Any]
 
 
-def _sign(study: optuna.Study) -> int:
-    return 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
-
-
 def candidates(studies: list[optuna.Study]) -> list[Candidate]:
     """The group's complete finite trials (with rungs, the top rung's), best single-seed
     value first, one per distinct configuration (the earlier study and trial wins a tie)."""
     if not studies:
         return []
-    sign = _sign(studies[0])
+    sign = direction_sign(studies[0].direction)
     found = []
     for index, s in enumerate(studies):
         complete = s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from lrtune.direction import sign as direction_sign
 from lrtune.group.confirm import confirm_name, group_of
 from lrtune.search.states import FINISHED
 
@@ -66,7 +67,7 @@ def read_confirmations(storage: optuna.storages.BaseStorage, group: str) -> Conf
     if name not in optuna.get_all_study_names(storage):
         return None
     study = optuna.load_study(study_name=name, storage=storage)
-    sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
+    sign = direction_sign(study.direction)
     out = []
     for t in study.get_trials(deepcopy=False, states=FINISHED):
         data = t.user_attrs.get("confirm")

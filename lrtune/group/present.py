@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from lrtune.direction import sign as direction_sign
+
 if TYPE_CHECKING:
     import optuna
 
@@ -149,7 +151,7 @@ def _notes(cmp: Comparison) -> list[str]:
 
 def _baseline_notes(cmp: Comparison) -> list[str]:
     """Was tuning the schedule worth it: the search's best against each baseline's."""
-    sign = 1 if cmp.direction == "minimize" else -1
+    sign = direction_sign(cmp.direction)
 
     def best(rows: list) -> float | None:
         values = [r.best for r in rows if r.best is not None]

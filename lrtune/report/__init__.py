@@ -3,8 +3,8 @@
 - :mod:`~lrtune.report.build`: :func:`write_report` (the report written atomically);
 - :mod:`~lrtune.report.sections`: report.md's sections, each with its figure, and the
   report's file names;
-- :mod:`~lrtune.report.gather`: what it reads from the studies (:func:`best_so_far`,
-  :func:`start_bounds`, importances);
+- :mod:`~lrtune.report.gather`: what it reads from the studies (:func:`start_bounds`,
+  importances; the best-so-far curve is :func:`lrtune.search.best.best_so_far`);
 - :mod:`~lrtune.report.figures`: the report's plots (best so far, schedule, importances,
   LR against value);
 - :func:`plot_range_test`, the range test's figure, from :mod:`lrtune.rangetest.plot`;
@@ -23,7 +23,7 @@ from lrtune.report.figures import (
     plot_lr_scatter,
     plot_schedule,
 )
-from lrtune.report.gather import MIN_IMPORTANCE_TRIALS, best_so_far, start_bounds
+from lrtune.report.gather import MIN_IMPORTANCE_TRIALS, start_bounds
 from lrtune.report.sections import (
     BEST_SO_FAR_PNG,
     IMPORTANCES_PNG,
@@ -32,6 +32,7 @@ from lrtune.report.sections import (
     SCATTER_PNG,
     SCHEDULE_PNG,
 )
+from lrtune.search.best import best_so_far
 
 __all__ = [
     "BEST_SO_FAR_PNG",

@@ -35,7 +35,7 @@ def _spans_decades(values: Sequence[float], decades: float = 1.0) -> bool:
 
 
 def plot_best_so_far(
-    runs: Mapping[tuple[str, str], Sequence[Sequence[float]]],
+    runs: Mapping[tuple[str, str], Sequence[Sequence[float | None]]],
     path: str | Path,
     *,
     metric: str,
@@ -45,10 +45,10 @@ def plot_best_so_far(
 ) -> Path:
     """Best value so far against finished trials, one line per (sampler, prior).
 
-    ``runs[(sampler, prior)]`` holds one best-so-far curve per repeat (``nan`` before the
-    first complete trial). With several repeats the line is their median and the band the
-    interquartile range; with one it is that run. Colour: sampler; line style: prior. The
-    y axis is logarithmic when the values span more than a decade.
+    ``runs[(sampler, prior)]`` holds one best-so-far curve per repeat (``None`` or ``nan``
+    before the first complete trial). With several repeats the line is their median and the
+    band the interquartile range; with one it is that run. Colour: sampler; line style:
+    prior. The y axis is logarithmic when the values span more than a decade.
     """
     import numpy as np
     from matplotlib.ticker import MaxNLocator
@@ -65,7 +65,7 @@ def plot_best_so_far(
         length = max(len(c) for c in curves)
         grid = np.full((len(curves), length), np.nan)
         for i, c in enumerate(curves):
-            grid[i, : len(c)] = c
+            grid[i, : len(c)] = [math.nan if v is None else v for v in c]
             # A finished run keeps its best value for the rest of the axis.
             if len(c) < length:
                 grid[i, len(c) :] = c[-1]

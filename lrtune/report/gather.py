@@ -9,6 +9,8 @@ import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from lrtune.direction import sign as direction_sign
+
 if TYPE_CHECKING:
     import optuna
 
@@ -35,22 +37,6 @@ def value_of(trial: Any) -> float | None:
     return float(trial.value) if math.isfinite(trial.value) else None
 
 
-def best_so_far(trials: list[Any], direction: str, ladder: Any = None) -> list[float]:
-    """The best complete value after each finished trial (``nan`` before the first); with
-    a :class:`~lrtune.search.ladder.Ladder`, of the top rung's trials only."""
-    from lrtune.search.ladder import rung_of
-
-    sign = 1.0 if direction == "minimize" else -1.0
-    best = math.nan
-    out = []
-    for t in trials:
-        v = value_of(t) if ladder is None or rung_of(t) == ladder.top else None
-        if v is not None and (math.isnan(best) or sign * v < sign * best):
-            best = v
-        out.append(best)
-    return out
-
-
 def last_reported(trial: Any) -> float | None:
     """The last finite intermediate value a (pruned) trial reported, or ``None``."""
     values = [v for _, v in sorted(trial.intermediate_values.items()) if math.isfinite(v)]
@@ -63,7 +49,7 @@ def param_importances(
     """``(study, importances, note)`` for the best study with enough complete trials."""
     import optuna
 
-    sign = 1.0 if cmp.direction == "minimize" else -1.0
+    sign = direction_sign(cmp.direction)
     rows = sorted((r for r in cmp.rows if r.best is not None), key=lambda r: sign * r.best)
     for row in rows:
         study = studies[row.study]

@@ -16,13 +16,13 @@ from lrtune.group.present import fmt
 from lrtune.rangetest.plot import plot_range_test
 from lrtune.report import figures
 from lrtune.report.gather import (
-    best_so_far,
     finished_trials,
     last_reported,
     param_importances,
     start_bounds,
     value_of,
 )
+from lrtune.search.best import best_so_far
 from lrtune.shell import command_line, storage_args
 
 REPORT_FILE = "report.md"
@@ -100,7 +100,7 @@ def _head(cmp: Any, studies: dict[str, Any], group: str) -> list[str]:
 def _best_so_far(tmp: Path, cmp: Any, studies: dict[str, Any], group: str) -> Section:
     from lrtune.search.ladder import Ladder
 
-    runs: dict[tuple[str, str], list[list[float]]] = {}
+    runs: dict[tuple[str, str], list[list[float | None]]] = {}
     for row in cmp.rows:
         study = studies[row.study]
         ladder = Ladder.from_attrs(study.user_attrs)

@@ -26,6 +26,7 @@ from typing import Any
 
 import optuna
 
+from lrtune.direction import sign as direction_sign
 from lrtune.search.ladder import Ladder, rung_of, usage
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def maybe_widen(study: optuna.Study) -> tuple[float, float] | None:
         complete = [t for t in complete if rung_of(t) == 0]
     if len(complete) < MIN_TRIALS:
         return None
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    sign = direction_sign(study.direction)
     best = min(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
     best_lr = float(best.params["lr"])
     bounds = (float(attrs["bounds"][0]), float(attrs["bounds"][1]))

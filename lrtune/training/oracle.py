@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lrtune.direction import sign as direction_sign
 from lrtune.logspace import log_grid as log_grid  # benchmarks import it from here
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.training.tasks import Task, TaskFactory
@@ -58,7 +59,7 @@ class GridResult:
 
     def best(self) -> tuple[str, float, float]:
         """``(schedule, lr, value)`` of the best cell of the whole grid."""
-        sign = 1.0 if self.direction == "minimize" else -1.0
+        sign = direction_sign(self.direction)
         cells = [
             (sign * v, s, self.lrs[i])
             for s, vs in self.values.items()
