@@ -16,6 +16,10 @@ each repeat r (study seed 1000 + r, range test seed 5000 + 10 r, as search_effic
 - **tpe+prior rungs+horizon** (not run unless ``--arms`` names it): tpe+prior rungs with
   ``lrtune study --horizon-beta`` (``--horizon-beta``, default 0.5): a promotion from E to
   E' epochs trains at lr × (E'/E)^-β;
+- **tpe+prior rungs+trunks** (not run unless ``--arms`` names it): tpe+prior rungs with
+  ``lrtune study --share-trunks``: a wsd or constant promotion starts from its source's state
+  at the end of the stable phase (trunks in a temporary artifact store) and costs only its
+  epochs past it, so the same compute starts more configurations;
 - **tpe+prior full**: TPE inside the bounds, every trial full length, no pruner;
 - **tpe+prior hyperband** / **tpe+prior median**: the same with Optuna's ``HyperbandPruner``
   / ``MedianPruner`` (lrtune's ``--pruner`` settings) judging truncated learning curves.
@@ -46,6 +50,7 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -53,6 +58,7 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.artifacts import FileSystemArtifactStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runs import WIDE, Config, Runs, ladder, load_average, oracle, run_meta, task_ref
@@ -78,7 +84,7 @@ ARMS = (
     "tpe rungs (no prior)",
 )
 #: Arms run only when ``--arms`` names them.
-OPTIONAL_ARMS = ("tpe+prior rungs+horizon",)
+OPTIONAL_ARMS = ("tpe+prior rungs+horizon", "tpe+prior rungs+trunks")
 TASKS = ("charlm", "digits-cnn", "finetune", "charlm-long")
 STUDY_SEED, RT_SEED = 1000, 5000
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -109,14 +115,34 @@ def rung_study(
     """One study with rungs (``spec.rungs``) of ``budget`` full-trial equivalents, run as
     a worker runs it; its finished trials."""
     lad = Ladder(
-        rungs=spec.rungs, eta=spec.reduction_factor, budget=float(budget), beta=spec.horizon_beta
+        rungs=spec.rungs,
+        eta=spec.reduction_factor,
+        budget=float(budget),
+        beta=spec.horizon_beta,
+        share=spec.share_trunks,
     )
     sampler = make_sampler("tpe", seed=spec.seed, budget=lad.bottom_trials())
     study = _study(spec, prior, bounds, direction, sampler, BottomRungView(), budget)
     follow = prior == "rangetest"
-    objective = make_objective(
-        spec, bounds, budget=budget, device="cpu", follow_bounds=follow, ladder=lad
-    )
+    with tempfile.TemporaryDirectory(prefix="lrtune-trunks-") as folder:
+        # --share-trunks keeps trunks in the artifact store; checkpoints stay off, as before.
+        store = FileSystemArtifactStore(folder) if spec.share_trunks else None
+        spec = dataclasses.replace(spec, checkpoint_every=0)
+        objective = make_objective(
+            spec,
+            bounds,
+            budget=budget,
+            device="cpu",
+            follow_bounds=follow,
+            ladder=lad,
+            checkpoint_store=store,
+        )
+        _drive(study, objective, lad, direction, follow)
+    return [t for t in study.trials if t.state in FINISHED]
+
+
+def _drive(study: optuna.Study, objective: Any, lad: Ladder, direction: str, follow: bool) -> None:
+    """Run ``study`` as a worker runs it until its ladder says the budget is held."""
     while True:
         work = next_work(study.get_trials(deepcopy=False), lad, minimize=direction == "minimize")
         if work in ("full", "wait"):  # one process: nothing is in flight, so "wait" is the end
@@ -126,7 +152,6 @@ def rung_study(
         study.optimize(objective, n_trials=1, catch=(TrialFailed, Surplus))
         if follow and study.trials[-1].state == COMPLETE:
             maybe_widen(study)
-    return [t for t in study.trials if t.state in FINISHED]
 
 
 def compute_study(
@@ -212,11 +237,17 @@ def run_arm(
     out: dict[str, Any] = {}
     if "rungs" in label:
         beta = s.beta if "horizon" in label else 0.0
-        rspec = dataclasses.replace(spec, rungs=s.rungs, reduction_factor=s.eta, horizon_beta=beta)
+        rspec = dataclasses.replace(
+            spec,
+            rungs=s.rungs,
+            reduction_factor=s.eta,
+            horizon_beta=beta,
+            share_trunks="trunks" in label,
+        )
         trials = rung_study(rspec, prior, bounds[prior], s.direction, s.budgets[-1])
         # A study of its own per budget (`--trials b`: its last configurations climb),
         # for the budgets --own-budgets names; prior arm only.
-        for b in s.own if prior == "rangetest" and not beta else []:
+        for b in s.own if prior == "rangetest" and label == "tpe+prior rungs" else []:
             ts = rung_study(rspec, prior, bounds[prior], s.direction, b)
             out[f"own{b}"] = s.regret(best_config([t for t in ts if rung_of(t) == top], sign))
             out[f"ownspent{b}"] = sum(trained(t, epochs) for t in ts)

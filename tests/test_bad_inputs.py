@@ -69,6 +69,7 @@ FILES: dict[str, bytes] = {
     "afile": b"not a directory\n",
     "rungs-float.toml": b"rungs = [1, 2.5, 9]\nepochs = 9\n",
     "beta-string.toml": b'rungs = [1, 3, 9]\nepochs = 9\nhorizon_beta = "0.5"\n',
+    "share-string.toml": b'rungs = [1, 3, 9]\nepochs = 9\nshare_trunks = "yes"\n',
     "rungs-grid.toml": b'rungs = [1, 3, 9]\nepochs = 9\nsamplers = ["grid", "tpe"]\n',
     "eta-float.toml": b"reduction_factor = 2.5\n",
     # The user's setup (issue 19): parameter groups, batch size, the task's own dimensions.
@@ -280,6 +281,15 @@ CASES: dict[str, dict[str, Any]] = {
         "horizon-beta 3": _c("study --epochs 9 --rungs 1,3,9 --horizon-beta 3", "between"),
         "horizon-beta word": _c("study --epochs 9 --rungs 1,3,9 --horizon-beta half", "half"),
         "spec horizon_beta string": _c("study --spec {dir}/beta-string.toml", "horizon_beta"),
+        "share-trunks without rungs": _c("study --epochs 9 --share-trunks", "needs --rungs"),
+        "share-trunks with horizon-beta": _c(
+            "study --epochs 9 --rungs 1,3,9 --share-trunks --horizon-beta 0.5", "drop one"
+        ),
+        "share-trunks without wsd or constant": _c(
+            "study --epochs 9 --rungs 1,3,9 --share-trunks --schedules cosine,onecycle",
+            "wsd and constant",
+        ),
+        "spec share_trunks string": _c("study --spec {dir}/share-string.toml", "share_trunks"),
         "spec rungs float": _c("study --spec {dir}/rungs-float.toml", "rungs"),
         "spec rungs with grid": _c("study --spec {dir}/rungs-grid.toml", "grid"),
         "spec reduction_factor float": _c("study --spec {dir}/eta-float.toml", "reduction_factor"),

@@ -15,10 +15,10 @@ from lrtune.search.ladder import (
     Promotion,
     compute,
     next_work,
-    parse_rungs,
     surplus_reason,
     usage,
 )
+from lrtune.search.rung_flags import parse_rungs
 from lrtune.search.samplers import BottomRungView
 
 LR = optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)

@@ -150,6 +150,11 @@ def _say_bounds(group: Group) -> None:
                 f"horizon correction: a configuration promoted from E to E' epochs trains at "
                 f"lr x (E'/E)^-{spec.horizon_beta:g}"
             )
+        if spec.share_trunks:
+            print(
+                "shared trunks: a wsd or constant configuration promoted to a longer rung "
+                "continues from the end of its stable phase (it costs only its new epochs)"
+            )
     if "grid" in spec.samplers:
         from lrtune.search.space import grid_size
 

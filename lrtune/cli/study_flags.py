@@ -73,6 +73,15 @@ def _add_studies_flags(p: argparse.ArgumentParser) -> None:
         help="with --rungs: a configuration promoted from E to E' epochs trains at "
         "lr x (E'/E)^-BETA, as the best LR falls with the horizon (e.g. 0.5; default: 0, off)",
     )
+    p.add_argument(
+        "--share-trunks",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --rungs: a wsd or constant configuration promoted to a longer rung starts "
+        "from its lower rung's state at the end of the stable phase and trains only the rest "
+        "(its warmup fixed in steps where it started); other schedules train from scratch "
+        "(default: off)",
+    )
 
 
 def _add_space_flags(p: argparse.ArgumentParser) -> None:
@@ -207,6 +216,7 @@ SPEC_FLAGS = (
     "rungs",
     "reduction_factor",
     "horizon_beta",
+    "share_trunks",
     "baseline",
     "checkpoint_every",
 )

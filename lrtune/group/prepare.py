@@ -34,7 +34,8 @@ from lrtune.rangetest import (
     range_test,
 )
 from lrtune.search.dims import build_checked, setup_lines
-from lrtune.search.ladder import budget_text, check_ladder
+from lrtune.search.ladder import budget_text
+from lrtune.search.rung_flags import check_ladder
 from lrtune.search.space import decades, grid_size
 from lrtune.search.spec import StudySpec, check_group_name
 from lrtune.search.states import is_created, study_name

@@ -23,14 +23,15 @@ worker that crashes or a second worker loses nothing:
   when the trials before it already hold the budget;
 - horizon correction (``--horizon-beta β``, off at 0): the best LR falls as the horizon
   grows (LR* ∝ E^-β, Bjorck et al., ICLR 2025), so a promotion from E to E' epochs trains
-  ``lr × (E'/E)^-β`` (:meth:`Ladder.carry`), the rest of its configuration unchanged.
+  ``lr × (E'/E)^-β`` (:meth:`Ladder.carry`), the rest of its configuration unchanged;
+- shared trunks (``--share-trunks``): a wsd or constant promotion starts from its source's
+  trunk (:mod:`lrtune.training.trunk`) and costs only its epochs past it (:func:`shared`).
 
 Optuna only (no torch): the comparison, ``export`` and ``lrtune ls`` read ladders too.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,8 @@ from typing import Any, Literal
 
 import optuna
 
-from lrtune.errors import UserError
 from lrtune.search.states import FINISHED
+from lrtune.training.trunk import START_ATTR, TRUNK_ATTR
 
 #: Trial user attrs of a study with rungs.
 RUNG, EPOCHS, PROMOTION = "rung", "epochs", "promotion"
@@ -55,12 +56,14 @@ _COMPLETE = optuna.trial.TrialState.COMPLETE
 @dataclass(frozen=True, kw_only=True)
 class Ladder:
     """The rungs of a study (epochs, ascending), the reduction factor η, the budget in
-    full-trial equivalents and β of the horizon correction (0: none)."""
+    full-trial equivalents, β of the horizon correction (0: none) and whether promotions
+    start from their source's trunk (``share``)."""
 
     rungs: tuple[int, ...]
     eta: int
     budget: float
     beta: float = 0.0
+    share: bool = False
 
     @property
     def top(self) -> int:
@@ -102,6 +105,7 @@ class Ladder:
             eta=int(spec.get("reduction_factor", 3)),
             budget=float(attrs.get("budget", spec.get("trials", 0))),
             beta=float(spec.get("horizon_beta") or 0.0),
+            share=bool(spec.get("share_trunks")),
         )
 
 
@@ -114,73 +118,6 @@ def budget_text(budget: Any, rungs: Sequence[int], eta: int, beta: float = 0.0) 
         f"{budget} full-trial equivalents of training, on rungs of "
         f"{', '.join(map(str, rungs))} epochs (the top 1/{eta} of a rung is promoted{horizon})"
     )
-
-
-#: ``--horizon-beta``'s bounds: LR* ∝ E^-β with |β| beyond 2 would move the LR by more than
-#: two decades per decade of epochs, no horizon effect anyone reports.
-BETA_LIMIT = 2.0
-
-
-def check_beta(value: Any, where: str) -> float:
-    """``--horizon-beta``: a finite number between -2 and 2 (0: no correction)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{where}: expected a number (beta of LR* ~ epochs^-beta), got {value!r}")
-    beta = float(value)
-    if not math.isfinite(beta) or abs(beta) > BETA_LIMIT:
-        raise UserError(
-            f"{where}: must be between -{BETA_LIMIT:g} and {BETA_LIMIT:g} (e.g. 0.5; 0: off), "
-            f"got {value!r}"
-        )
-    return beta
-
-
-def parse_rungs(value: Any, where: str) -> tuple[int, ...]:
-    """``--rungs 1,3,9`` or ``rungs = [1, 3, 9]``: positive integers, strictly ascending, at
-    least two; else one line naming ``where``."""
-    items: Sequence[Any] = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or len(items) < 2:
-        raise UserError(
-            f"{where}: expected two or more epochs per rung, ascending, e.g. 1,3,9, got {value!r}"
-        )
-    rungs = []
-    for item in items:
-        text = item.strip() if isinstance(item, str) else item
-        number = int(text) if isinstance(text, str) and text.isdigit() else text
-        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-            raise UserError(
-                f"{where}: every rung is a whole number of epochs >= 1, got {item!r} (e.g. 1,3,9)"
-            )
-        rungs.append(number)
-    for low, high in itertools.pairwise(rungs):
-        if high <= low:
-            raise UserError(
-                f"{where}: rungs must be strictly ascending epochs, got {','.join(map(str, rungs))}"
-            )
-    return tuple(rungs)
-
-
-def check_ladder(
-    rungs: tuple[int, ...], *, epochs: int, pruner: str, samplers: Iterable[str], where: str
-) -> None:
-    """The rungs against the rest of the spec: the last rung is the full length
-    (``epochs``), no learning-curve pruner, no grid. One line each."""
-    if not rungs:
-        return
-    if rungs[-1] != epochs:
-        raise UserError(
-            f"{where}: the last rung ({rungs[-1]}) must be the full training length, "
-            f"--epochs ({epochs}): end --rungs with {epochs} or pass --epochs {rungs[-1]}"
-        )
-    if pruner != "none":
-        raise UserError(
-            f"{where}: rungs replace --pruner {pruner} (a pruner judges truncated runs, a rung "
-            "trains the whole schedule): drop one of the two"
-        )
-    if "grid" in samplers:
-        raise UserError(
-            f"{where}: the grid sampler has no rungs (a grid has no order to promote from): "
-            "use --samplers random,tpe"
-        )
 
 
 def rung_of(trial: optuna.trial.BaseTrial) -> int:
@@ -204,13 +141,23 @@ def epochs_trained(trial: optuna.trial.FrozenTrial, planned: int) -> int:
     return max(1, min(planned, reported))
 
 
+def shared(trial: optuna.trial.FrozenTrial) -> float:
+    """The epochs ``trial`` took from its source's trunk, not trained again (0: none); a
+    promotion not started yet: its record's."""
+    start = trial.user_attrs.get(START_ATTR)
+    if not isinstance(start, Mapping) and trial.state not in FINISHED:
+        record = trial.user_attrs.get(PROMOTION)
+        start = record.get(TRUNK_ATTR) if isinstance(record, Mapping) else None
+    return float(start["epochs"]) if isinstance(start, Mapping) else 0.0
+
+
 def compute(trial: optuna.trial.FrozenTrial, ladder: Ladder) -> float:
     """What ``trial`` costs of the budget: the epochs it trained (running or waiting: its
-    rung's) ÷ the full length."""
+    rung's), less those of a trunk it started from, ÷ the full length."""
     planned = ladder.rungs[min(rung_of(trial), ladder.top)]
     if trial.state in FINISHED:
         planned = epochs_trained(trial, planned)
-    return planned / ladder.rungs[-1]
+    return max(0.0, planned - shared(trial)) / ladder.rungs[-1]
 
 
 def usage(trials: Iterable[optuna.trial.FrozenTrial], ladder: Ladder | None) -> tuple[float, float]:
@@ -237,7 +184,7 @@ def trained(trial: optuna.trial.FrozenTrial, full_epochs: int) -> float:
     """The compute a finished trial (with or without rungs) trained, in full-trial
     equivalents: what the comparison's cost column adds up."""
     planned = int(trial.user_attrs.get(EPOCHS) or full_epochs)
-    return epochs_trained(trial, planned) / full_epochs
+    return max(0.0, epochs_trained(trial, planned) - shared(trial)) / full_epochs
 
 
 def is_result(trial: optuna.trial.FrozenTrial, ladder: Ladder | None) -> bool:
@@ -269,6 +216,7 @@ class Promotion:
     rule: Literal["top", "budget"]
     rank: int
     of: int
+    trunk: dict[str, Any] | None = None  # the source's, with --share-trunks
 
     def attrs(self, ladder: Ladder) -> dict[str, Any]:
         """User attrs of the promoted trial (with a horizon correction, its ``beta``)."""
@@ -280,6 +228,8 @@ class Promotion:
         }
         if ladder.beta:
             record["beta"] = ladder.beta
+        if self.trunk is not None:
+            record[TRUNK_ATTR] = self.trunk
         return {RUNG: self.rung, EPOCHS: ladder.rungs[self.rung], PROMOTION: record}
 
 
@@ -343,6 +293,7 @@ def next_work(
                 rule="top" if share is not None else "budget",
                 rank=ranked.index(t) + 1,
                 of=len(ranked),
+                trunk=t.user_attrs.get(TRUNK_ATTR) if ladder.share else None,
             )
             for t in top
             if _promotable(t) and t.number not in held[rung + 1]

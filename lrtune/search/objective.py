@@ -16,7 +16,15 @@ from lrtune import interrupt, preempt
 from lrtune.errors import UserError
 from lrtune.faults import describe
 from lrtune.search.dims import scaled_bounds, scaling_rule, suggest_setup
-from lrtune.search.ladder import EPOCHS, RUNG, Ladder, rung_of, surplus_reason
+from lrtune.search.ladder import (
+    EPOCHS,
+    PROMOTION,
+    RUNG,
+    Ladder,
+    rung_of,
+    source_of,
+    surplus_reason,
+)
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
@@ -24,6 +32,7 @@ from lrtune.training import ranks
 from lrtune.training.checkpoint import ArtifactStore, Checkpoints
 from lrtune.training.tblog import trial_run
 from lrtune.training.trainer import TrainConfig, TrainResult, run_trial
+from lrtune.training.trunk import TRUNK_ATTR, Trunks
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,7 @@ def run_task(
     config: TrainConfig,
     report: Callable[[float, int], None],
     checkpoints: Checkpoints | None = None,
+    trunks: Trunks | None = None,
 ) -> TrainResult:
     """:func:`~lrtune.training.trainer.run_trial`, with what it raises told apart by where
     it was raised, never by its type alone.
@@ -89,9 +99,9 @@ def run_task(
         group.share(task, config)
         call = group.leader_report(guarded)
         # The other ranks would start from scratch: rank 0 must not resume alone.
-        checkpoints = None
+        checkpoints = trunks = None
     try:
-        return run_trial(task, config, call, checkpoints=checkpoints)
+        return run_trial(task, config, call, checkpoints=checkpoints, trunks=trunks)
     except (KeyboardInterrupt, optuna.TrialPruned, UserError, preempt.Preempted):
         raise
     except BaseException as exc:
@@ -240,7 +250,8 @@ def _train_trial(trial: optuna.Trial, run: _Settings) -> float:
             run.checkpoint_store, trial, every=spec.checkpoint_every, identity={"epochs": epochs}
         )
     try:
-        result = run_task(spec.task, config, _pruning_report(trial, steps), checkpoints)
+        report = _pruning_report(trial, steps)
+        result = run_task(spec.task, config, report, checkpoints, _trunks(trial, run))
     finally:
         _release_memory()
     if checkpoints is not None:
@@ -258,6 +269,19 @@ def _train_trial(trial: optuna.Trial, run: _Settings) -> float:
         trial.set_user_attr("prune_reason", f"diverged: {result.reason}")
         raise optuna.TrialPruned(f"diverged: {result.reason}")
     return result.value
+
+
+def _trunks(trial: optuna.Trial, run: _Settings) -> Trunks | None:
+    """With ``--share-trunks``: the trunk ``trial`` starts from (its promotion's record)
+    and whether it keeps its own (below the top rung); ``None`` without, or without an
+    artifact store (then every trial trains from scratch)."""
+    ladder, store = run.ladder, run.checkpoint_store
+    if ladder is None or not ladder.share or store is None:
+        return None
+    record = trial.user_attrs.get(PROMOTION)
+    start = record.get(TRUNK_ATTR) if isinstance(record, dict) else None
+    keep = rung_of(trial) < ladder.top
+    return Trunks(store, trial, start=start, source=source_of(trial), keep=keep)
 
 
 def _pruning_report(trial: optuna.Trial, steps: list[int]) -> Callable[[float, int], None]:

@@ -19,8 +19,8 @@ from typing import Any
 
 from lrtune.errors import UserError
 from lrtune.schedules import SCHEDULE_NAMES
-from lrtune.search.ladder import check_beta, check_ladder, parse_rungs
 from lrtune.search.ranges import SETUP_TABLES, check_params
+from lrtune.search.rung_flags import check_beta, check_ladder, check_options, parse_rungs
 from lrtune.search.samplers import PRUNERS, SAMPLERS
 from lrtune.training.optimizers import (
     OPTIMIZERS,
@@ -103,6 +103,8 @@ class StudySpec:
         reduction_factor: η, the top ``1/η`` of a rung is promoted to the next.
         horizon_beta: with rungs, a promotion from E to E' epochs trains ``lr × (E'/E)^-β``
             (the best LR falls as the horizon grows); 0: off.
+        share_trunks: with rungs, a wsd or constant promotion starts from its source's
+            state at the end of the stable phase (:mod:`lrtune.training.trunk`).
         baseline: baseline arms studied beside the schedule search (``schedulefree``:
             :mod:`lrtune.group.baseline`); empty: none.
         checkpoint_every: checkpoint a trial every this many epochs (``None``: once 30 s
@@ -139,6 +141,7 @@ class StudySpec:
     rungs: tuple[int, ...] = ()
     reduction_factor: int = 3
     horizon_beta: float = 0.0
+    share_trunks: bool = False
     batch_scaling: str | None = None
     baseline: tuple[str, ...] = ()
     checkpoint_every: int | None = None
@@ -218,11 +221,7 @@ def resolve_spec(
         check_ladder(
             spec.rungs, epochs=epochs, pruner=spec.pruner, samplers=spec.samplers, where=where
         )
-    if spec.horizon_beta and not spec.rungs:
-        where = "--horizon-beta" if "horizon_beta" in flags else f"{source}: horizon_beta"
-        raise UserError(
-            f"{where}: corrects the LR of promotions between rungs: it needs --rungs (or drop it)"
-        )
+    check_options(spec, flags, source)
     if spec.lr_low >= spec.lr_high:
         raise UserError(
             f"{source}: lr_low ({spec.lr_low:g}) must be below lr_high ({spec.lr_high:g})"
@@ -391,7 +390,7 @@ def _check_field(key: str, value: Any, where: str) -> Any:
         return parse_rungs(value, where) if value else ()
     if key == "horizon_beta":
         return check_beta(value, where)
-    if key == "widen":
+    if key in ("widen", "share_trunks"):
         if not isinstance(value, bool):
             raise UserError(f"{where}: expected true or false, got {value!r}")
         return value

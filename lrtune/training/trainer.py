@@ -43,6 +43,7 @@ from lrtune.training.resolved import (
 from lrtune.training.result import Report, TrainResult
 from lrtune.training.tasks import Task, TaskFactory
 from lrtune.training.tblog import RunLog
+from lrtune.training.trunk import Trunks, identity_of
 from lrtune.training.updater import Updater, batch_loss, check_precision
 from lrtune.training.watch import DivergenceWatch
 
@@ -132,6 +133,7 @@ def run_trial(
     report: Report,
     *,
     checkpoints: Checkpoints | None = None,
+    trunks: Trunks | None = None,
 ) -> TrainResult:
     """One trial: the task's own ``fit(hp, report)`` when it has one, else :func:`train`.
 
@@ -141,13 +143,15 @@ def run_trial(
     result with that reason; one returning no number raises ``TypeError``. With
     ``checkpoints`` the trial resumes from its last checkpoint and writes new ones
     (:mod:`lrtune.training.checkpoint`); on SIGTERM in a worker it raises
-    :class:`lrtune.preempt.Preempted` at the next update boundary, its state saved.
+    :class:`lrtune.preempt.Preempted` at the next update boundary, its state saved. With
+    ``trunks`` (``--share-trunks``; lrtune's loop only) it starts from its source's trunk
+    and keeps its own (:mod:`lrtune.training.trunk`).
     """
     check_optimizer(config.optimizer)
     with _seeded(config.seed):
         t = _build(task, config)
         if t.fit is None:
-            return _train(t, config, lambda epoch, value: report(value, epoch), checkpoints)
+            return _train(t, config, lambda e, v: report(v, e), checkpoints, trunks)
         return run_fit(t, config, report, checkpoints)
 
 
@@ -193,6 +197,8 @@ class _EpochRun:
     epoch_start: Any
     schedule: Schedule
     lr: float
+    #: ``keep(run, seen)``: keeps the trunk if it ends here (``--share-trunks``)
+    keep: Callable[[_EpochRun | None, int], None] | None = None
 
 
 def _train_epoch(
@@ -218,6 +224,8 @@ def _train_epoch(
                     capture(loop, epoch_start=run.epoch_start), epoch=run.epoch, batch=seen
                 )
             raise preempt.Preempted(run.epoch)
+        if pending == 0 and run.keep is not None:
+            run.keep(run, seen)  # where the stable phase ends: the trunk a promotion starts from
         interrupt.check()  # a deferred Ctrl-C stops here (lrtune.interrupt)
         if pending == 0:
             loop.lr = run.lr * run.schedule.factor(loop.step)
@@ -247,11 +255,53 @@ def _train_epoch(
     return None
 
 
+def _make_loop(
+    t: Task, config: TrainConfig, resolved: dict[str, Any], groups: Any, updater_opts: Any
+) -> Loop:
+    """The model (on its device), optimizer, updater, data-order generator and divergence
+    watch of one run, as :class:`Loop`."""
+    device, precision, clip = updater_opts
+    model = t.model
+    params = at_base_lr(groups, config.lr) if groups else model.parameters()
+    optimizer = make_optimizer(
+        config.optimizer, params, config.lr, **optimizer_kwargs(resolved["optimizer"])
+    )
+    updater = Updater(
+        model, optimizer, batch_loss(t), precision=precision, clip=clip, device=device
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    # lr: the LR of the last update once one ran (final_lr)
+    return Loop(
+        model, optimizer, updater, generator, DivergenceWatch(t.divergence_factor), config.lr
+    )
+
+
+def _keeper(
+    trunks: Trunks | None, loop: Loop, identity: dict[str, Any], shape: tuple[Any, ...]
+) -> Callable[[_EpochRun | None, int], None] | None:
+    """``keep(run, seen)`` for :class:`_EpochRun`: saves the trunk once ``loop`` reaches the
+    end of its stable phase, mid-epoch (``run``) or after the last (``None``); ``shape`` is
+    the run's ``(epochs, per_epoch, schedule, total)``."""
+    if trunks is None:
+        return None
+    epochs, per_epoch, schedule, total = shape
+
+    def keep(run: _EpochRun | None, seen: int) -> None:
+        if not trunks.due(loop.step):
+            return
+        epoch_start, epoch = (run.epoch_start, run.epoch) if run else (None, epochs)
+        where = (epoch, seen, per_epoch, schedule, total)
+        trunks.save(capture(loop, epoch_start=epoch_start), identity=identity, where=where)
+
+    return keep
+
+
 def _train(
     t: Task,
     config: TrainConfig,
     on_epoch: Callable[[int, float], None] | None,
     checkpoints: Checkpoints | None = None,
+    trunks: Trunks | None = None,
 ) -> TrainResult:
     device, precision, k, clip = _options(t, config)
     batch = batch_sizes(t, config.batch_size, k)
@@ -266,23 +316,20 @@ def _train(
     total = epochs * per_epoch
     groups = task_groups(t.param_groups, model, t.name, config.lr_mults)
     resolved = resolve_config(t, config, total, batch=batch, groups=groups)
+    if trunks is not None:  # a promotion from a trunk warms up as its source did
+        resolved["schedule"] = trunks.plan(resolved["schedule"], total)
     sched = {k_: v for k_, v in resolved["schedule"].items() if k_ != "name"}
     schedule = Schedule(config.schedule, total, **sched)  # validated once, then a lookup
-    params = at_base_lr(groups, config.lr) if groups else model.parameters()
-    optimizer = make_optimizer(
-        config.optimizer, params, config.lr, **optimizer_kwargs(resolved["optimizer"])
-    )
-    updater = Updater(
-        model, optimizer, batch_loss(t), precision=precision, clip=clip, device=device
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    # lr: the LR of the last update once one ran (final_lr)
-    loop = Loop(
-        model, optimizer, updater, generator, DivergenceWatch(t.divergence_factor), config.lr
-    )
+    loop = _make_loop(t, config, resolved, groups, (device, precision, clip))
+    optimizer, updater, generator = loop.optimizer, loop.updater, loop.generator
     start = time.perf_counter()
     reason: str | None = None
     state = _resumable(checkpoints, loop, t.name, config.seed, resolved)
+    trunk_id = identity_of(t.name, config.seed, resolved)
+    if state is None and trunks is not None:
+        state = trunks.restore(loop, identity=trunk_id, factor=schedule.factor, per_epoch=per_epoch)
+
+    keep = _keeper(trunks, loop, trunk_id, (epochs, per_epoch, resolved["schedule"], total))
     begin = 0 if state is None else int(state["epoch"])
     tb = RunLog(config.log_dir)
     for epoch in range(begin, epochs):
@@ -294,7 +341,9 @@ def _train(
         reason = _train_epoch(
             loop,
             enumerate(batches, start=skip),
-            _EpochRun(epoch=epoch, epoch_start=epoch_start, schedule=schedule, lr=config.lr),
+            _EpochRun(
+                epoch=epoch, epoch_start=epoch_start, schedule=schedule, lr=config.lr, keep=keep
+            ),
             k=k,
             n_batches=n_batches,
             tb=tb,
@@ -314,6 +363,8 @@ def _train(
             on_epoch(epoch, value)
         if checkpoints is not None and checkpoints.due(epoch + 1, epochs):
             checkpoints.save(capture(loop), epoch=epoch + 1)
+    if reason is None and keep is not None:
+        keep(None, 0)  # constant: the whole run is the trunk
     tb.close()
     if has_modes(optimizer):
         optimizer.eval()  # type: ignore[attr-defined]  # the model returned is the one evaluated
