@@ -75,6 +75,8 @@ from lrtune.search.samplers import BottomRungView, make_pruner, make_sampler
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
 from lrtune.search.widen import maybe_widen
+from lrtune.training.trainer import TrainConfig, train
+from lrtune.training.trunk import START_ATTR
 
 ARMS = (
     "tpe+prior rungs",
@@ -189,7 +191,39 @@ def best_config(trials: Trials, sign: float) -> Config | None:
     if not done:
         return None
     t = min(done, key=lambda t: (sign * t.value, t.number))  # type: ignore[operator]
+    if START_ATTR in t.user_attrs:
+        # --share-trunks: it trained (and `export` writes) its bottom rung's warmup in
+        # steps, not the default warmup_frac the oracle's runs have: scored as trained.
+        schedule = json.dumps(t.user_attrs["config"]["schedule"], sort_keys=True)
+        return str(t.params["schedule"]), float(t.params["lr"]), schedule  # type: ignore[return-value]
     return str(t.params["schedule"]), float(t.params["lr"])
+
+
+#: True values of configurations whose schedule parameters are not the oracle's defaults.
+_OWN: dict[tuple[str, float, str, int], float] = {}
+
+
+def own_mean(runs: Runs, config: tuple[str, float, str], seeds: range) -> float:
+    """Seed mean of (schedule, lr, its resolved schedule as JSON) at full length, trained
+    here (``nan`` when a seed diverged), as ``Runs.mean`` does for default parameters."""
+    values = []
+    for seed in seeds:
+        key = (*config, seed)
+        if key not in _OWN:
+            params = {k: v for k, v in json.loads(config[2]).items() if k != "name"}
+            cfg = TrainConfig(
+                lr=config[1],
+                optimizer=runs.optimizer,
+                schedule=config[0],
+                schedule_params=params,
+                seed=seed,
+                epochs=runs.epochs,
+                device="cpu",
+            )
+            res = train(task_ref(runs.task), cfg)
+            _OWN[key] = res.value if not res.diverged else math.nan
+        values.append(_OWN[key])
+    return statistics.fmean(values) if all(math.isfinite(v) for v in values) else math.nan
 
 
 def prefix(trials: Trials, compute: float, epochs: int) -> Trials:
@@ -220,7 +254,12 @@ class Setup:
     def regret(self, config: Config | None) -> float:
         """True regret of ``config`` (``inf``: nothing exported, or it diverged)."""
         sign = 1.0 if self.direction == "minimize" else -1.0
-        value = math.nan if config is None else self.runs.mean(config, self.seeds)
+        if config is None:
+            value = math.nan
+        elif len(config) == 3:
+            value = own_mean(self.runs, config, self.seeds)  # type: ignore[arg-type]
+        else:
+            value = self.runs.mean(config, self.seeds)
         if not math.isfinite(value):
             return math.inf
         return sign * (value - self.best) / max(abs(self.best), 1e-12)
