@@ -17,13 +17,6 @@ from lrtune.errors import UserError
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
-#: The precisions each device type trains in.
-PRECISIONS_BY_DEVICE: dict[str, tuple[str, ...]] = {
-    "cuda": ("fp32", "bf16", "fp16"),
-    "mps": ("fp32", "bf16"),
-    "cpu": ("fp32", "bf16"),
-}
-
 
 def mps_available() -> bool:
     """Whether torch can use Apple's Metal GPU (``mps``) on this machine."""

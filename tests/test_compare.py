@@ -244,18 +244,22 @@ def test_censored_repeats_median_iqr_and_winner() -> None:
     # median = 9 (censored), q1 at position 0.5 = (1 + 9) / 2 = 5, q3 at 1.5 = 9; each
     # rests on a censored repeat, so each is a lower bound.
     assert none.to_target is not None and none.to_target.censored == 2
-    assert none.to_target.median == Bound(9, at_least=True)
-    assert none.to_target.q1 == Bound(5, at_least=True)
-    assert none.to_target.q3 == Bound(9, at_least=True)
+    assert none.to_target.median == Bound(value=9, at_least=True)
+    assert none.to_target.q1 == Bound(value=5, at_least=True)
+    assert none.to_target.q3 == Bound(value=9, at_least=True)
     assert none.cost == none.to_target  # no range test to add
     # tpe/rangetest: 4, 6, 8 -> median 6, q1 5, q3 7, exact; cost + 2 -> 8 [7-9].
     assert prior.to_target is not None and prior.cost is not None
     assert (prior.to_target.median, prior.to_target.q1, prior.to_target.q3) == (
-        Bound(6),
-        Bound(5),
-        Bound(7),
+        Bound(value=6),
+        Bound(value=5),
+        Bound(value=7),
     )
-    assert (prior.cost.median, prior.cost.q1, prior.cost.q3) == (Bound(8), Bound(7), Bound(9))
+    assert (prior.cost.median, prior.cost.q1, prior.cost.q3) == (
+        Bound(value=8),
+        Bound(value=7),
+        Bound(value=9),
+    )
     # The winner is judged on medians: tpe/rangetest (8), not tpe/none's lucky repeat (1).
     winner = cmp.winner
     assert winner is not None
@@ -295,8 +299,8 @@ def test_no_winner_when_every_median_is_censored() -> None:
     cmp = compare_group(storage, "g")
     rand, grid = cmp.arms
     # An even count: median = mean of 3 and the censored 6 = 4.5, a lower bound.
-    assert rand.to_target is not None and rand.to_target.median == Bound(4.5, at_least=True)
-    assert grid.to_target is not None and grid.to_target.median == Bound(3.5, at_least=True)
+    assert rand.to_target is not None and rand.to_target.median == Bound(value=4.5, at_least=True)
+    assert grid.to_target is not None and grid.to_target.median == Bound(value=3.5, at_least=True)
     assert cmp.winner is None
     text = format_table(cmp)
     assert "winner (*)" not in text and "* " not in text.split("\n\n")[0]
@@ -312,14 +316,18 @@ def test_summarize_marks_what_rests_on_a_censored_value() -> None:
     # interpolates toward the censored 16, so it is a lower bound.
     stat = summarize([(16.0, True), (5.0, False), (3.0, False)])
     assert stat is not None
-    assert (stat.median, stat.q1, stat.q3) == (Bound(5), Bound(4), Bound(10.5, at_least=True))
+    assert (stat.median, stat.q1, stat.q3) == (
+        Bound(value=5),
+        Bound(value=4),
+        Bound(value=10.5, at_least=True),
+    )
     assert stat.text() == "5 [4-≥10.5]" and stat.censored == 1
     # A study still running, censored at 3 below a finished 5: 5's rank is not sure.
     mixed = summarize([(5.0, False), (3.0, True), (8.0, False)])
-    assert mixed is not None and mixed.median == Bound(5, at_least=True)
+    assert mixed is not None and mixed.median == Bound(value=5, at_least=True)
     # Ties: the exact value sorts first, so a median on it stays exact.
     tie = summarize([(4.0, True), (4.0, False), (2.0, False)])
-    assert tie is not None and tie.median == Bound(4)
+    assert tie is not None and tie.median == Bound(value=4)
 
 
 def test_confirmed_values_break_a_tie_and_show_on_the_winner() -> None:

@@ -50,7 +50,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Command:
     """One command: its name, one-line help, example command lines, and the pair
     ``add(parser)`` (its flags) / ``run(args) -> exit code``."""

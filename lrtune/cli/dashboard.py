@@ -76,13 +76,13 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    "dashboard",
-    "serve optuna-dashboard on the storage",
-    (
+    name="dashboard",
+    help="serve optuna-dashboard on the storage",
+    examples=(
         "lrtune dashboard",
         "lrtune dashboard --storage postgresql://user@db-host/lrtune --host 0.0.0.0 --port 8080",
         "lrtune dashboard --allow-host lrtune.team.example",
     ),
-    _add_dashboard,
-    _run_dashboard,
+    add=_add_dashboard,
+    run=_run_dashboard,
 )

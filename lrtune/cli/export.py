@@ -135,13 +135,13 @@ def _write(text: str, out: str | None) -> int:
 
 
 COMMAND = Command(
-    "export",
-    "write the group's confirmed winner (else the study's best trial) as a production config",
-    (
+    name="export",
+    help="write the group's confirmed winner (else the study's best trial) as a production config",
+    examples=(
         "lrtune export --study digits.tpe.rangetest --out best.yaml",
         "lrtune export --study digits.tpe.rangetest --trial 7",
         "lrtune export --study digits.tpe.rangetest --into train.yaml:optim --dry-run",
     ),
-    _add_export,
-    _run_export,
+    add=_add_export,
+    run=_run_export,
 )

@@ -31,9 +31,9 @@ def _run_ls(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    "ls",
-    "the studies in a storage with trials done/planned and best value",
-    ("lrtune ls", "lrtune ls --group digits --storage sqlite:///lrtune.db"),
-    _add_ls,
-    _run_ls,
+    name="ls",
+    help="the studies in a storage with trials done/planned and best value",
+    examples=("lrtune ls", "lrtune ls --group digits --storage sqlite:///lrtune.db"),
+    add=_add_ls,
+    run=_run_ls,
 )

@@ -48,12 +48,12 @@ def _run_proxy(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    "proxy",
-    "serve a storage to many workers through Optuna's gRPC proxy (few database connections)",
-    (
+    name="proxy",
+    help="serve a storage to many workers through Optuna's gRPC proxy (few database connections)",
+    examples=(
         "lrtune proxy --storage postgresql://user@db-host/lrtune --host 0.0.0.0 --port 13000",
         "lrtune proxy --storage postgresql://user@127.0.0.1/lrtune --port 13000",
     ),
-    _add_proxy,
-    _run_proxy,
+    add=_add_proxy,
+    run=_run_proxy,
 )

@@ -80,7 +80,9 @@ def _run_rangetest(args: argparse.Namespace) -> int:
     )
     print(result.table())
     if args.json:
-        _write_atomic(args.json, result.to_json())
+        from lrtune.export.formats import write_config
+
+        write_config(result.to_json(), args.json)  # atomic, as every file lrtune writes
         print(f"wrote {args.json}")
     if args.plot:
         from lrtune.report import plot_range_test
@@ -120,25 +122,13 @@ def _check_out_path(path: str | None, suffix: str, flag: str) -> None:
         raise UserError(f"{flag} {path!r}: cannot write in {parent}: {exc.strerror}") from None
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 COMMAND = Command(
-    "rangetest",
-    "LR range test on a task: prints the suggestion table",
-    (
+    name="rangetest",
+    help="LR range test on a task: prints the suggestion table",
+    examples=(
         "lrtune rangetest --task digits --plot rangetest.png",
         "lrtune rangetest --task wine --optimizer adam --seeds 1 --json rangetest.json",
     ),
-    _add_rangetest,
-    _run_rangetest,
+    add=_add_rangetest,
+    run=_run_rangetest,
 )

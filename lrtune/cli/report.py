@@ -28,9 +28,9 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command(
-    "report",
-    "comparison table and plots of a group",
-    ("lrtune report --group digits --out report/",),
-    _add_report,
-    _run_report,
+    name="report",
+    help="comparison table and plots of a group",
+    examples=("lrtune report --group digits --out report/",),
+    add=_add_report,
+    run=_run_report,
 )

@@ -221,13 +221,13 @@ def _finish_group(url: str, cmp: Comparison) -> int:
 
 
 COMMAND = Command(
-    "study",
-    "the main job: search LR x schedule with grid, random and TPE, with and "
+    name="study",
+    help="the main job: search LR x schedule with grid, random and TPE, with and "
     "without the range-test prior",
-    (
+    examples=(
         "lrtune study --task digits --trials 10 --storage sqlite:///digits.db",
         "lrtune study --spec studies/digits.toml --workers 2",
     ),
-    add_study,
-    _run_study,
+    add=add_study,
+    run=_run_study,
 )

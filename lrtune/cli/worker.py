@@ -235,13 +235,13 @@ def _check_group(url: str, group: str, task: str | None, grace_period: int) -> N
 
 
 COMMAND = Command(
-    "worker",
-    "join a group's studies and run their trials until each has its budget",
-    (
+    name="worker",
+    help="join a group's studies and run their trials until each has its budget",
+    examples=(
         "lrtune worker --group digits --storage postgresql://user@db-host/lrtune",
         "lrtune worker --group digits --gpus 0,1 --task digits",
         "lrtune worker --group digits --max-time 4h --grace 60",
     ),
-    _add_worker,
-    _run_worker,
+    add=_add_worker,
+    run=_run_worker,
 )

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 WEIGHTS_ATTR = "weights"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PendingWeights:
     """Weights copied next to their destination, not yet moved into place."""
 
@@ -92,7 +92,14 @@ def prepare_weights(
     except OSError as exc:
         raise UserError(f"--weights {path}: cannot write it: {exc.strerror or exc}") from None
     group = study.user_attrs.get("group")
-    return PendingWeights(target, Path(temp), storage_url, group, artifact, keep_all)
+    return PendingWeights(
+        path=target,
+        temp=Path(temp),
+        storage_url=storage_url,
+        group=group,
+        keep=artifact,
+        keep_all=keep_all,
+    )
 
 
 def _prune(storage_url: str, group: str, keep: str) -> int:

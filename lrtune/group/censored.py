@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Bound:
     """A statistic over repeats; ``at_least`` when it rests on a censored repeat, so the
     true value is at least ``value``."""
@@ -20,7 +20,7 @@ class Bound:
         return ("≥" if self.at_least else "") + format(self.value, spec)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Stat:
     """Median and quartiles (inclusive method) of ``n`` values, ``censored`` of them
     counted at their lower bound."""
@@ -53,6 +53,12 @@ def summarize(values: list[tuple[float, bool]]) -> Stat | None:
         h = (len(data) - 1) * p
         lo, hi = math.floor(h), math.ceil(h)
         value = data[lo][0] + (h - lo) * (data[hi][0] - data[lo][0])
-        return Bound(value, any(c for _, c in data[: hi + 1]))
+        return Bound(value=value, at_least=any(c for _, c in data[: hi + 1]))
 
-    return Stat(quantile(0.5), quantile(0.25), quantile(0.75), len(data), sum(c for _, c in data))
+    return Stat(
+        median=quantile(0.5),
+        q1=quantile(0.25),
+        q3=quantile(0.75),
+        n=len(data),
+        censored=sum(c for _, c in data),
+    )

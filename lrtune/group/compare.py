@@ -22,7 +22,8 @@ import optuna
 from lrtune.direction import sign as direction_sign
 from lrtune.group.censored import summarize
 from lrtune.group.comparison import Arm, Comparison, Confirmed, Row, Winner
-from lrtune.group.confirmations import ConfirmState, confirm_notes, read_confirmations
+from lrtune.group.confirmations import ConfirmState, read_confirmations
+from lrtune.group.present import confirm_notes
 from lrtune.search.ladder import Ladder, is_result, trained
 from lrtune.search.states import finished, group_study_names
 
@@ -203,12 +204,11 @@ def rangetest_trials(
 
 def _confirmed(state: ConfirmState | None, study: str) -> Confirmed | None:
     """The best seed mean among the configurations ``study`` found that were confirmed."""
-    if state is None:
-        return None
-    mine = [c for c in state.confirmations if c.source_study == study and c.mean is not None]
-    if not mine:
-        return None
-    return Confirmed.from_attr(mine[0].trial.user_attrs.get("confirm"))
+    for c in state.confirmations if state is not None else []:  # best seed mean first
+        if c.source_study == study and c.mean is not None:
+            sd = math.nan if c.sd is None else c.sd
+            return Confirmed(mean=c.mean, sd=sd, seeds=len(c.seeds))
+    return None
 
 
 def _extra(cmp: Comparison, prior: object) -> float:

@@ -6,7 +6,6 @@ holding them. :func:`lrtune.group.compare.compare_group` computes it,
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,19 +21,6 @@ class Confirmed:
     mean: float
     sd: float
     seeds: int
-
-    @classmethod
-    def from_attr(cls, data: Any) -> Confirmed | None:
-        """Read the ``confirm`` user attr; ``None`` when absent or without a finite mean."""
-        if not isinstance(data, dict):
-            return None
-        try:
-            mean, sd = float(data["mean"]), float(data.get("sd", math.nan))
-            given: Any = data.get("seeds", data.get("values", []))
-            seeds = len(given) if isinstance(given, list) else int(given)
-        except (KeyError, TypeError, ValueError):
-            return None
-        return cls(mean=mean, sd=sd, seeds=seeds) if math.isfinite(mean) else None
 
 
 @dataclass(kw_only=True)

@@ -64,7 +64,7 @@ def params_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Candidate:
     """A finished search trial proposed for confirmation."""
 
@@ -93,7 +93,11 @@ def candidates(studies: list[optuna.Study]) -> list[Candidate]:
         key = params_key(t.params)
         if key not in seen:
             seen.add(key)
-            out.append(Candidate(name, number, float(t.value or 0.0), dict(t.params)))
+            out.append(
+                Candidate(
+                    study=name, trial=number, value=float(t.value or 0.0), params=dict(t.params)
+                )
+            )
     return out
 
 

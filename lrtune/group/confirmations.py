@@ -14,7 +14,7 @@ from lrtune.group.confirm import confirm_name, group_of
 from lrtune.search.states import FINISHED
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Confirmation:
     """One configuration's confirmation: its confirm trial and where it was found."""
 
@@ -44,7 +44,7 @@ class Confirmation:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConfirmState:
     """What the confirm study of a group holds, best seed mean first."""
 
@@ -94,50 +94,12 @@ def read_confirmations(storage: optuna.storages.BaseStorage, group: str) -> Conf
     out.sort(key=lambda c: (c.mean is None, sign * (c.mean or 0.0), c.trial.number))
     attrs = study.user_attrs
     return ConfirmState(
-        name,
-        int(attrs.get("asked", 0)),
-        int(attrs.get("found", 0)),
-        int(attrs.get("budget", 0)),
-        out,
+        study=name,
+        asked=int(attrs.get("asked", 0)),
+        found=int(attrs.get("found", 0)),
+        budget=int(attrs.get("budget", 0)),
+        confirmations=out,
     )
-
-
-def confirm_notes(state: ConfirmState | None, metric: str) -> list[str]:
-    """Lines for the comparison's notes, the dashboard note and the report."""
-    if state is None:
-        return []
-    lines = []
-    if state.found < state.asked:
-        lines.append(
-            f"confirm: only {state.found} distinct configurations finished, fewer than "
-            f"--confirm {state.asked}: confirmed those {state.found}"
-        )
-    done = len(state.confirmations)
-    if done < state.budget:
-        lines.append(
-            f"confirm: {done} of {state.budget} confirmations done; run the same command "
-            "again (or a worker) to finish them"
-        )
-    best = state.best
-    if best is not None:
-        lines.append(
-            f"confirmed winner: {metric} {best.mean:.4g} ± {best.sd or 0.0:.2g} over "
-            f"{len(best.seeds)} fresh seeds (lr {best.trial.params.get('lr', math.nan):.3g}, "
-            f"{best.trial.params.get('schedule', '-')}; found by {best.source_study} "
-            f"#{best.source_trial} at {_fmt(best.source_value)}; {state.study} "
-            f"#{best.trial.number}); `export` takes it"
-        )
-    diverged = [c for c in state.confirmations if c.diverged]
-    if diverged:
-        lines.append(
-            f"confirm: {len(diverged)} configuration(s) diverged on a fresh seed and rank "
-            "last: " + ", ".join(f"{c.source_study} #{c.source_trial}" for c in diverged)
-        )
-    return lines
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"
 
 
 def best_for_export(storage_url: str, attrs: dict[str, Any]) -> Confirmation | None:
@@ -150,33 +112,3 @@ def best_for_export(storage_url: str, attrs: dict[str, Any]) -> Confirmation | N
         return None
     state = read_confirmations(open_storage(storage_url), group)
     return state.best if state is not None else None
-
-
-def write_note(storage: optuna.storages.BaseStorage, group: str, lines: list[str]) -> None:
-    """The dashboard note of ``group``'s confirm study: ``lines`` (the comparison's confirm
-    notes) and one row per confirmed configuration; nothing without a confirm study."""
-    from lrtune.dashboard import write_study_note
-
-    state = read_confirmations(storage, group)
-    if state is None:
-        return
-    study = optuna.load_study(study_name=state.study, storage=storage)
-    seeds = study.user_attrs.get("seeds", [])
-    text = [
-        f"## {state.study}",
-        f"- the {state.asked} best distinct configurations of group **{group}** re-trained "
-        f"on fresh seeds {seeds}; value = the mean over the seeds",
-        *(f"- {line}" for line in lines),
-        "",
-        "| trial | found by | single seed | lr | schedule | values | mean ± sd |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in state.confirmations:
-        values = ", ".join("diverged" if v is None else f"{v:.4g}" for v in c.values)
-        mean = "diverged" if c.mean is None else f"{c.mean:.4g} ± {c.sd or 0.0:.2g}"
-        text.append(
-            f"| {c.trial.number} | {c.source_study} #{c.source_trial} | "
-            f"{_fmt(c.source_value)} | {_fmt(c.trial.params.get('lr'))} | "
-            f"{c.trial.params.get('schedule', '-')} | {values} | {mean} |"
-        )
-    write_study_note(study, "\n".join(text))

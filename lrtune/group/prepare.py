@@ -55,7 +55,7 @@ WORKER_SEED_STRIDE = 7919
 MAX_CONSECUTIVE_FAILURES = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudyRef:
     """One study of a group."""
 
@@ -82,18 +82,22 @@ def study_refs(spec: StudySpec, group: str) -> list[StudyRef]:
             for sampler in spec.samplers:
                 refs.append(
                     StudyRef(
-                        study_name(group, sampler, prior, repeat), sampler, prior, repeat, seed
+                        name=study_name(group, sampler, prior, repeat),
+                        sampler=sampler,
+                        prior=prior,
+                        repeat=repeat,
+                        seed=seed,
                     )
                 )
         for prior in spec.prior:
             for name in spec.baseline:
                 refs.append(
                     StudyRef(
-                        study_name(group, name, prior, repeat),
-                        BASELINE_SAMPLER,
-                        prior,
-                        repeat,
-                        seed,
+                        name=study_name(group, name, prior, repeat),
+                        sampler=BASELINE_SAMPLER,
+                        prior=prior,
+                        repeat=repeat,
+                        seed=seed,
                         baseline=name,
                     )
                 )
@@ -109,7 +113,7 @@ def default_group(spec: StudySpec, task: Task) -> str:
     return name
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Group:
     """A prepared group: its studies and the bounds each prior searches."""
 
@@ -178,7 +182,7 @@ def prepare_group(
     refs = study_refs(spec, group)
     for ref in refs:  # before anything is written, whatever the storage
         check_study_name(ref.name)
-    prepared = Group(group, spec, refs, {}, None, [])
+    prepared = Group(name=group, spec=spec, refs=refs, bounds={}, rangetest=None, created=[])
     # A new SQLite file is created only after the range test: a test that fails (a NaN
     # loss, a task error, Ctrl-C) must leave no empty database behind. An existing storage
     # is opened first, as its studies may hold the range test to reuse.

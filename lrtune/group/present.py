@@ -1,7 +1,8 @@
 """Presenting a group's comparison: the table as text or Markdown (:func:`format_table`,
 with the one number formatter :func:`fmt`) and the comparison written where people read it
 (:func:`save_comparison`: every study's user attr and dashboard note, the group's
-best-so-far graph, each study's per-trial graphs and notes).
+best-so-far graph, each study's per-trial graphs and notes), and the confirm study's lines
+(:func:`confirm_notes`) and dashboard note (:func:`write_note`).
 
 Optuna and the dashboard are imported inside :func:`save_comparison` only, so the report
 and the CLI format a :class:`~lrtune.group.comparison.Comparison` without them.
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     import optuna
 
     from lrtune.group.comparison import Comparison
+    from lrtune.group.confirmations import ConfirmState
 
 
 def fmt(value: float | None, spec: str = ".4g") -> str:
@@ -232,6 +234,71 @@ def save_comparison(storage: optuna.storages.BaseStorage, cmp: Comparison) -> No
     save_best_so_far_graph(
         studies, group=cmp.group, metric=cmp.metric, direction=cmp.direction, target=cmp.target
     )
-    from lrtune.group.confirmations import write_note
-
     write_note(storage, cmp.group, cmp.confirm)  # the confirm study's own note
+
+
+def confirm_notes(state: ConfirmState | None, metric: str) -> list[str]:
+    """Lines for the comparison's notes, the dashboard note and the report."""
+    if state is None:
+        return []
+    lines = []
+    if state.found < state.asked:
+        lines.append(
+            f"confirm: only {state.found} distinct configurations finished, fewer than "
+            f"--confirm {state.asked}: confirmed those {state.found}"
+        )
+    done = len(state.confirmations)
+    if done < state.budget:
+        lines.append(
+            f"confirm: {done} of {state.budget} confirmations done; run the same command "
+            "again (or a worker) to finish them"
+        )
+    best = state.best
+    if best is not None:
+        lines.append(
+            f"confirmed winner: {metric} {best.mean:.4g} ± {best.sd or 0.0:.2g} over "
+            f"{len(best.seeds)} fresh seeds (lr {best.trial.params.get('lr', math.nan):.3g}, "
+            f"{best.trial.params.get('schedule', '-')}; found by {best.source_study} "
+            f"#{best.source_trial} at {fmt(best.source_value)}; {state.study} "
+            f"#{best.trial.number}); `export` takes it"
+        )
+    diverged = [c for c in state.confirmations if c.diverged]
+    if diverged:
+        lines.append(
+            f"confirm: {len(diverged)} configuration(s) diverged on a fresh seed and rank "
+            "last: " + ", ".join(f"{c.source_study} #{c.source_trial}" for c in diverged)
+        )
+    return lines
+
+
+def write_note(storage: optuna.storages.BaseStorage, group: str, lines: list[str]) -> None:
+    """The dashboard note of ``group``'s confirm study: ``lines`` (the comparison's confirm
+    notes) and one row per confirmed configuration; nothing without a confirm study."""
+    import optuna
+
+    from lrtune.dashboard import write_study_note
+    from lrtune.group.confirmations import read_confirmations
+
+    state = read_confirmations(storage, group)
+    if state is None:
+        return
+    study = optuna.load_study(study_name=state.study, storage=storage)
+    seeds = study.user_attrs.get("seeds", [])
+    text = [
+        f"## {state.study}",
+        f"- the {state.asked} best distinct configurations of group **{group}** re-trained "
+        f"on fresh seeds {seeds}; value = the mean over the seeds",
+        *(f"- {line}" for line in lines),
+        "",
+        "| trial | found by | single seed | lr | schedule | values | mean ± sd |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in state.confirmations:
+        values = ", ".join("diverged" if v is None else f"{v:.4g}" for v in c.values)
+        mean = "diverged" if c.mean is None else f"{c.mean:.4g} ± {c.sd or 0.0:.2g}"
+        text.append(
+            f"| {c.trial.number} | {c.source_study} #{c.source_trial} | "
+            f"{fmt(c.source_value)} | {fmt(c.trial.params.get('lr'))} | "
+            f"{c.trial.params.get('schedule', '-')} | {values} | {mean} |"
+        )
+    write_study_note(study, "\n".join(text))

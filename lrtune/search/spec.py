@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lrtune.errors import UserError
+from lrtune.precisions import PRECISIONS
 from lrtune.schedules import SCHEDULE_NAMES
 from lrtune.search.ranges import SETUP_TABLES, check_params
 from lrtune.search.rung_flags import check_beta, check_ladder, check_options, parse_rungs
@@ -57,7 +58,6 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
 PRIORS: tuple[str, ...] = ("rangetest", "none")
 #: The rules ``--batch-scaling`` takes (:mod:`lrtune.search.dims`).
 BATCH_SCALINGS: tuple[str, ...] = ("linear", "sqrt", "none")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lrtune.errors import UserError
+from lrtune.precisions import PRECISIONS
 from lrtune.training.data import check_batches, is_pair
 from lrtune.training.optimizers import OPTIMIZERS
 from lrtune.training.watch import DIVERGENCE_FACTOR
@@ -89,10 +90,6 @@ class Task:
     clip_grad_norm: float | None = None
     divergence_factor: float | None = DIVERGENCE_FACTOR
     param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None
-
-
-#: The values of ``Task.precision``.
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 TaskFactory = Callable[[int], Task]

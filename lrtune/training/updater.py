@@ -10,16 +10,16 @@ from typing import Any
 
 import torch
 
-from lrtune.device import PRECISIONS_BY_DEVICE
 from lrtune.errors import UserError
+from lrtune.precisions import PRECISIONS, PRECISIONS_BY_DEVICE
 from lrtune.training import ranks
 from lrtune.training.data import is_pair
-from lrtune.training.tasks import PRECISIONS, Task
+from lrtune.training.tasks import Task
 
 
 def check_precision(precision: str, device: torch.device) -> None:
     """Raise :class:`UserError` for an unknown precision or fp16 without CUDA (the device
-    rules: :data:`lrtune.device.PRECISIONS_BY_DEVICE`)."""
+    rules: :data:`lrtune.precisions.PRECISIONS_BY_DEVICE`)."""
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision not in PRECISIONS_BY_DEVICE.get(device.type, PRECISIONS):
