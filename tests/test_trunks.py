@@ -157,10 +157,12 @@ def test_a_trunk_that_differs_is_not_used(tmp_path: Path, task: str) -> None:
     _same(result, train(task, TrainConfig(**{**config.__dict__, "schedule_params": sched})))
     # A trunk that is gone: from scratch too.
     store.remove(record["artifact"])
+    # (A heartbeat retry carries its original's trunk_start: cleared, it costs its rung.)
     other = _trial()
+    other.set_user_attr(START_ATTR, {"from": 0, "step": 4, "epochs": 0.5})
     config = _config("wsd", 3, decay_frac=0.5)
     result = _run(task, config, other, Trunks(store, other, start=record, source=0, keep=False))
-    assert START_ATTR not in other.user_attrs and not result.diverged
+    assert other.user_attrs[START_ATTR] is None and not result.diverged
 
 
 def test_other_schedules_keep_no_trunk(tmp_path: Path, task: str) -> None:
@@ -232,3 +234,6 @@ def test_a_promotion_costs_only_its_epochs_past_the_trunk() -> None:
     assert compute(done, ladder) == pytest.approx(2.25 / 9)
     scratch = optuna.trial.create_trial(value=0.1, user_attrs=attrs)
     assert compute(scratch, ladder) == pytest.approx(3 / 9)
+    cleared = {**attrs, START_ATTR: None}  # a retry that could not use the trunk
+    running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, user_attrs=cleared)
+    assert compute(running, ladder) == pytest.approx(3 / 9)

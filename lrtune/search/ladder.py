@@ -144,8 +144,8 @@ def epochs_trained(trial: optuna.trial.FrozenTrial, planned: int) -> int:
 def shared(trial: optuna.trial.FrozenTrial) -> float:
     """The epochs ``trial`` took from its source's trunk, not trained again (0: none); a
     promotion not started yet: its record's."""
-    start = trial.user_attrs.get(START_ATTR)
-    if not isinstance(start, Mapping) and trial.state not in FINISHED:
+    start = trial.user_attrs.get(START_ATTR)  # None: it trained from scratch after all
+    if START_ATTR not in trial.user_attrs and trial.state not in FINISHED:
         record = trial.user_attrs.get(PROMOTION)
         start = record.get(TRUNK_ATTR) if isinstance(record, Mapping) else None
     return float(start["epochs"]) if isinstance(start, Mapping) else 0.0

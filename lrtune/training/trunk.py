@@ -141,13 +141,14 @@ class Trunks:
         if self.start is None:
             return None
         state = self._load(identity, factor)
-        if state is None:
-            return None
         from lrtune.training.checkpoint import restore, same_shapes
 
-        problem = same_shapes(loop.model, state["model"])
+        problem = None if state is None else same_shapes(loop.model, state["model"])
         if problem is not None:
             log.warning("trunk not used, training from scratch: %s", problem)
+        if state is None or problem is not None:
+            if START_ATTR in self.trial.user_attrs:  # a retry of a trial that had one
+                self.trial.set_user_attr(START_ATTR, None)  # it costs its whole rung now
             return None
         restore(loop, state)
         step = int(state["step"])
