@@ -108,7 +108,7 @@ def _seed_configs(
     """The enqueued configuration ``params`` as one training config per seed; its ``lr``
     and ``schedule`` are suggested on ``trial`` (so the trial shows them as params)."""
     from lrtune.search.dims import setup_of
-    from lrtune.training.trainer import TrainConfig
+    from lrtune.search.trial_config import trial_config
 
     lr = float(trial.suggest_float("lr", *_around(float(params["lr"]), spec), log=True))
     schedule = str(params.get("schedule", "constant"))
@@ -123,21 +123,15 @@ def _seed_configs(
     }
     setup = setup_of(params)  # the batch size, multipliers and task parameters it searched
     return [
-        TrainConfig(
+        trial_config(
+            spec,
             lr=lr,
-            optimizer=spec.optimizer,
             schedule=schedule,
             schedule_params=sched_params,
             optimizer_params=opt_params,
-            epochs=spec.epochs,
+            setup=setup,
             seed=seed,
             device=device,
-            precision=spec.precision,
-            accumulate=spec.accumulate,
-            clip_grad_norm=spec.clip_grad_norm,
-            batch_size=setup.batch_size,
-            lr_mults=setup.lr_mults,
-            task_params=setup.task_params,
         )
         for seed in seeds
     ]

@@ -28,6 +28,7 @@ from lrtune.search.ladder import (
 from lrtune.search.space import suggest, suggest_optimizer
 from lrtune.search.spec import StudySpec
 from lrtune.search.states import FINISHED
+from lrtune.search.trial_config import trial_config
 from lrtune.training import ranks
 from lrtune.training.checkpoint import ArtifactStore, Checkpoints
 from lrtune.training.tblog import trial_run
@@ -227,21 +228,16 @@ def _train_trial(trial: optuna.Trial, run: _Settings) -> float:
         lr, schedule, params = suggest(trial, spec, current)
     epochs = spec.epochs if ladder is None else ladder.rungs[rung_of(trial)]
     steps: list[int] = []
-    config = TrainConfig(
+    config = trial_config(
+        spec,
         lr=lr,
-        optimizer=spec.optimizer,
         schedule=schedule,
         schedule_params=params,
         optimizer_params=suggest_optimizer(trial, spec),
-        epochs=epochs,
+        setup=setup,
         seed=spec.seed,
         device=run.device,
-        precision=spec.precision,
-        accumulate=spec.accumulate,
-        clip_grad_norm=spec.clip_grad_norm,
-        batch_size=setup.batch_size,
-        lr_mults=setup.lr_mults,
-        task_params=setup.task_params,
+        epochs=epochs,
         log_dir=trial_run(trial.study.study_name, trial.number),  # --log-dir: TensorBoard
     )
     checkpoints = None
