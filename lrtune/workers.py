@@ -35,6 +35,7 @@ from lrtune.search.states import group_study_names
 from lrtune.search.widen import can_widen, maybe_widen
 from lrtune.storage import is_connection_error, mask_url, open_storage, require_existing
 from lrtune.storage_retry import StorageRetry, storage_retry_seconds
+from lrtune.training import ranks
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,8 @@ class _Run:
             self.failures = _record(self.report, study, mine, self.failures, widens=widens)
             if self.on_trial is not None:
                 self.on_trial(name, mine)
+            if ranks.current() is not None:  # --nproc-per-trial: a failure ends the ranks
+                ranks.stop_on_failure(name, mine)
         return True
 
     def _survey(self) -> tuple[dict[str, Any], dict[str, Any], list[str]]:

@@ -139,6 +139,7 @@ CASES: dict[str, dict[str, Any]] = {
         "mode foo": _c("rangetest --mode foo", "--mode"),
         "optimizer bogus": _c("rangetest --optimizer bogus", "bogus"),
         "task empty": Case(("rangetest", "--task", ""), "--task"),
+        "nproc-per-trial 0": _c("rangetest --nproc-per-trial 0", "--nproc-per-trial"),
         "threads 1e9": _c("rangetest --threads 1000000000", "--threads"),
         "seed x": _c("rangetest --seed x", "--seed"),
         "seed -1": _c("rangetest --seed -1", "--seed"),
@@ -326,6 +327,8 @@ CASES: dict[str, dict[str, Any]] = {
             "study --spec {dir}/task-key.toml --task {dir}/groups_task.py:make", "'width'"
         ),
         "task empty": Case(("study", "--task", ""), "--task"),
+        "nproc-per-trial 0": _c("study --nproc-per-trial 0", "--nproc-per-trial"),
+        "nproc-per-trial with workers": _c("study --nproc-per-trial 2 --workers 2", "--workers"),
         "lr-high 0": _c("study --lr-high 0", "--lr-high"),
         "lr-high nan": _c("study --lr-high nan", "--lr-high"),
         "lr-low above lr-high": _c("study --lr-low 1 --lr-high 0.1", "lr_high"),
@@ -375,6 +378,13 @@ CASES: dict[str, dict[str, Any]] = {
             f"worker --group {GROUP} --max-time 60 --grace 60", "--max-time"
         ),
         "task empty": Case(("worker", "--group", GROUP, "--task", ""), "--task"),
+        "nproc-per-trial 0": _c(f"worker --group {GROUP} --nproc-per-trial 0", "--nproc"),
+        "nproc-per-trial with workers": _c(
+            f"worker --group {GROUP} --nproc-per-trial 2 --workers 2", "--workers"
+        ),
+        "nproc-per-trial with fewer gpus": _c(
+            f"worker --group {GROUP} --nproc-per-trial 2 --gpus 0", "list 2 GPUs"
+        ),
         "storage no database": _c(
             "worker --group x --storage postgresql://u@127.0.0.1:1", "no database", storage=False
         ),

@@ -179,3 +179,74 @@ def test_range_test_under_two_ranks(tmp_path: Path) -> None:
     one, two = json.loads(outs[0]), json.loads(outs[1])
     assert two["lrs"] == one["lrs"]
     assert two["losses"][0] == pytest.approx(one["losses"][0], rel=1e-4)
+
+
+STUDY_SPEC = """\
+task = "digits"
+samplers = ["random"]
+prior = "rangetest"
+schedules = ["constant", "cosine"]
+trials = 2
+epochs = 2
+pruner = "none"
+confirm = 0
+accumulate = 2
+rangetest_seeds = 1
+rangetest_steps = 40
+"""
+
+
+@pytest.mark.slow
+def test_study_under_two_ranks_gives_the_one_process_study(tmp_path: Path) -> None:
+    """``study --nproc-per-trial 2``: its range test and its trials run on two ranks, say
+    and store the global batch (per rank x ranks x accumulate), and find what one process
+    finds with the same batch."""
+    (tmp_path / "spec.toml").write_text(STUDY_SPEC)
+    url = f"sqlite:///{tmp_path / 'ranks.db'}"
+    outs = {}
+    for group, flags in (("one", ()), ("two", ("--nproc-per-trial", "2"))):
+        proc = lrtune(
+            *("study", "--spec", "spec.toml", "--group", group, "--storage", url),
+            *("--device", "cpu", *flags),
+            cwd=tmp_path,
+        )
+        outs[group], err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    assert "global batch 128 = 32 per rank x 2 ranks x 2 accumulated" in outs["two"]
+    assert "global batch" not in outs["one"] and "batch 128 (2 x 64)" in outs["one"]
+    one = optuna.load_study(study_name="one.random.rangetest", storage=url)
+    two = optuna.load_study(study_name="two.random.rangetest", storage=url)
+    rt_one, rt_two = one.user_attrs["rangetest"], two.user_attrs["rangetest"]
+    assert (rt_two["ranks"], rt_two["batch_size"], rt_two["micro_batch_size"]) == (2, 128, 64)
+    assert rt_one["ranks"] == 1
+    assert rt_two["lr_low"] == pytest.approx(rt_one["lr_low"], rel=1e-3)
+    assert rt_two["lr_high"] == pytest.approx(rt_one["lr_high"], rel=1e-3)
+    assert [t.state for t in two.trials] == [States.COMPLETE] * 2
+    for a, b in zip(one.trials, two.trials, strict=True):
+        assert a.params == b.params
+        assert b.value == pytest.approx(a.value, rel=1e-4)
+        assert b.user_attrs["config"]["batch_size"] == 128
+        assert b.user_attrs["ranks"] == 2 and "ranks" not in a.user_attrs
+
+
+@pytest.mark.slow
+def test_rangetest_command_under_two_ranks(tmp_path: Path) -> None:
+    """``rangetest --nproc-per-trial 2``: the one-process curve, the global batch stated
+    and written to the JSON."""
+    results = {}
+    for n in ("1", "2"):
+        proc = lrtune(
+            *("rangetest", "--task", "digits", "--device", "cpu", "--seeds", "1"),
+            *("--steps", "40", "--nproc-per-trial", n, "--json", f"rt{n}.json"),
+            cwd=tmp_path,
+        )
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert ("global batch 64 = 32 per rank x 2 ranks x 1 accumulated" in out) == (n == "2")
+        results[n] = json.loads((tmp_path / f"rt{n}.json").read_text())
+    one, two = results["1"], results["2"]
+    assert (one["ranks"], two["ranks"]) == (1, 2)
+    assert two["batch_size"] == one["batch_size"] == 64
+    assert two["lrs"] == one["lrs"]
+    assert two["losses"][0] == pytest.approx(one["losses"][0], rel=1e-4)
+    assert two["lr_high"] == pytest.approx(one["lr_high"], rel=1e-3)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn, TypedDict
 
@@ -298,6 +299,35 @@ def grace_seconds(args: argparse.Namespace) -> float:
             "would preempt itself at once; give a longer --max-time or a shorter --grace"
         )
     return grace
+
+
+def add_nproc(p: argparse.ArgumentParser, what: str) -> None:
+    """``--nproc-per-trial N``: :func:`ranked` reads it."""
+    p.add_argument(
+        "--nproc-per-trial",
+        type=workers_count,  # 1..MAX_PROCESSES, like --workers
+        default=1,
+        metavar="N",
+        help=f"run {what} with N processes on this host under torch.distributed (NCCL on "
+        "GPUs, one per rank; gloo on the CPU): one configuration, each micro-batch split "
+        "across the ranks, so the batch is the global one",
+    )
+
+
+@contextmanager
+def ranked(args: argparse.Namespace) -> Iterator[None]:
+    """With ``--nproc-per-trial N`` > 1, this process is rank 0 of N on this host while the
+    block runs (:func:`lrtune.training.ranks.session`): its range tests and trials run on
+    every rank."""
+    n = args.nproc_per_trial
+    if n == 1:
+        yield
+        return
+    from lrtune.device import resolve_device
+    from lrtune.training import ranks
+
+    with ranks.session(ranks.devices_for(n, resolve_device(args.device)), args.threads):
+        yield
 
 
 def add_log_dir(p: argparse.ArgumentParser) -> None:

@@ -9,9 +9,11 @@ from lrtune.cli.common import (
     Command,
     add_common,
     add_log_dir,
+    add_nproc,
     add_threads,
     positive_float,
     positive_int,
+    ranked,
     storage_url,
     use_log_dir,
 )
@@ -39,6 +41,7 @@ def _add_rangetest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="write the result as JSON (default: no file)")
     p.add_argument("--plot", metavar="PATH", help="draw the curves to a PNG (default: no plot)")
     p.add_argument("--study", help="also record the result on this existing study (default: none)")
+    add_nproc(p, "the sweep")
     add_threads(p)
 
 
@@ -64,20 +67,21 @@ def _run_rangetest(args: argparse.Namespace) -> int:
     task = args.task or "digits"
     # Any error from the task's code is one line (call_task), not a traceback.
     optimizer = args.optimizer or call_task(f"task {task}", task_optimizer, task)
-    result = call_task(
-        f"range test on {task}",
-        range_test,
-        task,
-        optimizer=optimizer,
-        start_lr=args.start_lr,
-        end_lr=args.end_lr,
-        steps=args.steps,
-        mode=args.mode,
-        seeds=args.seeds,
-        device=args.device,
-        track_metric=args.track_metric,
-        seed=args.seed or 0,
-    )
+    with ranked(args):  # --nproc-per-trial N: every rank sweeps its share of each batch
+        result = call_task(
+            f"range test on {task}",
+            range_test,
+            task,
+            optimizer=optimizer,
+            start_lr=args.start_lr,
+            end_lr=args.end_lr,
+            steps=args.steps,
+            mode=args.mode,
+            seeds=args.seeds,
+            device=args.device,
+            track_metric=args.track_metric,
+            seed=args.seed or 0,
+        )
     print(result.table())
     if args.json:
         from lrtune.export.formats import write_config
@@ -128,6 +132,7 @@ COMMAND = Command(
     examples=(
         "lrtune rangetest --task digits --plot rangetest.png",
         "lrtune rangetest --task wine --optimizer adam --seeds 1 --json rangetest.json",
+        "lrtune rangetest --task digits --nproc-per-trial 2 --device cpu",
     ),
     add=_add_rangetest,
     run=_run_rangetest,

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 from lrtune.cli.common import (
     Command,
+    HeartbeatOptions,
     grace_seconds,
     heartbeat_options,
+    ranked,
     storage_url,
     threads_flags,
     use_log_dir,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from lrtune.group.prepare import Group
     from lrtune.progress import Progress
     from lrtune.rangetest import RangeTestResult
+    from lrtune.search.spec import StudySpec
 
 
 def _run_study(args: argparse.Namespace) -> int:
@@ -48,9 +51,14 @@ def _run_study(args: argparse.Namespace) -> int:
             f"--workers {args.workers} with --create-only: it creates the studies and runs no "
             "trial; start the workers with `lrtune worker --group NAME --workers N`"
         )
+    if args.nproc_per_trial > 1 and args.workers != 1:
+        raise UserError(
+            f"--nproc-per-trial {args.nproc_per_trial} runs the trials in this process and "
+            f"{args.nproc_per_trial - 1} more: drop --workers (or start more with `lrtune "
+            "worker --nproc-per-trial N`)"
+        )
     url = storage_url(args)
     use_log_dir(args)
-    from lrtune.group.run import run_group
 
     # The tables are printed once the group is ready: when the range test is unusable (a
     # NaN loss), the error alone comes out, not a table of meaningless LRs above it.
@@ -76,7 +84,33 @@ def _run_study(args: argparse.Namespace) -> int:
         _say_bounds(group)
         _say_over_budget(url, group)
 
-    cmp = run_group(
+    with ranked(args):  # --nproc-per-trial N: this process is rank 0 of N
+        cmp = _run(args, spec, url, grace, heartbeat, tested.append, on_prepared)
+    if args.create_only:
+        group = prepared[0]
+        made = ", ".join(group.created) or "none (all existed)"
+        print(f"created studies: {made}")
+        nproc = [f"--nproc-per-trial={args.nproc_per_trial}"] if args.nproc_per_trial > 1 else []
+        workers = command_line("worker", "--group", group.name, *nproc) + " --storage URL"
+        print(f"run workers with: {workers}")
+        return 0
+    if args.timeout is not None:
+        _say_timeout(url, prepared[0], args.timeout)
+    return _finish_group(url, cmp)
+
+
+def _run(
+    args: argparse.Namespace,
+    spec: StudySpec,
+    url: str,
+    grace: float,
+    heartbeat: HeartbeatOptions,
+    on_rangetest: Callable[[RangeTestResult], None],
+    on_prepared: Callable[[Group], None],
+) -> Comparison:
+    from lrtune.group.run import run_group
+
+    return run_group(
         spec,
         url,
         workers=args.workers,
@@ -86,21 +120,11 @@ def _run_study(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         worker_args=[*threads_flags(args), f"--grace={grace!r}"],
         grace=grace,
-        on_rangetest=tested.append,
+        on_rangetest=on_rangetest,
         on_prepared=on_prepared,
         on_progress=_progress(),
         **heartbeat,
     )
-    if args.create_only:
-        group = prepared[0]
-        made = ", ".join(group.created) or "none (all existed)"
-        print(f"created studies: {made}")
-        workers = command_line("worker", "--group", group.name) + " --storage URL"
-        print(f"run workers with: {workers}")
-        return 0
-    if args.timeout is not None:
-        _say_timeout(url, prepared[0], args.timeout)
-    return _finish_group(url, cmp)
 
 
 def _progress() -> Callable[[Group, optuna.storages.BaseStorage], None]:

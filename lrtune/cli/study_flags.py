@@ -10,6 +10,7 @@ from lrtune.cli.common import (
     add_common,
     add_heartbeat,
     add_log_dir,
+    add_nproc,
     add_preemption,
     add_threads,
     add_timeout,
@@ -178,6 +179,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         help="a trial checkpoints every K epochs, so a retried or preempted trial resumes "
         "(default: each epoch once 30 s passed since the last checkpoint; 0: off)",
     )
+    add_nproc(p, "the range test and each trial")
     add_timeout(p)
     add_heartbeat(p)
     add_preemption(p, max_time=False)

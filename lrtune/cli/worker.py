@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from lrtune.cli.common import (
     Command,
@@ -12,6 +11,7 @@ from lrtune.cli.common import (
     add_common,
     add_heartbeat,
     add_log_dir,
+    add_nproc,
     add_preemption,
     add_threads,
     add_timeout,
@@ -38,15 +38,7 @@ def _add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", action="append", help="run this study (repeatable)")
     p.add_argument("--workers", type=workers_count, default=1, help="processes on this host")
     p.add_argument("--gpus", help="comma list of GPU indices: one process per GPU (default: none)")
-    p.add_argument(
-        "--nproc-per-trial",
-        type=workers_count,  # 1..MAX_PROCESSES, like --workers
-        default=1,
-        metavar="N",
-        help="train each trial with N processes on this host under torch.distributed "
-        "(NCCL on GPUs, one per rank; gloo on the CPU): one configuration, the micro-batch "
-        "split across ranks; with --gpus, list N GPUs",
-    )
+    add_nproc(p, "each trial (with --gpus, list N GPUs)")
     add_heartbeat(p)
     add_timeout(p)
     add_preemption(p, max_time=True)
@@ -161,28 +153,13 @@ def _run_ranked(
     from lrtune.training import ranks
     from lrtune.workers import limit_cpu_threads, run_worker, worker_index
 
-    device = resolve_device("cuda" if gpus else args.device)
-    if device.type == "cuda":
-        import torch
-
-        first = device.index or 0
-        if first + n > torch.cuda.device_count():
-            raise UserError(
-                f"--nproc-per-trial {n} needs {n} GPUs from cuda:{first}; "
-                f"{torch.cuda.device_count()} visible (or use --device cpu: gloo)"
-            )
-        devices = [f"cuda:{first + k}" for k in range(n)]
-    else:
-        devices = [str(device)] * n
+    devices = ranks.devices_for(n, resolve_device("cuda" if gpus else args.device))
     if args.group:  # what run_worker checks, before any process starts
         _check_group(url, args.group, args.task, heartbeat["grace_period"])
     watch_parent()
-    if device.type == "cpu" or args.threads is not None:
+    if devices[0] == "cpu" or args.threads is not None:
         limit_cpu_threads(args.threads)
-    port = ranks.free_port()
-    followers = ranks.launch(port, devices, threads=args.threads)
-    try:
-        group = ranks.init(0, n, resolve_device(devices[0]), "127.0.0.1", port)
+    with ranks.session(devices, args.threads):  # a failed trial stops it: ranks.stop_on_failure
         report = run_worker(
             url,
             group=args.group,
@@ -191,25 +168,10 @@ def _run_ranked(
             device=devices[0],
             task=args.task,
             timeout=args.timeout,
-            on_trial=_stop_on_failure,
             **heartbeat,
         )
-        group.stop()
-    finally:
-        ranks.close()
-        ranks.reap(followers)
     print(f"worker done: {sum(report.trials.values())} trials in {report.seconds:.1f} s")
     return 0
-
-
-def _stop_on_failure(study: str, trial: Any) -> None:
-    # After one rank failed the ranks no longer agree on where they are: stop them all.
-    reason = str(trial.user_attrs.get("fail_reason", ""))
-    if trial.state.name == "FAIL" and not reason.startswith("surplus"):
-        raise UserError(
-            f"trial {trial.number} of {study} failed under --nproc-per-trial: "
-            f"{reason or 'error'}; the ranks stopped (run the same command again to go on)"
-        )
 
 
 def _check_group(url: str, group: str, task: str | None, grace_period: int) -> None:

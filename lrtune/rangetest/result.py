@@ -42,6 +42,9 @@ class RangeTestResult:
             batch_size`` a study moves them by its ``--batch-scaling`` rule).
         groups: the parameter groups' ``lr_mult`` by name: the LRs are the base LR,
             each group swept at it × its multiplier (empty: one group).
+        ranks: the processes the sweep ran on (``--nproc-per-trial``): each micro-batch
+            split across them, so ``batch_size`` is the global batch (per-rank rows ×
+            ranks × accumulate).
     """
 
     lr_low: float
@@ -69,6 +72,7 @@ class RangeTestResult:
     batch_size: int | None = None
     micro_batch_size: int | None = None
     groups: dict[str, float] = field(default_factory=dict)
+    ranks: int = 1
 
     @property
     def updates(self) -> int:
@@ -131,13 +135,7 @@ class RangeTestResult:
             f"{self.end_lr:.3g} over {self.steps} steps, {len(self.seeds)} seed(s)"
         )
         if self.batch_size is not None:
-            micro = self.micro_batch_size
-            each = (
-                f" ({self.batch_size // micro} x {micro})"
-                if micro and micro != self.batch_size
-                else ""
-            )
-            head += f", batch {self.batch_size}{each}"
+            head += f", {self._batch()}"
         lines = [head]
         if self.groups:
             ratios = ", ".join(f"{name} x{mult:g}" for name, mult in self.groups.items())
@@ -148,6 +146,21 @@ class RangeTestResult:
         lines += [f"  {k:<12} {v:<22} {n}".rstrip() for k, v, n in rows]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def _batch(self) -> str:
+        """The batch of one update, and how it is made up."""
+        micro = self.micro_batch_size
+        if self.ranks > 1 and micro:
+            split = (
+                f"{micro // self.ranks} per rank x {self.ranks} ranks"
+                if micro % self.ranks == 0
+                else f"{micro} split across {self.ranks} ranks"
+            )
+            steps = (self.batch_size or micro) // micro
+            return f"global batch {self.batch_size} = {split} x {steps} accumulated"
+        if micro and micro != self.batch_size:
+            return f"batch {self.batch_size} ({(self.batch_size or micro) // micro} x {micro})"
+        return f"batch {self.batch_size}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RangeTestResult:

@@ -36,6 +36,7 @@ from lrtune.rangetest.suggest import (
     should_stop,
 )
 from lrtune.smoothing import Ema
+from lrtune.training import ranks
 from lrtune.training.data import Batches, is_pair
 from lrtune.training.groups import at_base_lr, task_groups
 from lrtune.training.loading import resolve_task
@@ -285,7 +286,9 @@ def range_test(
     ``step_loss`` cannot be swept. Any error of the task's code in the sweep (a batch the
     model rejects) is raised as :class:`UserError` with its first line.
     """
+    arguments = dict(locals())  # every argument as given: what the other ranks run
     _check_args(start_lr, end_lr, steps, mode, seeds)
+    _share_with_ranks(arguments)
     parts = {"model": model, "train": train, "loss_fn": loss_fn, "step_loss": step_loss}
     task = task_from_parts(task, **parts, batch_size=batch_size)
     _check_optimizer_name(optimizer)
@@ -324,6 +327,21 @@ def range_test(
     )
 
 
+def _share_with_ranks(arguments: dict[str, Any]) -> None:
+    """On rank 0 of N (``--nproc-per-trial``): the other ranks run this range test too
+    (``arguments``, each on its own device), each its share of every micro-batch. Only
+    names travel: a model, data or optimizer object cannot be sent to another process."""
+    group = ranks.current()
+    if group is None or not group.leads:
+        return
+    objects = ("model", "train", "loss_fn", "step_loss", "batch_size")
+    if any(arguments[k] is not None for k in objects) or not all(
+        isinstance(arguments[k], str) for k in ("task", "optimizer")
+    ):
+        raise UserError("a range test under N ranks takes a task name and an optimizer name")
+    group.share_range_test({k: v for k, v in arguments.items() if k not in objects})
+
+
 def _sweep_seed(
     t: Task,
     given_opt: torch.optim.Optimizer | None,
@@ -341,6 +359,7 @@ def _sweep_seed(
             "batch_size": micro_batch_size(t) * options["accumulate"],
             "micro_batch_size": micro_batch_size(t),
             "groups": groups,
+            "ranks": group.world if (group := ranks.current()) else 1,
         }
         curve = _sweep(t, opt, ratios, seed=seed, **sweep, **options)
     return curve, setup

@@ -256,6 +256,8 @@ def _train_trial(trial: optuna.Trial, run: _Settings) -> float:
             checkpoints.keep_weights(result.model)  # for export --weights
     trial.set_user_attr("config", result.config)
     trial.set_user_attr("seconds", round(result.seconds, 4))
+    if (group := ranks.current()) is not None:  # config's batch_size is the global batch
+        trial.set_user_attr("ranks", group.world)
     if result.final_lr is not None:
         trial.set_user_attr("final_lr", result.final_lr)
     if ladder is not None and epochs is not None and steps and max(steps) >= epochs:

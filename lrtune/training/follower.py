@@ -15,16 +15,20 @@ from lrtune.training.ranks import ADDR_ENV, PORT_ENV, RANK_ENV, THREADS_ENV, WOR
 
 
 def follow(group: Ranks) -> None:
-    """A follower rank: train every trial rank 0 sends until it says there are no more.
-    Pruning ends a trial quietly; any other error ends this process (the group is then
-    broken and rank 0 fails the trial)."""
+    """A follower rank: train every trial (and run every range test) rank 0 sends until it
+    says there are no more. Pruning ends a trial quietly; any other error ends this process
+    (the group is then broken and rank 0 fails the trial)."""
+    from lrtune.rangetest import range_test
     from lrtune.training.trainer import run_trial
 
     while True:
         message = ranks.receive(group.handoff)
         if message is None:
             return
-        task, config = message
+        if message[0] == "rangetest":
+            range_test(**{**message[1], "device": group.device})
+            continue
+        _, task, config = message
         config = dataclasses.replace(config, log_dir=None)  # rank 0 writes the logs
         try:
             run_trial(task, config, group.follower_report)

@@ -36,13 +36,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
 import torch.distributed as dist
+
+from lrtune.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class Ranks:
     #: A second group for handing trials out: waiting for the next trial is unbounded
     #: (rank 0 may wait for other workers' trials), training collectives are not.
     handoff: Any = None
+    #: Rank 0 of a :func:`session`: its follower ranks wait for work it shares.
+    leads: bool = False
 
     def shard(self, batch: Any) -> tuple[Any, int, int]:
         """This rank's rows of ``batch`` (every tensor split along dim 0 into ``world``
@@ -104,7 +109,12 @@ class Ranks:
 
     def share(self, task: str, config: Any) -> None:
         """Rank 0: send the trial's task and config to the other ranks."""
-        _send(self.handoff, (task, config))
+        _send(self.handoff, ("trial", task, config))
+
+    def share_range_test(self, kwargs: dict[str, Any]) -> None:
+        """Rank 0: have the other ranks run ``range_test(**kwargs)`` alongside (each on
+        its own device)."""
+        _send(self.handoff, ("rangetest", kwargs))
 
     def leader_report(self, report: Callable[[float, int], None]) -> Callable[[float, int], None]:
         """Rank 0's ``report``: Optuna's, then its decision to every rank."""
@@ -248,6 +258,48 @@ def launch(
             env[THREADS_ENV] = str(threads)
         procs.append(subprocess.Popen([sys.executable, "-m", "lrtune.training.follower"], env=env))
     return procs
+
+
+def devices_for(n: int, device: torch.device) -> list[str]:
+    """The device of each of ``n`` ranks: ``cuda:k..k+n-1`` from ``device``'s index on
+    CUDA (a :class:`UserError` when fewer are visible), else ``device`` for all."""
+    if device.type != "cuda":
+        return [str(device)] * n
+    first = device.index or 0
+    if first + n > torch.cuda.device_count():
+        raise UserError(
+            f"--nproc-per-trial {n} needs {n} GPUs from cuda:{first}; "
+            f"{torch.cuda.device_count()} visible (or use --device cpu: gloo)"
+        )
+    return [f"cuda:{first + k}" for k in range(n)]
+
+
+@contextmanager
+def session(devices: list[str], threads: int | None = None) -> Iterator[Ranks]:
+    """This process as rank 0 of ``len(devices)`` ranks, the others started on this host
+    (:func:`launch`); inside, :func:`current` is rank 0's group, and range tests and trials
+    run on every rank. On the way out the followers are told to stop and reaped."""
+    port = free_port()
+    followers = launch(port, devices, threads=threads)
+    try:
+        group = init(0, len(devices), torch.device(devices[0]), "127.0.0.1", port)
+        group.leads = True
+        yield group
+        group.stop()
+    finally:
+        close()
+        reap(followers)
+
+
+def stop_on_failure(study: str, trial: optuna.trial.FrozenTrial) -> None:
+    """After a trial failed under N ranks: a :class:`UserError` (the ranks no longer agree
+    on where they are; ``surplus`` trials never trained, so they do not count)."""
+    reason = str(trial.user_attrs.get("fail_reason", ""))
+    if trial.state == optuna.trial.TrialState.FAIL and not reason.startswith("surplus"):
+        raise UserError(
+            f"trial {trial.number} of {study} failed under --nproc-per-trial: "
+            f"{reason or 'error'}; the ranks stopped (run the same command again to go on)"
+        )
 
 
 def reap(procs: list[subprocess.Popen[bytes]], seconds: float = 30.0) -> None:
