@@ -4,7 +4,9 @@
 ``model`` (a fresh module), ``train``/``val`` (the loaders) and ``step_loss`` (the module's
 own ``training_step``) for the range test, and ``fit(hp, report)`` for trials: it runs
 ``Trainer.fit`` with lrtune's optimizer and exact closed-form schedule in place of the
-module's ``configure_optimizers``, and reports the monitored metric after every epoch.
+module's ``configure_optimizers``, and reports the monitored metric after every epoch. In
+a worker a trial checkpoints with ``Trainer.save_checkpoint`` through ``hp.checkpoint`` and
+resumes with ``Trainer.fit(ckpt_path=...)`` (SPEC "Checkpoints"); SIGTERM hands it back.
 
 Needs the extra ``lrtune[lightning]`` (``pip install pytorch-lightning``). Written against
 ``pytorch_lightning`` 2.x. optuna-integration's ``PyTorchLightningPruningCallback`` is not
@@ -19,9 +21,11 @@ import contextlib
 import logging
 import math
 import signal
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -31,6 +35,7 @@ from torch.utils.data import DataLoader
 from lrtune import interrupt
 from lrtune.device import resolve_device
 from lrtune.errors import UserError
+from lrtune.training.checkpoint import rng_state, set_rng_state
 from lrtune.training.hp import TrialParams
 from lrtune.training.tasks import Task, TaskFactory
 
@@ -109,6 +114,36 @@ class _Reporter(pl.Callback):
         self._validated = False
         # A TrialPruned raised here leaves Trainer.fit as is (after Lightning's teardown).
         self.report(_monitored(trainer, self.monitor), trainer.current_epoch)
+
+
+class _Checkpointer(pl.Callback):
+    """Writes a Lightning checkpoint (``Trainer.save_checkpoint``) through the trial's
+    ``hp.checkpoint`` after each reported epoch but the last, when the interval says so or
+    the worker is being preempted; the trial resumes with ``Trainer.fit(ckpt_path=...)``.
+
+    Its own state, stored inside the Lightning checkpoint, is the RNG streams (torch,
+    numpy, Python): Lightning does not save them, and the next epoch's data order is drawn
+    from them. They are put back when Lightning restores the checkpoint, before the
+    training loader's iterator is created, so a resumed trial trains the same batches.
+    """
+
+    def __init__(self, checkpoints: Any, folder: Path) -> None:
+        self.checkpoints, self.folder = checkpoints, folder
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= (trainer.max_epochs or 0):
+            return  # the trial ends with this epoch: nothing left to resume
+        if not self.checkpoints.wanted():
+            return
+        path = self.folder / "trial.ckpt"
+        trainer.save_checkpoint(path)
+        self.checkpoints.save({"lightning": path.read_bytes()})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        set_rng_state(state_dict["rng"])
 
 
 def _monitored(trainer: pl.Trainer, monitor: str) -> float:
@@ -304,11 +339,22 @@ def _fit(
     user_callbacks: list[Any],
 ) -> float:
     """One trial: ``Trainer.fit`` of a fresh module with ``hp``'s optimizer and schedule,
-    ``monitor`` reported each epoch; its last value."""
-    with _quiet():
+    ``monitor`` reported each epoch; its last value. In a worker (``hp.checkpoints``) the
+    trial checkpoints through ``hp.checkpoint`` and a resumed one starts from its Lightning
+    checkpoint (``ckpt_path``)."""
+    checkpoints = getattr(hp, "checkpoints", None)
+    with _quiet(), tempfile.TemporaryDirectory(prefix="lrtune-lightning-") as tmp:
         pl.seed_everything(hp.seed, workers=True, verbose=False)
         module = module_factory()
         _use_lrtune_optimizer(module, hp)
+        callbacks = [*user_callbacks, _Reporter(monitor, report)]
+        ckpt_path = None
+        if checkpoints is not None:
+            callbacks.append(_Checkpointer(checkpoints, Path(tmp)))
+            state = hp.restore()  # its reported values are reported again
+            if state is not None:
+                ckpt_path = Path(tmp) / "resume.ckpt"
+                ckpt_path.write_bytes(state["lightning"])
         kwargs: dict[str, Any] = {
             **_accelerator(hp.device),
             "logger": False,
@@ -317,27 +363,34 @@ def _fit(
             "enable_model_summary": False,
             **extra,
             "max_epochs": hp.epochs,
-            "callbacks": [*user_callbacks, _Reporter(monitor, report)],
+            "callbacks": callbacks,
         }
         trainer = pl.Trainer(**kwargs)
-        _run(trainer, module, train, val)
+        _run(trainer, module, train, val, ckpt_path)
         return _monitored(trainer, monitor)
 
 
-def _run(trainer: pl.Trainer, module: pl.LightningModule, train: Any, val: Any) -> None:
+def _run(
+    trainer: pl.Trainer, module: pl.LightningModule, train: Any, val: Any, ckpt_path: Path | None
+) -> None:
     previous = signal.getsignal(signal.SIGINT)
+    # The checkpoint was written by lrtune's own worker into the trial's store: as trusted
+    # as the task code it runs (hp.restore unpickles the same way).
+    resume: dict[str, Any] = {"ckpt_path": ckpt_path, "weights_only": False} if ckpt_path else {}
     try:
         if isinstance(train, pl.LightningDataModule):
-            trainer.fit(module, datamodule=train)
+            trainer.fit(module, datamodule=train, **resume)
         else:
-            trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=val, **resume)
     except SystemExit:
         # Lightning turns a KeyboardInterrupt inside fit (lrtune's deferred Ctrl-C, or a
         # second Ctrl-C) into "ignore SIGINT from now on" and sys.exit(1), after its own
-        # teardown; give lrtune its SIGINT handler and its KeyboardInterrupt back.
+        # teardown, and a SIGTERM into SIGTERMException (a SystemExit) at the end of the
+        # batch; give lrtune its SIGINT handler and its exception back (in a worker,
+        # SIGTERM is lrtune.preempt.Preempted: the trial is handed back).
         if not trainer.interrupted:
             raise
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
         signum = interrupt.requested()
-        raise (KeyboardInterrupt() if signum is None else interrupt.Interrupted(signum)) from None
+        raise (KeyboardInterrupt() if signum is None else interrupt.stop_for(signum)) from None

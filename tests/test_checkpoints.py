@@ -59,6 +59,114 @@ def make(seed: int) -> Task:
     )
 """
 
+#: The same data and model trained by a task's own ``fit`` loop, resuming through
+#: ``hp.restore()`` / ``hp.checkpoint(state)``.
+SLOW_FIT_TASK = """
+import os
+import time
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lrtune import Task
+
+g = torch.Generator().manual_seed(1234)
+X = torch.randn(256, 8, generator=g)
+Y = (X.sum(1) > 0).long()
+
+
+def net():
+    return torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+    )
+
+
+def fit(hp, report):
+    delay = float(os.environ.get("SLOW_DELAY", "0"))
+    torch.manual_seed(hp.seed)
+    model = net()
+    train = DataLoader(TensorDataset(X, Y), batch_size=32, shuffle=True)
+    optimizer = hp.build_optimizer(model.parameters())
+    scheduler = hp.build_scheduler(optimizer, hp.epochs * len(train))
+    start, value = 0, float("nan")
+    state = hp.restore()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start = state["epoch"]
+    for epoch in range(start, hp.epochs):
+        model.train()
+        for x, y in train:
+            time.sleep(delay)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        model.eval()
+        with torch.no_grad():
+            value = float(torch.nn.functional.cross_entropy(model(X[:64]), Y[:64]))
+        report(value, epoch)
+        hp.checkpoint({
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch": epoch + 1,
+        })
+    return value
+
+
+def make(seed):
+    torch.manual_seed(seed)
+    return Task(model=net(), train=(X, Y), val=(X[:64], Y[:64]),
+                loss_fn=torch.nn.functional.cross_entropy, batch_size=32, epochs=5, fit=fit)
+"""
+
+#: The same as a pytorch-lightning module (lrtune.lightning), resuming with ``ckpt_path``.
+SLOW_LIGHTNING_TASK = """
+import os
+import time
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lrtune.lightning import lightning_task
+
+g = torch.Generator().manual_seed(1234)
+X = torch.randn(256, 8, generator=g)
+Y = (X.sum(1) > 0).long()
+
+
+class Net(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(8, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+        )
+
+    def training_step(self, batch, batch_idx):
+        time.sleep(float(os.environ.get("SLOW_DELAY", "0")))
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.cross_entropy(self.net(x), y))
+
+
+make = lightning_task(
+    Net,
+    DataLoader(TensorDataset(X, Y), batch_size=32, shuffle=True),
+    DataLoader(TensorDataset(X[:64], Y[:64]), batch_size=64),
+    epochs=5,
+    name="slow-lightning",
+)
+"""
+
 STUDY = "g.random.none"
 BEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
 
@@ -67,6 +175,16 @@ BEAT = ["--heartbeat-interval", "1", "--grace-period", "3"]
 def slow_task(tmp_path: Path) -> str:
     path = tmp_path / "slow.py"
     path.write_text(SLOW_TASK)
+    return f"{path}:make"
+
+
+@pytest.fixture(params=["fit", "lightning"])
+def own_loop_task(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A task with its own loop: a ``fit`` task, and a Lightning one (lrtune.lightning)."""
+    if request.param == "lightning":
+        pytest.importorskip("pytorch_lightning")
+    path = tmp_path / f"slow_{request.param}.py"
+    path.write_text(SLOW_FIT_TASK if request.param == "fit" else SLOW_LIGHTNING_TASK)
     return f"{path}:make"
 
 
@@ -118,10 +236,12 @@ def _wait_checkpoint(url: str, proc: subprocess.Popen[str], epoch: int) -> dict[
 
 
 def _reference(task: str, trial: optuna.trial.FrozenTrial) -> float:
+    """The trial's configuration trained uninterrupted, in this process."""
+    optimizer = trial.user_attrs["config"]["optimizer"]["name"]
     config = TrainConfig(
-        lr=trial.params["lr"], optimizer="adam", schedule="cosine", epochs=5, device="cpu"
+        lr=trial.params["lr"], optimizer=optimizer, schedule="cosine", epochs=5, device="cpu"
     )
-    return train(task, config).value
+    return run_trial(task, config, lambda v, s: None).value
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
@@ -172,6 +292,7 @@ def _preempted(task: str, url: str, cwd: Path) -> None:
     _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert "preempted" in err
+    assert "--grace" not in err  # it handed the trial back itself, not the grace's watchdog
     (waiting,) = _trials(url)
     assert waiting.state == optuna.trial.TrialState.WAITING
     assert waiting.user_attrs["preempted"] == 1
@@ -197,6 +318,34 @@ def test_sigterm_hands_the_trial_back_and_it_resumes_on_postgres(
     slow_task: str, pg_url: str, tmp_path: Path
 ) -> None:
     _preempted(slow_task, pg_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_an_own_loop_killed_in_epoch_3_resumes_on_sqlite(
+    own_loop_task: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    _killed_in_epoch_3(own_loop_task, sqlite_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_an_own_loop_killed_in_epoch_3_resumes_on_postgres(
+    own_loop_task: str, pg_url: str, tmp_path: Path
+) -> None:
+    _killed_in_epoch_3(own_loop_task, pg_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_hands_an_own_loop_back_and_it_resumes_on_sqlite(
+    own_loop_task: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    _preempted(own_loop_task, sqlite_url, tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_hands_an_own_loop_back_and_it_resumes_on_postgres(
+    own_loop_task: str, pg_url: str, tmp_path: Path
+) -> None:
+    _preempted(own_loop_task, pg_url, tmp_path)
 
 
 class _Stop(Exception):

@@ -404,3 +404,50 @@ def test_a_lightning_study_exports_the_schedule_it_trained_with(
         sched.step()
     assert len(trained) == 20
     assert rebuilt == pytest.approx(trained, rel=1e-12, abs=0.0)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_stopped_trial_resumes_from_its_lightning_checkpoint(tmp_path: Path) -> None:
+    """In a worker, hp.checkpoint stores a Lightning checkpoint (Trainer.save_checkpoint)
+    after each epoch; a trial stopped in epoch 3 and run again resumes through
+    Trainer.fit(ckpt_path=...) with the RNG streams of the checkpoint, and ends with the
+    uninterrupted run's value, bit for bit (the next epochs shuffle their batches alike)."""
+    import io
+
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from lrtune.training.checkpoint import CHECKPOINT_ATTR, RESUMED_ATTR, Checkpoints
+    from lrtune.training.trainer import TrainConfig, run_trial
+
+    make = lightning_task(Digits, TRAIN, VAL, epochs=4, name="pl-digits")
+    config = TrainConfig(lr=0.05, schedule="cosine", epochs=4, seed=1, device="cpu")
+    whole = run_trial(make, config, lambda v, s: None)
+
+    def stop_in_epoch_3(value: float, epoch: int) -> None:
+        if epoch == 2:
+            raise _Stop
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}")
+    store = FileSystemArtifactStore(str(tmp_path))
+    trial = study.ask()
+    with pytest.raises(_Stop):
+        run_trial(make, config, stop_in_epoch_3, checkpoints=Checkpoints(store, trial, every=1))
+    named = trial.user_attrs[CHECKPOINT_ATTR]
+    assert named["epoch"] == 2
+    with store.open_reader(named["artifact"]) as reader:
+        saved = torch.load(io.BytesIO(reader.read()), weights_only=False)
+    lightning = torch.load(io.BytesIO(saved["user"]["lightning"]), weights_only=False)
+    assert lightning["epoch"] == 1 and "pytorch-lightning_version" in lightning
+    reports: list[tuple[int, float]] = []
+    resumed = run_trial(
+        make,
+        config,
+        lambda v, s: reports.append((s, v)),
+        checkpoints=Checkpoints(store, trial, every=1),
+    )
+    assert trial.user_attrs[RESUMED_ATTR] == 2
+    assert [s for s, _ in reports] == [2, 3]  # epochs 0-1 not trained again
+    assert resumed.history == whole.history and resumed.value == whole.value

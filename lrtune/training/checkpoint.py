@@ -317,6 +317,14 @@ class UserCheckpoints:
         self.used = False  # the loop calls hp.checkpoint: preemption waits for its next call
         self.deferred = False  # a report let a preemption through to the next hp.checkpoint
 
+    def wanted(self) -> bool:
+        """Whether :meth:`save` would write now (the interval says so, or the worker is
+        being preempted): a loop whose state is costly to build asks first."""
+        from lrtune import preempt
+
+        done = len(self.history)
+        return preempt.requested() or self.checkpoints.due(done, done + 1)
+
     def save(self, state: Any) -> None:
         """Save unless the interval says not yet. Once the worker was preempted, save and
         raise :class:`lrtune.preempt.Preempted`: the trial is handed back."""
@@ -324,7 +332,7 @@ class UserCheckpoints:
 
         self.used = True
         done = len(self.history)
-        if preempt.requested() or self.checkpoints.due(done, done + 1):
+        if self.wanted():
             self.checkpoints.save({"user": state, "history": list(self.history)}, epoch=done)
         if preempt.requested():
             raise preempt.Preempted(done)
