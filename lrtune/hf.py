@@ -11,6 +11,36 @@ Needs the extra ``lrtune[hf]`` (transformers 5). Trainer's own ``hyperparameter_
 cannot take an optimizer built outside it together with ``model_init``; Trainer's documented
 way, overriding ``create_optimizer`` and ``create_scheduler`` in a subclass, is what this
 does (:func:`_trainer_class`).
+
+Example:
+    ```python
+    import torch
+    from transformers import TrainingArguments
+
+    import lrtune
+
+    class Regressor(torch.nn.Module):  # any model Trainer takes: inputs + labels -> loss
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels):
+            return {"loss": torch.nn.functional.mse_loss(self.net(x), labels)}
+
+    rows = [{"x": torch.randn(4), "labels": torch.randn(1)} for _ in range(64)]
+    args = TrainingArguments(
+        output_dir="hf-out", per_device_train_batch_size=16, num_train_epochs=2,
+        report_to=[],
+    )
+    make = lrtune.hf_task(Regressor, rows, rows[:32], args=args, metric="eval_loss")
+    # One trial by hand: what a study's trial passes to the task's fit.
+    hp = lrtune.TrialParams(
+        optimizer={"name": "adamw", "lr": 1e-2}, schedule={"name": "warmup_cosine"}, epochs=2
+    )
+    epochs = []
+    value = make(0).fit(hp, lambda value, epoch: epochs.append(epoch))
+    assert epochs == [0, 1] and value == value  # eval_loss reported after each epoch
+    ```
 """
 
 from __future__ import annotations
@@ -127,6 +157,7 @@ def hf_task(
 
     Raises :class:`UserError` for a missing ``eval_dataset``, a learning rate or schedule
     set in ``args``, and (in a trial) a metric that the evaluation does not produce.
+    An example: the docstring of :mod:`lrtune.hf`.
     """
     _check_args(args, eval_dataset, metric, direction, compute_metrics)
     key = _metric_key(metric)

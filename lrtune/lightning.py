@@ -13,6 +13,40 @@ Needs the extra ``lrtune[lightning]`` (``pip install pytorch-lightning``). Writt
 used: it imports the unified ``lightning`` package (whose ``Callback`` a
 ``pytorch_lightning.Trainer`` rejects) and takes an Optuna trial, where lrtune's ``fit``
 contract hands over a ``report`` function.
+
+Example:
+    ```python
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import lrtune
+
+    class Regressor(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.net(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+    data = TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
+    make = lrtune.lightning_task(  # in a task file: `lrtune study --task file.py:make`
+        Regressor, DataLoader(data, batch_size=16), DataLoader(data, batch_size=32)
+    )
+    # One trial by hand: what a study's trial passes to the task's fit.
+    hp = lrtune.TrialParams(
+        optimizer={"name": "adam", "lr": 1e-2}, schedule={"name": "cosine"}, epochs=2
+    )
+    epochs = []
+    value = make(0).fit(hp, lambda value, epoch: epochs.append(epoch))
+    assert epochs == [0, 1] and value == value  # val_loss reported after each epoch
+    ```
 """
 
 from __future__ import annotations
@@ -242,6 +276,7 @@ def lightning_task(
     after every optimizer update, runs ``Trainer.fit`` for ``hp.epochs`` on ``hp.device``,
     calls ``report(value, epoch)`` after each epoch (which may raise ``optuna.TrialPruned``)
     and returns the last value of ``monitor``. Raises :class:`UserError` for bad arguments.
+    An example: the docstring of :mod:`lrtune.lightning`.
     """
     extra, user_callbacks = _checked_args(
         module_factory, train, val, monitor, direction, trainer_kwargs

@@ -35,15 +35,9 @@ if TYPE_CHECKING:
 
 
 def _run_study(args: argparse.Namespace) -> int:
-    from lrtune.search.spec import load_spec_file, resolve_spec
+    from lrtune.group.run import study_spec
 
-    values = load_spec_file(args.spec) if args.spec else {}
-    overrides = {k: getattr(args, k) for k in SPEC_FLAGS}
-    if overrides["seed"] is None and "seed" in values:
-        del overrides["seed"]
-    spec = resolve_spec(
-        values, overrides, source=f"spec file {args.spec}" if args.spec else "the spec"
-    )
+    spec = study_spec(args.spec or None, {k: getattr(args, k) for k in SPEC_FLAGS})
     heartbeat = heartbeat_options(args)  # every flag checked before anything is written
     grace = grace_seconds(args)
     if args.create_only and args.workers != 1:

@@ -66,6 +66,25 @@ def export_config(
     ``recommendation`` to warm the LR up. Raises :class:`UserError` for an unreachable
     storage, an unknown study, a study without a finished lrtune trial, or a ``trial``
     that is not a complete trial of the study.
+
+    Example:
+        ```python
+        import json
+
+        import lrtune
+
+        cmp = lrtune.run_study(
+            "digits", storage="sqlite:///example.db", group="ex", prior="none",
+            samplers="random", trials=3, epochs=1, lr_low=0.01, lr_high=0.3, confirm=0,
+        )
+        config = lrtune.export_config("sqlite:///example.db", cmp.best_row.study)
+        assert config["source"]["study"] == "ex.random.none"
+        assert config["source"]["value"] == cmp.best_row.best
+        with open("best.json", "w") as fh:  # or: lrtune export --study ex.random.none
+            json.dump(config, fh)
+        hp = lrtune.load_config("best.json")  # what the training script reads
+        assert hp.lr == config["optimizer"]["lr"]
+        ```
     """
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise UserError(f"--batch-size must be a positive integer, got {batch_size!r}")

@@ -35,14 +35,35 @@ def within(value: float, best: float, tolerance: float, direction: str) -> bool:
 
 
 def compare_group(
-    storage: optuna.storages.BaseStorage, group: str, *, tolerance: float | None = None
+    storage: str | optuna.storages.BaseStorage, group: str, *, tolerance: float | None = None
 ) -> Comparison:
-    """Build the comparison of ``group`` from what is in ``storage``.
+    """Build the comparison of ``group`` from what is in ``storage`` (a URL or an Optuna
+    storage): what ``lrtune study`` prints at its end and ``lrtune report`` lays out, read
+    at any time (while workers run, too). Raises ``ValueError`` for a group without studies.
 
     The target is within ``tolerance`` (default: the spec's) of the group's best finite
     value. The range test's cost in trials is its optimizer updates ÷ the median trial's
     (:func:`rangetest_trials`).
+
+    Example:
+        ```python
+        import lrtune
+
+        lrtune.run_study(
+            "wine", storage="sqlite:///example.db", group="wine", prior="none",
+            samplers="random", trials=2, repeats=2, epochs=1, lr_low=0.01, lr_high=0.3,
+            confirm=0,
+        )
+        cmp = lrtune.compare_group("sqlite:///example.db", "wine", tolerance=0.5)
+        print(cmp.table(markdown=True))
+        assert [arm.studies for arm in cmp.arms] == [["wine.random.none", "wine.random.none.r2"]]
+        assert cmp.best == min(row.best for row in cmp.rows)
+        ```
     """
+    if isinstance(storage, str):
+        from lrtune.storage import open_storage
+
+        storage = open_storage(storage)
     studies = [
         optuna.load_study(study_name=n, storage=storage) for n in group_study_names(storage, group)
     ]

@@ -133,6 +133,13 @@ class Comparison:
         sign = direction_sign(self.direction)
         return min(rows, key=lambda r: sign * (r.best or 0.0), default=None)
 
+    def table(self, *, markdown: bool = False) -> str:
+        """The comparison as ``lrtune study`` prints it (or as Markdown), winner marked,
+        then its notes (:func:`lrtune.group.present.format_table`)."""
+        from lrtune.group.present import format_table
+
+        return format_table(self, markdown=markdown)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, stored on the studies as ``comparison``; ``winner`` is the
         winner's study name, ``winner_arm`` its full record."""

@@ -1,17 +1,24 @@
 """Run a group from start to end: prepare its studies, run their trials, compare them.
 
 :func:`run_group` is what ``lrtune study`` does, without printing: the command line and
-the benchmarks call it and show what they want through its callbacks.
+the benchmarks call it and show what they want through its callbacks. :func:`study_spec`
+builds the spec as ``lrtune study`` does (a spec file, then the flags given), and
+:func:`run_study` is both in one call: ``lrtune study`` from Python.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lrtune.errors import UserError
 from lrtune.group.prepare import GRACE_PERIOD, HEARTBEAT_INTERVAL, Group, prepare_group
+from lrtune.shell import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
     import optuna
@@ -25,6 +32,106 @@ log = logging.getLogger(__name__)
 #: ``on_progress(group, storage)``: called before the first trial, after each trial run in
 #: this process, and about once a second while local worker processes run.
 ProgressCallback = Callable[[Group, "optuna.storages.BaseStorage"], None]
+
+
+def study_spec(spec_file: str | Path | None, keys: Mapping[str, Any]) -> StudySpec:
+    """The spec of a group as ``lrtune study`` builds it: the keys of ``spec_file`` (a
+    ``studies/*.toml`` file; ``None``: none), each overridden by a value in ``keys`` (the
+    flags given; ``None`` values are not given). Raises :class:`UserError` naming the key."""
+    from lrtune.search.spec import load_spec_file, resolve_spec
+
+    values = load_spec_file(spec_file) if spec_file is not None else {}
+    source = f"spec file {spec_file}" if spec_file is not None else "the spec"
+    return resolve_spec(values, keys, source=source)
+
+
+def run_study(
+    task: str | Callable[..., Any] | None = None,
+    *,
+    storage: str | None = None,
+    spec: str | Path | None = None,
+    workers: int = 1,
+    device: str = "auto",
+    **keys: Any,
+) -> Comparison:
+    """``lrtune study`` from Python: create (or resume) a group's studies, run their trials
+    and return the comparison (:class:`~lrtune.group.comparison.Comparison`; ``.table()``
+    is what the command prints). The same spec and the same :func:`run_group` as the
+    command, so a call resumes what the command started and the other way round.
+
+    Args:
+        task: what ``--task`` takes (a built-in name, ``module:function``,
+            ``path.py:function``) or a task factory ``make(seed) -> Task`` defined at the
+            top level of an importable module or of the script being run (workers import
+            it by that path); ``None``: the spec file's.
+        storage: the Optuna storage URL (``--storage``); default ``$LRTUNE_STORAGE``, else
+            ``sqlite:///lrtune.db``.
+        spec: a spec file (``--spec``); ``keys`` override its values.
+        workers: 1 runs the trials in this process, N that many local worker processes.
+        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps`` (``--device``).
+        **keys: any spec key, as in a spec file or the flag of the same name:
+            ``prior="rangetest,none"``, ``samplers="random,tpe"`` (or a list),
+            ``trials=20``, ``repeats``, ``epochs``, ``group``, ``confirm``, ``seed``, ...
+
+    Raises :class:`~lrtune.errors.UserError` (one line) for a bad key, value, task or
+    storage, before anything is written.
+
+    Example:
+        ```python
+        import lrtune
+
+        cmp = lrtune.run_study(
+            "digits", storage="sqlite:///example.db", group="quick", prior="none",
+            samplers="random,tpe", trials=3, epochs=1, lr_low=0.01, lr_high=0.3, confirm=0,
+        )
+        print(cmp.table())  # the table `lrtune study` prints
+        assert [row.study for row in cmp.rows] == ["quick.random.none", "quick.tpe.none"]
+        assert all(row.done == 3 for row in cmp.rows)
+        # The same call again resumes: the budgets are met, nothing more is trained.
+        again = lrtune.run_study(
+            "digits", storage="sqlite:///example.db", group="quick", prior="none",
+            samplers="random,tpe", trials=3, epochs=1, lr_low=0.01, lr_high=0.3, confirm=0,
+        )
+        assert [row.done for row in again.rows] == [3, 3]
+        ```
+    """
+    from lrtune.search.spec import StudySpec
+
+    known = {f.name for f in dataclasses.fields(StudySpec)}
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        raise UserError(
+            f"run_study(): unknown spec key {unknown[0]!r}: the keys are {', '.join(sorted(known))}"
+        )
+    if storage is not None and not storage.strip():
+        raise UserError("run_study(): storage is empty: give a URL, e.g. sqlite:///lrtune.db")
+    url = storage or os.environ.get("LRTUNE_STORAGE") or DEFAULT_STORAGE
+    given = {**keys, "task": task_path(task) if task is not None else None}
+    return run_group(study_spec(spec, given), url, workers=workers, device=device)
+
+
+def task_path(task: str | Callable[..., Any]) -> str:
+    """What ``--task`` would say for ``task``: a string as it is, a factory by the path
+    workers import it from."""
+    if isinstance(task, str):
+        return task
+    module = getattr(task, "__module__", None)
+    name = getattr(task, "__qualname__", "")
+    if not callable(task) or not module or not name or "<" in name or "." in name:
+        raise UserError(
+            f"run_study(): task {task!r} is no task name or top-level factory function: "
+            "define make(seed) -> Task at the top level of a module and pass it (or "
+            "'file.py:make')"
+        )
+    if module != "__main__":
+        return f"{module}:{name}"
+    script = getattr(sys.modules["__main__"], "__file__", None)
+    if script is None:  # a notebook or the interactive shell: nothing a worker can import
+        raise UserError(
+            f"run_study(): task {name} is defined interactively: workers import a task, so "
+            "put make(seed) -> Task in a file and pass 'file.py:make'"
+        )
+    return f"{Path(script).resolve()}:{name}"
 
 
 def run_group(

@@ -152,6 +152,40 @@ class TrialParams(ProductionConfig):
     or handed back (SPEC "Checkpoints"). Under ``worker --nproc-per-trial N``, ``rank``
     and ``world_size`` place this process in the trial's torch.distributed group (already
     initialized); else 0 and 1.
+
+    Example:
+        ```python
+        import torch
+
+        import lrtune
+
+        def fit(hp, report):  # Task(..., fit=fit): lrtune calls it once per trial
+            torch.manual_seed(hp.seed)
+            x, y = torch.randn(64, 4), torch.randn(64, 1)
+            model = torch.nn.Linear(4, 1).to(hp.device)
+            opt = hp.build_optimizer(model.parameters())
+            sched = hp.build_scheduler(opt, total_steps=hp.epochs * 8)
+            for epoch in range(hp.epochs):
+                for i in range(0, 64, 8):
+                    loss = torch.nn.functional.mse_loss(model(x[i : i + 8]), y[i : i + 8])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    sched.step()  # one scheduler step per optimizer update
+                report(loss.item(), epoch)  # raises optuna.TrialPruned when told to stop
+            return loss.item()
+
+        # What a trial passes; built by hand here to call fit outside a study.
+        hp = lrtune.TrialParams(
+            optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9},
+            schedule={"name": "cosine"},
+            epochs=2,
+        )
+        epochs = []
+        value = fit(hp, lambda value, epoch: epochs.append(epoch))
+        assert epochs == [0, 1] and value == value  # reported each epoch, a finite loss
+        assert hp.lr_at(15, 16) < hp.lr  # the cosine decayed by the last update
+        ```
     """
 
     seed: int = 0
