@@ -175,21 +175,24 @@ def test_other_schedules_keep_no_trunk(tmp_path: Path, task: str) -> None:
     assert stable_end({"name": "wsd", "decay_frac": 1.0}, 8) is None  # decays from step 0
 
 
-def test_study_share_trunks_on_sqlite(tmp_path: Path, task: str) -> None:
-    """``lrtune study --rungs 1,3,9 --share-trunks``: every promoted wsd/constant trial
-    started from its source's trunk, costs only its new epochs (the budget holds), reports
-    one value per epoch, and its result is the one its recorded config gives from scratch."""
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_study_share_trunks_on_sqlite(tmp_path: Path, task: str, workers: int) -> None:
+    """``lrtune study --rungs 1,3,9 --share-trunks`` (in process, and with two worker
+    processes): every promoted wsd/constant trial started from its source's trunk, costs
+    only its new epochs (the budget holds), reports one value per epoch, and its result is
+    the one its recorded config gives from scratch."""
     url = f"sqlite:///{tmp_path / 'trunks.db'}"
     argv = [
         "study", "--task", task, "--storage", url, "--rungs", "1,3,9", "--epochs", "9",
         "--share-trunks", "--schedules", "wsd,constant", "--samplers", "tpe", "--prior",
         "none", "--trials", "3", "--confirm", "0", "--device", "cpu", "--group", "g",
-        "--lr-low", "1e-4", "--lr-high", "0.3",
+        "--lr-low", "1e-4", "--lr-high", "0.3", "--workers", str(workers),
     ]  # fmt: skip
     assert main(argv) == 0
     study = optuna.load_study(study_name="g.tpe.none", storage=url)
     ladder = Ladder.from_attrs(study.user_attrs)
     assert ladder is not None and ladder.share
+    # A second worker's duplicate promotion steps back as surplus (FAIL): not trained.
     trials = [t for t in study.trials if t.state in FINISHED]
     by_number = {t.number: t for t in trials}
     promoted = [t for t in trials if "promotion" in t.user_attrs]
