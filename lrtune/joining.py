@@ -79,12 +79,17 @@ def load_for_work(
 def checkpoint_store(storage_url: str) -> ArtifactStore | None:
     """The artifact store trials checkpoint into: the one beside the storage
     (:func:`lrtune.dashboard.artifact_store`); ``None``, with one warning, when its directory
-    cannot be made (the trials then run without checkpoints)."""
-    from lrtune.dashboard import artifact_store
+    cannot be made (the trials then run without checkpoints). An S3 location that cannot
+    be used (no boto3, no such bucket, no credentials) is the user's to fix: its one-line
+    :class:`UserError` stops the worker before any trial."""
+    from lrtune.dashboard import ARTIFACTS_ENV, artifact_store
+    from lrtune.dashboard.s3 import is_s3
 
     try:
         return artifact_store(storage_url)
     except UserError as exc:
+        if is_s3(os.environ.get(ARTIFACTS_ENV, "")):
+            raise
         log.warning("trials run without checkpoints: %s", exc)
         return None
 

@@ -798,3 +798,51 @@ def count_by_command() -> Counter[str]:
 
 if __name__ == "__main__":  # pragma: no cover - prints clean/tried per command
     sys.exit(pytest.main([__file__, "-q", "-rxXf", "-k", "bad_input"]))
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "no_boto3", "mention"),
+    [
+        ("s3://lrtune-bucket/runs", True, "pip install 'lrtune[s3]'"),
+        ("s3:///runs", False, "expected s3://BUCKET"),
+    ],
+    ids=["boto3 missing", "no bucket"],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        f"worker --group {GROUP}",
+        f"export --study {STUDY} --out c.yaml --weights w.pt",
+        "dashboard --port 48765",  # refused before it listens
+    ],
+    ids=["worker", "export", "dashboard"],
+)
+def test_s3_artifacts_that_cannot_work_are_one_line(
+    argv: str,
+    artifacts: str,
+    no_boto3: bool,
+    mention: str,
+    world: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """$LRTUNE_ARTIFACTS=s3://... without boto3 (`import boto3` fails) or without a bucket:
+    each command that opens the artifact store says so in one line, exit 2, before any
+    trial (a worker does not go on without checkpoints), and writes nothing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LRTUNE_STORAGE", raising=False)
+    monkeypatch.setenv("LRTUNE_ARTIFACTS", artifacts)
+    if no_boto3:
+        monkeypatch.setitem(sys.modules, "boto3", None)  # what a missing package gives
+    before = _content(world["db"])
+    code = _run([*argv.split(), "--storage", world["url"]])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err
+    assert code == 2, (code, err)
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"lrtune {argv.split()[0]}: error: "), lines[0]
+    assert mention in lines[0] and artifacts in lines[0], lines[0]
+    assert _content(world["db"]) == before
+    assert sorted(os.listdir(tmp_path)) == []

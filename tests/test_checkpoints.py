@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -503,3 +505,105 @@ def test_max_time_preempts_the_worker_before_it(
     states = {t.state for t in _trials(sqlite_url)}
     assert optuna.trial.TrialState.FAIL not in states
     assert optuna.trial.TrialState.RUNNING not in states
+
+
+BUCKET = "lrtune-ckpt"
+PREFIX = "runs/one"
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real S3-compatible server process, moto's (``moto[server]`` from PyPI), on
+    127.0.0.1 with an empty bucket; ``$LRTUNE_ARTIFACTS`` points into it and boto3 finds it
+    through ``AWS_ENDPOINT_URL_S3``, as any S3-compatible endpoint. Yields a boto3 client."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto.server")
+    with socket.socket() as probe:  # a free port; the server binds it a moment later
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+    }.items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LRTUNE_ARTIFACTS", f"s3://{BUCKET}/{PREFIX}")
+    try:
+        client = boto3.client("s3")
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()
+            try:
+                client.create_bucket(Bucket=BUCKET)
+                break
+            except Exception:  # not listening yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield client
+    finally:
+        server.terminate()
+        server.communicate(timeout=60)
+
+
+def _keys(client: Any) -> set[str]:
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/").get("Contents", [])
+    return {obj["Key"].removeprefix(PREFIX + "/") for obj in listed}
+
+
+@pytest.mark.slow
+def test_checkpoints_in_s3_resume_a_killed_trial_and_export_reads_its_weights(
+    slow_task: str,
+    sqlite_url: str,
+    tmp_path: Path,
+    s3_bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$LRTUNE_ARTIFACTS=s3://bucket/prefix: the trial checkpoints into the bucket, the retry
+    of a worker SIGKILLed in epoch 3 resumes from it on the uninterrupted run's value, and
+    export --weights reads the winner's weights from it."""
+    from lrtune.cli import main
+    from lrtune.training.data import Batches
+    from lrtune.training.loading import resolve_task
+    from lrtune.training.trainer import evaluate
+
+    _killed_in_epoch_3(slow_task, sqlite_url, tmp_path)  # resumed_from_epoch, value checked
+    (done,) = [t for t in _trials(sqlite_url) if t.state == optuna.trial.TrialState.COMPLETE]
+    assert _keys(s3_bucket) == {done.user_attrs["weights"]}  # the checkpoints were removed
+    assert not (tmp_path / "lrtune.db.artifacts").exists()  # nothing in the file store
+    monkeypatch.chdir(tmp_path)
+    export = ["export", "--study", STUDY, "--storage", sqlite_url, "--out", "c.yaml"]
+    assert main([*export, "--weights", str(tmp_path / "best.pt")]) == 0
+    task = resolve_task(slow_task)(0)
+    task.model.load_state_dict(torch.load(tmp_path / "best.pt"))
+    value = evaluate(task, task.model, Batches(task.val, 1024, torch.device("cpu"), "val"))
+    assert value == pytest.approx(done.value, rel=1e-6)
+
+
+def test_an_s3_bucket_that_does_not_exist_stops_the_worker_in_one_line(
+    slow_task: str,
+    sqlite_url: str,
+    tmp_path: Path,
+    s3_bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker does not run its trials without the checkpoints it was told to write."""
+    _create(slow_task, sqlite_url, tmp_path)
+    monkeypatch.setenv("LRTUNE_ARTIFACTS", "s3://no-such-bucket/x")
+    worker = _lrtune(["worker", "--group", "g", "--storage", sqlite_url], tmp_path)
+    _out, err = worker.communicate(timeout=300)
+    assert worker.returncode == 2, err
+    assert err.strip().splitlines() == [
+        "lrtune worker: error: $LRTUNE_ARTIFACTS=s3://no-such-bucket/x: cannot use bucket "
+        "'no-such-bucket' (An error occurred (404) when calling the HeadBucket operation: "
+        "Not Found); create it, or check the AWS credentials and AWS_ENDPOINT_URL_S3"
+    ]
+    assert _trials(sqlite_url) == []  # no trial started

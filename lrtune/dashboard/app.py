@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lrtune.dashboard.hosts import HostCheck, allowed_names
+from lrtune.dashboard.s3 import PrefixedStore, is_s3, s3_store
 from lrtune.errors import UserError
 from lrtune.storage import open_storage, sqlite_path
 
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
 
 ARTIFACTS_ENV = "LRTUNE_ARTIFACTS"
-"""Environment variable naming the artifacts directory (wins over the default place)."""
+"""Environment variable naming the artifacts directory, or an S3 location
+``s3://bucket/prefix`` (wins over the default place)."""
 
 DEFAULT_ARTIFACT_DIR = "lrtune-artifacts"
 """Artifacts directory (relative to the working directory) for non-SQLite storages."""
@@ -43,7 +45,8 @@ def artifact_dir_for(storage_url: str) -> Path:
     """Where lrtune keeps the Optuna artifacts (range-test plots, ...) of a storage.
 
     ``$LRTUNE_ARTIFACTS`` when set (use it for PostgreSQL shared by several machines: point
-    it at a shared directory); else, for ``sqlite:///path/x.db``, ``path/x.db.artifacts``
+    it at a shared directory, or at S3: then :func:`artifact_store` is the bucket and this
+    directory is not used); else, for ``sqlite:///path/x.db``, ``path/x.db.artifacts``
     next to the database file; else ``./lrtune-artifacts``. Returns an absolute path; the
     directory is not created here.
     """
@@ -56,8 +59,20 @@ def artifact_dir_for(storage_url: str) -> Path:
     return Path(DEFAULT_ARTIFACT_DIR).resolve()
 
 
-def artifact_store(storage_url: str, *, create: bool = True) -> FileSystemArtifactStore:
-    """The :class:`optuna.artifacts.FileSystemArtifactStore` over :func:`artifact_dir_for`.
+def artifact_location(storage_url: str) -> str:
+    """Where the artifacts of ``storage_url`` are, for messages: ``$LRTUNE_ARTIFACTS`` when
+    it names S3 (``s3://bucket/prefix``), else :func:`artifact_dir_for`."""
+    env = os.environ.get(ARTIFACTS_ENV, "")
+    return env if is_s3(env) else str(artifact_dir_for(storage_url))
+
+
+def artifact_store(
+    storage_url: str, *, create: bool = True
+) -> FileSystemArtifactStore | PrefixedStore:
+    """The Optuna artifact store of ``storage_url``: an S3 bucket through Optuna's
+    ``Boto3ArtifactStore`` when ``$LRTUNE_ARTIFACTS`` is ``s3://bucket/prefix``
+    (:mod:`lrtune.dashboard.s3`), else the
+    :class:`optuna.artifacts.FileSystemArtifactStore` over :func:`artifact_dir_for`.
 
     Creates the directory unless ``create`` is False. Upload with
     ``optuna.artifacts.upload_artifact(study_or_trial=study, file_path=...,
@@ -65,6 +80,9 @@ def artifact_store(storage_url: str, *, create: bool = True) -> FileSystemArtifa
     """
     from optuna.artifacts import FileSystemArtifactStore
 
+    env = os.environ.get(ARTIFACTS_ENV, "")
+    if is_s3(env):
+        return s3_store(env)
     path = artifact_dir_for(storage_url)
     if create:
         try:

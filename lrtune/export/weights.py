@@ -58,7 +58,7 @@ def prepare_weights(
     when the trial kept none, they are gone, or ``path`` cannot be written."""
     import optuna
 
-    from lrtune.dashboard import artifact_dir_for, artifact_store
+    from lrtune.dashboard import artifact_location, artifact_store
     from lrtune.storage import open_storage
 
     storage = open_storage(storage_url, readonly=True)
@@ -78,7 +78,7 @@ def prepare_weights(
             data = reader.read()
     except Exception as exc:
         raise UserError(
-            f"{where}: its weights {artifact} are not in {artifact_dir_for(storage_url)} ({exc}): "
+            f"{where}: its weights {artifact} are not in {artifact_location(storage_url)} ({exc}): "
             "removed by an earlier export without --keep-checkpoints, or $LRTUNE_ARTIFACTS "
             "points elsewhere"
         ) from None

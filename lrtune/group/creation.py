@@ -136,13 +136,13 @@ def record_range_test(
     (user attr ``rangetest_plot_artifact``) and its interactive graph on the dashboard's
     study page. A plot already uploaded for this same result (by a run cut short before
     it named the artifact) is reused, not uploaded again."""
-    from lrtune.dashboard import artifact_dir_for, artifact_store
+    from lrtune.dashboard import artifact_store
     from lrtune.dashboard.graphs import save_rangetest_graph
 
     data = result.to_dict()
     store = artifact_store(storage_url)
     filename = plot_path.name if plot_path is not None else PLOT_NAME
-    artifact_id = _uploaded_plot(study, data, filename, artifact_dir_for(storage_url))
+    artifact_id = _uploaded_plot(study, data, filename, store)
     study.set_user_attr("rangetest", data)
     if artifact_id is None:
         with tempfile.TemporaryDirectory(prefix="lrtune-") as tmp, warnings.catch_warnings():
@@ -156,10 +156,11 @@ def record_range_test(
 
 
 def _uploaded_plot(
-    study: optuna.Study, data: dict[str, Any], filename: str, directory: Path
+    study: optuna.Study, data: dict[str, Any], filename: str, store: Any
 ) -> str | None:
     """The id of the plot ``filename`` of range test ``data`` that ``study`` already lists
-    (uploaded to this machine's ``directory``), else None."""
+    and the artifact ``store`` holds (a directory of this machine, or a bucket), else
+    None."""
     stored = study.user_attrs.get("rangetest")
     if stored is None or json.dumps(stored, sort_keys=True) != json.dumps(data, sort_keys=True):
         return None  # no plot yet, or one of another range test
@@ -169,8 +170,11 @@ def _uploaded_plot(
     listed = [m.artifact_id for m in metas if m.filename == filename]
     named = study.user_attrs.get("rangetest_plot_artifact")
     for artifact_id in sorted(listed, key=lambda a: a != named):
-        if (directory / artifact_id).is_file():
-            return artifact_id
+        try:
+            store.open_reader(artifact_id).close()
+        except Exception:  # not there: uploaded to another machine's folder, or removed
+            continue
+        return artifact_id
     return None
 
 
