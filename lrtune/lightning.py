@@ -14,39 +14,7 @@ used: it imports the unified ``lightning`` package (whose ``Callback`` a
 ``pytorch_lightning.Trainer`` rejects) and takes an Optuna trial, where lrtune's ``fit``
 contract hands over a ``report`` function.
 
-Example:
-    ```python
-    import pytorch_lightning as pl
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    import lrtune
-
-    class Regressor(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = torch.nn.Linear(4, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
-
-    data = TensorDataset(torch.randn(64, 4), torch.randn(64, 1))
-    make = lrtune.lightning_task(  # in a task file: `lrtune study --task file.py:make`
-        Regressor, DataLoader(data, batch_size=16), DataLoader(data, batch_size=32)
-    )
-    # One trial by hand: what a study's trial passes to the task's fit.
-    hp = lrtune.TrialParams(
-        optimizer={"name": "adam", "lr": 1e-2}, schedule={"name": "cosine"}, epochs=2
-    )
-    epochs = []
-    value = make(0).fit(hp, lambda value, epoch: epochs.append(epoch))
-    assert epochs == [0, 1] and value == value  # val_loss reported after each epoch
-    ```
+Example: docs/reference/python-api.md, Adapters (run by tests/test_api.py).
 """
 
 from __future__ import annotations
