@@ -55,7 +55,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Param:
     """One schedule parameter: its default, the values it accepts, and its search range.
 
@@ -124,7 +124,7 @@ Rule: TypeAlias = Callable[[Mapping[str, ParamValue]], str | None]
 """A check over several resolved parameters: the problem as text, or ``None``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScheduleInfo:
     """One schedule: its closed form and its parameter table.
 
@@ -162,26 +162,26 @@ def _log(low: float, high: float) -> SpaceEntry:
 
 def _frac(default: float, search: SpaceEntry | None = None) -> Param:
     """A fraction of the run in ``(0, 1]``."""
-    return Param(default, "float", 0.0, 1.0, low_open=True, search=search)
+    return Param(default=default, kind="float", low=0.0, high=1.0, low_open=True, search=search)
 
 
 def _factor(default: float, search: SpaceEntry | None = None) -> Param:
     """A factor of the peak LR in ``[0, 1]``."""
-    return Param(default, "float", 0.0, 1.0, search=search)
+    return Param(default=default, kind="float", low=0.0, high=1.0, search=search)
 
 
 def _warmup(default: float, search: SpaceEntry | None = None) -> Param:
     """A warmup fraction in ``[0, 1)`` (0: no warmup)."""
-    return Param(default, "float", 0.0, 1.0, high_open=True, search=search)
+    return Param(default=default, kind="float", low=0.0, high=1.0, high_open=True, search=search)
 
 
 def _at_least_one(default: float, search: SpaceEntry | None = None) -> Param:
-    return Param(default, "float", 1.0, search=search)
+    return Param(default=default, kind="float", low=1.0, search=search)
 
 
 def _choice(default: str, *choices: str, searched: bool = True) -> Param:
     search = ("categorical", choices) if searched else None
-    return Param(default, "choice", choices=choices, search=search)
+    return Param(default=default, kind="choice", choices=choices, search=search)
 
 
 def _onecycle_rule(p: Mapping[str, ParamValue]) -> str | None:
@@ -200,7 +200,7 @@ def _wsd_rule(p: Mapping[str, ParamValue]) -> str | None:
 
 
 def _schedule(name: str, rule: Rule | None = None, **params: Param) -> ScheduleInfo:
-    return ScheduleInfo(name, FORMS[name], params, rule)
+    return ScheduleInfo(name=name, fn=FORMS[name], params=params, rule=rule)
 
 
 SCHEDULES: dict[str, ScheduleInfo] = {
@@ -215,7 +215,7 @@ SCHEDULES: dict[str, ScheduleInfo] = {
         _schedule("exponential", final_factor=_frac(0.01, _log(0.001, 0.1))),
         _schedule(
             "poly",
-            power=Param(1.0, "float", 0.0, low_open=True, search=_lin(0.5, 3.0)),
+            power=Param(default=1.0, kind="float", low=0.0, low_open=True, search=_lin(0.5, 3.0)),
             final_factor=_factor(0.0),
         ),
         _schedule("cosine", final_factor=_factor(0.0)),
@@ -228,12 +228,18 @@ SCHEDULES: dict[str, ScheduleInfo] = {
             "onecycle",
             _onecycle_rule,
             pct_start=Param(
-                0.3, "float", 0.0, 1.0, low_open=True, high_open=True, search=_lin(0.1, 0.5)
+                default=0.3,
+                kind="float",
+                low=0.0,
+                high=1.0,
+                low_open=True,
+                high_open=True,
+                search=_lin(0.1, 0.5),
             ),
             div_factor=_at_least_one(25.0, _log(5.0, 100.0)),
             final_div_factor=_at_least_one(1e4),
             anneal=_choice("cos", "cos", "linear"),
-            three_phase=Param(False, "bool"),
+            three_phase=Param(default=False, kind="bool"),
         ),
         _schedule(
             "cyclic",
@@ -245,7 +251,7 @@ SCHEDULES: dict[str, ScheduleInfo] = {
         _schedule(
             "sgdr",
             cycle_frac=_frac(0.25, _lin(0.1, 0.5)),
-            t_mult=Param(1, "int", 1.0, search=("int", 1, 2)),
+            t_mult=Param(default=1, kind="int", low=1.0, search=("int", 1, 2)),
             final_factor=_factor(0.0),
         ),
         _schedule(

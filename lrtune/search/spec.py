@@ -60,7 +60,7 @@ PRIORS: tuple[str, ...] = ("rangetest", "none")
 BATCH_SCALINGS: tuple[str, ...] = ("linear", "sqrt", "none")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudySpec:
     """Everything a group of studies needs; stored on each study as ``spec``.
 
