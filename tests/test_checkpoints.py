@@ -377,6 +377,35 @@ def test_resuming_in_process_gives_the_uninterrupted_value(tmp_path: Path) -> No
     assert result.value == whole
 
 
+def test_the_default_interval_checkpoints_mid_epoch_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default interval (``every=None``) lrtune's loop also saves between two
+    updates once AUTO_SECONDS passed (0 here: at every update), so a SIGKILL loses at most
+    that much of a long epoch; a run stopped in epoch 2 resumes from its last mid-epoch
+    checkpoint (the epoch's order replayed) and ends with the uninterrupted value."""
+    from lrtune.training import checkpoint
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}")
+    store = FileSystemArtifactStore(str(tmp_path))
+    config = TrainConfig(lr=0.05, schedule="cosine", epochs=3, seed=3, device="cpu")
+    whole = train("digits", config).value
+    monkeypatch.setattr(checkpoint, "AUTO_SECONDS", 0.0)
+
+    def stop_at_epoch_2s_end(value: float, epoch: int) -> None:
+        if epoch == 1:
+            raise _Stop
+
+    trial = study.ask()
+    with pytest.raises(_Stop):
+        run_trial("digits", config, stop_at_epoch_2s_end, checkpoints=Checkpoints(store, trial))
+    named = trial.user_attrs[CHECKPOINT_ATTR]
+    assert named["epoch"] == 1 and named["batch"] > 0  # in epoch 2, before its last update
+    result = run_trial("digits", config, lambda v, s: None, checkpoints=Checkpoints(store, trial))
+    assert trial.user_attrs[RESUMED_ATTR] == 1
+    assert result.value == whole
+
+
 def test_a_checkpoint_of_another_task_or_a_truncated_one_starts_over(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

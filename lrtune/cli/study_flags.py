@@ -177,7 +177,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         metavar="K",
         help="a trial checkpoints every K epochs, so a retried or preempted trial resumes "
-        "(default: each epoch once 30 s passed since the last checkpoint; 0: off)",
+        "(default: once 30 s of training passed since the last checkpoint, mid-epoch "
+        "too; 0: off)",
     )
     add_nproc(p, "the range test and each trial")
     add_timeout(p)

@@ -107,8 +107,8 @@ class StudySpec:
             state at the end of the stable phase (:mod:`lrtune.training.trunk`).
         baseline: baseline arms studied beside the schedule search (``schedulefree``:
             :mod:`lrtune.group.baseline`); empty: none.
-        checkpoint_every: checkpoint a trial every this many epochs (``None``: once 30 s
-            passed since the last; 0: never; :mod:`lrtune.training.checkpoint`).
+        checkpoint_every: checkpoint a trial every this many epochs (``None``: after 30 s
+            of training, mid-epoch too; 0: never; :mod:`lrtune.training.checkpoint`).
     """
 
     task: str = "digits"

@@ -13,10 +13,11 @@ a full disk) leaves the previous checkpoint named and valid. A retry made by the
 watch gets the attr with the failed trial's other user attrs (Optuna's
 ``RetryFailedTrialCallback`` copies them); a trial handed back is the same trial.
 
-When: every ``every`` epochs; ``None`` (the default) is :data:`AUTO_SECONDS`: at the end
-of an epoch once that long has passed since the last save (or the start), so a trial of a
-few seconds never writes one and an hour-long one writes about every epoch, at a cost
-bounded by the save's time over :data:`AUTO_SECONDS`; ``0`` never.
+When: every ``every`` epochs; ``None`` (the default) is :data:`AUTO_SECONDS`: between two
+updates (lrtune's loop, mid-epoch) or at the end of an epoch once that long has passed
+since the last save (or the start), so a trial of a few seconds never writes one and a
+long one loses at most that much training to a SIGKILL, at a cost bounded by the save's
+time over :data:`AUTO_SECONDS`; ``0`` never.
 """
 
 from __future__ import annotations
@@ -108,6 +109,17 @@ class Checkpoints:
         if self.every is None:
             return time.monotonic() - self._last >= AUTO_SECONDS
         return epochs_done % self.every == 0
+
+    def due_in_epoch(self) -> bool:
+        """Whether to save now, between two updates of an epoch: the worker is being
+        preempted (SIGTERM), or, with the default interval, :data:`AUTO_SECONDS` of
+        training passed since the last save, so a long epoch is not all lost to a SIGKILL
+        (a fixed ``every`` saves at epoch ends only)."""
+        from lrtune import preempt
+
+        if preempt.requested():
+            return True
+        return self.every is None and time.monotonic() - self._last >= AUTO_SECONDS
 
     def save(self, state: dict[str, Any], *, epoch: int, batch: int = 0) -> bool:
         """Write ``state`` (``epoch`` epochs and ``batch`` micro-batches of the next done)

@@ -218,11 +218,13 @@ def _train_epoch(
     reason: str | None = None
     pending, group, update_loss = 0, 1, 0.0
     for seen, batch in batches:
+        if pending == 0 and checkpoints is not None and checkpoints.due_in_epoch():
+            # SIGTERM in a worker, or a long epoch under the default interval (a SIGKILL
+            # then loses at most AUTO_SECONDS of it: the retry replays the epoch's order)
+            checkpoints.save(
+                capture(loop, epoch_start=run.epoch_start), epoch=run.epoch, batch=seen
+            )
         if pending == 0 and preempt.requested():  # SIGTERM in a worker: hand it back
-            if checkpoints is not None:
-                checkpoints.save(
-                    capture(loop, epoch_start=run.epoch_start), epoch=run.epoch, batch=seen
-                )
             raise preempt.Preempted(run.epoch)
         if pending == 0 and run.keep is not None:
             run.keep(run, seen)  # where the stable phase ends: the trunk a promotion starts from
