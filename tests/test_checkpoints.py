@@ -323,6 +323,7 @@ def test_sigterm_hands_the_trial_back_and_it_resumes_on_postgres(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three processes importing torch (and Lightning)
 def test_an_own_loop_killed_in_epoch_3_resumes_on_sqlite(
     own_loop_task: str, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -330,6 +331,7 @@ def test_an_own_loop_killed_in_epoch_3_resumes_on_sqlite(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three processes importing torch (and Lightning)
 def test_an_own_loop_killed_in_epoch_3_resumes_on_postgres(
     own_loop_task: str, pg_url: str, tmp_path: Path
 ) -> None:
@@ -337,6 +339,7 @@ def test_an_own_loop_killed_in_epoch_3_resumes_on_postgres(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three processes importing torch (and Lightning)
 def test_sigterm_hands_an_own_loop_back_and_it_resumes_on_sqlite(
     own_loop_task: str, sqlite_url: str, tmp_path: Path
 ) -> None:
@@ -344,6 +347,7 @@ def test_sigterm_hands_an_own_loop_back_and_it_resumes_on_sqlite(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three processes importing torch (and Lightning)
 def test_sigterm_hands_an_own_loop_back_and_it_resumes_on_postgres(
     own_loop_task: str, pg_url: str, tmp_path: Path
 ) -> None:
@@ -589,6 +593,7 @@ def _keys(client: Any) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three processes importing torch (and Lightning)
 def test_checkpoints_in_s3_resume_a_killed_trial_and_export_reads_its_weights(
     slow_task: str,
     sqlite_url: str,
