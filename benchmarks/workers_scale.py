@@ -136,7 +136,10 @@ def run(n: int, trials: int, via_proxy: bool, opts: argparse.Namespace) -> dict[
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            proxy = lrtune("proxy", "--storage", url, "--port", str(port))
+            proxy = lrtune(
+                *("proxy", "--storage", url, "--port", str(port)),
+                *("--heartbeat-interval", "10", "--grace-period", "120"),
+            )
             assert proxy.stdout is not None and "serving" in proxy.stdout.readline()
             storage = f"grpc://127.0.0.1:{port}"
         restart = opts.restart in ("both", "proxy" if via_proxy else "direct")

@@ -199,11 +199,11 @@ def open_storage(
     """
     url = check_url(url)
     if url.startswith("grpc://"):
-        # Through `lrtune proxy`: the proxy holds the database (and its connections); the
-        # heartbeat does not cross Optuna's proxy (lrtune.proxy).
+        # Through `lrtune proxy`: the proxy holds the database (and its connections) and
+        # records the heartbeats its clients send (lrtune.proxy).
         from lrtune.proxy import connect
 
-        return connect(url)  # type: ignore[return-value]
+        return connect(url, heartbeat_interval)
     shown = mask_url(url)
     db = sqlite_path(url)
     if db is not None:

@@ -381,6 +381,12 @@ CASES: dict[str, dict[str, Any]] = {
         ),
         "task empty": Case(("worker", "--group", GROUP, "--task", ""), "--task"),
         "nproc-per-trial 0": _c(f"worker --group {GROUP} --nproc-per-trial 0", "--nproc"),
+        "grpc bad port": _c(
+            f"worker --group {GROUP} --storage grpc://127.0.0.1:99999", "port", storage=False
+        ),
+        "grpc no proxy there": _c(
+            f"worker --group {GROUP} --storage grpc://127.0.0.1:1", "lrtune proxy", storage=False
+        ),
         "nproc-per-trial with workers": _c(
             f"worker --group {GROUP} --nproc-per-trial 2 --workers 2", "--workers"
         ),
@@ -502,6 +508,9 @@ CASES: dict[str, dict[str, Any]] = {
         "no port": _c("proxy", "--port"),
         "port 0": _c("proxy --port 0", "--port"),
         "port x": _c("proxy --port x", "--port"),
+        "grace-period under two beats": _c(
+            "proxy --port 13999 --heartbeat-interval 10 --grace-period 5", "--grace-period"
+        ),
         "storage a proxy": _c(
             "proxy --port 13999 --storage grpc://127.0.0.1:13998", "database URL", storage=False
         ),

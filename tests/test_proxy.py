@@ -153,3 +153,60 @@ def test_proxy_killed_mid_run_workers_stop_with_one_line(pg_url: str, tmp_path: 
     assert "the proxy does not answer" in errors[0], err
     assert "Traceback" not in err
     assert waited < 90  # the retry bound (5 s) plus a trial's end, not a hang
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_killed_proxied_worker_has_its_trial_failed_and_requeued(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Optuna's proxy carries no heartbeat: lrtune's clients send theirs through it, the
+    proxy records them, and fails and re-queues the trial of a worker killed mid-trial
+    within its grace period (plus a look), while a live trial is never failed."""
+    create(pg_url, tmp_path, trials=1, epochs=5000)
+    port = free_port()
+    beats = ("--heartbeat-interval", "2", "--grace-period", "6")
+    proxy = lrtune("proxy", "--storage", pg_url, "--port", str(port), *beats, cwd=tmp_path)
+    assert proxy.stdout is not None and "grpc://" in proxy.stdout.readline()
+    worker = lrtune(
+        *("worker", "--group", "px", "--storage", f"grpc://127.0.0.1:{port}", *beats),
+        cwd=tmp_path,
+    )
+    engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.NullPool)
+    study = optuna.load_study(study_name="px.random.none", storage=pg_url)
+    States = optuna.trial.TrialState
+    try:
+        deadline = time.monotonic() + 300
+        while not any(t.state == States.RUNNING for t in study.get_trials()):
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.5)
+        time.sleep(12)  # twice the grace period: a live trial must not be failed
+        (trial,) = study.get_trials()
+        assert trial.state == States.RUNNING
+        with engine.connect() as conn:
+            beat = conn.execute(
+                sqlalchemy.text("SELECT count(*) FROM trial_heartbeats WHERE trial_id = :t"),
+                {"t": trial._trial_id},
+            ).scalar_one()
+        assert beat == 1  # the worker's beats, recorded by the proxy
+        worker.kill()
+        worker.wait()
+        killed = time.monotonic()
+        # Failed, then re-queued as a WAITING copy (two writes: wait for both).
+        while study.get_trials()[0].state == States.RUNNING or len(study.get_trials()) < 2:
+            assert time.monotonic() - killed < 60, "the killed worker's trial stayed RUNNING"
+            time.sleep(0.5)
+    finally:
+        worker.kill()
+        proxy.terminate()
+        _, proxy_err = proxy.communicate(timeout=30)
+        engine.dispose()
+    first, *retries = study.get_trials()
+    assert "Traceback" not in proxy_err, proxy_err
+    assert first.state == States.FAIL
+    assert (
+        "heartbeat" in first.user_attrs["fail_reason"] or "died" in first.user_attrs["fail_reason"]
+    )
+    assert len(retries) == 1 and retries[0].state == States.WAITING  # re-queued
+    assert retries[0].params == first.params

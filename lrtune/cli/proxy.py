@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lrtune.cli.common import Command, add_common, storage_url
+from lrtune.cli.common import Command, add_common, add_heartbeat, heartbeat_options, storage_url
 
 
 def _port(text: str) -> int:
@@ -23,12 +23,14 @@ def _add_proxy(p: argparse.ArgumentParser) -> None:
         "authentication, so keep it on a private network)",
     )
     p.add_argument("--port", type=_port, required=True, help="port to listen on")
+    add_heartbeat(p)  # the proxy fails (and re-queues) trials whose worker stopped beating
 
 
 def _run_proxy(args: argparse.Namespace) -> int:
     from lrtune.proxy_server import POOL_SIZE, serve
     from lrtune.storage import mask_url, require_existing
 
+    heartbeat = heartbeat_options(args)
     url = storage_url(args)
     require_existing(url)
     where = f"grpc://{args.host}:{args.port}"
@@ -41,7 +43,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
         )
 
     try:
-        serve(url, host=args.host, port=args.port, on_ready=ready)
+        serve(url, host=args.host, port=args.port, on_ready=ready, **heartbeat)
     except KeyboardInterrupt:
         print("lrtune proxy: stopped", file=sys.stderr)
     return 0
