@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +57,43 @@ SLOW_STUDY = [
 ]
 
 
+#: A task file whose factory ``ok(seed)`` trains a linear classifier on 64 fixed points for
+#: one epoch (task name ``tiny``): a trial costs next to nothing.
+TINY_TASK = """
+import torch
+from torch import nn
+
+from lrtune import Task
+
+
+def ok(seed):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    torch.manual_seed(seed)
+    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.CrossEntropyLoss(), batch_size=16,
+                epochs=1, name="tiny")
+"""
+
+
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def spawn_lrtune(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    """``python -m lrtune ARGS`` in a subprocess (1 torch thread), output captured.
+def lrtune_env(**extra: str) -> dict[str, str]:
+    """The environment of an lrtune subprocess: this checkout's ``lrtune`` first on the
+    path (an editable install may point at another clone), one torch thread, unbuffered
+    output (a test reads it as it comes), none of the shell's ``LRTUNE_*`` settings (a
+    developer's ``LRTUNE_STORAGE`` must not leak into a test); then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
+    path = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.update(PYTHONPATH=path, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def spawn_lrtune(args: list[str], cwd: Path, **extra_env: str) -> subprocess.Popen[str]:
+    """``python -m lrtune ARGS`` in a subprocess (:func:`lrtune_env` + ``extra_env``),
+    output captured.
 
     A non-interactive shell starts background jobs with SIGINT ignored and a child inherits
     that (CI may run the suite so): the child gets the default disposition a terminal gives
@@ -69,12 +102,102 @@ def spawn_lrtune(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "lrtune", *args],
         cwd=cwd,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        env=lrtune_env(**extra_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_default_sigint,
     )
+
+
+def run_lrtune(
+    args: list[str], cwd: Path, *, timeout: float = 120, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m lrtune ARGS`` run to its end (bounded by ``timeout`` seconds) in the
+    environment :func:`spawn_lrtune` gives, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "lrtune", *args],
+        cwd=cwd,
+        env=lrtune_env(**extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_running(url: str, study: str, want: int = 1, seconds: float = 300) -> list[str]:
+    """Wait until ``want`` trials of ``study`` run; their ``worker`` attrs (host:pid). The
+    bound is generous: on a busy 2-core machine two workers on PostgreSQL take over a minute
+    to start."""
+    import optuna
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            trials = optuna.load_study(study_name=study, storage=url).trials
+        except KeyError:  # not created yet
+            continue
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        workers = [str(t.user_attrs.get("worker", "")) for t in running]
+        if len(running) >= want and all(workers):
+            return workers
+    pytest.fail(f"{want} trials of {study} should be running")
+
+
+def signal_when_running(
+    proc: subprocess.Popen[str], url: str, study: str, signum: int, want: int = 1
+) -> tuple[str, str]:
+    """Send ``signum`` to ``proc`` (an lrtune command) once ``want`` trials of ``study`` run
+    (:func:`wait_running`); its stdout and stderr once it has exited. A command still up
+    after a bounded wait, or when the wait fails, is killed."""
+    try:
+        wait_running(url, study, want)
+        proc.send_signal(signum)
+        return proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def tiny_spec(
+    *, trials: int, epochs: int, schedules: Sequence[str] = ("constant", "cosine")
+) -> str:
+    """A small study spec's TOML: digits, random sampler, no prior, no pruner, no confirmation,
+    LR bounds well below divergence (every trial trains all its epochs)."""
+    return "\n".join(
+        [
+            'task = "digits"',
+            'samplers = ["random"]',
+            'prior = "none"',
+            f"schedules = {json.dumps(list(schedules))}",
+            "lr_low = 0.001",
+            "lr_high = 0.1",
+            f"trials = {trials}",
+            f"epochs = {epochs}",
+            'pruner = "none"',
+            "confirm = 0",
+            "",
+        ]
+    )
+
+
+def create_tiny_group(
+    cwd: Path,
+    url: str,
+    group: str,
+    *,
+    trials: int,
+    epochs: int,
+    schedules: Sequence[str] = ("constant", "cosine"),
+) -> None:
+    """``lrtune study --create-only`` of :func:`tiny_spec` (written to ``cwd/spec.toml``) as
+    the group ``group`` in ``url``, in a subprocess as a cluster's create job runs it."""
+    (cwd / "spec.toml").write_text(tiny_spec(trials=trials, epochs=epochs, schedules=schedules))
+    args = ["study", "--spec", "spec.toml", "--group", group, "--create-only"]
+    done = run_lrtune([*args, "--storage", url, "--device", "cpu"], cwd, timeout=300)
+    assert done.returncode == 0, done.stderr
 
 
 PG_ADMIN = os.environ.get("LRTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -139,6 +262,14 @@ def pg_urls() -> Iterator[Callable[[], str]]:
 def pg_url(pg_urls: Callable[[], str]) -> str:
     """A PostgreSQL database created for this test and dropped after it."""
     return pg_urls()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test runs twice: on a SQLite file, and on a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'lrtune.db'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 def copy_sqlite(src: str | Path, dst: str | Path) -> None:

@@ -5,8 +5,6 @@ connection at rest and two while a trial runs, counted in ``pg_stat_activity`` b
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 import sqlalchemy
 
 from lrtune.cli import main
+from tests.conftest import spawn_lrtune
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("LRTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -64,17 +63,8 @@ def test_a_worker_holds_one_connection_at_rest_and_two_in_a_trial(pg_url: str) -
     study = optuna.load_study(study_name="digits.random.none", storage=storage)
     # This test holds one of the two slots: the worker runs the other, then waits at rest.
     held = study.ask()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
-    env.update(OMP_NUM_THREADS="1", LRTUNE_STORAGE=pg_url)
     args = ["worker", "--group", "digits", "--heartbeat-interval", "1", "--grace-period", "120"]
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "lrtune", *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = spawn_lrtune(args, REPO, LRTUNE_STORAGE=pg_url)
     admin = sqlalchemy.create_engine(PG_ADMIN, poolclass=sqlalchemy.NullPool)
     try:
 

@@ -20,24 +20,10 @@ import optuna
 import pytest
 
 from lrtune.cli import main
+from tests.conftest import TINY_TASK
 
 States = optuna.trial.TrialState
 
-TASK = """
-import torch
-from torch import nn
-
-from lrtune import Task
-
-
-def ok(seed):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 4, generator=g)
-    y = (x[:, 0] > 0).long()
-    torch.manual_seed(seed)
-    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.CrossEntropyLoss(), batch_size=16,
-                epochs=1, name="tiny")
-"""
 
 #: Runs ``lrtune ARGS`` and SIGKILLs itself before its $KILL_AT-th database statement (0:
 #: never; it then prints how many statements it made).
@@ -71,7 +57,7 @@ HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "2"]
 @pytest.fixture
 def task(tmp_path: Path) -> str:
     path = tmp_path / "tiny_task.py"
-    path.write_text(TASK)
+    path.write_text(TINY_TASK)
     return f"{path}:ok"
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import SLOW_STUDY, spawn_lrtune
+from conftest import SLOW_STUDY, run_lrtune, signal_when_running, spawn_lrtune
 
 from lrtune.cli import main
 
@@ -111,18 +111,6 @@ def tasks(tmp_path: Path) -> Path:
     path = tmp_path / "tasks.py"
     path.write_text(TASKS)
     return path
-
-
-def _lrtune(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "lrtune", *args],
-        env=dict(env, OMP_NUM_THREADS="1"),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 class Ran:
@@ -338,22 +326,7 @@ def test_empty_training_data_is_one_line_never_an_endless_range_test(
 def test_ctrl_c_marks_the_trial_interrupted(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'int.db'}"
     proc = spawn_lrtune([*SLOW_STUDY, "--storage", url, "--trials", "2"], tmp_path)
-    try:
-        deadline = time.monotonic() + 60
-        running = False
-        while time.monotonic() < deadline and not running:
-            time.sleep(0.2)
-            try:
-                running = any(t.state == States.RUNNING for t in _trials(url, "digits.random.none"))
-            except KeyError:  # not created yet
-                continue
-        assert running, "no trial started"
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _out, err = signal_when_running(proc, url, "digits.random.none", signal.SIGINT)
     assert proc.returncode == 130, err
     failed = [t for t in _trials(url, "digits.random.none") if t.state == States.FAIL]
     assert len(failed) == 1, err
@@ -382,7 +355,8 @@ def _orphans_then_worker(url: str, tasks: Path) -> None:
     storage.engine.dispose()
     hb = ["--heartbeat-interval", "1", "--grace-period", "2"]
     try:
-        proc = _lrtune("worker", "--group", "tiny", "--storage", url, *hb, cwd=tasks.parent)
+        worker = ["worker", "--group", "tiny", "--storage", url, *hb]
+        proc = run_lrtune(worker, tasks.parent, timeout=60)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the worker hung on a dead trial: {_states(_trials(url, name))}")
     assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,7 @@ import pytest
 
 from lrtune import interrupt
 from lrtune.training.trainer import TrainConfig, train
-from tests.conftest import SLOW_STUDY, spawn_lrtune
+from tests.conftest import SLOW_STUDY, signal_when_running, spawn_lrtune, wait_running
 
 
 def _sigint_self() -> None:
@@ -66,22 +66,8 @@ def test_ctrl_c_to_the_parent_of_local_workers_reaches_them(tmp_path: Path) -> N
     proc = spawn_lrtune(
         [*SLOW_STUDY, "--storage", url, "--trials", "6", "--workers", "2"], tmp_path
     )
-    try:
-        deadline = time.monotonic() + 120
-        running = 0
-        while time.monotonic() < deadline and running < 2:
-            time.sleep(0.2)
-            try:
-                trials = optuna.load_study(study_name="digits.random.none", storage=url).trials
-            except KeyError:  # not created yet
-                continue
-            running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-        assert running == 2, "both workers should be running a trial"
-        proc.send_signal(signal.SIGINT)  # to the parent only, as `kill -INT` would
-        _out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # to the parent only, as `kill -INT` would, once both workers run a trial
+    _out, err = signal_when_running(proc, url, "digits.random.none", signal.SIGINT, want=2)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     states = [
@@ -94,23 +80,6 @@ def test_ctrl_c_to_the_parent_of_local_workers_reaches_them(tmp_path: Path) -> N
 # --- issue 22 item 9: SIGTERM, local workers with their parent, Ctrl-C in a fit loop ------
 
 
-def _wait_running(url: str, study: str, want: int, seconds: float = 300) -> list[str]:
-    """Wait until ``want`` trials of ``study`` run; their ``worker`` attrs (host:pid). (On a
-    busy 2-core machine two workers on PostgreSQL take over a minute to start.)"""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            trials = optuna.load_study(study_name=study, storage=url).trials
-        except KeyError:  # not created yet
-            continue
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        workers = [str(t.user_attrs.get("worker", "")) for t in running]
-        if len(running) >= want and all(workers):
-            return workers
-    pytest.fail(f"{want} trials of {study} should be running")
-
-
 def _alive(pid: int) -> bool:
     # A zombie is gone for this purpose (in a container nobody may reap an orphan).
     try:
@@ -120,48 +89,36 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The storage of a signal test: a SQLite file, or a PostgreSQL database of its own."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'signals.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 def _states(url: str, study: str) -> list[tuple[str, object]]:
     trials = optuna.load_study(study_name=study, storage=url).trials
     return [(t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
 
 
 @pytest.mark.slow
-def test_sigterm_hands_the_trial_of_a_study_back(tmp_path: Path, url: str) -> None:
+def test_sigterm_hands_the_trial_of_a_study_back(tmp_path: Path, storage_url: str) -> None:
     """SIGTERM is preemption (SPEC "Checkpoints"): the trial goes back to WAITING, with its
     checkpoint, for the next run to resume; the study exits 0, no FAIL."""
-    proc = spawn_lrtune([*SLOW_STUDY, "--storage", url, "--trials", "2"], tmp_path)
-    try:
-        _wait_running(url, "digits.random.none", 1)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = spawn_lrtune([*SLOW_STUDY, "--storage", storage_url, "--trials", "2"], tmp_path)
+    _out, err = signal_when_running(proc, storage_url, "digits.random.none", signal.SIGTERM)
     assert proc.returncode == 0, err[-2000:]
     assert "Traceback" not in err
     assert "preempted (SIGTERM)" in err
-    assert _states(url, "digits.random.none") == [("WAITING", None)]
+    assert _states(storage_url, "digits.random.none") == [("WAITING", None)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
-def test_local_workers_stop_with_their_parent(tmp_path: Path, signum: int, url: str) -> None:
+def test_local_workers_stop_with_their_parent(
+    tmp_path: Path, signum: int, storage_url: str
+) -> None:
     """SIGTERM to `study --workers 2` reaches its workers; SIGKILL of it (nothing passed on)
     too: each worker sees its parent gone. Either way each hands its trial back (WAITING,
     not FAIL: a preemption) and none is left RUNNING."""
     proc = spawn_lrtune(
-        [*SLOW_STUDY, "--storage", url, "--trials", "6", "--workers", "2"], tmp_path
+        [*SLOW_STUDY, "--storage", storage_url, "--trials", "6", "--workers", "2"], tmp_path
     )
     try:
-        workers = _wait_running(url, "digits.random.none", 2)
+        workers = wait_running(storage_url, "digits.random.none", 2)
         pids = [int(w.rpartition(":")[2]) for w in workers]
         proc.send_signal(signum)
         _out, err = proc.communicate(timeout=180)
@@ -175,7 +132,7 @@ def test_local_workers_stop_with_their_parent(tmp_path: Path, signum: int, url: 
     if signum == signal.SIGTERM:
         assert proc.returncode == 0, err[-2000:]
         assert "Traceback" not in err
-    states = _states(url, "digits.random.none")
+    states = _states(storage_url, "digits.random.none")
     assert states.count(("WAITING", None)) == 2, states
     assert not [s for s in states if s[0] == "RUNNING"], states
 
@@ -276,19 +233,13 @@ def make(seed):
 
 @pytest.mark.slow
 def test_ctrl_c_in_a_fit_study_fails_the_trial_as_the_message_says(
-    tmp_path: Path, url: str
+    tmp_path: Path, storage_url: str
 ) -> None:
     (tmp_path / "fit_task.py").write_text(FIT_TASK)
     args = ["study", "--task", "fit_task.py:make", "--prior", "none", "--samplers", "random",
-            "--trials", "2", "--confirm", "0", "--storage", url]  # fmt: skip
+            "--trials", "2", "--confirm", "0", "--storage", storage_url]  # fmt: skip
     proc = spawn_lrtune(args, tmp_path)
-    try:
-        _wait_running(url, "fit.random.none", 1)
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _out, err = signal_when_running(proc, storage_url, "fit.random.none", signal.SIGINT)
     assert proc.returncode == 130, err[-2000:]
     assert "the running trial is marked failed" in err
-    assert _states(url, "fit.random.none") == [("FAIL", "interrupted (Ctrl-C)")]
+    assert _states(storage_url, "fit.random.none") == [("FAIL", "interrupted (Ctrl-C)")]

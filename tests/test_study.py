@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from lrtune.cli import main
-from tests.conftest import REPO, SLOW_STUDY, spawn_lrtune
+from tests.conftest import REPO, SLOW_STUDY, run_lrtune, signal_when_running, spawn_lrtune
 
 FAST = ["--epochs", "2", "--seed", "0"]
 
@@ -149,38 +145,14 @@ def test_sigint_then_rerun_completes_the_budget(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'int.db'}"
     args = [*SLOW_STUDY, "--storage", url, "--trials", "3", "--lr-low", "0.01", "--lr-high", "0.1"]
     proc = spawn_lrtune(args, tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        running = False
-        while time.monotonic() < deadline and not running:
-            time.sleep(0.2)
-            try:
-                running = any(
-                    t.state == optuna.trial.TrialState.RUNNING
-                    for t in _trials(url, "digits.random.none")
-                )
-            except KeyError:  # study not created yet
-                continue
-        assert running, "no trial started"
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _out, err = signal_when_running(proc, url, "digits.random.none", signal.SIGINT)
     assert proc.returncode == 130, (_out[-1500:], err[-1500:])
     assert "Traceback" not in err and "run the same command again" in err
     states = [t.state for t in _trials(url, "digits.random.none")]
     assert optuna.trial.TrialState.RUNNING not in states
     assert optuna.trial.TrialState.FAIL in states  # the interrupted trial, marked
 
-    rerun = subprocess.run(
-        [sys.executable, "-m", "lrtune", *args],
-        cwd=tmp_path,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    rerun = run_lrtune(args, tmp_path, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     trials = _trials(url, "digits.random.none")
     assert _finished(url, "digits.random.none") == 3

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from lrtune.group.prepare import MAX_CONSECUTIVE_FAILURES
 from lrtune.joining import load_for_work
 from lrtune.search.states import FINISHED
 from lrtune.storage import mask_url, open_storage
+from tests.conftest import TINY_TASK, run_lrtune, spawn_lrtune
 
 REPO = Path(__file__).resolve().parents[1]
 States = optuna.trial.TrialState
@@ -42,34 +42,6 @@ def _one_torch_thread() -> Iterator[None]:
     # thread back (see conftest).
     yield
     torch.set_num_threads(1)
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-def _lrtune(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "lrtune", *args],
-        env=env or _env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
-
-def _popen(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lrtune", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -120,7 +92,6 @@ def _one_line_error(stderr: str, command: str) -> str:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_worker_killed_mid_trial_is_retried_and_budget_exact(pg_url: str) -> None:
-    env = _env(LRTUNE_STORAGE=pg_url)
     # Narrow LR bounds and no pruner: no trial diverges or stops early, so each trial trains
     # all its epochs and the kill lands inside one. (Created in this process: one
     # interpreter start-up less.)
@@ -137,8 +108,8 @@ def test_worker_killed_mid_trial_is_retried_and_budget_exact(pg_url: str) -> Non
     assert _trials(pg_url, name) == []
 
     args = ("worker", "--group", "digits", "--heartbeat-interval", "1", "--grace-period", "6")
-    victim = _popen(*args, env=env)
-    survivor = _popen(*args, "--storage", pg_url, env=_env())
+    victim = spawn_lrtune([*args], REPO, LRTUNE_STORAGE=pg_url)
+    survivor = spawn_lrtune([*args, "--storage", pg_url], REPO)
     procs = [victim, survivor]
     try:
 
@@ -195,10 +166,13 @@ def test_worker_killed_mid_trial_is_retried_and_budget_exact(pg_url: str) -> Non
 
 @pytest.mark.slow
 def test_study_two_workers_on_sqlite_exact_budget_no_lock(sqlite_url: str, tmp_path: Path) -> None:
-    result = _lrtune(
-        *("study", "--task", "digits", "--samplers", "random", "--prior", "none"),
-        *("--trials", "24", "--epochs", "2", "--workers", "2", "--storage", sqlite_url),
-        *("--heartbeat-interval", "1", "--grace-period", "5"),
+    result = run_lrtune(
+        [
+            *("study", "--task", "digits", "--samplers", "random", "--prior", "none"),
+            *("--trials", "24", "--epochs", "2", "--workers", "2", "--storage", sqlite_url),
+            *("--heartbeat-interval", "1", "--grace-period", "5"),
+        ],
+        REPO,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -399,8 +373,12 @@ def test_storage_lost_mid_run_retries_then_gives_up(pg_url: str) -> None:
         ]
     )
     assert created == 0
-    env = _env(LRTUNE_STORAGE=pg_url, LRTUNE_STORAGE_RETRY_SECONDS="6")
-    proc = _popen("worker", "--group", "digits", "--heartbeat-interval", "1", env=env)
+    proc = spawn_lrtune(
+        ["worker", "--group", "digits", "--heartbeat-interval", "1"],
+        REPO,
+        LRTUNE_STORAGE=pg_url,
+        LRTUNE_STORAGE_RETRY_SECONDS="6",
+    )
     try:
 
         def running() -> bool:
@@ -542,7 +520,7 @@ def test_worker_gpus_on_a_machine_without_gpu_fails_cleanly(sqlite_url: str) -> 
         ]
     )
     assert created == 0
-    result = _lrtune("worker", "--group", "g", "--gpus", "0", "--storage", sqlite_url)
+    result = run_lrtune(["worker", "--group", "g", "--gpus", "0", "--storage", sqlite_url], REPO)
     # The child process (CUDA_VISIBLE_DEVICES=0, --device cuda) says why and the parent
     # passes its exit code on.
     assert result.returncode == 2, result.stderr
@@ -785,34 +763,19 @@ def test_a_worker_killed_by_a_signal_is_named(command: str, tmp_path: Path) -> N
     study = ["study", "--task", str(tmp_path / "killed.py") + ":make", "--prior", "none"]
     study += ["--samplers", "random", "--trials", "2", "--confirm", "0", "--storage", url]
     if command == "worker":
-        done = _lrtune(*study, "--create-only")
+        done = run_lrtune([*study, "--create-only"], REPO)
         assert done.returncode == 0, done.stderr
         argv = ["worker", "--group", "killed", "--storage", url]
     else:
         argv = study
-    done = _lrtune(*argv, "--workers", "2", "--heartbeat-interval", "1", "--grace-period", "2")
+    done = run_lrtune(
+        [*argv, "--workers", "2", "--heartbeat-interval", "1", "--grace-period", "2"], REPO
+    )
     assert done.returncode == 2, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"lrtune {command}: error: "), done.stderr
     assert "worker 1 (pid " in lines[0] and "was killed by SIGKILL" in lines[0], lines[0]
     assert "see its message above" not in lines[0]
-
-
-TINY_TASK = """
-import torch
-from torch import nn
-
-from lrtune import Task
-
-
-def ok(seed):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 4, generator=g)
-    y = (x[:, 0] > 0).long()
-    torch.manual_seed(seed)
-    return Task(nn.Linear(4, 2), (x, y), (x, y), nn.CrossEntropyLoss(), batch_size=16,
-                epochs=1, name="tiny")
-"""
 
 
 @pytest.mark.slow
