@@ -26,24 +26,14 @@ import pytest
 import yaml
 
 from lrtune.cli import build_parser
+from tests.conftest import tiny_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM = REPO / "deploy" / "slurm"
 K8S = REPO / "deploy" / "k8s"
 TIMEOUT = 240  # seconds for one cluster command on the tiny task (bounded, never a hang)
 
-TINY_SPEC = """\
-task = "digits"
-samplers = ["random"]
-prior = "none"
-schedules = ["constant", "cosine"]
-lr_low = 0.001
-lr_high = 0.1
-trials = 3
-epochs = 2
-pruner = "none"
-confirm = 0
-"""
+TINY_SPEC = tiny_spec(trials=3, epochs=2)
 
 
 @pytest.fixture
