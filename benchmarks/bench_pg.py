@@ -23,7 +23,8 @@ def temporary_database(optional: bool = False) -> Iterator[str | None]:
     ``optional``: an unreachable server yields ``None`` with one line on stderr (the caller
     skips its PostgreSQL part) instead of raising."""
     name = f"lrtune_bench_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    # pre-ping: a benchmark that restarts the server mid-run still drops its database
+    admin = sqlalchemy.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
