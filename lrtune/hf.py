@@ -143,8 +143,9 @@ def hf_task(
     Args:
         model_init: builds a fresh, untrained (or freshly loaded) model; called with torch
             seeded by the trial's seed.
-        train_dataset, eval_dataset: what ``Trainer`` takes; every example holds the model's
-            inputs and its ``labels``.
+        train_dataset: what ``Trainer`` takes; every example holds the model's inputs and
+            its ``labels``.
+        eval_dataset: the same for evaluation (required: trials report its metric).
         args: ``TrainingArguments`` without ``learning_rate``, ``lr_scheduler_type``,
             ``warmup_*`` or ``max_steps`` (lrtune's); its ``num_train_epochs`` is the default
             epochs, ``per_device_train_batch_size`` the batch size. Evaluation runs at least
@@ -152,7 +153,9 @@ def hf_task(
         metric: the key of ``Trainer.evaluate()``'s result that trials report (``eval_``
             may be left out: ``"accuracy"`` is ``eval_accuracy``).
         direction: ``"minimize"`` or ``"maximize"`` the metric.
-        data_collator, compute_metrics, callbacks: passed to ``Trainer``.
+        data_collator: passed to ``Trainer`` (default: its ``default_data_collator``).
+        compute_metrics: passed to ``Trainer``.
+        callbacks: passed to ``Trainer``.
         name: the task's name (the default study group).
 
     Raises :class:`UserError` for a missing ``eval_dataset``, a learning rate or schedule
