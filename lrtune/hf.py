@@ -143,8 +143,7 @@ def hf_task(
     Args:
         model_init: builds a fresh, untrained (or freshly loaded) model; called with torch
             seeded by the trial's seed.
-        train_dataset: what ``Trainer`` takes; every example holds the model's inputs and
-            its ``labels``.
+        train_dataset: what ``Trainer`` takes; examples hold the inputs and ``labels``.
         eval_dataset: the same for evaluation (required: trials report its metric).
         args: ``TrainingArguments`` without ``learning_rate``, ``lr_scheduler_type``,
             ``warmup_*`` or ``max_steps`` (lrtune's); its ``num_train_epochs`` is the default
@@ -158,9 +157,8 @@ def hf_task(
         callbacks: passed to ``Trainer``.
         name: the task's name (the default study group).
 
-    Raises :class:`UserError` for a missing ``eval_dataset``, a learning rate or schedule
-    set in ``args``, and (in a trial) a metric that the evaluation does not produce.
-    An example: the docstring of :mod:`lrtune.hf`.
+    Raises :class:`UserError` for a missing ``eval_dataset``, an LR or schedule in ``args``
+    and (in a trial) a metric the evaluation lacks. Example: :mod:`lrtune.hf`'s docstring.
     """
     _check_args(args, eval_dataset, metric, direction, compute_metrics)
     key = _metric_key(metric)
