@@ -184,15 +184,21 @@ def load_average() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run_meta(args: argparse.Namespace, tasks: list[Any], load_start: str) -> dict[str, Any]:
-    """A benchmark run's JSON header: machine, versions, date, load at its start and end,
-    its arguments, and the per-task ``tasks`` results."""
+def machine() -> dict[str, Any]:
+    """Where and when a benchmark ran: machine, cores, torch threads and version, date."""
     return {
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
         "torch": torch.__version__,
         "date": str(datetime.date.today()),
+    }
+
+
+def run_meta(args: argparse.Namespace, tasks: list[Any], load_start: str) -> dict[str, Any]:
+    """A benchmark run's JSON header: :func:`machine`, load at its start and end, its
+    arguments, and the per-task ``tasks`` results."""
+    return machine() | {
         "load_start": load_start,
         "load_end": load_average(),
         "args": vars(args),

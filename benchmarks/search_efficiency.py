@@ -54,11 +54,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import datetime
 import json
 import math
-import os
-import platform
 import statistics
 import time
 import warnings
@@ -66,6 +63,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import bench_runs
 import optuna
 import torch
 from bench_runs import ROOT, WIDE, Config, Runs, oracle, seed_noise
@@ -540,15 +538,7 @@ def main() -> None:
 
 def machine_info(args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
     """The run's machine, date and options (the header of its docs section)."""
-    return {
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-        "torch": torch.__version__,
-        "date": str(datetime.date.today()),
-        "args": vars(args),
-        "notes": notes,
-    }
+    return bench_runs.machine() | {"args": vars(args), "notes": notes}
 
 
 def header_of(machine: dict[str, Any]) -> str:
