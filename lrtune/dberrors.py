@@ -1,5 +1,6 @@
 """What a database error says: one line for the user (:func:`first_line`,
-:func:`storage_failure`) and whether the connection was lost (:func:`is_connection_error`).
+:func:`storage_failure`), whether the connection was lost (:func:`is_connection_error`) and
+whether a failure to connect is worth retrying (:func:`is_busy_server`).
 
 Optuna wraps SQLAlchemy's errors and SQLAlchemy the driver's; these read the driver's own
 exception in the cause chain. SQLAlchemy is only looked at when it is already imported.
@@ -95,6 +96,27 @@ def is_connection_error(exc: BaseException) -> bool:
         if _grpc_unavailable(current):  # `lrtune proxy` down or restarting
             return True
     return False
+
+
+#: What a PostgreSQL server (or libpq) says when it is there but cannot take this
+#: connection now: overloaded (the connect timeout of a server or machine under load, a full
+#: ``max_connections`` or a role's connection limit) or starting, stopping or recovering.
+#: Waiting helps with these; it does not with a refused connection, an unknown host or
+#: database, or a bad password, which are typos that should fail at once.
+_BUSY = re.compile(
+    r"timeout expired|too many (clients|connections)|remaining connection slots"
+    r"|the database system is (starting up|shutting down|in recovery mode)",
+    re.IGNORECASE,
+)
+
+
+def is_busy_server(exc: BaseException) -> bool:
+    """True when connecting failed because the server is busy or restarting
+    (:data:`_BUSY`), the failures a worker starting among many others retries."""
+    if "sqlalchemy" not in sys.modules:
+        return False
+    cause = _dbapi_error(exc)
+    return cause is not None and _BUSY.search(str(cause)) is not None
 
 
 def _grpc_unavailable(exc: BaseException) -> bool:

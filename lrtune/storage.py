@@ -10,9 +10,10 @@ from typing import Any
 
 import optuna
 
-from lrtune.dberrors import first_line, is_connection_error
+from lrtune.dberrors import first_line, is_busy_server, is_connection_error
 from lrtune.errors import UserError, mask_url
 from lrtune.sqlite_file import AsFoundConnection, StorageGone, WalConnection, check_path, watch
+from lrtune.storage_retry import StorageRetry
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def open_storage(
     grace_period: int | None = None,
     max_retry: int = 3,
     pool_size: int = 1,
+    patience: float = 0.0,
 ) -> optuna.storages.RDBStorage:
     """The one way lrtune opens a storage: the RDB storage at ``url``, or a one-line
     :class:`UserError` that names the URL (password masked) and the cause.
@@ -196,7 +198,47 @@ def open_storage(
     With ``heartbeat_interval``, a trial whose process stopped beating for
     ``grace_period`` seconds is failed by the next worker and re-queued with the same
     parameters (Optuna's ``RetryFailedTrialCallback``), up to ``max_retry`` times.
+
+    With ``patience`` (seconds; ``lrtune worker`` gives ``$LRTUNE_STORAGE_RETRY_SECONDS``),
+    a PostgreSQL server that is there but busy or restarting (a connect timeout, too many
+    clients: :func:`lrtune.dberrors.is_busy_server`) is retried with backoff for that long,
+    as a storage lost mid-run is: many workers starting at once on a loaded machine or
+    cluster must not die of it. A refused connection, unknown database or bad password
+    still fails at once.
     """
+    retry = StorageRetry(url, patience)
+    while True:
+        try:
+            return _open_storage(
+                url,
+                create=create,
+                readonly=readonly,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                max_retry=max_retry,
+                pool_size=pool_size,
+            )
+        except _BusyServer as busy:
+            if not patience:
+                raise UserError(str(busy)) from None
+            retry.wait(busy.__cause__ or busy)
+
+
+class _BusyServer(UserError):
+    """Opening the storage failed on a busy or restarting server (worth retrying)."""
+
+
+def _open_storage(
+    url: str,
+    *,
+    create: bool,
+    readonly: bool,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    max_retry: int,
+    pool_size: int,
+) -> optuna.storages.RDBStorage:
+    """:func:`open_storage`'s one attempt; :class:`_BusyServer` when it may be retried."""
     url = check_url(url)
     if url.startswith("grpc://"):
         # Through `lrtune proxy`: the proxy holds the database (and its connections) and
@@ -240,7 +282,10 @@ def open_storage(
             "'psycopg[binary]')"
         ) from None
     except Exception as exc:  # SQLAlchemy/driver errors, Optuna's schema check (RuntimeError)
-        raise UserError(f"cannot open storage {shown}: {first_line(exc)}") from None
+        message = f"cannot open storage {shown}: {first_line(exc)}"
+        if is_busy_server(exc):
+            raise _BusyServer(message) from exc  # open_storage retries it, or says this line
+        raise UserError(message) from None
 
 
 def _check_sqlite_file(db: Path, *, create: bool, readonly: bool) -> None:

@@ -101,8 +101,12 @@ def run_worker(
     running then finishes, and ``report.timed_out`` says that work was left.
     """
     require_existing(storage_url)
+    patience = storage_retry_seconds()  # a busy server at start-up too (many workers at once)
     storage = open_storage(
-        storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+        storage_url,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        patience=patience,
     )
     names = _studies_to_run(storage, storage_url, group, studies, grace_period)
     store = checkpoint_store(storage_url)
@@ -126,7 +130,7 @@ def run_worker(
         report=report,
         # The clock starts with the trials, once the studies (and their task) are loaded.
         deadline=None if timeout is None else time.monotonic() + timeout,
-        retry=StorageRetry(storage_url, storage_retry_seconds()),
+        retry=StorageRetry(storage_url, patience),
         stale=StaleWatch(heartbeat_interval, grace_period),
         poll=poll,
         on_trial=on_trial,

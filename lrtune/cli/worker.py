@@ -181,9 +181,10 @@ def _check_group(url: str, group: str, task: str | None, grace_period: int) -> N
     from lrtune.joining import trusted_task
     from lrtune.search.states import group_study_names
     from lrtune.storage import mask_url, open_storage, require_existing
+    from lrtune.storage_retry import storage_retry_seconds
 
     require_existing(url)
-    storage = open_storage(url)
+    storage = open_storage(url, patience=storage_retry_seconds())
     wait_created(storage, [], group, grace_period)
     names = group_study_names(storage, group)
     if not names:
