@@ -132,5 +132,13 @@ def immediate() -> Iterator[None]:
     previous, _immediate = _immediate, True
     try:
         yield
+    except Exception as exc:
+        # The signal's exception can come out of the code it interrupted as another one: a
+        # C extension whose module init it stopped raises ImportError("initialization
+        # failed"). The signal is what happened; reporting that error instead would make a
+        # preempted worker exit 2 with a wrong one-line error.
+        if _requested is not None:
+            raise stop_for(_requested) from exc
+        raise
     finally:
         _immediate = previous

@@ -168,6 +168,44 @@ def test_a_signal_while_a_task_is_built_stops_the_build_at_once(tmp_path: Path) 
     assert (tmp_path / "steps.txt").read_text().split() == ["0", "1", "2"]
 
 
+WRAPPED_BUILD = """
+import os
+import signal
+import time
+
+
+def make(seed):
+    try:  # what a C extension's module init does with an exception raised inside it
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except BaseException as exc:
+        raise ImportError("initialization failed") from exc
+    raise AssertionError("the signal did not stop the build")
+"""
+
+
+def test_a_signal_that_the_build_turns_into_another_error_still_stops_it(
+    tmp_path: Path,
+) -> None:
+    """A SIGTERM that lands in an extension module's init comes out as ImportError: it is
+    still the SIGTERM (preempted), not a factory error (one line, exit 2). A worker that
+    reported the ImportError made `study --workers 2` exit 143 instead of 0 in CI."""
+    from lrtune.training.loading import resolve_task
+
+    (tmp_path / "wrapped_build.py").write_text(WRAPPED_BUILD)
+    make = resolve_task(f"{tmp_path / 'wrapped_build.py'}:make")
+    with interrupt.deferred_sigint(), pytest.raises(interrupt.Interrupted) as info:
+        make(0)
+    assert info.value.signum == signal.SIGTERM
+    # Without a signal, the error is the error.
+    with (
+        interrupt.deferred_sigint(),
+        pytest.raises(ValueError, match="no signal"),
+        interrupt.immediate(),
+    ):
+        raise ValueError("no signal")
+
+
 def _reporting_fit(reports: list[int], *, swallow: bool, count: int = 400) -> object:
     """A task whose own loop reports every 10 ms; ``swallow``: it catches the interrupt and
     returns (as Lightning's graceful shutdown does)."""
