@@ -99,6 +99,33 @@ def start_workers(n: int, storage: str, min_free_gb: float) -> list[subprocess.P
     return workers
 
 
+def leftover(url: str, trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
+    """The RUNNING trials left: number, seconds since their start and since their last
+    heartbeat (None: they never beat)."""
+    out = []
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool)
+    with engine.connect() as conn:
+        for t in trials:
+            if t.state != optuna.trial.TrialState.RUNNING or t.datetime_start is None:
+                continue
+            beat = conn.execute(
+                sqlalchemy.text("SELECT max(heartbeat) FROM trial_heartbeats WHERE trial_id = :i"),
+                {"i": t._trial_id},
+            ).scalar()
+            age = time.time() - t.datetime_start.timestamp()
+            silent = age if beat is None else time.time() - beat.timestamp()
+            out.append(
+                {
+                    "number": t.number,
+                    "age_s": round(age, 1),
+                    "silent_s": round(silent, 1),
+                    "heartbeat": beat is not None,
+                }
+            )
+    engine.dispose()
+    return out
+
+
 def restart_server(cmd: str) -> float:
     began = time.perf_counter()
     subprocess.run(cmd, shell=True, check=False, timeout=120)
@@ -188,6 +215,28 @@ def run(n: int, trials: int, via_proxy: bool, opts: argparse.Namespace) -> dict[
             proxy.wait(timeout=30)
         admin.dispose()
         trials_now = study.get_trials()
+        orphans = leftover(url, trials_now)
+        if orphans:
+            # Every worker left once the budget was met; a trial whose worker lost it to
+            # the restart may still be inside its grace period. The next lrtune process
+            # on the study fails it: start one worker after the grace period and count.
+            time.sleep(max(0.0, 135 - min(o["silent_s"] for o in orphans)))
+            sweep = start_workers(1, url, 0)[0]  # the proxy is gone by now
+            _, err = sweep.communicate(timeout=600)
+            after = study.get_trials()
+            swept = {
+                "exit_code": sweep.returncode,
+                "running_left": sum(t.state == optuna.trial.TrialState.RUNNING for t in after),
+                "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in after),
+                "fail_reasons": sorted(
+                    str(t.user_attrs.get("fail_reason", "?"))[:60]
+                    for t in after
+                    if t.state == optuna.trial.TrialState.FAIL
+                    and t.number in {o["number"] for o in orphans}
+                ),
+            }
+        else:
+            swept = None
         done = [t for t in trials_now if t.state == optuna.trial.TrialState.COMPLETE]
         ends = sorted(t.datetime_complete.timestamp() for t in done if t.datetime_complete)
         return {
@@ -216,6 +265,8 @@ def run(n: int, trials: int, via_proxy: bool, opts: argparse.Namespace) -> dict[
             "workers_that_retried": sum(
                 "retry" in err.lower() or "unreachable" in err.lower() for _, err in outs
             ),
+            "running_left_detail": orphans,
+            "after_one_more_worker": swept,
             "first_error": next(
                 (err.strip().splitlines()[-1] for rc, err in outs if rc and err.strip()), None
             ),
