@@ -1,7 +1,8 @@
 """``worker --nproc-per-trial N`` (SPEC "Clusters"): each trial under torch.distributed
 (gloo on the CPU). Two ranks train the same configuration and give the value one process
-gives with the same batch; a killed rank ends the trial, recorded FAIL, within a bound;
-the range test under two ranks draws the one-process curve."""
+gives with the same batch; a killed rank, or one whose code raises, ends the trial,
+recorded FAIL, within a bound; the range test under two ranks draws the one-process
+curve."""
 
 from __future__ import annotations
 
@@ -250,3 +251,65 @@ def test_rangetest_command_under_two_ranks(tmp_path: Path) -> None:
     assert two["lrs"] == one["lrs"]
     assert two["losses"][0] == pytest.approx(one["losses"][0], rel=1e-4)
     assert two["lr_high"] == pytest.approx(one["lr_high"], rel=1e-3)
+
+
+RAISING_FIT = textwrap.dedent(
+    """
+    import math
+    import torch
+    import torch.nn.functional as F
+    from lrtune.training.tasks import digits
+
+
+    def fit(hp, report):
+        torch.manual_seed(hp.seed)
+        t = digits(hp.seed)
+        model = t.model.to(hp.device)
+        (x, y), (vx, vy) = t.train, t.val
+        optimizer = hp.build_optimizer(model.parameters())
+        steps = hp.epochs * math.ceil(len(y) / hp.batch_size)
+        scheduler = hp.build_scheduler(optimizer, steps)
+        for epoch in range(hp.epochs):
+            if hp.rank == 1 and epoch == 1:
+                raise RuntimeError("rank 1 broke")
+            for i in range(0, len(y), hp.batch_size):
+                loss = F.cross_entropy(model(x[i : i + hp.batch_size]), y[i : i + hp.batch_size])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+            with torch.no_grad():
+                value = float(F.cross_entropy(model(vx), vy))
+            report(value, epoch)
+        return value
+
+
+    def make(seed):
+        t = digits(0)
+        t.fit, t.name = fit, "fit-raise"
+        return t
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_rank_that_raises_fails_the_trial_in_one_line(tmp_path: Path) -> None:
+    """User code that raises on one rank only: the other rank sees it at the next
+    collective (no hang), the trial is recorded FAIL, the rank's own error is shown, and
+    the command ends with one line, exit 2."""
+    (tmp_path / "fit_raise.py").write_text(RAISING_FIT)
+    url = f"sqlite:///{tmp_path / 'raise.db'}"
+    proc = lrtune(
+        *("study", "--task", "fit_raise.py:make", "--nproc-per-trial", "2", "--prior", "none"),
+        *("--trials", "2", "--epochs", "3", "--pruner", "none", "--samplers", "random"),
+        *("--confirm", "0", "--storage", url, "--device", "cpu"),
+        cwd=tmp_path,
+    )
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    assert "rank 1 broke" in err  # the failing rank says what broke
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "--nproc-per-trial" in lines[0], err
+    (trial,) = trials(url, "fit-raise.random.none")
+    assert trial.state == States.FAIL and trial.user_attrs["fail_reason"]
