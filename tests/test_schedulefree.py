@@ -59,10 +59,13 @@ def test_evaluating_switches_to_the_average_and_back() -> None:
     y = model.weight.detach().clone()
     with evaluating(optimizer):
         x = model.weight.detach().clone()
-    assert not torch.equal(x, y)
-    assert torch.equal(model.weight.detach(), y)  # back at y to train on
+    # Back at y to train on: schedule-free moves the weights y -> x -> y arithmetically,
+    # so the way back is exact up to float rounding (bit for bit on some CPUs, not all).
+    assert not torch.allclose(x, y, rtol=1e-3, atol=1e-4)
+    assert torch.allclose(model.weight.detach(), y, rtol=1e-6, atol=1e-7)
+    back = model.weight.detach().clone()
     with evaluating(torch.optim.SGD(model.parameters(), lr=0.1)):  # no modes: unchanged
-        assert torch.equal(model.weight.detach(), y)
+        assert torch.equal(model.weight.detach(), back)
 
 
 @pytest.mark.parametrize("name", ["schedulefree_sgd", "schedulefree_adamw"])
