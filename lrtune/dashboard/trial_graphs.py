@@ -183,4 +183,10 @@ def show_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             save_note(optuna.Trial(study, trial._trial_id), text)
         save_trial_graphs(study, metric)
     except Exception as exc:  # a view must not stop the trials
-        logging.getLogger(__name__).warning("dashboard graphs of %s: %s", study.study_name, exc)
+        from lrtune.dberrors import is_connection_error
+
+        # A database lost mid-run is the storage retry's to report (one line, not a
+        # misleading "invalid data in the commit" from Optuna); the next trial rewrites
+        # the graphs.
+        level = logging.INFO if is_connection_error(exc) else logging.WARNING
+        logging.getLogger(__name__).log(level, "dashboard graphs of %s: %s", study.study_name, exc)
