@@ -253,43 +253,27 @@ def test_rangetest_command_under_two_ranks(tmp_path: Path) -> None:
     assert two["lr_high"] == pytest.approx(one["lr_high"], rel=1e-3)
 
 
-RAISING_FIT = textwrap.dedent(
-    """
-    import math
-    import torch
-    import torch.nn.functional as F
-    from lrtune.training.tasks import digits
+#: The shipped own-loop example with rank 1 raising before it trains: rank 0 trains its
+#: first epoch and meets the dead rank at the report's reduction.
+RAISING_FIT = f"""
+import importlib.util
+
+spec = importlib.util.spec_from_file_location("own_loop", {str(REPO / "studies" / "own_loop.py")!r})
+own_loop = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(own_loop)
 
 
-    def fit(hp, report):
-        torch.manual_seed(hp.seed)
-        t = digits(hp.seed)
-        model = t.model.to(hp.device)
-        (x, y), (vx, vy) = t.train, t.val
-        optimizer = hp.build_optimizer(model.parameters())
-        steps = hp.epochs * math.ceil(len(y) / hp.batch_size)
-        scheduler = hp.build_scheduler(optimizer, steps)
-        for epoch in range(hp.epochs):
-            if hp.rank == 1 and epoch == 1:
-                raise RuntimeError("rank 1 broke")
-            for i in range(0, len(y), hp.batch_size):
-                loss = F.cross_entropy(model(x[i : i + hp.batch_size]), y[i : i + hp.batch_size])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-            with torch.no_grad():
-                value = float(F.cross_entropy(model(vx), vy))
-            report(value, epoch)
-        return value
+def fit(hp, report):
+    if hp.rank == 1:
+        raise RuntimeError("rank 1 broke")
+    return own_loop.fit(hp, report)
 
 
-    def make(seed):
-        t = digits(0)
-        t.fit, t.name = fit, "fit-raise"
-        return t
-    """
-)
+def make(seed):
+    task = own_loop.make(seed)
+    task.fit, task.name = fit, "fit-raise"
+    return task
+"""
 
 
 @pytest.mark.slow
