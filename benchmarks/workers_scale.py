@@ -99,6 +99,17 @@ def start_workers(n: int, storage: str, min_free_gb: float) -> list[subprocess.P
     return workers
 
 
+def fail_reasons(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """The distinct ``fail_reason``s of the FAILED ``trials``, cut to 60 characters."""
+    return sorted(
+        {
+            str(t.user_attrs.get("fail_reason", "?"))[:60]
+            for t in trials
+            if t.state == optuna.trial.TrialState.FAIL
+        }
+    )
+
+
 def leftover(url: str, trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
     """The RUNNING trials left: number, seconds since their start and since their last
     heartbeat (None: they never beat)."""
@@ -224,16 +235,12 @@ def run(n: int, trials: int, via_proxy: bool, opts: argparse.Namespace) -> dict[
             sweep = start_workers(1, url, 0)[0]  # the proxy is gone by now
             _, err = sweep.communicate(timeout=600)
             after = study.get_trials()
+            numbers = {o["number"] for o in orphans}
             swept = {
                 "exit_code": sweep.returncode,
                 "running_left": sum(t.state == optuna.trial.TrialState.RUNNING for t in after),
                 "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in after),
-                "fail_reasons": sorted(
-                    str(t.user_attrs.get("fail_reason", "?"))[:60]
-                    for t in after
-                    if t.state == optuna.trial.TrialState.FAIL
-                    and t.number in {o["number"] for o in orphans}
-                ),
+                "fail_reasons": fail_reasons([t for t in after if t.number in numbers]),
             }
         else:
             swept = None
@@ -246,13 +253,7 @@ def run(n: int, trials: int, via_proxy: bool, opts: argparse.Namespace) -> dict[
             "budget": trials,
             "complete": len(done),
             "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials_now),
-            "fail_reasons": sorted(
-                {
-                    str(t.user_attrs.get("fail_reason", "?"))[:60]
-                    for t in trials_now
-                    if t.state == optuna.trial.TrialState.FAIL
-                }
-            ),
+            "fail_reasons": fail_reasons(trials_now),
             "running_left": sum(t.state == optuna.trial.TrialState.RUNNING for t in trials_now),
             "peak_connections": peak_total,
             "idle_connections_total": idle_total,
