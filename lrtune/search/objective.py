@@ -248,6 +248,10 @@ def _train_trial(trial: optuna.Trial, run: _Settings) -> float:
     try:
         report = _pruning_report(trial, steps)
         result = run_task(spec.task, config, report, checkpoints, _trunks(trial, run))
+    except optuna.TrialPruned:
+        if checkpoints is not None:
+            checkpoints.discard()  # a pruned trial is never resumed
+        raise
     finally:
         _release_memory()
     if checkpoints is not None:

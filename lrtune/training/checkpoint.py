@@ -7,11 +7,14 @@ workers use :func:`lrtune.dashboard.artifact_store`, the one beside the storage
 ``./lrtune-artifacts``).
 
 How a trial finds its checkpoint: the trial user attr ``checkpoint`` (``{"artifact": id,
-"epoch": e, "batch": b}``) names the last complete file. Each save writes a new artifact
-and moves the attr to it before removing the previous one, so a write cut short (SIGKILL,
-a full disk) leaves the previous checkpoint named and valid. A retry made by the heartbeat
-watch gets the attr with the failed trial's other user attrs (Optuna's
-``RetryFailedTrialCallback`` copies them); a trial handed back is the same trial.
+"epoch": e, "batch": b, "stale": [ids]}``) names the last complete file. Each save first
+lists the new artifact's id under ``stale``, writes it, then moves the attr to it (listing
+the previous one under ``stale``) and removes the previous one, so a write cut short
+(SIGKILL, a full disk) leaves the previous checkpoint named and valid, and a kill between
+two of those steps leaves no file that the attr does not name: the next save, or the
+finished or pruned trial's :meth:`Checkpoints.discard`, removes what ``stale`` lists. A
+retry made by the heartbeat watch gets the attr with the failed trial's other user attrs
+(Optuna's ``RetryFailedTrialCallback`` copies them); a trial handed back is the same trial.
 
 When: every ``every`` epochs; ``None`` (the default) is :data:`AUTO_SECONDS`: between two
 updates (lrtune's loop, mid-epoch) or at the end of an epoch once that long has passed
@@ -125,22 +128,32 @@ class Checkpoints:
         """Write ``state`` (``epoch`` epochs and ``batch`` micro-batches of the next done)
         as a new artifact, then point the trial at it and remove the previous one. Returns
         False (one warning per process) when the store cannot take it: the trial goes on."""
-        previous = self.trial.user_attrs.get(CHECKPOINT_ATTR)
+        named = self.trial.user_attrs.get(CHECKPOINT_ATTR)
+        previous = dict(named) if isinstance(named, dict) else {}
+        garbage = _stale(previous)
         artifact = f"lrtune-ckpt-{uuid.uuid4().hex}"
         buffer = io.BytesIO()
         torch.save({**self.identity, "epoch": epoch, "batch": batch, **state}, buffer)
         buffer.seek(0)
+        # Named before it is written: a SIGKILL from here on leaves no file the attr does
+        # not name (the storage write costs little next to the checkpoint's).
+        self.trial.set_user_attr(CHECKPOINT_ATTR, {**previous, "stale": [*garbage, artifact]})
         try:
             self.store.write(artifact, buffer)
         except Exception as exc:  # a full disk, a read-only directory, a lost bucket
             warn_once("store", "checkpoints not written (the trials go on without them): %s", exc)
             _quiet_remove(self.store, artifact)
+            self.trial.set_user_attr(CHECKPOINT_ATTR, named)
             return False
+        old = previous.get("artifact")
+        if isinstance(old, str):
+            garbage.append(old)
         self.trial.set_user_attr(
-            CHECKPOINT_ATTR, {"artifact": artifact, "epoch": epoch, "batch": batch}
+            CHECKPOINT_ATTR,
+            {"artifact": artifact, "epoch": epoch, "batch": batch, "stale": garbage},
         )
-        if isinstance(previous, dict) and previous.get("artifact") != artifact:
-            _quiet_remove(self.store, str(previous.get("artifact")))
+        for stale in garbage:  # listed until the next save: a kill here is cleaned up then
+            _quiet_remove(self.store, stale)
         self._last = time.monotonic()
         self.saved += 1
         return True
@@ -205,9 +218,17 @@ class Checkpoints:
     def discard(self) -> None:
         """Remove the trial's checkpoint (it finished: nothing to resume)."""
         named = self.trial.user_attrs.get(CHECKPOINT_ATTR)
-        if isinstance(named, dict) and isinstance(named.get("artifact"), str):
-            _quiet_remove(self.store, named["artifact"])
+        if isinstance(named, dict):
+            artifact = named.get("artifact")
+            for stale in [*_stale(named), *([artifact] if isinstance(artifact, str) else [])]:
+                _quiet_remove(self.store, stale)
             self.trial.set_user_attr(CHECKPOINT_ATTR, None)
+
+
+def _stale(named: Mapping[str, Any]) -> list[str]:
+    """The artifacts a checkpoint attr lists as left to remove (a save cut short)."""
+    stale = named.get("stale")
+    return [a for a in stale if isinstance(a, str)] if isinstance(stale, list) else []
 
 
 def _quiet_remove(store: ArtifactStore, artifact: str) -> None:
