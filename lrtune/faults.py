@@ -46,7 +46,19 @@ def describe(exc: BaseException) -> str:
     """
     if isinstance(exc, SystemExit):
         return f"SystemExit: the task called sys.exit({exc.code!r})"
-    return one_line(exc, with_type=not isinstance(exc, UserError))
+    line = one_line(exc, with_type=not isinstance(exc, UserError))
+    if "device-side assert triggered" in line:
+        # The kernel printed its own assertion above; Python only learns that one failed.
+        line += f" ({DEVICE_ASSERT_HINT})"
+    return line
+
+
+#: What a CUDA device-side assert means for the user; its cause is in the kernel's own
+#: lines printed before, and in the Python error the same code raises on the CPU.
+DEVICE_ASSERT_HINT = (
+    "a CUDA kernel's assertion, printed above; run it with --device cpu for the error it "
+    "stands for, e.g. a label outside the model's classes"
+)
 
 
 @contextmanager

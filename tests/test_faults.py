@@ -193,7 +193,7 @@ def test_rangetest_task_error_is_one_line_and_writes_nothing(
     out = tmp_path / "rt.json"
     proc = _main(
         capfd, "rangetest", "--task", f"{tasks}:{kind}", "--steps", "20", "--seeds", "1",
-        "--json", str(out),
+        "--json", str(out), "--device", "cpu",
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     line = _error_line(proc, "rangetest")
@@ -207,7 +207,7 @@ def test_rangetest_task_error_is_one_line_and_writes_nothing(
 def test_rangetest_metric_error_is_one_line(tasks: Path, capfd: pytest.CaptureFixture[str]) -> None:
     proc = _main(
         capfd, "rangetest", "--task", f"{tasks}:metric", "--steps", "20", "--seeds", "1",
-        "--track-metric",
+        "--track-metric", "--device", "cpu",
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert REASONS["metric"] in _error_line(proc, "rangetest")
@@ -428,4 +428,19 @@ def test_describe_is_one_short_line() -> None:
     assert describe(UserError("task t: oops")) == "task t: oops"
     long = describe(RuntimeError("x" * 5000))
     assert len(long) <= len("RuntimeError: ") + MAX_REASON and "\n" not in long
+
+
+def test_a_cuda_device_side_assert_says_where_its_cause_is() -> None:
+    """CUDA reports a failed kernel assertion (a label out of range, an index out of bounds)
+    as a bare 'device-side assert triggered': the line says where the cause is
+    (tests/test_cuda.py shows it on a GPU)."""
+    from lrtune.faults import DEVICE_ASSERT_HINT, describe
+
+    error = RuntimeError(
+        "CUDA error: device-side assert triggered\nCUDA kernel errors might be asynchronously "
+        "reported at some other API call"
+    )
+    line = describe(error)
+    assert line == f"RuntimeError: CUDA error: device-side assert triggered ({DEVICE_ASSERT_HINT})"
+    assert "--device cpu" in line
     assert describe(RuntimeError("postgresql://u:secret@h/db down")).count("secret") == 0

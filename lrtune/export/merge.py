@@ -373,7 +373,10 @@ def _merge_json(
     merge_at(doc, parts, path, fields, dict, notes=notes, where=where)
     match = re.search(r"^([ \t]+)\S", old, flags=re.MULTILINE)
     indent: str | int = match.group(1) if match else 2
-    text = json.dumps(doc, indent=indent, ensure_ascii=False)
+    try:
+        text = json.dumps(doc, indent=indent, ensure_ascii=False)
+    except RecursionError:  # Python 3.12's parser takes what its indenting writer cannot
+        raise UserError(f"cannot merge into {path}: nested too deeply") from None
     return text + "\n" if old.endswith("\n") or not old.strip() else text
 
 

@@ -43,7 +43,12 @@ def preserved_state(
     device = next(model.parameters()).device
     params = {k: v.detach().clone() for k, v in model.state_dict().items()}
     training = {name: m.training for name, m in model.named_modules()}
-    grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+    # The user's .grad tensors themselves, kept aside: moving the model to the sweep's
+    # device would move them in place (a reference the user holds would change device),
+    # and the sweep's backward passes would add to them.
+    grads = [p.grad for p in model.parameters()]
+    for param in model.parameters():
+        param.grad = None
     opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     try:
         with preserved_rng():
@@ -55,6 +60,6 @@ def preserved_state(
         for name, module in model.named_modules():
             module.training = training.get(name, module.training)
         for param, grad in zip(model.parameters(), grads, strict=True):
-            param.grad = None if grad is None else grad.to(param.device)
+            param.grad = grad
         if optimizer is not None and opt_state is not None:
             optimizer.load_state_dict(opt_state)

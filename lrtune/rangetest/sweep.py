@@ -354,6 +354,10 @@ def _sweep_seed(
     it measured (batch size, micro-batch, parameter groups)."""
     with preserved_state(t.model, given_opt):
         t.model.to(sweep["device"])
+        if given_opt is not None and given_opt.state:
+            # Its state (Adam's moments) follows the parameters to the device: loading a
+            # state dict casts each tensor to its parameter's device, as PyTorch documents.
+            given_opt.load_state_dict(given_opt.state_dict())
         opt, ratios, groups = _optimizer(t, given_opt, optimizer, sweep["start_lr"])
         setup = {
             "batch_size": micro_batch_size(t) * options["accumulate"],
