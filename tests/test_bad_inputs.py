@@ -68,6 +68,7 @@ FILES: dict[str, bytes] = {
     "deep.yaml": b"a: " + b"[" * 600 + b"]" * 600 + b"\n",
     "deep-into.toml": b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n",
     "readonly.yaml": b"train:\n  epochs: 3\n",  # mode 0o444, see _write_files
+    "readonly.json": b"{}\n",  # mode 0o444
     "afile": b"not a directory\n",
     "rungs-float.toml": b"rungs = [1, 2.5, 9]\nepochs = 9\n",
     "beta-string.toml": b'rungs = [1, 3, 9]\nepochs = 9\nhorizon_beta = "0.5"\n',
@@ -166,6 +167,9 @@ CASES: dict[str, dict[str, Any]] = {
         "json missing dir": _c("rangetest --json no/such/dir/r.json", "does not exist"),
         "json under a file": _c("rangetest --json {dir}/afile/r.json", "afile"),
         "json under /proc": _c("rangetest --json /proc/r.json", "/proc"),
+        "json a folder": _c("rangetest --json {dir}/folder.json", "it is a folder"),
+        "json read-only": _c("rangetest --json {dir}/readonly.json", "read-only"),
+        "plot a folder": _c("rangetest --plot {dir}/folder.png", "it is a folder"),
         "plot not png": _c("rangetest --plot r.jpg", ".png"),
         "log-dir under a file": _c("rangetest --log-dir {dir}/afile/tb", "--log-dir"),
         "log-dir a file": _c("rangetest --log-dir {dir}/afile", "not a directory"),
@@ -579,10 +583,13 @@ GROUP_STUDY = (
 def _write_files(files: Path) -> None:
     """(Re)write the input files, so that a case that altered one cannot hide the next's."""
     for path in files.iterdir():
-        path.unlink()
+        path.rmdir() if path.is_dir() else path.unlink()
     for name, data in FILES.items():
         (files / name).write_bytes(data)
     (files / "readonly.yaml").chmod(0o444)
+    (files / "readonly.json").chmod(0o444)
+    (files / "folder.json").mkdir()  # an output path that names a folder
+    (files / "folder.png").mkdir()
     conn = sqlite3.connect(files / "foreign.db")
     with conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
@@ -592,7 +599,10 @@ def _write_files(files: Path) -> None:
 
 def _digests(world: dict[str, Any]) -> dict[str, str]:
     paths = sorted(world["dir"].iterdir())
-    out = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    out = {
+        p.name: "folder" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in paths
+    }
     out["storage"] = _content(world["db"])
     return out
 

@@ -18,6 +18,7 @@ from lrtune.cli.common import (
     use_log_dir,
 )
 from lrtune.errors import UserError
+from lrtune.export.formats import check_writable
 
 
 def _add_rangetest(p: argparse.ArgumentParser) -> None:
@@ -117,6 +118,10 @@ def _check_out_path(path: str | None, suffix: str, flag: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"{flag} {path!r}: directory {parent} does not exist")
+    try:  # a folder by that name, a read-only file: refused as writing would refuse them
+        check_writable(path)
+    except UserError as exc:
+        raise UserError(f"{flag} {path!r}: {exc}") from None
     import tempfile
 
     try:  # /proc, /sys, a read-only mount: find out now, not after the range test

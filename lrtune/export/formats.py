@@ -58,6 +58,33 @@ def dump_config(config: Mapping[str, Any], fmt: str) -> str:
     raise UserError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
+def check_writable(path: str | os.PathLike[str]) -> tuple[Path, Path, int]:
+    """Why ``path`` cannot be written by :func:`write_config`, as a :class:`UserError`
+    (no folder, a folder by that name, a read-only file), checked before any work is done;
+    else the file to write (a symlink's target), its folder and the mode it will have."""
+    shown = Path(path)
+    # os.replace over the link itself would swap the link for a regular file and leave
+    # the file it points to (often a shared config in a dotfiles or configs repo) stale.
+    target = Path(os.path.realpath(shown)) if shown.is_symlink() else shown
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"cannot write {shown}: folder {folder} does not exist")
+    if target.is_dir():
+        raise UserError(f"cannot write {shown}: it is a folder")
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o644
+    else:
+        # The rename would replace a file its owner made read-only (and root may write
+        # any file): a read-only config is one nobody meant lrtune to change.
+        if not mode & 0o200 or not os.access(target, os.W_OK):
+            raise UserError(
+                f"{shown} is read-only: make it writable (chmod u+w) for lrtune to change it"
+            )
+    return target, folder, mode
+
+
 def write_config(text: str, path: str | os.PathLike[str]) -> None:
     """Write ``text`` to ``path`` atomically: a temp file in the same folder, then replace.
 
@@ -67,23 +94,7 @@ def write_config(text: str, path: str | os.PathLike[str]) -> None:
     so the rename stays on one file system).
     """
     shown = Path(path)
-    # os.replace over the link itself would swap the link for a regular file and leave
-    # the file it points to (often a shared config in a dotfiles or configs repo) stale.
-    target = Path(os.path.realpath(shown)) if shown.is_symlink() else shown
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserError(f"cannot write {shown}: folder {folder} does not exist")
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o644
-    else:
-        # The rename below would replace a file its owner made read-only (and root may
-        # write any file): a read-only config is one nobody meant lrtune to change.
-        if not mode & 0o200 or not os.access(target, os.W_OK):
-            raise UserError(
-                f"{shown} is read-only: make it writable (chmod u+w) for lrtune to change it"
-            )
+    target, folder, mode = check_writable(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
