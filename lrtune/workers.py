@@ -20,7 +20,7 @@ from lrtune import interrupt, preempt
 from lrtune.dashboard.graphs import show_widened
 from lrtune.dashboard.trial_graphs import show_trial
 from lrtune.errors import UserError
-from lrtune.faults import StaleWatch
+from lrtune.faults import DEVICE_ASSERT_HINT, StaleWatch
 from lrtune.group import confirm
 from lrtune.group.creation import wait_created
 from lrtune.group.prepare import (
@@ -303,6 +303,13 @@ def _record(
         failures += 1
         report.failed += 1
         log.warning("trial %d of %s failed: %s", mine.number, name, reason)
+        if DEVICE_ASSERT_HINT in reason:
+            # CUDA's error is sticky: every later trial of this process would fail at its
+            # first kernel. A new process (the same command again) has a fresh context.
+            raise UserError(
+                f"trial {mine.number} failed with a CUDA device-side assert, which leaves "
+                f"this process unable to use the GPU: {reason}"
+            )
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise UserError(
                 f"{failures} trials failed in a row: {reason or 'error'} (fix the task, "

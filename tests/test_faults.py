@@ -50,6 +50,11 @@ class Exits(nn.Linear):
         sys.exit(3)
 
 
+class DeviceAssert(nn.Linear):
+    def forward(self, x):  # what torch raises after a CUDA kernel's assertion failed
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+
 class FirstCallFails(nn.Linear):
     def forward(self, x):
         calls["n"] += 1
@@ -82,6 +87,10 @@ def exits(seed):
 
 def first_fails(seed):
     return _task(seed, model=FirstCallFails(4, 2))
+
+
+def device_assert(seed):
+    return _task(seed, model=DeviceAssert(4, 2))
 
 
 def no_rows(seed):
@@ -169,6 +178,24 @@ def test_a_task_error_fails_each_trial_with_its_reason_and_stops_after_3(
     assert [t.state for t in trials] == [States.FAIL] * 3, _states(trials)
     for t in trials:
         assert t.user_attrs["fail_reason"].startswith(REASONS[kind]), _states(trials)
+
+
+def test_a_cuda_device_side_assert_stops_the_worker_at_its_first_trial(
+    tasks: Path, sqlite_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A device-side assert leaves the process's CUDA context unusable (every later trial
+    would fail at its first kernel, tests/test_cuda.py): the worker stops after that trial,
+    in one line saying why and what to do, instead of failing two more."""
+    proc = _main(
+        capfd, "study", "--task", f"{tasks}:device_assert", "--trials", "5", *TRIALS,
+        "--storage", sqlite_url,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    line = _error_line(proc, "study")
+    assert "trial 0 failed with a CUDA device-side assert" in line, line
+    assert "--device cpu" in line and "unable to use the GPU" in line, line
+    trials = _trials(sqlite_url, "tiny.random.none")
+    assert [t.state for t in trials] == [States.FAIL], _states(trials)
 
 
 def test_one_failing_trial_does_not_stop_the_study(
