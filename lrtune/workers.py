@@ -308,7 +308,7 @@ def _record(
             # first kernel. A new process (the same command again) has a fresh context.
             raise UserError(
                 f"trial {mine.number} failed with a CUDA device-side assert, which leaves "
-                f"this process unable to use the GPU: {reason}"
+                f"this process unable to use the GPU (start it again once fixed): {reason}"
             )
         if failures >= MAX_CONSECUTIVE_FAILURES:
             raise UserError(
