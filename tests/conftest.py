@@ -110,6 +110,28 @@ def spawn_lrtune(args: list[str], cwd: Path, **extra_env: str) -> subprocess.Pop
     )
 
 
+def own_loop_source(name: str, fit: str, imports: str = "") -> str:
+    """The source of a task module: the task of the shipped ``studies/own_loop.py``, named
+    ``name``, whose ``fit`` is the given source of a ``def fit(hp, report)`` (it may call
+    ``own_loop.fit``); ``imports`` go at the top. Write it to a file, pass ``FILE.py:make``."""
+    loop = REPO / "studies" / "own_loop.py"
+    return f"""
+import importlib.util
+{imports}
+spec = importlib.util.spec_from_file_location("own_loop", {str(loop)!r})
+own_loop = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(own_loop)
+
+{fit.strip()}
+
+
+def make(seed):
+    task = own_loop.make(seed)
+    task.fit, task.name = fit, {json.dumps(name)}
+    return task
+"""
+
+
 def run_lrtune(
     args: list[str], cwd: Path, *, timeout: float = 120, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:

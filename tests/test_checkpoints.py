@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, own_loop_source
 from optuna.artifacts import FileSystemArtifactStore
 
 from lrtune.storage import open_storage
@@ -461,16 +461,9 @@ def test_a_save_killed_between_its_steps_leaves_no_file_unnamed(tmp_path: Path, 
     assert trial.user_attrs[CHECKPOINT_ATTR] is None
 
 
-PRUNED_FIT = f"""
-import importlib.util
-
-import optuna
-
-spec = importlib.util.spec_from_file_location("own_loop", {str(REPO / "studies" / "own_loop.py")!r})
-own_loop = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(own_loop)
-
-
+PRUNED_FIT = own_loop_source(
+    "fit-pruned",
+    """
 def fit(hp, report):
     def report_then_prune(value, epoch):
         report(value, epoch)
@@ -478,13 +471,9 @@ def fit(hp, report):
             raise optuna.TrialPruned("pruned by the task")
 
     return own_loop.fit(hp, report_then_prune)
-
-
-def make(seed):
-    task = own_loop.make(seed)
-    task.fit, task.name = fit, "fit-pruned"
-    return task
-"""
+""",
+    imports="import optuna",
+)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, own_loop_source
 from optuna.artifacts import FileSystemArtifactStore
 
 from lrtune.device import resolve_device
@@ -85,25 +85,15 @@ def test_a_checkpoint_on_cuda_keeps_the_cuda_rng_and_resumes_to_the_same_value(
     assert result.value == pytest.approx(whole, rel=1e-5)
 
 
-ON_CUDA_FIT = f"""
-import importlib.util
-
-spec = importlib.util.spec_from_file_location("own_loop", {str(REPO / "studies" / "own_loop.py")!r})
-own_loop = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(own_loop)
-
-
+ON_CUDA_FIT = own_loop_source(
+    "fit-cuda",
+    """
 def fit(hp, report):
     if hp.device.type != "cuda":
-        raise RuntimeError(f"trained on {{hp.device}}, not on the GPU")
+        raise RuntimeError(f"trained on {hp.device}, not on the GPU")
     return own_loop.fit(hp, report)
-
-
-def make(seed):
-    task = own_loop.make(seed)
-    task.fit, task.name = fit, "fit-cuda"
-    return task
-"""
+""",
+)
 
 
 def _lrtune(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

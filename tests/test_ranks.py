@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import own_loop_source
 
 from lrtune.training import ranks
 
@@ -255,25 +256,15 @@ def test_rangetest_command_under_two_ranks(tmp_path: Path) -> None:
 
 #: The shipped own-loop example with rank 1 raising before it trains: rank 0 trains its
 #: first epoch and meets the dead rank at the report's reduction.
-RAISING_FIT = f"""
-import importlib.util
-
-spec = importlib.util.spec_from_file_location("own_loop", {str(REPO / "studies" / "own_loop.py")!r})
-own_loop = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(own_loop)
-
-
+RAISING_FIT = own_loop_source(
+    "fit-raise",
+    """
 def fit(hp, report):
     if hp.rank == 1:
         raise RuntimeError("rank 1 broke")
     return own_loop.fit(hp, report)
-
-
-def make(seed):
-    task = own_loop.make(seed)
-    task.fit, task.name = fit, "fit-raise"
-    return task
-"""
+""",
+)
 
 
 @pytest.mark.slow
