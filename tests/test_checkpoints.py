@@ -461,6 +461,21 @@ def test_a_save_killed_between_its_steps_leaves_no_file_unnamed(tmp_path: Path, 
     assert trial.user_attrs[CHECKPOINT_ATTR] is None
 
 
+def test_saves_keep_one_file_and_a_short_stale_list(tmp_path: Path) -> None:
+    """Each save removes the previous file and drops from the attr what is gone: after many
+    saves one file is left and the attr lists at most the one just removed."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'x.db'}")
+    files = tmp_path / "store"
+    files.mkdir()
+    store = FileSystemArtifactStore(str(files))
+    trial = study.ask()
+    for epoch in range(1, 7):
+        assert Checkpoints(store, trial).save({"w": torch.zeros(1)}, epoch=epoch)
+        named = trial.user_attrs[CHECKPOINT_ATTR]
+        assert [f.name for f in files.iterdir()] == [named["artifact"]]
+        assert len(named["stale"]) <= 1, named
+
+
 PRUNED_FIT = own_loop_source(
     "fit-pruned",
     """
@@ -604,7 +619,8 @@ def test_a_store_that_cannot_be_written_costs_the_checkpoints_not_the_trial(
     )
     assert result.value == train("wine", config).value
     assert caplog.text.count("checkpoints not written") == 1  # one warning per worker
-    assert trial.user_attrs.get(CHECKPOINT_ATTR) is None  # no checkpoint named
+    named = trial.user_attrs.get(CHECKPOINT_ATTR) or {}
+    assert "artifact" not in named  # no checkpoint named
 
 
 @pytest.mark.slow

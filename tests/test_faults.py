@@ -455,6 +455,7 @@ def test_describe_is_one_short_line() -> None:
     assert describe(UserError("task t: oops")) == "task t: oops"
     long = describe(RuntimeError("x" * 5000))
     assert len(long) <= len("RuntimeError: ") + MAX_REASON and "\n" not in long
+    assert describe(RuntimeError("postgresql://u:secret@h/db down")).count("secret") == 0
 
 
 def test_a_cuda_device_side_assert_says_where_its_cause_is() -> None:
@@ -470,4 +471,3 @@ def test_a_cuda_device_side_assert_says_where_its_cause_is() -> None:
     line = describe(error)
     assert line == f"RuntimeError: CUDA error: device-side assert triggered ({DEVICE_ASSERT_HINT})"
     assert "--device cpu" in line
-    assert describe(RuntimeError("postgresql://u:secret@h/db down")).count("secret") == 0

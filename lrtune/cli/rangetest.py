@@ -118,7 +118,7 @@ def _check_out_path(path: str | None, suffix: str, flag: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"{flag} {path!r}: directory {parent} does not exist")
-    try:  # a folder by that name, a read-only file: refused as writing would refuse them
+    try:  # a folder by that name, a read-only file: refused now, not after the test
         check_writable(path)
     except UserError as exc:
         raise UserError(f"{flag} {path!r}: {exc}") from None

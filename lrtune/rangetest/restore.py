@@ -46,10 +46,10 @@ def preserved_state(
     # The user's .grad tensors themselves, kept aside: moving the model to the sweep's
     # device would move them in place (a reference the user holds would change device),
     # and the sweep's backward passes would add to them.
-    grads = [p.grad for p in model.parameters()]
+    opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+    grads = [p.grad for p in model.parameters()]  # nothing may raise between here and try
     for param in model.parameters():
         param.grad = None
-    opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     try:
         with preserved_rng():
             yield

@@ -15,6 +15,9 @@ two of those steps leaves no file that the attr does not name: the next save, or
 finished or pruned trial's :meth:`Checkpoints.discard`, removes what ``stale`` lists. A
 retry made by the heartbeat watch gets the attr with the failed trial's other user attrs
 (Optuna's ``RetryFailedTrialCallback`` copies them); a trial handed back is the same trial.
+That guarantee covers checkpoints only: the final weights (:meth:`Checkpoints.keep_weights`)
+and shared trunks (:mod:`lrtune.training.trunk`) are written before they are named, so a
+kill mid-write can leave one of those behind.
 
 When: every ``every`` epochs; ``None`` (the default) is :data:`AUTO_SECONDS`: between two
 updates (lrtune's loop, mid-epoch) or at the end of an epoch once that long has passed
@@ -49,6 +52,8 @@ RESUMED_ATTR = "resumed_from_epoch"
 AUTO_SECONDS = 30.0
 #: Bumped when the state's layout changes: an older file is not resumed.
 FORMAT = 1
+#: The most artifact ids the checkpoint attr lists as left to remove.
+MAX_STALE = 16
 
 _WARNED: set[str] = set()
 
@@ -130,7 +135,9 @@ class Checkpoints:
         False (one warning per process) when the store cannot take it: the trial goes on."""
         named = self.trial.user_attrs.get(CHECKPOINT_ATTR)
         previous = dict(named) if isinstance(named, dict) else {}
-        garbage = _stale(previous)
+        # Left by the last save (removed then, unless a kill or a store error came first):
+        # only what still cannot be removed stays listed, so the list does not grow.
+        garbage = [a for a in _stale(previous) if not _quiet_remove(self.store, a)]
         artifact = f"lrtune-ckpt-{uuid.uuid4().hex}"
         buffer = io.BytesIO()
         torch.save({**self.identity, "epoch": epoch, "batch": batch, **state}, buffer)
@@ -142,8 +149,11 @@ class Checkpoints:
             self.store.write(artifact, buffer)
         except Exception as exc:  # a full disk, a read-only directory, a lost bucket
             warn_once("store", "checkpoints not written (the trials go on without them): %s", exc)
-            _quiet_remove(self.store, artifact)
-            self.trial.set_user_attr(CHECKPOINT_ATTR, named)
+            if not _quiet_remove(self.store, artifact):  # part of it may be there
+                # A store that stays broken fails every save: keep the list bounded.
+                garbage = [*garbage, artifact][-MAX_STALE:]
+            kept = {**previous, "stale": garbage} if previous or garbage else None
+            self.trial.set_user_attr(CHECKPOINT_ATTR, kept)
             return False
         old = previous.get("artifact")
         if isinstance(old, str):
@@ -152,7 +162,7 @@ class Checkpoints:
             CHECKPOINT_ATTR,
             {"artifact": artifact, "epoch": epoch, "batch": batch, "stale": garbage},
         )
-        for stale in garbage:  # listed until the next save: a kill here is cleaned up then
+        for stale in garbage:  # listed until the next save, which drops what is gone
             _quiet_remove(self.store, stale)
         self._last = time.monotonic()
         self.saved += 1
@@ -231,11 +241,18 @@ def _stale(named: Mapping[str, Any]) -> list[str]:
     return [a for a in stale if isinstance(a, str)] if isinstance(stale, list) else []
 
 
-def _quiet_remove(store: ArtifactStore, artifact: str) -> None:
+def _quiet_remove(store: ArtifactStore, artifact: str) -> bool:
+    """Remove ``artifact``; whether it is gone now (removed, or not there)."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
     try:
         store.remove(artifact)
-    except Exception as exc:  # already gone (a partial write), or the store is down
+    except ArtifactNotFound:
+        return True
+    except Exception as exc:  # the store is down: the caller keeps it listed
         log.debug("checkpoint %s not removed: %s", artifact, exc)
+        return False
+    return True
 
 
 def rng_state() -> dict[str, Any]:
