@@ -7,15 +7,13 @@ on a GPU machine, with the rest of the device checks, in ``benchmarks/gpu_check.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from conftest import REPO, own_loop_source
+from conftest import own_loop_source, run_lrtune
 from optuna.artifacts import FileSystemArtifactStore
 
 from lrtune.device import resolve_device
@@ -97,16 +95,7 @@ def fit(hp, report):
 
 
 def _lrtune(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "lrtune", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_lrtune(args, cwd, timeout=600)  # a process start and CUDA's initialisation
 
 
 def test_the_main_job_on_a_worker_per_gpu_trains_on_cuda(tmp_path: Path) -> None:
