@@ -115,11 +115,8 @@ def _check_out_path(path: str | None, suffix: str, flag: str) -> None:
         return
     if not path.lower().endswith(suffix):
         raise UserError(f"{flag} {path!r}: expected a file name ending in {suffix}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UserError(f"{flag} {path!r}: directory {parent} does not exist")
-    try:  # a folder by that name, a read-only file: refused now, not after the test
-        check_writable(path)
+    try:  # no folder, a folder by that name, a read-only file: now, not after the test
+        _target, parent, _mode = check_writable(path)
     except UserError as exc:
         raise UserError(f"{flag} {path!r}: {exc}") from None
     import tempfile

@@ -43,11 +43,12 @@ def preserved_state(
     device = next(model.parameters()).device
     params = {k: v.detach().clone() for k, v in model.state_dict().items()}
     training = {name: m.training for name, m in model.named_modules()}
+    opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     # The user's .grad tensors themselves, kept aside: moving the model to the sweep's
     # device would move them in place (a reference the user holds would change device),
-    # and the sweep's backward passes would add to them.
-    opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
-    grads = [p.grad for p in model.parameters()]  # nothing may raise between here and try
+    # and the sweep's backward passes would add to them. Nothing may raise from here to
+    # the try.
+    grads = [p.grad for p in model.parameters()]
     for param in model.parameters():
         param.grad = None
     try:
